@@ -1,0 +1,1 @@
+"""Core: primary networks, flows, the posterior methods, training and metrics."""

@@ -1,0 +1,184 @@
+"""The one interface every uncertainty model implements (BHN, MC dropout, factorial VI, MAP)."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .primary import WeightLayer
+
+FORMAT_VERSION = 1
+
+
+class UncertaintyModel(nn.Module, ABC):
+    """Base class: a primary network plus a (possibly degenerate) posterior over its weights.
+
+    Shapes put samples first: ``sample_logits`` returns ``(n_samples, batch, classes)``.
+    Each of the ``n_samples`` draws is one set of weights (one dropout mask, one ``g``,
+    one weight sample) applied to the whole batch, never a fresh draw per input.
+
+    Subclasses implement :meth:`draw` (the random quantities of ``n`` posterior samples),
+    :meth:`forward_draw` (the network under a draw) and :meth:`loss`.
+    """
+
+    method: str = ""
+    default_samples: int = 100
+
+    def __init__(self, layers: Sequence[WeightLayer], config: dict[str, Any]) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        self.config = dict(config)
+        self.in_shape = tuple(config["in_shape"])
+        self.n_classes = int(config["n_classes"])
+
+    # -- to implement -------------------------------------------------------------------
+    @abstractmethod
+    def draw(self, n_samples: int, generator: torch.Generator | None = None) -> Any:
+        """Draw the random quantities of ``n_samples`` posterior samples."""
+
+    @abstractmethod
+    def forward_draw(self, x: Tensor, draw: Any) -> Tensor:
+        """Logits ``(n_samples, batch, classes)`` of checked input ``x`` under ``draw``."""
+
+    @abstractmethod
+    def loss(self, x: Tensor, y: Tensor, n_data: int, kl_weight: float = 1.0) -> Tensor:
+        """Training loss per data point (negative ELBO for the Bayesian methods)."""
+
+    # -- shared behaviour ---------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def check_input(self, x: Tensor) -> Tensor:
+        """Validate ``x`` (shape, dtype, finiteness) and move it to the model's device."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"x must be a floating-point tensor (pixels scaled to [0, 1]), got {x.dtype}; "
+                "convert with x.float() / 255"
+            )
+        flat = (math.prod(self.in_shape),)
+        ok = x.dim() >= 1 and (
+            tuple(x.shape[1:]) == self.in_shape
+            or (self.layers[0].kind == "linear" and tuple(x.shape[1:]) == flat)
+        )
+        if not ok:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}; expected (batch, {', '.join(map(str, self.in_shape))})"
+                + (f" or (batch, {flat[0]})" if self.layers[0].kind == "linear" else "")
+            )
+        if x.shape[0] == 0:
+            raise ValueError("x is an empty batch (shape[0] == 0)")
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or infinite values")
+        return x.to(self.device)
+
+    def check_targets(self, y: Tensor, batch: int) -> Tensor:
+        if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32, torch.uint8):
+            raise TypeError(f"y must be an integer class tensor, got {getattr(y, 'dtype', type(y))}")
+        if y.shape != (batch,):
+            raise ValueError(f"y has shape {tuple(y.shape)}; expected ({batch},)")
+        if y.numel() and (y.min() < 0 or y.max() >= self.n_classes):
+            raise ValueError(f"y has labels outside 0..{self.n_classes - 1}")
+        return y.to(self.device).long()
+
+    @staticmethod
+    def _check_samples(n_samples: int) -> int:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        return n_samples
+
+    def sample_logits(
+        self,
+        x: Tensor,
+        n_samples: int | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+    ) -> Tensor:
+        """Logits of ``n_samples`` independent posterior samples: ``(n_samples, batch, classes)``.
+
+        One draw is made and applied to every input; ``batch_size`` only splits the inputs
+        into chunks to bound memory.
+        """
+        n = self._check_samples(self.default_samples if n_samples is None else n_samples)
+        x = self.check_input(x)
+        draw = self.draw(n, generator)
+        if batch_size is None or batch_size >= x.shape[0]:
+            return self.forward_draw(x, draw)
+        return torch.cat([self.forward_draw(c, draw) for c in x.split(batch_size)], dim=1)
+
+    def predict_proba(
+        self,
+        x: Tensor,
+        n_samples: int | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+    ) -> Tensor:
+        """Posterior predictive ``mean_s softmax(logits_s)``: ``(batch, classes)``."""
+        logits = self.sample_logits(x, n_samples, generator, batch_size)
+        return F.softmax(logits, dim=-1).mean(0)
+
+    def sampled(self, generator: torch.Generator | None = None) -> SampledNetwork:
+        """Freeze one posterior draw: a callable network, usable as a context manager.
+
+        Example:
+            >>> import safety_bhn
+            >>> model = safety_bhn.build_model("bhn", hidden=[16], in_shape=(4,), n_classes=3)
+            >>> with model.sampled(torch.Generator().manual_seed(0)) as net:
+            ...     net(torch.zeros(2, 4)).shape
+            torch.Size([2, 3])
+        """
+        return SampledNetwork(self, self.draw(1, generator))
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the configuration and weights to ``path`` atomically (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "method": self.method,
+            "config": self.config,
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+class SampledNetwork:
+    """A network fixed at one posterior draw: ``net(x)`` returns logits ``(batch, classes)``."""
+
+    def __init__(self, model: UncertaintyModel, draw: Any) -> None:
+        self.model = model
+        self.draw = draw
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.model.forward_draw(self.model.check_input(x), self.draw)[0]
+
+    def predict_proba(self, x: Tensor) -> Tensor:
+        return F.softmax(self(x), dim=-1)
+
+    def __enter__(self) -> SampledNetwork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,161 @@
+"""`build_model` and `load`: one entry point for every method and architecture."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._choices import parse_choice
+from .base import FORMAT_VERSION, UncertaintyModel
+from .bhn import BHN
+from .dropout import MCDropoutNet
+from .factorial import FactorialVI
+from .map import MAPNet
+from .primary import cnn_layers, mlp_layers
+
+
+class Method(str, enum.Enum):
+    """Posterior methods."""
+
+    BHN = "bhn"
+    MC_DROPOUT = "mc_dropout"
+    FACTORIAL_VI = "factorial_vi"
+    MAP = "map"
+
+
+class Arch(str, enum.Enum):
+    """Primary-network architectures."""
+
+    MLP = "mlp"
+    CNN = "cnn"
+
+
+MODEL_CLASSES: dict[Method, type[UncertaintyModel]] = {
+    Method.BHN: BHN,
+    Method.MC_DROPOUT: MCDropoutNet,
+    Method.FACTORIAL_VI: FactorialVI,
+    Method.MAP: MAPNet,
+}
+ARCH_OPTIONS = {
+    Arch.MLP: ("hidden", "p_input", "p_hidden"),
+    Arch.CNN: ("channels", "kernel_size", "dense", "p_conv", "p_hidden"),
+}
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
+    values = [values] if isinstance(values, int) else list(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{name} must be a non-empty list of positive integers, got {values!r}")
+    return values
+
+
+def build_model(
+    method: str | Method,
+    arch: str | Arch = "mlp",
+    in_shape: Sequence[int] = (1, 28, 28),
+    n_classes: int = 10,
+    *,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> UncertaintyModel:
+    """Build an uncertainty model.
+
+    Args:
+        method: ``"bhn"``, ``"mc_dropout"``, ``"factorial_vi"`` or ``"map"``.
+        arch: ``"mlp"`` (options ``hidden=[800]``, ``p_input``, ``p_hidden``) or ``"cnn"``
+            (options ``channels``, ``kernel_size``, ``dense``, ``p_conv``, ``p_hidden``).
+        in_shape: shape of one input, e.g. ``(1, 28, 28)`` or ``(784,)`` (MLP only).
+        n_classes: number of classes (outputs).
+        seed: seed for the initial weights (None: the global RNG).
+        device: where the model lives (default: CUDA when available).
+        **options: architecture options above, and the method's own options, e.g.
+            ``coupling_layers=12`` for BHN (see each class's docstring).
+
+    Example:
+        >>> import safety_bhn
+        >>> model = safety_bhn.build_model("bhn", hidden=[50], coupling_layers=2, seed=0)
+        >>> model.sample_logits(torch.rand(4, 1, 28, 28), n_samples=7).shape
+        torch.Size([7, 4, 10])
+    """
+    method = parse_choice(method, Method, "method")
+    arch = parse_choice(arch, Arch, "architecture")
+    in_shape = tuple(_positive_ints("in_shape", in_shape))
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    cls = MODEL_CLASSES[method]
+    method_keys = set(inspect.signature(cls.__init__).parameters) - {"self", "layers", "config"}
+    arch_keys = set(ARCH_OPTIONS[arch])
+    unknown = set(options) - method_keys - arch_keys
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {sorted(unknown)} for method {method.value!r} with arch "
+            f"{arch.value!r}; valid options: {sorted(method_keys | arch_keys)}"
+        )
+    arch_opts = {k: v for k, v in options.items() if k in arch_keys}
+    for key in ("p_input", "p_hidden", "p_conv"):
+        if key in arch_opts and not 0.0 <= float(arch_opts[key]) < 1.0:
+            raise ValueError(f"{key} must lie in [0, 1), got {arch_opts[key]!r}")
+    if arch is Arch.MLP:
+        arch_opts["hidden"] = _positive_ints("hidden", arch_opts.get("hidden", [800]))
+        layers = mlp_layers(in_shape, n_classes=n_classes, **arch_opts)
+    else:
+        if len(in_shape) != 3:
+            raise ValueError(f"the CNN needs in_shape (channels, height, width), got {in_shape}")
+        for key in ("channels", "kernel_size", "dense"):
+            if key in arch_opts:
+                _positive_ints(key, [arch_opts[key]])
+        layers = cnn_layers(in_shape, n_classes, **arch_opts)
+    method_opts = {k: v for k, v in options.items() if k in method_keys}
+    for key, value in method_opts.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ValueError(f"{key} must be non-negative, got {value!r}")
+    config = {
+        "method": method.value,
+        "arch": arch.value,
+        "in_shape": list(in_shape),
+        "n_classes": n_classes,
+        "options": dict(options),
+    }
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = cls(layers, config, **method_opts)
+    return model.to(default_device() if device is None else torch.device(device))
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = None) -> UncertaintyModel:
+    """Load a model written by :meth:`UncertaintyModel.save` (``weights_only=True``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable safety_bhn checkpoint: {err}") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a safety_bhn checkpoint (format {FORMAT_VERSION})")
+    config = payload["config"]
+    model = build_model(
+        config["method"],
+        config["arch"],
+        config["in_shape"],
+        config["n_classes"],
+        device="cpu",
+        **config["options"],
+    )
+    model.load_state_dict(payload["state_dict"])
+    return model.to(default_device() if device is None else torch.device(device))

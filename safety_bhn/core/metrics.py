@@ -1,0 +1,97 @@
+"""Predictive metrics: accuracy, NLL, expected calibration error, Brier score."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import UncertaintyModel
+
+
+def _check(probs: Tensor, y: Tensor) -> None:
+    if probs.dim() != 2 or y.shape != probs.shape[:1]:
+        raise ValueError(
+            f"probs must be (batch, classes) and y (batch,), got {tuple(probs.shape)} and "
+            f"{tuple(y.shape)}"
+        )
+
+
+def accuracy(probs: Tensor, y: Tensor) -> float:
+    """Fraction of inputs whose most probable class is the label."""
+    _check(probs, y)
+    return (probs.argmax(1) == y).float().mean().item()
+
+
+def nll(probs: Tensor, y: Tensor) -> float:
+    """Mean negative log predictive probability of the labels (nats)."""
+    _check(probs, y)
+    return -probs.gather(1, y[:, None]).clamp_min(1e-12).log().mean().item()
+
+
+def brier_score(probs: Tensor, y: Tensor) -> float:
+    """Mean squared distance between the predictive and the one-hot label (sum over classes)."""
+    _check(probs, y)
+    return (probs - F.one_hot(y, probs.shape[1]).to(probs)).pow(2).sum(1).mean().item()
+
+
+def reliability_bins(
+    probs: Tensor, y: Tensor, n_bins: int = 15
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per confidence bin: ``(mean confidence, accuracy, count)``, equal-width bins on [0, 1]."""
+    _check(probs, y)
+    conf, pred = probs.max(1)
+    correct = (pred == y).float()
+    index = (conf * n_bins).long().clamp(max=n_bins - 1)
+    count = torch.bincount(index, minlength=n_bins).float()
+    sum_conf = torch.bincount(index, weights=conf, minlength=n_bins)
+    sum_acc = torch.bincount(index, weights=correct, minlength=n_bins)
+    safe = count.clamp_min(1)
+    return sum_conf / safe, sum_acc / safe, count
+
+
+def expected_calibration_error(probs: Tensor, y: Tensor, n_bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): ``sum_b |B_b|/n * |acc(B_b) - conf(B_b)|``."""
+    conf, acc, count = reliability_bins(probs, y, n_bins)
+    return ((count / count.sum()) * (acc - conf).abs()).sum().item()
+
+
+def auto_batch_size(model: UncertaintyModel, n_samples: int, budget: float = 5e7) -> int:
+    """Inputs per chunk so that one layer's activations for all samples fit ``budget`` floats."""
+    widest = max(math.prod(layer.in_shape) for layer in model.layers)
+    return max(1, int(budget // (n_samples * widest)))
+
+
+@torch.no_grad()
+def evaluate(
+    model: UncertaintyModel,
+    x: Tensor,
+    y: Tensor,
+    n_samples: int | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> dict[str, float]:
+    """Accuracy, NLL, ECE and Brier score of the posterior predictive on ``(x, y)``.
+
+    Example:
+        >>> import safety_bhn
+        >>> model = safety_bhn.build_model("map", hidden=[8], in_shape=(4,), n_classes=3)
+        >>> sorted(evaluate(model, torch.rand(10, 4), torch.zeros(10, dtype=torch.long)))
+        ['accuracy', 'brier', 'ece', 'nll']
+    """
+    n = model.default_samples if n_samples is None else n_samples
+    was_training = model.training
+    model.eval()
+    probs = model.predict_proba(
+        x, n, generator, batch_size=batch_size or auto_batch_size(model, n)
+    ).cpu()
+    model.train(was_training)
+    y = model.check_targets(y, x.shape[0]).cpu()
+    return {
+        "accuracy": accuracy(probs, y),
+        "nll": nll(probs, y),
+        "ece": expected_calibration_error(probs, y),
+        "brier": brier_score(probs, y),
+    }

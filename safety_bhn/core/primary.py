@@ -1,0 +1,155 @@
+"""Primary-network architectures (MLP, LeNet-style CNN) as layer specs shared by every method.
+
+Every method runs the same architecture; only how it obtains the weights of each layer
+differs. Activations carry a leading *sample* dimension: ``h`` has shape
+``(S, batch, *features)`` where ``S`` is 1 while all samples still share the same values
+(for example before the first stochastic layer) and ``n_samples`` afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class WeightLayer:
+    """One weight layer of a primary network.
+
+    Attributes:
+        kind: ``"linear"`` or ``"conv"``.
+        in_features: input features (input channels for a convolution).
+        out_features: output units (output channels); one weight-norm scale per unit.
+        kernel_size: convolution kernel size (0 for linear layers).
+        in_shape: shape of one example's input to this layer (for dropout masks).
+        dropout: MC-dropout rate applied to this layer's input.
+        after: operations applied to the output, in order: ``"relu"``, ``"pool"``, ``"flatten"``.
+    """
+
+    kind: str
+    in_features: int
+    out_features: int
+    kernel_size: int
+    in_shape: tuple[int, ...]
+    dropout: float
+    after: tuple[str, ...]
+
+
+def mlp_layers(
+    in_shape: Sequence[int],
+    hidden: Sequence[int],
+    n_classes: int,
+    p_input: float = 0.2,
+    p_hidden: float = 0.5,
+) -> list[WeightLayer]:
+    """Layers of an MLP ``prod(in_shape) -> hidden... -> n_classes`` with ReLU activations."""
+    sizes = [math.prod(in_shape), *hidden, n_classes]
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        layers.append(
+            WeightLayer(
+                kind="linear",
+                in_features=n_in,
+                out_features=n_out,
+                kernel_size=0,
+                in_shape=(n_in,),
+                dropout=p_input if i == 0 else p_hidden,
+                after=() if last else ("relu",),
+            )
+        )
+    return layers
+
+
+def cnn_layers(
+    in_shape: Sequence[int],
+    n_classes: int,
+    channels: int = 32,
+    kernel_size: int = 4,
+    dense: int = 128,
+    p_conv: float = 0.25,
+    p_hidden: float = 0.5,
+) -> list[WeightLayer]:
+    """Gal, Islam & Ghahramani (2017) LeNet-style net: conv-relu-conv-relu-pool-dense-relu-dense.
+
+    Dropout (for MC dropout) sits where their Keras model had it: after the pooling layer
+    (``p_conv``) and before the output layer (``p_hidden``).
+    """
+    c, h, w = in_shape
+    h1, w1 = h - kernel_size + 1, w - kernel_size + 1
+    h2, w2 = h1 - kernel_size + 1, w1 - kernel_size + 1
+    hp, wp = h2 // 2, w2 // 2
+    if hp < 1 or wp < 1:
+        raise ValueError(f"in_shape {tuple(in_shape)} is too small for the CNN (needs >= 8x8)")
+    flat = channels * hp * wp
+    return [
+        WeightLayer("conv", c, channels, kernel_size, (c, h, w), 0.0, ("relu",)),
+        WeightLayer("conv", channels, channels, kernel_size, (channels, h1, w1), 0.0,
+                    ("relu", "pool", "flatten")),
+        WeightLayer("linear", flat, dense, 0, (flat,), p_conv, ("relu",)),
+        WeightLayer("linear", dense, n_classes, 0, (dense,), p_hidden, ()),
+    ]  # fmt: skip
+
+
+def per_sample(fn: Callable[[Tensor], Tensor], h: Tensor) -> Tensor:
+    """Apply a batch-only op ``fn`` to ``h`` of shape ``(S, B, ...)`` by folding S into B."""
+    s, b = h.shape[:2]
+    out = fn(h.reshape(s * b, *h.shape[2:]))
+    return out.reshape(s, b, *out.shape[1:])
+
+
+def shared_layer(layer: WeightLayer, h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Apply one weight tensor shared by every sample: ``h`` is ``(S, B, ...)``."""
+    if layer.kind == "linear":
+        return F.linear(h, weight, bias)
+    return per_sample(lambda t: F.conv2d(t, weight, bias), h)
+
+
+def batched_layer(layer: WeightLayer, h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Apply per-sample weights ``weight[S, out, ...]`` and ``bias[S, out]`` in one pass.
+
+    ``h`` is ``(S, B, ...)`` or ``(1, B, ...)`` (broadcast to every sample). Convolutions
+    use a grouped convolution with one group per sample.
+    """
+    s = weight.shape[0]
+    if layer.kind == "linear":
+        return torch.baddbmm(bias.unsqueeze(1), h.expand(s, *h.shape[1:]), weight.transpose(1, 2))
+    b = h.shape[1]
+    x = h.expand(s, *h.shape[1:]).transpose(0, 1).reshape(b, s * h.shape[2], *h.shape[3:])
+    out = F.conv2d(x, weight.reshape(-1, *weight.shape[2:]), bias.reshape(-1), groups=s)
+    return out.reshape(b, s, -1, *out.shape[2:]).transpose(0, 1)
+
+
+def apply_after(layer: WeightLayer, h: Tensor) -> Tensor:
+    """Apply the activation / pooling / flattening that follows a weight layer."""
+    for op in layer.after:
+        if op == "relu":
+            h = F.relu(h)
+        elif op == "pool":
+            h = per_sample(lambda t: F.max_pool2d(t, 2), h)
+        elif op == "flatten":
+            h = h.flatten(2)
+    return h
+
+
+def run_layers(
+    layers: Sequence[WeightLayer],
+    x: Tensor,
+    apply_layer: Callable[[int, WeightLayer, Tensor], Tensor],
+) -> Tensor:
+    """Run the network on ``x[B, *in_shape]``: returns ``(S, B, n_classes)``.
+
+    ``apply_layer(i, layer, h)`` computes layer ``i``'s pre-activation; it may add the
+    sample dimension (for example by scaling a shared product with per-sample scales).
+    """
+    h = x.unsqueeze(0)
+    if layers[0].kind == "linear":
+        h = h.flatten(2)
+    for i, layer in enumerate(layers):
+        h = apply_after(layer, apply_layer(i, layer, h))
+    return h

@@ -1,0 +1,163 @@
+"""`fit`: minibatch training with KL annealing, gradient clipping and early stopping."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .base import UncertaintyModel
+from .metrics import evaluate
+
+Data = tuple[Tensor, Tensor] | Dataset
+
+
+@dataclass
+class History:
+    """What happened during :func:`fit` (one entry per epoch; validation where evaluated)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_epochs: list[int] = field(default_factory=list)
+    val_nll: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    epochs_run: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def as_tensors(data: Data, name: str = "data") -> tuple[Tensor, Tensor]:
+    """Accept ``(x, y)`` tensors or a ``Dataset`` of ``(x, y)`` pairs; return stacked tensors."""
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+    elif isinstance(data, Dataset):
+        if len(data) == 0:
+            raise ValueError(f"{name} is empty")
+        pairs = [data[i] for i in range(len(data))]
+        x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
+        y = torch.as_tensor([int(p[1]) for p in pairs])
+    else:
+        raise TypeError(f"{name} must be a pair of tensors (x, y) or a Dataset of (x, y) pairs")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name}: x has {x.shape[0]} examples but y has {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    return x, y
+
+
+def fit(
+    model: UncertaintyModel,
+    train: Data,
+    val: Data | None = None,
+    *,
+    epochs: int = 50,
+    lr: float = 1e-3,
+    batch_size: int = 100,
+    seed: int = 0,
+    patience: int | None = None,
+    kl_anneal: float = 0.0,
+    grad_clip: float | None = 100.0,
+    val_samples: int = 10,
+    eval_every: int = 1,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` by minimising ``model.loss`` with Adam; returns a :class:`History`.
+
+    Args:
+        train: ``(x, y)`` tensors or a ``Dataset`` of pairs.
+        val: optional validation data; the weights with the best validation NLL are kept.
+        epochs: maximum passes over ``train``.
+        lr: Adam learning rate.
+        batch_size: examples per step.
+        seed: seeds shuffling, data-dependent initialisation and the model's noise.
+        patience: stop after this many validations without improvement (None: never).
+        kl_anneal: fraction of all steps over which the KL weight rises linearly from 0 to 1.
+        grad_clip: maximum gradient norm (None: no clipping).
+        val_samples: posterior samples for the validation predictive.
+        eval_every: validate every this many epochs.
+        progress: show a tqdm progress bar.
+
+    Example:
+        >>> import safety_bhn
+        >>> model = safety_bhn.build_model("map", hidden=[8], in_shape=(4,), n_classes=2)
+        >>> x, y = torch.rand(64, 4), torch.randint(0, 2, (64,))
+        >>> fit(model, (x, y), epochs=2, progress=False).epochs_run
+        2
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_every", eval_every),
+                        ("val_samples", val_samples)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if not 0.0 <= kl_anneal <= 1.0:
+        raise ValueError(f"kl_anneal must lie in [0, 1], got {kl_anneal!r}")
+    x, y = as_tensors(train, "train")
+    x = model.check_input(x)
+    y = model.check_targets(y, x.shape[0])
+    n = x.shape[0]
+    if val is not None:
+        xv, yv = as_tensors(val, "val")
+        xv = model.check_input(xv)
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    val_gen_seed = seed + 1
+    if hasattr(model, "init_from_data") and not bool(model.initialized):
+        model.init_from_data(x[torch.randperm(n, generator=gen)[:1000].to(x.device)])
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = (n + batch_size - 1) // batch_size
+    anneal_steps = kl_anneal * epochs * steps_per_epoch
+    history = History()
+    best_state, best_nll, since_best = None, float("inf"), 0
+    start, step = time.perf_counter(), 0
+    bar = tqdm(range(epochs), desc=f"fit {model.method}", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        total = 0.0
+        for idx in torch.randperm(n, generator=gen).to(x.device).split(batch_size):
+            kl_weight = min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0
+            loss = model.loss(x[idx], y[idx], n, kl_weight)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch}; try a smaller lr"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            total += loss.item() * len(idx)
+            step += 1
+        history.train_loss.append(total / n)
+        history.epochs_run = epoch + 1
+        postfix = {"loss": f"{total / n:.4f}"}
+        if val is not None and (epoch + 1) % eval_every == 0:
+            gen_val = torch.Generator(device=x.device).manual_seed(val_gen_seed)
+            metrics = evaluate(model, xv, yv, val_samples, generator=gen_val)
+            history.val_epochs.append(epoch)
+            history.val_nll.append(metrics["nll"])
+            history.val_accuracy.append(metrics["accuracy"])
+            postfix.update(val_nll=f"{metrics['nll']:.4f}", val_acc=f"{metrics['accuracy']:.4f}")
+            if metrics["nll"] < best_nll:
+                best_nll, since_best, history.best_epoch = metrics["nll"], 0, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+                if patience is not None and since_best >= patience:
+                    bar.set_postfix(postfix)
+                    break
+        bar.set_postfix(postfix)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - start
+    return history
