@@ -1,0 +1,18 @@
+"""Shared pytest fixtures."""
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The project's offline data folder, ``../shared/data`` from the project root."""
+    if not (SHARED_DATA_DIR / "mnist").is_dir():
+        pytest.skip(
+            f"shared data folder not found at {SHARED_DATA_DIR} (expected ../shared/data next "
+            "to the project root, holding mnist/, mnist-extra5k/ and fashion-mnist/)"
+        )
+    return SHARED_DATA_DIR
