@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._io import atomic_write
 from .primary import WeightLayer
 
 FORMAT_VERSION = 1
@@ -73,10 +73,10 @@ class UncertaintyModel(nn.Module, ABC):
             or (self.layers[0].kind == "linear" and tuple(x.shape[1:]) == flat)
         )
         if not ok:
-            raise ValueError(
-                f"x has shape {tuple(x.shape)}; expected (batch, {', '.join(map(str, self.in_shape))})"
-                + (f" or (batch, {flat[0]})" if self.layers[0].kind == "linear" else "")
-            )
+            expected = f"(batch, {', '.join(map(str, self.in_shape))})"
+            if self.layers[0].kind == "linear":
+                expected += f" or (batch, {flat[0]})"
+            raise ValueError(f"x has shape {tuple(x.shape)}; expected {expected}")
         if x.shape[0] == 0:
             raise ValueError("x is an empty batch (shape[0] == 0)")
         if not torch.isfinite(x).all():
@@ -85,7 +85,8 @@ class UncertaintyModel(nn.Module, ABC):
 
     def check_targets(self, y: Tensor, batch: int) -> Tensor:
         if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32, torch.uint8):
-            raise TypeError(f"y must be an integer class tensor, got {getattr(y, 'dtype', type(y))}")
+            got = getattr(y, "dtype", type(y).__name__)
+            raise TypeError(f"y must be an integer tensor of class labels, got {got}")
         if y.shape != (batch,):
             raise ValueError(f"y has shape {tuple(y.shape)}; expected ({batch},)")
         if y.numel() and (y.min() < 0 or y.max() >= self.n_classes):
@@ -143,25 +144,13 @@ class UncertaintyModel(nn.Module, ABC):
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the configuration and weights to ``path`` atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format_version": FORMAT_VERSION,
             "method": self.method,
             "config": self.config,
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 class SampledNetwork:

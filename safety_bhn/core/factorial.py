@@ -56,7 +56,7 @@ class FactorialVI(UncertaintyModel):
         self.b_rho = nn.ParameterList(nn.Parameter(torch.full_like(m.bias, rho)) for m in init)
 
     def _params(self) -> list[tuple[Tensor, Tensor]]:
-        return [*zip(self.w_mu, self.w_rho), *zip(self.b_mu, self.b_rho)]
+        return [*zip(self.w_mu, self.w_rho, strict=True), *zip(self.b_mu, self.b_rho, strict=True)]
 
     def draw(
         self, n_samples: int, generator: torch.Generator | None = None
@@ -93,9 +93,9 @@ class FactorialVI(UncertaintyModel):
         p = self.prior_std
         for mu, rho in self._params():
             sigma = F.softplus(rho)
-            total = total + (
-                torch.log(p / sigma) + (sigma.pow(2) + mu.pow(2)) / (2 * p**2) - 0.5
-            ).sum()
+            total = (
+                total + (torch.log(p / sigma) + (sigma.pow(2) + mu.pow(2)) / (2 * p**2) - 0.5).sum()
+            )
         return total
 
     def loss(self, x: Tensor, y: Tensor, n_data: int, kl_weight: float = 1.0) -> Tensor:

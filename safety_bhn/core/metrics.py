@@ -37,9 +37,7 @@ def brier_score(probs: Tensor, y: Tensor) -> float:
     return (probs - F.one_hot(y, probs.shape[1]).to(probs)).pow(2).sum(1).mean().item()
 
 
-def reliability_bins(
-    probs: Tensor, y: Tensor, n_bins: int = 15
-) -> tuple[Tensor, Tensor, Tensor]:
+def reliability_bins(probs: Tensor, y: Tensor, n_bins: int = 15) -> tuple[Tensor, Tensor, Tensor]:
     """Per confidence bin: ``(mean confidence, accuracy, count)``, equal-width bins on [0, 1]."""
     _check(probs, y)
     conf, pred = probs.max(1)

@@ -50,7 +50,7 @@ def mlp_layers(
     """Layers of an MLP ``prod(in_shape) -> hidden... -> n_classes`` with ReLU activations."""
     sizes = [math.prod(in_shape), *hidden, n_classes]
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         last = i == len(sizes) - 2
         layers.append(
             WeightLayer(

@@ -36,7 +36,8 @@ class History:
 
 def as_tensors(data: Data, name: str = "data") -> tuple[Tensor, Tensor]:
     """Accept ``(x, y)`` tensors or a ``Dataset`` of ``(x, y)`` pairs; return stacked tensors."""
-    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+    pair = isinstance(data, tuple | list) and len(data) == 2
+    if pair and all(isinstance(t, Tensor) for t in data):
         x, y = data
     elif isinstance(data, Dataset):
         if len(data) == 0:

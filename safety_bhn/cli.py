@@ -1,0 +1,174 @@
+"""The `safety-bhn` command line: train, evaluate, quickstart, and the applications' commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .core.build import Method
+
+# Modules that add a sub-command: each defines add_parser(subparsers) -> None, whose parser
+# sets ``func`` (called with the parsed arguments, returns an exit status).
+APPLICATIONS: tuple[str, ...] = ()
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="bhn", help=f"one of {[m.value for m in Method]}")
+    p.add_argument("--arch", default="mlp", help="mlp or cnn")
+    p.add_argument(
+        "--hidden", type=_positive(int), nargs="+", default=[800], help="MLP hidden units per layer"
+    )
+    p.add_argument(
+        "--coupling-layers",
+        type=_non_negative_int,
+        default=12,
+        help="BHN coupling layers (0: diagonal Gaussian over the scales)",
+    )
+    p.add_argument("--epochs", type=_positive(int), default=100)
+    p.add_argument("--lr", type=_positive(float), default=1e-3)
+    p.add_argument("--batch-size", type=_positive(int), default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-size", type=_non_negative_int, default=500)
+    p.add_argument(
+        "--patience",
+        type=_positive(int),
+        default=None,
+        help="early-stopping patience in epochs (default: none)",
+    )
+    p.add_argument("--kl-anneal", type=float, default=0.0)
+    p.add_argument("--eval-samples", type=_positive(int), default=100)
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with mnist/*.gz (default: the embedded MNIST-5000 copy)",
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _print_table(rows: dict[str, dict[str, float]]) -> None:
+    print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'ECE':>8}{'Brier':>8}")
+    for name, m in rows.items():
+        print(f"{name:<14}{m['accuracy']:>10.4f}{m['nll']:>8.4f}{m['ece']:>8.4f}{m['brier']:>8.4f}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ._choices import parse_choice
+    from .core.build import Arch
+    from .runs import TrainConfig, train_and_evaluate
+
+    parse_choice(args.method, Method, "method")
+    parse_choice(args.arch, Arch, "architecture")
+    config = TrainConfig(
+        method=args.method,
+        arch=args.arch,
+        hidden=args.hidden,
+        coupling_layers=args.coupling_layers,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        val_size=args.val_size,
+        patience=args.patience,
+        kl_anneal=args.kl_anneal,
+        eval_samples=args.eval_samples,
+        data_dir=args.data_dir,
+        device=args.device,
+    )
+    _, metrics = train_and_evaluate(config, args.out, progress=not args.no_progress)
+    _print_table({args.method: metrics["test"]})
+    print(f"saved {Path(args.out) / 'model.pt'} and {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .runs import evaluate_run
+
+    metrics = evaluate_run(args.run, args.samples, args.data_dir, args.device)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_table({Path(args.run).name: metrics})
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from .quickstart import quickstart
+
+    quickstart(args.out, epochs=args.epochs, device=args.device, progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safety-bhn", description="Calibrated uncertainty with Bayesian hypernetworks."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model on MNIST and save it with its test metrics")
+    _add_train_flags(p)
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/bhn")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="test-set accuracy, NLL, ECE and Brier of a saved run")
+    p.add_argument("run", help="run folder written by 'safety-bhn train'")
+    p.add_argument("--samples", type=_positive(int), default=None, help="posterior samples")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("quickstart", help="train BHN and MC dropout on the embedded MNIST-5000")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument(
+        "--epochs",
+        type=_positive(int),
+        default=None,
+        help="epochs per model (default: sized for about 3 minutes on 2 cores)",
+    )
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_quickstart)
+
+    for module in APPLICATIONS:
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``safety-bhn`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("safety-bhn: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
+        print(f"safety-bhn: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

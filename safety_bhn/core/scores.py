@@ -1,0 +1,89 @@
+"""Uncertainty scores from posterior samples ``probs[n_samples, batch, classes]``.
+
+One definition for every application: active learning ranks pool points by them and
+out-of-distribution detection thresholds them. Higher always means more uncertain.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_TOL = 1e-3
+
+
+def check_probs(probs: Tensor) -> Tensor:
+    """Validate posterior-sample probabilities ``(n_samples, batch, classes)``.
+
+    Raises a ValueError naming the problem: wrong number of dimensions, an empty sample,
+    batch or class axis, NaN or infinite entries, negative entries, or rows that do not
+    sum to one (pass ``softmax(logits)``, not logits).
+    """
+    if not isinstance(probs, Tensor):
+        raise TypeError(f"probs must be a torch.Tensor, got {type(probs).__name__}")
+    if probs.dim() != 3:
+        raise ValueError(
+            f"probs must have shape (n_samples, batch, classes), got {tuple(probs.shape)}"
+        )
+    if 0 in probs.shape:
+        raise ValueError(f"probs has an empty axis: shape {tuple(probs.shape)}")
+    if not probs.is_floating_point():
+        raise TypeError(f"probs must be floating point, got {probs.dtype}")
+    if not torch.isfinite(probs).all():
+        raise ValueError("probs contains NaN or infinite values")
+    if (probs < 0).any():
+        raise ValueError("probs contains negative values; pass probabilities, not logits")
+    err = (probs.sum(-1) - 1).abs().max().item()
+    if err > _TOL:
+        raise ValueError(
+            f"probs do not sum to one over classes (max error {err:.3g}); apply softmax first"
+        )
+    return probs
+
+
+def _entropy(p: Tensor) -> Tensor:
+    """Entropy over the last axis, with ``0 log 0 = 0``."""
+    return -torch.special.xlogy(p, p).sum(-1)
+
+
+def predictive_entropy(probs: Tensor) -> Tensor:
+    """``H[E_s p_s]``, the total uncertainty (max-entropy acquisition). Shape ``(batch,)``."""
+    return _entropy(check_probs(probs).mean(0))
+
+
+def expected_entropy(probs: Tensor) -> Tensor:
+    """``E_s H[p_s]``, the aleatoric part. Shape ``(batch,)``."""
+    return _entropy(check_probs(probs)).mean(0)
+
+
+def mutual_information(probs: Tensor) -> Tensor:
+    """BALD: ``I[y; theta] = H[E p] - E H[p]``, the epistemic part; never negative."""
+    check_probs(probs)
+    return (_entropy(probs.mean(0)) - _entropy(probs).mean(0)).clamp_min(0.0)
+
+
+def variation_ratio(probs: Tensor) -> Tensor:
+    """``1 - max_c p(c)`` of the predictive (Freeman 1965, as in Gal et al. 2017)."""
+    return 1.0 - check_probs(probs).mean(0).max(-1).values
+
+
+def max_softmax(probs: Tensor) -> Tensor:
+    """Hendrycks & Gimpel (2017) baseline, as an anomaly score: ``1 - max softmax``.
+
+    Same value as :func:`variation_ratio`; kept under its own name because the OOD
+    literature calls it so.
+    """
+    return variation_ratio(probs)
+
+
+def mean_std(probs: Tensor) -> Tensor:
+    """Mean over classes of the standard deviation over samples (Kampffmeyer et al. 2016)."""
+    check_probs(probs)
+    return probs.std(0, unbiased=False).mean(-1)
+
+
+def sample_vote_ratio(probs: Tensor) -> Tensor:
+    """``1 - (votes for the modal class) / n_samples``: variation ratio counted over samples."""
+    check_probs(probs)
+    votes = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).sum(0)
+    return 1.0 - votes.max(-1).values.to(probs.dtype) / probs.shape[0]

@@ -1,0 +1,155 @@
+"""Training runs on MNIST: splits, train-and-evaluate, and run folders (checkpoint + metrics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._io import atomic_write_json
+from .core.base import UncertaintyModel
+from .core.build import build_model, default_device, load
+from .core.metrics import evaluate
+from .core.training import fit
+from .data import embedded_mnist, load_dataset
+
+Split = tuple[Tensor, Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """One training run (the CLI's ``train`` flags and the benchmarks' rows)."""
+
+    method: str = "bhn"
+    """posterior method: bhn, mc_dropout, factorial_vi or map"""
+    arch: str = "mlp"
+    """primary network: mlp or cnn"""
+    hidden: list[int] = field(default_factory=lambda: [800])
+    """hidden units of the MLP"""
+    coupling_layers: int = 12
+    """BHN only: affine coupling layers of the hypernetwork"""
+    epochs: int = 100
+    """maximum training epochs"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    batch_size: int = 100
+    """minibatch size"""
+    seed: int = 0
+    """seeds the split, the initial weights and training"""
+    val_size: int = 500
+    """validation examples held out of the training set (for early stopping)"""
+    patience: int | None = None
+    """stop after this many epochs without a better validation NLL (None: train all epochs)"""
+    kl_anneal: float = 0.0
+    """fraction of training over which the KL weight rises linearly from 0 to 1"""
+    eval_samples: int = 100
+    """posterior samples for test-set evaluation"""
+    data_dir: str | None = None
+    """folder with mnist/*.gz files (None: the copy embedded in the package)"""
+    device: str | None = None
+    """cpu or cuda (None: cuda when available)"""
+    options: dict[str, Any] = field(default_factory=dict)
+    """further method options, e.g. {"prior_std": 1.0}"""
+
+    def model_options(self) -> dict[str, Any]:
+        opts = dict(self.options)
+        if self.arch == "mlp":
+            opts.setdefault("hidden", list(self.hidden))
+        if self.method == "bhn":
+            opts.setdefault("coupling_layers", self.coupling_layers)
+        return opts
+
+
+def mnist_splits(
+    data_dir: str | os.PathLike | None = None, val_size: int = 500, seed: int = 0
+) -> dict[str, Split]:
+    """MNIST train / val / test: ``val_size`` random training images held out for validation.
+
+    ``data_dir=None`` uses the embedded MNIST-5000 copy (5000 train, 10000 test images).
+    """
+    if data_dir is None:
+        x, y = embedded_mnist("train")
+        xt, yt = embedded_mnist("test")
+    else:
+        x, y = load_dataset("mnist", "train", data_dir)
+        xt, yt = load_dataset("mnist", "test", data_dir)
+    if not 0 <= val_size < x.shape[0]:
+        raise ValueError(f"val_size must lie in [0, {x.shape[0]}), got {val_size}")
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:val_size], perm[val_size:]
+    return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (xt, yt)}
+
+
+def environment() -> dict[str, str]:
+    """Where a result was measured: host CPU/GPU, versions and date."""
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {device}",
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def train_and_evaluate(
+    config: TrainConfig, out: str | os.PathLike | None = None, progress: bool = True
+) -> tuple[UncertaintyModel, dict[str, Any]]:
+    """Train one model and evaluate it on the test set; write ``out/{model.pt,metrics.json}``."""
+    splits = mnist_splits(config.data_dir, config.val_size, config.seed)
+    device = torch.device(config.device) if config.device else default_device()
+    model = build_model(
+        config.method, config.arch, seed=config.seed, device=device, **config.model_options()
+    )
+    history = fit(
+        model,
+        splits["train"],
+        splits["val"] if config.val_size > 0 else None,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        patience=config.patience,
+        kl_anneal=config.kl_anneal,
+        progress=progress,
+    )
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    test = evaluate(model, *splits["test"], n_samples=config.eval_samples, generator=gen)
+    metrics = {
+        "config": asdict(config),
+        "test": test,
+        "train_seconds": history.seconds,
+        "history": history.to_dict(),
+        "environment": environment(),
+    }
+    if out is not None:
+        out = Path(out)
+        model.save(out / "model.pt")
+        atomic_write_json(out / "metrics.json", metrics)
+    return model, metrics
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    n_samples: int | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+) -> dict[str, float]:
+    """Test-set accuracy, NLL, ECE and Brier of the model saved in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.pt").is_file():
+        raise FileNotFoundError(f"no checkpoint {run_dir / 'model.pt'}; train one with "
+                                f"'safety-bhn train --out {run_dir}'")  # fmt: skip
+    model = load(run_dir / "model.pt", device=device)
+    config = {}
+    if (run_dir / "metrics.json").is_file():
+        config = json.loads((run_dir / "metrics.json").read_text()).get("config", {})
+    data_dir = data_dir if data_dir is not None else config.get("data_dir")
+    xt, yt = mnist_splits(data_dir, 0)["test"]
+    gen = torch.Generator(device=model.device).manual_seed(0)
+    return evaluate(model, xt, yt, n_samples=n_samples, generator=gen)
