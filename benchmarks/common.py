@@ -1,0 +1,87 @@
+"""Shared benchmark plumbing: dataclass arguments from the command line, tidy result files."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import dataclasses
+import inspect
+import os
+import random
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each dataclass field (as CleanRL's Args do)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[node.target.id] = str(nxt.value.value).strip()
+    return docs
+
+
+def parse_args(cls: type[T], argv: Sequence[str] | None = None) -> T:
+    """Build an argparse parser from the dataclass ``cls`` (flags ``--field-name``) and parse."""
+    parser = argparse.ArgumentParser(description=inspect.getdoc(cls))
+    docs = _field_docs(cls)
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)  # fmt: skip
+            continue
+        nargs = None
+        if get_origin(kind) in (list, tuple):
+            kind, nargs = get_args(kind)[0], "+"
+        elif get_origin(kind) is not None:  # Optional[X]
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        parser.add_argument(flag, type=kind, nargs=nargs, default=default, help=help_text)
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def seed_everything(seed: int) -> None:
+    """The seeding block: Python, NumPy and torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write tidy rows (one dict per row, same keys) as CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def mean_std(values: Sequence[float], fmt: str = "{:.4f}") -> str:
+    """``"mean ± std"`` over seeds (std with ddof=0 when only one value)."""
+    arr = np.asarray(values, dtype=float)
+    return f"{fmt.format(arr.mean())} ± {fmt.format(arr.std(ddof=1) if arr.size > 1 else 0.0)}"
