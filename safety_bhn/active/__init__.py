@@ -1,0 +1,1 @@
+"""Active learning: acquisition functions and pool-based loops over posterior samples."""

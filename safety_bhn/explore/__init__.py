@@ -1,0 +1,1 @@
+"""Safe exploration: Thompson-sampling agents and a plug-in posterior for RL."""

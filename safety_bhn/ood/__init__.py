@@ -1,0 +1,1 @@
+"""Out-of-distribution detection: uncertainty scores, metrics and benchmark suites."""
