@@ -1,0 +1,242 @@
+"""One contract for every method and architecture, plus known-answer tests per method."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import safety_bhn
+from safety_bhn.core.factorial import FactorialVI
+
+METHODS = ["bhn", "mc_dropout", "factorial_vi", "map"]
+STOCHASTIC = ["bhn", "mc_dropout", "factorial_vi"]
+SMALL = {
+    "mlp": {"hidden": [16, 12]},
+    "cnn": {"channels": 4, "dense": 8},
+}
+
+
+def small_model(method, arch="mlp", **extra):
+    opts = dict(SMALL[arch])
+    if method == "bhn":
+        opts.update(coupling_layers=2, coupling_hidden=8, init_scale=0.3)
+    if method == "factorial_vi":
+        opts.update(init_std=0.05)
+    opts.update(extra)
+    return safety_bhn.build_model(method, arch, (1, 12, 12), n_classes=5, seed=0, device="cpu",
+                                  **opts)  # fmt: skip
+
+
+def data(n=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 12, 12, generator=gen), torch.randint(0, 5, (n,), generator=gen)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("method", METHODS)
+class TestContract:
+    def test_shapes(self, method, arch):
+        model = small_model(method, arch)
+        x, _ = data()
+        assert model.sample_logits(x, 3, gen()).shape == (3, 6, 5)
+        probs = model.predict_proba(x, 4, gen())
+        assert probs.shape == (6, 5)
+        torch.testing.assert_close(probs.sum(1), torch.ones(6))
+        with model.sampled(gen()) as net:
+            assert net(x).shape == (6, 5)
+
+    def test_one_draw_per_sample_is_shared_by_the_batch(self, method, arch):
+        model = small_model(method, arch)
+        x = data(1)[0].expand(4, -1, -1, -1)
+        logits = model.sample_logits(x, 5, gen())
+        torch.testing.assert_close(logits, logits[:, :1].expand_as(logits))
+
+    def test_chunked_inputs_use_the_same_draw(self, method, arch):
+        model = small_model(method, arch)
+        x, _ = data(7)
+        whole = model.sample_logits(x, 3, gen(5))
+        chunked = model.sample_logits(x, 3, gen(5), batch_size=2)
+        torch.testing.assert_close(whole, chunked)
+
+    def test_generator_makes_samples_reproducible(self, method, arch):
+        model = small_model(method, arch)
+        x, _ = data()
+        torch.testing.assert_close(
+            model.sample_logits(x, 3, gen(1)), model.sample_logits(x, 3, gen(1))
+        )
+        with model.sampled(gen(2)) as a, model.sampled(gen(2)) as b:
+            torch.testing.assert_close(a(x), b(x))
+            torch.testing.assert_close(a(x), a(x))
+
+    def test_gradients_reach_every_parameter(self, method, arch):
+        model = small_model(method, arch)
+        x, y = data(8)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        torch.manual_seed(0)
+        for _ in range(3):  # zero-initialised coupling outputs pass gradients on after a step
+            opt.zero_grad()
+            model.loss(x, y, n_data=100).backward()
+            opt.step()
+        for name, p in model.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+    def test_save_load_round_trip(self, method, arch, tmp_path):
+        model = small_model(method, arch)
+        x, _ = data()
+        path = model.save(tmp_path / "sub" / "model.pt")
+        loaded = safety_bhn.load(path, device="cpu")
+        assert type(loaded) is type(model)
+        torch.testing.assert_close(
+            loaded.sample_logits(x, 4, gen(3)), model.sample_logits(x, 4, gen(3))
+        )
+        assert not list(tmp_path.glob("sub/.*tmp"))
+
+
+@pytest.mark.parametrize("method", STOCHASTIC)
+def test_stochastic_methods_draw_different_functions(method):
+    logits = small_model(method).sample_logits(data()[0], 4, gen())
+    assert (logits[0] - logits[1]).abs().max() > 1e-4
+
+
+def test_map_samples_are_identical():
+    logits = small_model("map").sample_logits(data()[0], 4, gen())
+    torch.testing.assert_close(logits, logits[:1].expand_as(logits))
+
+
+def test_bhn_matches_explicit_weight_norm_network():
+    """Known answer: w = g * v / ||v|| per sample, run as a plain MLP one sample at a time."""
+    model = small_model("bhn")
+    x, _ = data()
+    draw = model.draw(3, gen())
+    logits = model.forward_draw(x, draw)
+    g = draw[0].split(model.sizes, dim=1)
+    for s in range(3):
+        h = x.flatten(1)
+        for i in range(len(model.layers)):
+            v = model.v[i]
+            w = g[i][s, :, None] * v / v.norm(dim=1, keepdim=True)
+            h = F.linear(h, w, model.bias[i])
+            if i < len(model.layers) - 1:
+                h = F.relu(h)
+        torch.testing.assert_close(logits[s], h, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_factorial_vi_matches_explicit_weights_run_one_sample_at_a_time(arch):
+    model = small_model("factorial_vi", arch)
+    x, _ = data()
+    draw = model.draw(2, gen())
+    logits = model.forward_draw(x, draw)
+    for s in range(2):
+        h = x if arch == "cnn" else x.flatten(1)
+        for i, layer in enumerate(model.layers):
+            w, b = draw[i][0][s], draw[i][1][s]
+            h = F.conv2d(h, w, b) if layer.kind == "conv" else F.linear(h, w, b)
+            for op in layer.after:
+                h = {"relu": F.relu, "pool": lambda t: F.max_pool2d(t, 2),
+                     "flatten": lambda t: t.flatten(1)}[op](h)  # fmt: skip
+        torch.testing.assert_close(logits[s], h, atol=1e-5, rtol=1e-5)
+
+
+def test_mc_dropout_matches_manual_masks():
+    model = small_model("mc_dropout")
+    x, _ = data()
+    n, masks = model.draw(2, gen())
+    logits = model.forward_draw(x, (n, masks))
+    for s in range(2):
+        h = x.flatten(1)
+        for i, m in enumerate(model.net):
+            h = m(h * masks[i][s])
+            if i < len(model.net) - 1:
+                h = F.relu(h)
+        torch.testing.assert_close(logits[s], h)
+    assert 0.3 < (masks[1] == 0).float().mean() < 0.7  # p_hidden = 0.5
+
+
+def test_factorial_vi_closed_form_kl_matches_monte_carlo():
+    model = small_model("factorial_vi", init_std=0.2, prior_std=0.3)
+    with torch.no_grad():
+        for mu in model.w_mu:
+            mu.mul_(3)
+    torch.manual_seed(0)
+    total = 0.0
+    n = 4000
+    for mu, rho in model._params():
+        q = torch.distributions.Normal(mu, F.softplus(rho))
+        w = q.sample((n,))
+        p = torch.distributions.Normal(0.0, model.prior_std)
+        total += (q.log_prob(w) - p.log_prob(w)).sum() / n
+    closed = model.kl()
+    assert abs(total - closed) / closed < 0.02
+    assert isinstance(model, FactorialVI)
+
+
+def test_bhn_kl_estimate_is_log_q_minus_log_prior():
+    model = small_model("bhn")
+    g, log_q = model.draw(3, gen())
+    prior = torch.distributions.Normal(0.0, model.prior_std).log_prob(g).sum(-1)
+    torch.testing.assert_close(model.kl_estimate((g, log_q)), (log_q - prior).mean())
+
+
+def test_bhn_data_dependent_init_standardises_pre_activations():
+    model = small_model("bhn", init_scale=1e-4)
+    x = torch.rand(200, 1, 12, 12, generator=gen())
+    model.init_from_data(x)
+    assert bool(model.initialized)
+    g = model.flow.affine.loc.detach()[None]
+    first = F.linear(x.flatten(1), model._direction(0)) * g[:, :16] + model.bias[0]
+    torch.testing.assert_close(first.mean(0), torch.zeros(16), atol=1e-4, rtol=0)
+    torch.testing.assert_close(first.std(0), torch.ones(16), atol=1e-3, rtol=0)
+
+
+def test_bhn_with_zero_couplings_is_a_diagonal_gaussian():
+    model = small_model("bhn", coupling_layers=0)
+    assert len(model.flow.couplings) == 0
+    g, log_q = model.draw(2, gen())
+    q = torch.distributions.Normal(model.flow.affine.loc, model.flow.affine.log_scale.exp())
+    torch.testing.assert_close(log_q, q.log_prob(g).sum(-1))
+
+
+class TestBadInput:
+    def test_unknown_method_suggests_the_fix(self):
+        with pytest.raises(ValueError, match="Did you mean 'mc_dropout'"):
+            safety_bhn.build_model("mc-dropot")
+
+    def test_unknown_arch_and_option(self):
+        with pytest.raises(ValueError, match="architecture"):
+            safety_bhn.build_model("map", "resnet")
+        with pytest.raises(ValueError, match="coupling_layers"):
+            safety_bhn.build_model("map", coupling_layers=3)
+
+    @pytest.mark.parametrize("kwargs", [{"hidden": [0]}, {"hidden": [-5]}, {"coupling_layers": -1},
+                                        {"p_hidden": 1.0}, {"n_classes": 1}])  # fmt: skip
+    def test_bad_sizes(self, kwargs):
+        with pytest.raises(ValueError):
+            safety_bhn.build_model("bhn", **kwargs)
+
+    def test_bad_inputs_to_sample_logits(self):
+        model = small_model("bhn")
+        x, _ = data()
+        with pytest.raises(ValueError, match="shape"):
+            model.sample_logits(x[:, :, :5], 2)
+        with pytest.raises(TypeError, match="floating"):
+            model.sample_logits((x * 255).to(torch.uint8), 2)
+        with pytest.raises(ValueError, match="NaN"):
+            model.sample_logits(torch.full_like(x, float("nan")), 2)
+        with pytest.raises(ValueError, match="n_samples"):
+            model.sample_logits(x, 0)
+
+    def test_flattened_inputs_are_accepted_by_mlps(self):
+        model = small_model("map")
+        x, _ = data()
+        torch.testing.assert_close(model.sample_logits(x.flatten(1), 1), model.sample_logits(x, 1))
+
+    def test_missing_or_foreign_checkpoint(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="no checkpoint"):
+            safety_bhn.load(tmp_path / "nope.pt")
+        torch.save({"something": 1}, tmp_path / "other.pt")
+        with pytest.raises(ValueError, match="not a safety_bhn checkpoint"):
+            safety_bhn.load(tmp_path / "other.pt")
