@@ -1,0 +1,62 @@
+"""`safety-bhn quickstart`: BHN vs MC dropout on the embedded MNIST-5000, in a few minutes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .runs import TrainConfig, mnist_splits, train_and_evaluate
+
+# Sized for about 3 minutes in all on 2 CPU cores (see README); the benchmark trains longer.
+DEFAULT_EPOCHS = 30
+NEXT_STEPS = """\
+What to try next:
+  safety-bhn train --method bhn --coupling-layers 12 --epochs 200 --out runs/bhn   (longer run)
+  safety-bhn evaluate runs/bhn                                  (accuracy, NLL, ECE, Brier)
+  python benchmarks/mnist5000.py --quick                        (the paper's Table 2, small)
+  In Python: model.sample_logits(x, n_samples) gives (samples, batch, classes) for your own
+  uncertainty scores; model.sampled() freezes one posterior draw for Thompson sampling."""
+
+
+def quickstart(
+    out: str | os.PathLike = "runs/quickstart",
+    epochs: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train BHN (12 couplings) and MC dropout, print a table, save a reliability diagram."""
+    from .plots import reliability_diagram
+
+    out = Path(out)
+    epochs = DEFAULT_EPOCHS if epochs is None else epochs
+    start = time.perf_counter()
+    results, predictions = {}, {}
+    xt, yt = mnist_splits(None, val_size=0)["test"]
+    for method in ("bhn", "mc_dropout"):
+        print(f"training {method} on the embedded MNIST-5000 ({epochs} epochs) ...", flush=True)
+        config = TrainConfig(method=method, epochs=epochs, device=device, eval_samples=100)
+        model, metrics = train_and_evaluate(config, out / method, progress=progress)
+        results[method] = metrics
+        with torch.no_grad():
+            gen = torch.Generator(device=model.device).manual_seed(0)
+            probs = model.predict_proba(xt, 100, gen, batch_size=1000).cpu()
+        predictions[method] = (probs, yt)
+    plot = reliability_diagram(predictions, out / "reliability.png")
+    print(
+        f"\nMLP 784-800-10 on 4500 MNIST images (500 held out), tested on 10000; "
+        f"{time.perf_counter() - start:.0f} s in all"
+    )
+    print(f"{'method':<12}{'accuracy':>10}{'NLL':>8}{'ECE':>8}{'Brier':>8}{'train s':>9}")
+    for method, m in results.items():
+        t = m["test"]
+        print(
+            f"{method:<12}{t['accuracy']:>10.4f}{t['nll']:>8.4f}{t['ece']:>8.4f}"
+            f"{t['brier']:>8.4f}{m['train_seconds']:>9.1f}"
+        )
+    print(f"\nsaved {out}/<method>/model.pt, metrics.json and the reliability diagram {plot}\n")
+    print(NEXT_STEPS)
+    return results

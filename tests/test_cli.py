@@ -1,0 +1,57 @@
+"""The `safety-bhn` console script: train / evaluate / quickstart, and clear errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+EXE = shutil.which("safety-bhn") or f"{sys.executable} -m safety_bhn.cli"
+
+
+def run(*args, timeout=300):
+    cmd = [*EXE.split(), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_train_then_evaluate(tmp_path):
+    out = tmp_path / "runs" / "tiny"
+    res = run("train", "--method", "bhn", "--hidden", 32, "--coupling-layers", 2, "--epochs", 1,
+              "--eval-samples", 5, "--out", out, "--no-progress", "--device", "cpu")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["method"] == "bhn" and 0.5 < metrics["test"]["accuracy"] <= 1
+    res = run("evaluate", out, "--samples", 5, "--json", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    again = json.loads(res.stdout)
+    assert set(again) == {"accuracy", "nll", "ece", "brier"}
+    assert again["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_quickstart_with_one_epoch(tmp_path):
+    res = run("quickstart", "--epochs", 1, "--out", tmp_path / "qs", "--no-progress",
+              "--device", "cpu")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "mc_dropout" in res.stdout and "What to try next" in res.stdout
+    assert (tmp_path / "qs" / "reliability.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--method", "bhnn", "--out", "x"], "Did you mean 'bhn'"),
+        (["train", "--arch", "transformer", "--out", "x"], "unknown architecture"),
+        (["train", "--hidden", "-3", "--out", "x"], "must be positive"),
+        (["train", "--epochs", "0", "--out", "x"], "must be positive"),
+        (["evaluate", "runs/does-not-exist"], "no checkpoint"),
+        (["evaluate", "x", "--samples", "0"], "must be positive"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_nonzero_exit(args, message, tmp_path):
+    res = subprocess.run([*EXE.split(), *args], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode != 0
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr

@@ -1,0 +1,90 @@
+"""Training: loss goes down, accuracy well above chance, seeded runs reproduce, early stopping."""
+
+import pytest
+import torch
+
+import safety_bhn
+from safety_bhn.core.metrics import brier_score, expected_calibration_error, nll
+from safety_bhn.data import embedded_mnist
+
+
+@pytest.fixture(scope="module")
+def mnist_small():
+    x, y = embedded_mnist("train")
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    train, val = perm[:1000], perm[1000:1300]
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def _model(method):
+    opts = {"coupling_layers": 2} if method == "bhn" else {}
+    return safety_bhn.build_model(method, hidden=[64], seed=0, device="cpu", **opts)
+
+
+@pytest.mark.parametrize("method", ["bhn", "mc_dropout", "factorial_vi", "map"])
+def test_short_training_lowers_the_loss_and_beats_chance(method, mnist_small):
+    train, val = mnist_small
+    model = _model(method)
+    history = safety_bhn.fit(model, train, val, epochs=3, lr=3e-3, progress=False)
+    assert history.train_loss[-1] < history.train_loss[0]
+    metrics = safety_bhn.evaluate(model, *val, n_samples=10)
+    assert metrics["accuracy"] > 0.7  # chance is 0.1
+
+
+def test_fit_is_reproducible_with_a_seed(mnist_small):
+    train, _ = mnist_small
+    a, b = _model("bhn"), _model("bhn")
+    safety_bhn.fit(a, train, epochs=1, seed=3, progress=False)
+    safety_bhn.fit(b, train, epochs=1, seed=3, progress=False)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, msg=name)
+
+
+def test_early_stopping_keeps_the_best_validation_weights(mnist_small):
+    train, val = mnist_small
+    model = _model("map")
+    history = safety_bhn.fit(model, train, val, epochs=30, lr=3e-2, patience=2, progress=False)
+    assert history.epochs_run < 30
+    assert history.best_epoch == history.val_epochs[history.val_nll.index(min(history.val_nll))]
+    final = safety_bhn.evaluate(model, *val, n_samples=1)["nll"]
+    assert final == pytest.approx(min(history.val_nll), rel=1e-5)
+
+
+def test_fit_accepts_a_dataset(mnist_small):
+    (x, y), _ = mnist_small
+    ds = torch.utils.data.TensorDataset(x[:200], y[:200])
+    assert safety_bhn.fit(_model("map"), ds, epochs=1, progress=False).epochs_run == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"epochs": 0}, "epochs"), ({"batch_size": -1}, "batch_size"), ({"lr": 0}, "lr"),
+     ({"kl_anneal": 2.0}, "kl_anneal")],
+)  # fmt: skip
+def test_bad_hyper_parameters(kwargs, match, mnist_small):
+    train, _ = mnist_small
+    with pytest.raises(ValueError, match=match):
+        safety_bhn.fit(_model("map"), train, **{"epochs": 1, **kwargs})
+
+
+def test_mismatched_or_bad_labels(mnist_small):
+    (x, y), _ = mnist_small
+    with pytest.raises(ValueError, match="examples"):
+        safety_bhn.fit(_model("map"), (x[:10], y[:9]), epochs=1)
+    with pytest.raises(ValueError, match="labels outside"):
+        safety_bhn.fit(_model("map"), (x[:10], y[:10] + 10), epochs=1)
+
+
+def test_metrics_known_answers():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    y = torch.tensor([0, 1, 1, 0])
+    assert nll(probs, y) == pytest.approx(
+        -torch.tensor([0.9, 0.8, 0.4, 0.5]).log().mean().item(), rel=1e-6
+    )
+    brier = ((0.1**2 * 2) + (0.2**2 * 2) + (0.6**2 * 2) + (0.5**2 * 2)) / 4
+    assert brier_score(probs, y) == pytest.approx(brier, rel=1e-6)
+    # 2 bins: [0, .5) is empty; [.5, 1] holds all: conf = mean(.9,.8,.6,.5) = .7, acc = 3/4
+    # (argmax of [.5, .5] is class 0, which is right).
+    assert expected_calibration_error(probs, y, n_bins=2) == pytest.approx(0.05, abs=1e-6)
+    perfect = torch.eye(2)[y]
+    assert expected_calibration_error(perfect, y) == pytest.approx(0.0)
