@@ -7,6 +7,7 @@ import ast
 import csv
 import dataclasses
 import inspect
+import io
 import os
 import random
 import textwrap
@@ -16,6 +17,8 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
+
+from safety_bhn._io import atomic_write_text
 
 T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,14 +67,12 @@ def seed_everything(seed: int) -> None:
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Write tidy rows (one dict per row, same keys) as CSV."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    """Write tidy rows (one dict per row, same keys) as CSV, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

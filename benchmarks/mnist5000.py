@@ -1,0 +1,188 @@
+"""Krueger et al. (2017) Table 2: MLPs trained on 5000 MNIST images, BHN vs MC dropout vs VI.
+
+Rows: BHN with 0, 8 and 12 coupling layers, MC dropout, factorial VI, MAP; widths 800 and 1200;
+several seeds. Writes benchmarks/results/mnist5000.{csv,md,png}. Run from the project root:
+
+    python benchmarks/mnist5000.py            # the full run (see the .md for its settings)
+    python benchmarks/mnist5000.py --quick    # a smoke test in well under a minute
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, markdown_table, mean_std, parse_args, seed_everything, write_csv  # noqa: E402
+
+from safety_bhn.runs import TrainConfig, environment, train_and_evaluate  # noqa: E402
+
+PAPER = {  # Krueger et al. 2017, Table 2 (MNIST 5000), test accuracy in %
+    (800, "bhn-12"): 96.16, (1200, "bhn-12"): 96.51,
+    (800, "mc_dropout"): 95.58, (1200, "mc_dropout"): 95.52,
+}  # fmt: skip
+
+
+@dataclass
+class Args:
+    """MNIST-5000 benchmark: every method on the same split, seeds and training budget."""
+
+    rows: list[str] = field(
+        default_factory=lambda: ["bhn-0", "bhn-8", "bhn-12", "mc_dropout", "factorial_vi", "map"]
+    )
+    """methods to run; "bhn-K" is a BHN with K coupling layers"""
+    hidden: list[int] = field(default_factory=lambda: [800, 1200])
+    """MLP widths (one hidden layer each)"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """seeds: each sets the validation split, the initial weights and training noise"""
+    epochs: int = 100
+    """training epochs (Adam, no early stopping: the best-validation-NLL epoch is kept)"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    batch_size: int = 100
+    """minibatch size"""
+    val_size: int = 500
+    """images of the 5000 held out for validation (model selection)"""
+    eval_samples: int = 100
+    """posterior samples for the test predictive"""
+    data_dir: str | None = None
+    """folder with mnist/*.gz (default: the embedded copy, identical to ../shared/data/mnist)"""
+    device: str | None = None
+    """cpu or cuda (default: cuda when available)"""
+    out: str = str(RESULTS)
+    """folder for mnist5000.{csv,md,png}"""
+    resume: bool = True
+    """skip runs already in the output CSV (so an interrupted benchmark continues)"""
+    quick: bool = False
+    """smoke test: tiny widths, 1 epoch, 1 seed, written to runs/bench-quick"""
+
+
+def config_for(row: str, hidden: int, seed: int, args: Args) -> TrainConfig:
+    method, _, layers = row.partition("-")
+    return TrainConfig(
+        method=method, hidden=[hidden], coupling_layers=int(layers or 0), epochs=args.epochs,
+        lr=args.lr, batch_size=args.batch_size, seed=seed, val_size=args.val_size,
+        eval_samples=args.eval_samples, data_dir=args.data_dir, device=args.device,
+    )  # fmt: skip
+
+
+def summarise(rows: list[dict], args: Args, command: str) -> str:
+    env = environment()
+    header = ["hidden", "method", "coupling layers", "test accuracy (%)", "test NLL", "ECE",
+              "train time / MC dropout", "paper accuracy (%)", "seeds"]  # fmt: skip
+    table = []
+    for hidden in args.hidden:
+        dropout = [r["train_seconds"] for r in rows if r["hidden"] == hidden
+                   and r["method"] == "mc_dropout"]  # fmt: skip
+        base = sum(dropout) / len(dropout) if dropout else float("nan")
+        for name in args.rows:
+            runs = [r for r in rows if r["hidden"] == hidden and r["row"] == name]
+            if not runs:
+                continue
+            secs = sum(r["train_seconds"] for r in runs) / len(runs)
+            table.append([
+                hidden, runs[0]["method"], runs[0]["coupling_layers"],
+                mean_std([100 * r["test_acc"] for r in runs], "{:.2f}"),
+                mean_std([r["test_nll"] for r in runs], "{:.3f}"),
+                mean_std([r["ece"] for r in runs], "{:.3f}"),
+                f"{secs / base:.2f}", PAPER.get((hidden, name), ""), len(runs),
+            ])  # fmt: skip
+    checks = []
+    for hidden, target in ((800, 96.2), (1200, 96.5)):
+        bhn = [100 * r["test_acc"] for r in rows if r["hidden"] == hidden and r["row"] == "bhn-12"]
+        mcd = [100 * r["test_acc"] for r in rows if r["hidden"] == hidden
+               and r["row"] == "mc_dropout"]  # fmt: skip
+        if bhn and mcd:
+            b, m = sum(bhn) / len(bhn), sum(mcd) / len(mcd)
+            checks.append(f"- {hidden} units: BHN-12 {b:.2f}% vs target ≥ {target}% "
+                          f"({'met' if b >= target else 'missed'}); vs MC dropout {m:.2f}% "
+                          f"({'above' if b > m else 'not above'})")  # fmt: skip
+    return (
+        "# MNIST-5000 (Krueger et al. 2017, Table 2)\n\n"
+        f"Command: `{command}`  \n"
+        f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}.  \n"
+        f"Data: 5000 MNIST training images ({args.val_size} held out for validation, a different "
+        "random split per seed), tested on the 10000 test images.  \n"
+        f"Recipe: one-hidden-layer MLP, Adam lr {args.lr}, batch {args.batch_size}, "
+        f"{args.epochs} epochs, weights of the epoch with the best validation NLL "
+        f"(10 posterior samples) kept; {args.eval_samples} posterior samples at test time. "
+        "Accuracies are mean ± std over seeds. Train time is wall-clock, as a ratio to MC "
+        "dropout's in the same run.\n\n"
+        + markdown_table(header, table)
+        + "\nTargets (paper: BHN-12 96.16% / 96.51%, dropout 95.58% / 95.52%):\n\n"
+        + "\n".join(checks)
+        + "\n"
+    )
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    data = {"hidden": [], "row": [], "test accuracy (%)": []}
+    for r in rows:
+        data["hidden"].append(r["hidden"])
+        data["row"].append(r["row"])
+        data["test accuracy (%)"].append(100 * r["test_acc"])
+    ax = sns.barplot(data, x="row", y="test accuracy (%)", hue="hidden", errorbar="sd")
+    low = min(data["test accuracy (%)"])
+    ax.set(ylim=(max(0, low - 2), 100), xlabel="", title="MNIST-5000: test accuracy")
+    plt.xticks(rotation=20)
+    plt.tight_layout()
+    plt.savefig(path, dpi=100)
+    plt.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
+    if args.quick:
+        args = dataclasses.replace(args, hidden=[64], seeds=[0], epochs=1, eval_samples=10,
+                                   rows=["bhn-2", "mc_dropout", "factorial_vi", "map"],
+                                   out="runs/bench-quick", resume=False)  # fmt: skip
+    seed_everything(args.seeds[0])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "mnist5000.csv"
+    command = "python benchmarks/mnist5000.py" + (" --quick" if args.quick else "")
+    rows: list[dict] = []
+    if args.resume and csv_path.exists():
+        import csv
+
+        with open(csv_path) as f:
+            for r in csv.DictReader(f):
+                rows.append({k: (float(v) if k not in ("row", "method") else v)
+                             for k, v in r.items()})  # fmt: skip
+                for k in ("hidden", "seed", "coupling_layers", "epochs_run", "best_epoch"):
+                    rows[-1][k] = int(rows[-1][k])
+    done = {(r["row"], r["hidden"], r["seed"]) for r in rows}
+    todo = [(h, s, r) for h in args.hidden for s in args.seeds for r in args.rows
+            if (r, h, s) not in done]  # fmt: skip
+    run_name = f"mnist5000__{int(time.time())}"
+    for hidden, seed, row in tqdm(todo, desc=run_name):
+        config = config_for(row, hidden, seed, args)
+        _, m = train_and_evaluate(config, progress=False)
+        rows.append({
+            "row": row, "method": config.method,
+            "coupling_layers": config.coupling_layers if config.method == "bhn" else 0,
+            "hidden": hidden, "seed": seed, "test_acc": m["test"]["accuracy"],
+            "test_nll": m["test"]["nll"], "ece": m["test"]["ece"], "brier": m["test"]["brier"],
+            "train_seconds": m["train_seconds"], "epochs_run": m["history"]["epochs_run"],
+            "best_epoch": m["history"]["best_epoch"],
+        })  # fmt: skip
+        write_csv(rows, csv_path)  # after every run: an interrupted benchmark loses one run
+    (out / "mnist5000.md").write_text(summarise(rows, args, command))
+    plot(rows, out / "mnist5000.png")
+    print((out / "mnist5000.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
