@@ -1,0 +1,157 @@
+"""The `safety-bhn ood` command: OOD detection tables, ROC curves and histograms for saved runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import atomic_write_text
+from ..core.base import UncertaintyModel
+from ..core.build import load
+from ..data import embedded_mnist, load_dataset
+from .report import OODReport, evaluate_ood, rows_to_csv, rows_to_markdown
+from .scores import parse_scores
+from .suite import available_sets, build_suite
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add ``ood`` to the ``safety-bhn`` sub-commands."""
+    p = subparsers.add_parser(
+        "ood",
+        help="out-of-distribution detection: AUROC/AUPR/FPR@95 per OOD set and score",
+        description="Score a saved run on an OOD suite and write a markdown + CSV table, ROC "
+        "curves and score histograms. With --compare, one table across several runs.",
+    )
+    p.add_argument("runs", nargs="+", help="run folder(s) written by 'safety-bhn train'")
+    p.add_argument("--compare", action="store_true", help="compare several runs in one table")
+    p.add_argument(
+        "--suite",
+        default="mnist",
+        help="suite (mnist, mnist_held_out), 'all', or comma-separated set names from "
+        f"{', '.join(available_sets())} (default: mnist)",
+    )
+    p.add_argument("--scores", default="all", help="'all' or comma-separated score names")
+    p.add_argument("--out", default=None, help="report folder (default: reports/<run name>)")
+    p.add_argument("--samples", type=_positive_int, default=None, help="posterior samples")
+    p.add_argument(
+        "--n", type=_positive_int, default=2000, help="in-distribution test images (default 2000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seeds the subsets, noise and draws")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with mnist/ and fashion-mnist/ (default: the run's data_dir, else "
+        "$SAFETY_BHN_DATA or the cache; MNIST falls back to the embedded copy)",
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-plots", action="store_true", help="write only the tables")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run_ood)
+
+
+def _load_run(run: str, device: str | None) -> tuple[UncertaintyModel, dict[str, Any]]:
+    path = Path(run)
+    checkpoint = path / "model.pt" if path.is_dir() or not path.suffix else path
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint {checkpoint}; train one with 'safety-bhn train --out {run}'"
+        )
+    config: dict[str, Any] = {}
+    metrics = checkpoint.parent / "metrics.json"
+    if metrics.is_file():
+        config = json.loads(metrics.read_text()).get("config", {})
+    return load(checkpoint, device=device), config
+
+
+def _mnist_test(model: UncertaintyModel, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if math.prod(model.in_shape) != 28 * 28:
+        raise ValueError(
+            f"the ood command evaluates MNIST models (inputs of 784 pixels) but this model takes "
+            f"inputs of shape {model.in_shape}; use safety_bhn.ood.build_suite in Python instead"
+        )
+    if data_dir is not None and (Path(data_dir) / "mnist").is_dir():
+        x, y = load_dataset("mnist", "test", data_dir)
+    else:
+        x, y = embedded_mnist("test")
+    return x.reshape(x.shape[0], *model.in_shape), y
+
+
+def _report_for(run: str, name: str, args: argparse.Namespace) -> OODReport:
+    model, config = _load_run(run, args.device)
+    data_dir = args.data_dir if args.data_dir is not None else config.get("data_dir")
+    x, y = _mnist_test(model, data_dir)
+    suite = build_suite(x, y, args.suite, n=args.n, seed=args.seed, data_dir=data_dir)
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    return evaluate_ood(model, suite, args.scores, args.samples, gen, name=name,
+                        progress=not args.no_progress)  # fmt: skip
+
+
+def _names(runs: list[str]) -> list[str]:
+    names = [Path(r).resolve().name for r in runs]
+    if len(set(names)) < len(names):
+        names = ["/".join(Path(r).resolve().parts[-2:]) for r in runs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"the runs {runs} are not distinct folders")
+    return names
+
+
+def _pivot(rows: list[dict[str, Any]], names: list[str]) -> str:
+    """AUROC with sets and scores as rows and models as columns."""
+    table: dict[tuple[str, str], dict[str, float]] = {}
+    for row in rows:
+        table.setdefault((row["ood_set"], row["score"]), {})[row["model"]] = row["auroc"]
+    header = ["OOD set", "score", *names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (ood_set, score), by_model in table.items():
+        cells = [f"{by_model[m]:.4f}" if m in by_model else "" for m in names]
+        lines.append("| " + " | ".join([ood_set, score, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_ood(args: argparse.Namespace) -> int:
+    """Run the ``ood`` sub-command; returns the exit status."""
+    parse_scores(args.scores)
+    if len(args.runs) > 1 and not args.compare:
+        raise ValueError(f"{len(args.runs)} runs given; pass --compare to compare several runs")
+    if args.compare and len(args.runs) < 2:
+        raise ValueError("--compare needs at least two run folders")
+    names = _names(args.runs)
+    if not args.compare:
+        out = Path(args.out or Path("reports") / names[0])
+        report = _report_for(args.runs[0], names[0], args)
+        paths = report.save(out, plots=not args.no_plots)
+        if report.accuracy is not None:
+            print(f"{names[0]}: in-distribution accuracy {report.accuracy:.4f}")
+        print(report.to_markdown(), end="")
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        return 0
+
+    out = Path(args.out or Path("reports") / "compare")
+    rows: list[dict[str, Any]] = []
+    for run, name in zip(args.runs, names, strict=True):
+        report = _report_for(run, name, args)
+        report.save(out / name, plots=not args.no_plots)
+        rows += report.rows()
+    text = "# OOD detection: AUROC by model\n\n" + _pivot(rows, names)
+    text += "\n## All metrics\n\n" + rows_to_markdown(rows)
+    written = [atomic_write_text(out / "compare.csv", rows_to_csv(rows)),
+               atomic_write_text(out / "compare.md", text)]  # fmt: skip
+    if not args.no_plots:
+        from .plots import auroc_bars
+
+        written.append(auroc_bars(rows, out / "compare_auroc.png"))
+    print(_pivot(rows, names), end="")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
