@@ -1,0 +1,504 @@
+"""The pool-based active-learning loop (Gal, Islam & Ghahramani 2017), with a resumable state file.
+
+Example:
+    >>> from safety_bhn.active import ActiveConfig, run_active_learning, mnist_pool
+    >>> pool, test = mnist_pool()  # doctest: +SKIP
+    >>> config = ActiveConfig(method="bhn", acquisition="bald", steps=5)  # doctest: +SKIP
+    >>> state = run_active_learning(config, pool, test=test, out="runs/al-bhn")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .._choices import parse_choice
+from .._io import atomic_write, atomic_write_json
+from ..core.base import UncertaintyModel
+from ..core.build import Arch, Method, build_model, default_device, load
+from ..core.metrics import evaluate
+from ..core.training import as_tensors, fit
+from ..data import embedded_mnist, load_dataset
+from ..runs import environment
+from .acquisition import Acquisition, select
+
+STATE_FILE = "state.json"
+CURVE_FILE = "curve.csv"
+MODEL_FILE = "model.pt"
+STATE_VERSION = 1
+Oracle = Callable[[Tensor], Any]
+
+
+@dataclass
+class ActiveConfig:
+    """Settings of one active-learning run (the CLI's ``active-learn`` flags)."""
+
+    method: str = "bhn"
+    """posterior method: bhn, mc_dropout, factorial_vi or map"""
+    acquisition: str = "bald"
+    """bald, max_entropy, variation_ratios, mean_std, random or batch_bald"""
+    arch: str = "mlp"
+    """primary network: mlp or cnn"""
+    hidden: list[int] = field(default_factory=lambda: [800])
+    """hidden units of the MLP"""
+    options: dict[str, Any] = field(default_factory=dict)
+    """further build_model options, e.g. {"coupling_layers": 4}"""
+    initial: int = 20
+    """labels before the first acquisition (class-balanced when the pool's labels are known)"""
+    val_size: int = 100
+    """labelled validation points held out of the pool (early stopping); 0 for none"""
+    acquire: int = 10
+    """points acquired per step"""
+    steps: int = 50
+    """acquisition steps (the curve has steps + 1 points)"""
+    pool_subset: int = 2000
+    """random pool points scored per step (0: the whole pool)"""
+    acq_samples: int = 20
+    """posterior samples for the acquisition scores"""
+    eval_samples: int = 20
+    """posterior samples for test and validation metrics"""
+    train_steps: int = 500
+    """gradient steps per retrain (epochs = train_steps / batches per epoch, at least 1)"""
+    batch_size: int = 64
+    """minibatch size"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    warm_start: bool = False
+    """keep training the previous model instead of retraining from scratch"""
+    num_configs: int = 2000
+    """batch_bald only: label configurations sampled for the joint entropy"""
+    seed: int = 0
+    """seeds the initial set, the subsets, the models and training"""
+    device: str | None = None
+    """cpu or cuda (None: cuda when available)"""
+
+    def validate(self) -> ActiveConfig:
+        """Check every field; raises a ValueError naming the first bad one."""
+        parse_choice(self.method, Method, "method")
+        parse_choice(self.acquisition, Acquisition, "acquisition")
+        parse_choice(self.arch, Arch, "architecture")
+        for name in ("initial", "acquire", "acq_samples", "eval_samples", "train_steps",
+                     "batch_size", "num_configs"):  # fmt: skip
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("val_size", "steps", "pool_subset"):
+            _check_int(name, getattr(self, name), minimum=0)
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if 0 < self.pool_subset < self.acquire:
+            raise ValueError(
+                f"pool_subset ({self.pool_subset}) must be at least acquire ({self.acquire})"
+            )
+        return self
+
+    def model_options(self) -> dict[str, Any]:
+        opts = dict(self.options)
+        if self.arch == "mlp":
+            opts.setdefault("hidden", list(self.hidden))
+        return opts
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
+def mnist_pool(
+    data_dir: str | os.PathLike | None = None, extra: bool = False
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The MNIST pool (the embedded 5000-image training subset) and the 10000 test images.
+
+    ``extra=True`` appends the 5000 images of ``<data_dir>/mnist-extra5k`` to the pool.
+    """
+    pool, test = embedded_mnist("train"), embedded_mnist("test")
+    if extra:
+        xe, ye = load_dataset("mnist", "extra", data_dir)
+        pool = (torch.cat([pool[0], xe]), torch.cat([pool[1], ye]))
+    return pool, test
+
+
+def _pool_inputs(pool: Tensor | tuple | Dataset) -> tuple[Tensor, Tensor | None]:
+    """Inputs of the pool and, when given, its labels."""
+    if isinstance(pool, Tensor):
+        x, y = pool, None
+    elif isinstance(pool, tuple | list) and len(pool) == 2:
+        x, y = as_tensors(tuple(pool), "pool")
+    elif isinstance(pool, Dataset):
+        if len(pool) == 0:
+            raise ValueError("pool is empty")
+        first = pool[0]
+        if isinstance(first, tuple | list):
+            x, y = as_tensors(pool, "pool")
+        else:
+            x, y = torch.stack([torch.as_tensor(pool[i]) for i in range(len(pool))]), None
+    else:
+        raise TypeError(
+            "pool must be a tensor of inputs, a pair (x, y) of tensors, or a torch Dataset "
+            f"(of inputs or (x, y) pairs); got {type(pool).__name__}"
+        )
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"pool inputs must have shape (n, ...) with n > 0, got {tuple(x.shape)}")
+    return x, y
+
+
+def _encode_rng(gen: torch.Generator) -> str:
+    return base64.b64encode(gen.get_state().numpy().tobytes()).decode()
+
+
+def _decode_rng(text: str) -> torch.Generator:
+    gen = torch.Generator()
+    gen.set_state(torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8))
+    return gen
+
+
+def labels_to_reach(
+    n_labels: Sequence[int], accuracy: Sequence[float], target: float
+) -> int | None:
+    """The first label count whose test accuracy is at least ``target`` (None: never reached)."""
+    for n, acc in zip(n_labels, accuracy, strict=True):
+        if acc >= target:
+            return int(n)
+    return None
+
+
+def curve_auc(n_labels: Sequence[int], accuracy: Sequence[float]) -> float:
+    """Area under accuracy against labels, divided by the label range (a mean accuracy)."""
+    if len(n_labels) < 2:
+        return float(accuracy[0])
+    area = sum((n_labels[i + 1] - n_labels[i]) * (accuracy[i + 1] + accuracy[i]) / 2
+               for i in range(len(n_labels) - 1))  # fmt: skip
+    return float(area / (n_labels[-1] - n_labels[0]))
+
+
+class ActiveLearner:
+    """One active-learning run over a pool; :meth:`run` does the steps and saves after each.
+
+    Args:
+        config: the run's settings.
+        pool: the unlabelled inputs: a tensor, ``(x, y)`` tensors (``y`` answers the oracle and
+            balances the initial set), or a ``Dataset`` of inputs or ``(x, y)`` pairs.
+        oracle: ``oracle(indices) -> labels`` for a LongTensor of pool indices; needed when the
+            pool has no labels. The initial set is then drawn at random (not balanced).
+        test: optional ``(x, y)`` or Dataset for the test metrics of each step.
+        out: folder for ``state.json``, ``curve.csv`` (and ``model.pt`` with warm start).
+        resume: continue from ``out/state.json``.
+    """
+
+    def __init__(
+        self,
+        config: ActiveConfig,
+        pool: Tensor | tuple | Dataset,
+        oracle: Oracle | None = None,
+        test: tuple[Tensor, Tensor] | Dataset | None = None,
+        out: str | os.PathLike | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.config = config.validate()
+        self.x, self.y = _pool_inputs(pool)
+        if oracle is None and self.y is None:
+            raise ValueError("the pool has no labels: pass oracle(indices) -> labels")
+        if oracle is not None and not callable(oracle):
+            raise TypeError(f"oracle must be callable, got {type(oracle).__name__}")
+        self.oracle = oracle
+        self.test = as_tensors(test, "test") if test is not None else None
+        self.out = Path(out) if out is not None else None
+        self.device = torch.device(config.device) if config.device else default_device()
+        self.n_classes = int(self.y.max()) + 1 if self.y is not None else None
+        self.model: UncertaintyModel | None = None
+        state_path = self.out / STATE_FILE if self.out is not None else None
+        if resume:
+            if state_path is None or not state_path.is_file():
+                raise FileNotFoundError(f"cannot resume: no state file at {state_path}")
+            self._load_state(state_path)
+        else:
+            if state_path is not None and state_path.exists():
+                raise ValueError(
+                    f"{state_path} exists: resume it (--resume / resume=True) or choose "
+                    "another output folder"
+                )
+            self._initialise()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _query(self, indices: Tensor) -> list[int]:
+        if self.oracle is None:
+            labels = self.y[indices]
+        else:
+            labels = torch.as_tensor(self.oracle(indices.clone()))
+        if labels.shape != (len(indices),) or labels.is_floating_point():
+            raise ValueError(
+                f"oracle must return {len(indices)} integer labels for {len(indices)} indices, "
+                f"got {labels.dtype} of shape {tuple(labels.shape)}"
+            )
+        if (labels < 0).any():
+            raise ValueError("oracle returned negative labels")
+        return [int(v) for v in labels]
+
+    def _initialise(self) -> None:
+        cfg = self.config
+        n = self.x.shape[0]
+        needed = cfg.initial + cfg.val_size + cfg.acquire * cfg.steps
+        if needed > n:
+            raise ValueError(
+                f"the pool has {n} points but initial ({cfg.initial}) + val_size "
+                f"({cfg.val_size}) + acquire*steps ({cfg.acquire}*{cfg.steps}) = {needed}"
+            )
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        perm = torch.randperm(n, generator=self.gen)
+        val = perm[: cfg.val_size]
+        rest = perm[cfg.val_size :]
+        if self.y is not None:
+            initial = _balanced(rest, self.y, cfg.initial)
+        else:
+            initial = rest[: cfg.initial]
+        self.val = [int(i) for i in val]
+        self.val_labels = self._query(val) if len(val) else []
+        self.labelled = [int(i) for i in initial]
+        self.labels = self._query(initial)
+        self.history: list[dict[str, Any]] = []
+        self.done = False
+
+    def _load_state(self, path: Path) -> None:
+        state = json.loads(path.read_text())
+        if state.get("format_version") != STATE_VERSION:
+            raise ValueError(f"{path} is not an active-learning state file")
+        saved = dict(state["config"])
+        now = asdict(self.config)
+        diff = sorted(k for k in now if k != "steps" and saved.get(k) != now[k])
+        if diff:
+            raise ValueError(
+                f"cannot resume {path}: settings differ from the saved run in {diff} "
+                "(only 'steps' may change)"
+            )
+        if state["pool_size"] != self.x.shape[0]:
+            raise ValueError(
+                f"cannot resume {path}: it was run on a pool of {state['pool_size']} points, "
+                f"this pool has {self.x.shape[0]}"
+            )
+        self.val, self.val_labels = state["val"], state["val_labels"]
+        self.labelled, self.labels = state["labelled"], state["labels"]
+        self.history = state["history"]
+        self.gen = _decode_rng(state["rng_state"])
+        self.done = False
+        if self.config.warm_start and self.out is not None and (self.out / MODEL_FILE).is_file():
+            self.model = load(self.out / MODEL_FILE, device=self.device)
+
+    # -- views ----------------------------------------------------------------------------
+    @property
+    def pool_indices(self) -> Tensor:
+        """Indices neither labelled nor in the validation set, ascending."""
+        taken = torch.zeros(self.x.shape[0], dtype=torch.bool)
+        taken[torch.as_tensor(self.labelled + self.val, dtype=torch.long)] = True
+        return torch.nonzero(~taken).flatten()
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue the run (what ``state.json`` holds)."""
+        return {
+            "format_version": STATE_VERSION,
+            "config": asdict(self.config),
+            "pool_size": int(self.x.shape[0]),
+            "val": self.val,
+            "val_labels": self.val_labels,
+            "labelled": self.labelled,
+            "labels": self.labels,
+            "history": self.history,
+            "rng_state": _encode_rng(self.gen),
+            "environment": environment(),
+        }
+
+    # -- the loop -------------------------------------------------------------------------
+    def _n_classes(self) -> int:
+        known = max(self.labels + self.val_labels) + 1
+        if self.test is not None:
+            known = max(known, int(self.test[1].max()) + 1)
+        return max(2, self.n_classes or 0, known)
+
+    def _train(self, step: int) -> tuple[UncertaintyModel, float]:
+        cfg = self.config
+        seed = cfg.seed * 100_003 + step
+        if self.model is None or not cfg.warm_start:
+            self.model = build_model(
+                cfg.method,
+                cfg.arch,
+                tuple(self.x.shape[1:]),
+                self._n_classes(),
+                seed=seed,
+                device=self.device,
+                **cfg.model_options(),
+            )
+        idx = torch.as_tensor(self.labelled, dtype=torch.long)
+        train = (self.x[idx], torch.as_tensor(self.labels))
+        val = None
+        if self.val:
+            val = (self.x[torch.as_tensor(self.val)], torch.as_tensor(self.val_labels))
+        batches = math.ceil(len(idx) / cfg.batch_size)
+        epochs = max(1, math.ceil(cfg.train_steps / batches))
+        history = fit(
+            self.model,
+            train,
+            val,
+            epochs=epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            seed=seed,
+            val_samples=cfg.eval_samples,
+            eval_every=max(1, epochs // 20),
+            progress=False,
+        )
+        return self.model, history.seconds
+
+    def _acquire(self, model: UncertaintyModel, step: int) -> tuple[list[int], list[float | None]]:
+        cfg = self.config
+        pool = self.pool_indices
+        if cfg.acquire > len(pool):
+            raise ValueError(f"cannot acquire {cfg.acquire} points from a pool of {len(pool)}")
+        acquisition = parse_choice(cfg.acquisition, Acquisition, "acquisition")
+        if acquisition is Acquisition.RANDOM:
+            chosen = pool[torch.randperm(len(pool), generator=self.gen)[: cfg.acquire]]
+            return [int(i) for i in chosen], [None] * cfg.acquire
+        subset = pool
+        if 0 < cfg.pool_subset < len(pool):
+            subset = pool[torch.randperm(len(pool), generator=self.gen)[: cfg.pool_subset]]
+        model_gen = torch.Generator(device=model.device).manual_seed(cfg.seed * 100_003 + step)
+        with torch.no_grad():
+            logits = model.sample_logits(self.x[subset], cfg.acq_samples, model_gen, 500)
+        probs = F.softmax(logits.double(), dim=-1).cpu()
+        picked = select(acquisition, probs, cfg.acquire, self.gen, cfg.num_configs)
+        return [int(subset[i]) for i in picked.indices], [float(s) for s in picked.scores]
+
+    def _evaluate(self, model: UncertaintyModel, step: int) -> dict[str, float]:
+        if self.test is None:
+            return {}
+        gen = torch.Generator(device=model.device).manual_seed(self.config.seed + 7)
+        with torch.no_grad():
+            m = evaluate(model, *self.test, self.config.eval_samples, gen, batch_size=1000)
+        return {"test_acc": m["accuracy"], "test_nll": m["nll"]}
+
+    def run(self, progress: bool = True, max_steps: int | None = None) -> dict[str, Any]:
+        """Run the remaining steps (at most ``max_steps`` of them); returns :meth:`state`.
+
+        Each step trains on the labelled set, evaluates, acquires ``acquire`` points (except
+        after the last step) and saves the state atomically, so an interruption loses at most
+        the step in progress.
+        """
+        cfg = self.config
+        start = len(self.history)
+        end = cfg.steps + 1 if max_steps is None else min(cfg.steps + 1, start + max_steps)
+        bar = tqdm(range(start, end), desc=f"active {cfg.method}/{cfg.acquisition}",
+                   initial=start, total=cfg.steps + 1, disable=not progress)  # fmt: skip
+        for step in bar:
+            t0 = time.perf_counter()
+            model, train_seconds = self._train(step)
+            metrics = self._evaluate(model, step)
+            t1 = time.perf_counter()
+            acquired: list[int] = []
+            scores: list[float | None] = []
+            if step < cfg.steps:
+                acquired, scores = self._acquire(model, step)
+            t2 = time.perf_counter()
+            record = {
+                "step": step,
+                "n_labels": len(self.labelled),
+                **metrics,
+                "train_seconds": train_seconds,
+                "acquire_seconds": t2 - t1,
+                "step_seconds": t2 - t0,
+                "acquired": acquired,
+                "scores": scores,
+            }
+            if acquired:
+                new_labels = self._query(torch.as_tensor(acquired))
+                self.labelled += acquired
+                self.labels += new_labels
+            self.history.append(record)
+            self.save()
+            if "test_acc" in metrics:
+                bar.set_postfix(labels=record["n_labels"], test_acc=f"{metrics['test_acc']:.4f}")
+        self.done = len(self.history) == cfg.steps + 1
+        return self.state()
+
+    def curve(self) -> list[dict[str, Any]]:
+        """One row per completed step: the tidy learning curve."""
+        keys = ("step", "n_labels", "test_acc", "test_nll", "train_seconds", "acquire_seconds",
+                "step_seconds")  # fmt: skip
+        base = {"method": self.config.method, "acquisition": self.config.acquisition,
+                "seed": self.config.seed}  # fmt: skip
+        return [{**base, **{k: r.get(k) for k in keys}} for r in self.history]
+
+    def save(self) -> None:
+        """Write state.json and curve.csv atomically (and model.pt with warm start)."""
+        if self.out is None:
+            return
+        if self.config.warm_start and self.model is not None:
+            self.model.save(self.out / MODEL_FILE)
+        rows = self.curve()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.out / CURVE_FILE, lambda f: f.write(buf.getvalue().encode()))
+        atomic_write_json(self.out / STATE_FILE, self.state())
+
+
+def _balanced(candidates: Tensor, y: Tensor, size: int) -> Tensor:
+    """``size`` candidates, as equal a count per class as possible, in candidate order."""
+    classes = torch.unique(y[candidates])
+    per, extra = divmod(size, len(classes))
+    picked = []
+    for i, c in enumerate(classes):
+        members = candidates[y[candidates] == c]
+        want = per + (1 if i < extra else 0)
+        if len(members) < want:
+            raise ValueError(
+                f"class {int(c)} has only {len(members)} pool points; a balanced initial set of "
+                f"{size} needs {want}"
+            )
+        picked.append(members[:want])
+    return candidates[torch.isin(candidates, torch.cat(picked))]
+
+
+def run_active_learning(
+    config: ActiveConfig,
+    pool: Tensor | tuple | Dataset,
+    oracle: Oracle | None = None,
+    test: tuple[Tensor, Tensor] | Dataset | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> ActiveLearner:
+    """Build an :class:`ActiveLearner`, run all its steps, and return it."""
+    learner = ActiveLearner(config, pool, oracle=oracle, test=test, out=out, resume=resume)
+    learner.run(progress=progress)
+    return learner
+
+
+def read_curve(run: str | os.PathLike) -> list[dict[str, Any]]:
+    """The learning curve of a run folder (from its state file), one dict per step."""
+    path = Path(run)
+    path = path / STATE_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no active-learning state file at {path}")
+    state = json.loads(path.read_text())
+    if state.get("format_version") != STATE_VERSION:
+        raise ValueError(f"{path} is not an active-learning state file")
+    cfg = state["config"]
+    base = {"run": path.parent.name, "method": cfg["method"], "acquisition": cfg["acquisition"],
+            "seed": cfg["seed"]}  # fmt: skip
+    return [{**base, "n_labels": r["n_labels"], "test_acc": r.get("test_acc"),
+             "test_nll": r.get("test_nll"), "step_seconds": r["step_seconds"]}
+            for r in state["history"]]  # fmt: skip

@@ -1,0 +1,343 @@
+"""Active learning: acquisition scores against direct formulas, BatchBALD, the loop and its CLI."""
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from safety_bhn.active import (
+    ActiveConfig,
+    ActiveLearner,
+    bald,
+    batch_bald,
+    curve_auc,
+    labels_to_reach,
+    max_entropy,
+    mean_std,
+    random,
+    read_curve,
+    select,
+    variation_ratios,
+)
+from safety_bhn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _random_probs(s, n, c, seed=0, power=3.0):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(s, n, c, generator=g, dtype=torch.float64).pow(power)
+    return p / p.sum(-1, keepdim=True)
+
+
+def _np_entropy(p):
+    p = np.asarray(p, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(-1)
+
+
+# -- acquisition scores ------------------------------------------------------------------
+def test_bald_zero_when_samples_agree():
+    one = _random_probs(1, 7, 4)
+    assert torch.allclose(bald(one.expand(9, -1, -1)), torch.zeros(7, dtype=one.dtype), atol=1e-12)
+
+
+def test_bald_is_log_c_for_evenly_disagreeing_one_hot_samples():
+    c = 5
+    probs = torch.eye(c, dtype=torch.float64)[:, None, :]  # sample s puts all mass on class s
+    assert bald(probs).item() == pytest.approx(math.log(c), abs=1e-12)
+    assert not torch.isnan(bald(probs)).any()
+
+
+def test_bald_matches_direct_computation_and_is_never_negative():
+    probs = _random_probs(11, 50, 6)
+    p = probs.numpy()
+    direct = _np_entropy(p.mean(0)) - _np_entropy(p).mean(0)
+    assert np.allclose(bald(probs).numpy(), direct, atol=1e-12)
+    tiny = _random_probs(3, 200, 3, seed=1, power=0.01)  # nearly uniform: BALD close to 0
+    assert (bald(tiny) >= 0).all()
+
+
+def test_max_entropy_variation_ratios_mean_std_against_formulas():
+    probs = _random_probs(8, 30, 4, seed=2)
+    probs[:, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=probs.dtype)  # p = 0 and 1 entries
+    p = probs.numpy()
+    mean = p.mean(0)
+    assert np.allclose(max_entropy(probs).numpy(), _np_entropy(mean), atol=1e-12)
+    assert max_entropy(probs)[0].item() == 0.0
+    assert np.allclose(variation_ratios(probs).numpy(), 1 - mean.max(-1), atol=1e-12)
+    assert np.allclose(mean_std(probs).numpy(), p.std(0).mean(-1), atol=1e-12)
+    for fn in (bald, max_entropy, variation_ratios, mean_std):
+        assert torch.isfinite(fn(probs)).all()
+
+
+def test_random_needs_a_generator_and_is_reproducible():
+    probs = _random_probs(2, 40, 3)
+    with pytest.raises(ValueError, match="Generator"):
+        random(probs, None)
+    a = random(probs, torch.Generator().manual_seed(3))
+    b = random(probs, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == (40,)
+    picked = select("random", probs, 40, torch.Generator().manual_seed(0)).indices
+    assert sorted(picked.tolist()) == list(range(40))
+
+
+def test_select_takes_the_top_k_of_the_score():
+    probs = _random_probs(6, 25, 3, seed=4)
+    sel = select("max_entropy", probs, 5)
+    expected = torch.topk(max_entropy(probs), 5).indices
+    assert sel.indices.tolist() == expected.tolist()
+    assert torch.equal(sel.scores, max_entropy(probs)[expected])
+
+
+@pytest.mark.parametrize(
+    ("probs", "k", "name", "match"),
+    [
+        (_random_probs(2, 5, 3), 6, "bald", "pool of 5"),
+        (_random_probs(2, 5, 3), 0, "bald", "positive integer"),
+        (torch.full((2, 5, 3), float("nan")), 1, "bald", "NaN"),
+        (torch.full((2, 5, 3), 0.5), 1, "bald", "sum to one"),
+        (_random_probs(2, 5, 3), 1, "bladd", "Did you mean 'bald'"),
+        (_random_probs(2, 5, 3)[0], 1, "max_entropy", "shape"),
+    ],
+)
+def test_select_rejects_bad_input(probs, k, name, match):
+    with pytest.raises(ValueError, match=match):
+        select(name, probs, k)
+
+
+# -- BatchBALD ---------------------------------------------------------------------------
+def _brute_force_joint_mi(probs, chosen):
+    """I[y_chosen; theta] by enumerating every joint label configuration."""
+    p = probs[:, chosen].numpy()  # (S, n, C)
+    s, n, c = p.shape
+    joint = np.zeros(c**n)
+    for i, config in enumerate(itertools.product(range(c), repeat=n)):
+        joint[i] = np.prod(p[:, np.arange(n), list(config)], axis=1).mean()
+    return _np_entropy(joint) - _np_entropy(p).mean(0).sum()
+
+
+def test_batch_bald_of_one_point_is_bald():
+    probs = _random_probs(10, 40, 5, seed=5)
+    sel = batch_bald(probs, 1)
+    best = int(torch.argmax(bald(probs)))
+    assert sel.indices.tolist() == [best]
+    assert sel.scores[0].item() == pytest.approx(bald(probs)[best].item(), abs=1e-10)
+
+
+def test_batch_bald_exact_joint_matches_enumeration():
+    probs = _random_probs(7, 12, 3, seed=6)
+    sel = batch_bald(probs, 3, num_configs=10_000)  # 3**3 configurations: exact
+    for n in range(1, 4):
+        brute = _brute_force_joint_mi(probs, sel.indices[:n].tolist())
+        assert sel.scores[n - 1].item() == pytest.approx(brute, abs=1e-9)
+
+
+def test_batch_bald_sampled_configurations_estimate_the_joint():
+    probs = _random_probs(12, 15, 6, seed=7)
+    sel = batch_bald(probs, 4, num_configs=1000, generator=torch.Generator().manual_seed(0))
+    # The 4th choice uses 1000 sampled configurations instead of the 6**4 = 1296 exact ones.
+    brute = _brute_force_joint_mi(probs, sel.indices.tolist())
+    assert sel.scores[-1].item() == pytest.approx(brute, abs=0.05)
+
+
+def test_batch_bald_avoids_exact_duplicates_where_bald_does_not():
+    s = 8
+    a = torch.zeros(s, 4, dtype=torch.float64)
+    a[torch.arange(s), torch.arange(s) % 2] = 1.0  # samples split between classes 0 and 1
+    b = torch.full((s, 4), 0.02, dtype=torch.float64)
+    b[torch.arange(s), 2 + (torch.arange(s) < s // 2).long()] = 0.94  # another split, noisier
+    quiet = torch.full((s, 4), 0.25, dtype=torch.float64)
+    probs = torch.stack([quiet, a, a.clone(), b, quiet], dim=1)  # points 1 and 2 are duplicates
+    assert select("bald", probs, 2).indices.tolist() == [1, 2]
+    picked = batch_bald(probs, 2).indices.tolist()
+    assert picked[0] in (1, 2) and picked[1] == 3
+
+
+# -- the loop on a tiny problem ----------------------------------------------------------
+def _blobs(n=240, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    centers = torch.tensor([[0.0, 2.0], [2.0, -1.0], [-2.0, -1.0]])
+    x = centers[y] + 0.9 * torch.randn(n, 2, generator=g)
+    return x, y
+
+
+def _tiny(**kw):
+    base = dict(method="mc_dropout", hidden=[16], initial=6, val_size=12, acquire=4, steps=3,
+                pool_subset=60, acq_samples=5, eval_samples=3, train_steps=15, batch_size=32,
+                seed=1, device="cpu")  # fmt: skip
+    base.update(kw)
+    return ActiveConfig(**base)
+
+
+@pytest.mark.parametrize(
+    ("method", "acquisition", "options"),
+    [
+        ("bhn", "bald", {"coupling_layers": 2}),
+        ("mc_dropout", "max_entropy", {}),
+        ("factorial_vi", "batch_bald", {}),
+        ("map", "random", {}),
+    ],
+)
+def test_loop_keeps_a_partition_and_never_acquires_twice(method, acquisition, options):
+    x, y = _blobs()
+    cfg = _tiny(method=method, acquisition=acquisition, options=options)
+    learner = ActiveLearner(cfg, (x, y), test=_blobs(90, seed=1))
+    assert sorted(y[learner.labelled].tolist()) == [0, 0, 1, 1, 2, 2]  # balanced initial set
+    learner.run(progress=False)
+    labelled, val, pool = learner.labelled, learner.val, learner.pool_indices.tolist()
+    assert len(labelled) == len(set(labelled)) == 6 + 4 * 3
+    assert sorted(labelled + val + pool) == list(range(len(x)))
+    assert learner.labels == y[labelled].tolist()
+    assert [r["n_labels"] for r in learner.history] == [6, 10, 14, 18]
+    assert all(0.0 <= r["test_acc"] <= 1.0 for r in learner.history)
+    acquired = [i for r in learner.history for i in r["acquired"]]
+    assert acquired == labelled[6:]
+
+
+def test_bald_acquires_points_with_higher_bald_than_the_pool_subset():
+    x, y = _blobs()
+    learner = ActiveLearner(_tiny(steps=1, pool_subset=0), (x, y))
+    learner.run(progress=False)
+    scores = learner.history[0]["scores"]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, warm_start):
+    x, y = _blobs()
+    test = _blobs(60, seed=2)
+    cfg = _tiny(acquisition="batch_bald", warm_start=warm_start, num_configs=20)
+    whole = ActiveLearner(cfg, (x, y), test=test, out=tmp_path / "whole")
+    whole.run(progress=False)
+    first = ActiveLearner(cfg, (x, y), test=test, out=tmp_path / "cut")
+    first.run(progress=False, max_steps=2)  # "interrupted" after two steps
+    resumed = ActiveLearner(cfg, (x, y), test=test, out=tmp_path / "cut", resume=True)
+    assert resumed.labelled == first.labelled
+    resumed.run(progress=False)
+    assert resumed.labelled == whole.labelled
+    for a, b in zip(resumed.history, whole.history, strict=True):
+        assert a["acquired"] == b["acquired"] and a["test_acc"] == b["test_acc"]
+    state = json.loads((tmp_path / "cut" / "state.json").read_text())
+    assert state["labelled"] == whole.labelled and len(state["history"]) == 4
+    assert (tmp_path / "cut" / "curve.csv").read_text().count("\n") == 5
+
+
+def test_resume_refuses_other_settings_and_fresh_run_refuses_to_overwrite(tmp_path):
+    x, y = _blobs()
+    ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path).run(progress=False)
+    with pytest.raises(ValueError, match="exists"):
+        ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path)
+    with pytest.raises(ValueError, match="acquisition"):
+        ActiveLearner(_tiny(steps=1, acquisition="random"), (x, y), out=tmp_path, resume=True)
+    with pytest.raises(FileNotFoundError, match="no state file"):
+        ActiveLearner(_tiny(), (x, y), out=tmp_path / "none", resume=True)
+    longer = ActiveLearner(_tiny(steps=2), (x, y), out=tmp_path, resume=True)  # more steps: ok
+    longer.run(progress=False)
+    assert len(longer.history) == 3
+
+
+class _InputsOnly(Dataset):
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+def test_user_dataset_with_an_oracle_is_asked_only_for_what_it_labels():
+    x, y = _blobs()
+    asked = []
+
+    def oracle(indices):
+        asked.extend(indices.tolist())
+        return y[indices]
+
+    learner = ActiveLearner(_tiny(steps=2), _InputsOnly(x), oracle=oracle)
+    learner.run(progress=False)
+    assert sorted(asked) == sorted(learner.val + learner.labelled)
+    assert len(asked) == len(set(asked))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(acquire=100, steps=3, pool_subset=0), "pool has 240 points"),
+        (dict(initial=0), "initial must be a positive integer"),
+        (dict(acquire=-1), "acquire must be a positive integer"),
+        (dict(pool_subset=2), "pool_subset"),
+        (dict(acquisition="entropy"), "unknown acquisition"),
+        (dict(method="bnn"), "unknown method"),
+    ],
+)
+def test_loop_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ActiveLearner(_tiny(**kwargs), _blobs())
+
+
+def test_loop_rejects_bad_pools_and_oracles():
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="oracle"):
+        ActiveLearner(_tiny(), x)
+    with pytest.raises(ValueError, match="integer labels"):
+        ActiveLearner(_tiny(), x, oracle=lambda idx: torch.zeros(len(idx) + 1, dtype=torch.long))
+    with pytest.raises(TypeError, match="pool must be"):
+        ActiveLearner(_tiny(), [1, 2, 3])
+
+
+def test_curve_summaries():
+    labels, acc = [20, 30, 40, 50], [0.5, 0.9, 0.8, 0.96]
+    assert labels_to_reach(labels, acc, 0.9) == 30
+    assert labels_to_reach(labels, acc, 0.95) == 50
+    assert labels_to_reach(labels, acc, 0.99) is None
+    assert curve_auc(labels, acc) == pytest.approx((0.7 + 0.85 + 0.88) * 10 / 30)
+
+
+# -- CLI and benchmark -------------------------------------------------------------------
+def test_cli_active_learn_and_compare(tmp_path, capsys):
+    flags = ["--hidden", "16", "--steps", "2", "--acquire", "5", "--pool-subset", "100",
+             "--train-steps", "10", "--acq-samples", "3", "--eval-samples", "2", "--no-progress",
+             "--device", "cpu"]  # fmt: skip
+    for acq in ("bald", "random"):
+        out = tmp_path / f"al-{acq}"
+        code = main(["active-learn", "--method", "mc_dropout", "--acquisition", acq,
+                     "--out", str(out), *flags])  # fmt: skip
+        assert code == 0
+        assert {"state.json", "curve.csv", "curve.png"} <= {p.name for p in out.iterdir()}
+        assert [r["n_labels"] for r in read_curve(out)] == [20, 25, 30]
+    runs = [str(tmp_path / "al-bald"), str(tmp_path / "al-random")]
+    code = main(["active-learn", "--compare", *runs, "--out", str(tmp_path / "cmp")])
+    assert code == 0
+    assert (tmp_path / "cmp" / "compare.png").is_file()
+    table = capsys.readouterr().out
+    assert "al-bald" in table and "al-random" in table
+    assert main(["active-learn", "--acquisition", "bladd", "--out", str(tmp_path / "x")]) == 2
+    assert "Did you mean 'bald'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_quick_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/active_learning.py", "--quick", "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = (tmp_path / "active_learning.csv").read_text().splitlines()
+    assert rows[0].startswith("method,acquisition,seed,n_labels,test_acc")
+    assert len(rows) > 1
+    assert (tmp_path / "active_learning.md").is_file()
+    assert (tmp_path / "active_learning.png").is_file()
