@@ -1,0 +1,21 @@
+"""CartPole with a safety cost: ``info["cost"] = 1`` when the pole falls or the cart leaves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+
+class CartPoleCostEnv(CartPoleEnv):
+    """Gymnasium's CartPole (v1 dynamics and rewards) with a cost signal in ``info``.
+
+    A termination (pole beyond 12 degrees or cart beyond 2.4) is the safety violation:
+    that step has ``info["cost"] = 1``; every other step has ``info["cost"] = 0``.
+    """
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = super().step(action)
+        info = dict(info)
+        info["cost"] = 1.0 if terminated else 0.0
+        return obs, reward, terminated, truncated, info
