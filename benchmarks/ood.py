@@ -1,0 +1,380 @@
+"""OOD detection on MNIST-5000: every method x every OOD set x every score, shift and FGSM.
+
+Trains BHN (12 and 0 coupling layers), MC dropout, factorial VI and MAP on MNIST-5000 (and a
+second copy of each on digits 0-4 for the held-out-classes set), then scores the suite
+(Fashion-MNIST, uniform and Gaussian noise, inverted digits, held-out digits 5-9), rotation
+and noise shift curves, and FGSM examples. Writes benchmarks/results/ood.{csv,md} and plots.
+Run from the project root:
+
+    python benchmarks/ood.py            # the full run (settings in ood.md)
+    python benchmarks/ood.py --quick    # a smoke test in well under a minute
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, markdown_table, mean_std, parse_args, seed_everything, write_csv  # noqa: E402
+
+from safety_bhn import build_model, fit  # noqa: E402
+from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
+from safety_bhn.ood import (  # noqa: E402
+    adversarial_curve,
+    build_suite,
+    evaluate_ood,
+    held_out_split,
+    shift_curve,
+)
+from safety_bhn.ood.plots import auroc_bars, shift_plot  # noqa: E402
+from safety_bhn.runs import environment, mnist_splits  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = ["fashion_mnist", "uniform_noise", "gaussian_noise", "inverted", "held_out_classes"]
+# The issue's reference numbers (AUROC), measured with a 784-256-256-256-10 MLP on MNIST-5000.
+ISSUE_MEASURED = {
+    ("mc_dropout", "fashion_mnist"): 0.91, ("mc_dropout", "uniform_noise"): 0.91,
+    ("mc_dropout", "gaussian_noise"): 0.91, ("map", "fashion_mnist"): 0.71,
+    ("map", "uniform_noise"): 0.49, ("map", "gaussian_noise"): 0.55,
+}  # fmt: skip
+# Hendrycks & Gimpel (2017), max-softmax AUROC, same network trained on all of MNIST.
+HENDRYCKS_GIMPEL = {"uniform_noise": 0.979, "gaussian_noise": 0.883}
+
+
+@dataclass
+class Args:
+    """OOD benchmark: methods x OOD sets x scores on MNIST-5000, with shift and FGSM curves."""
+
+    rows: list[str] = field(
+        default_factory=lambda: ["bhn-12", "bhn-0", "mc_dropout", "factorial_vi", "map"]
+    )
+    """methods to run; "bhn-K" is a BHN with K coupling layers"""
+    hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    """MLP hidden layers (784-256-256-256-10: Hendrycks & Gimpel's and the BHN paper's net)"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """seeds: each sets the validation split, the weights, training noise and the OOD sets"""
+    epochs: int = 50
+    """training epochs (the best-validation-NLL epoch is kept)"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    batch_size: int = 100
+    """minibatch size"""
+    val_size: int = 500
+    """images of the 5000 held out for validation (model selection)"""
+    n_test: int = 2000
+    """in-distribution test images per suite (and images per generated OOD set)"""
+    samples: int = 100
+    """posterior samples for scoring"""
+    held_out: bool = True
+    """also train each method on digits 0-4 and detect digits 5-9"""
+    rotations: list[float] = field(default_factory=lambda: [0, 30, 60, 90, 120, 150, 180])
+    """rotation angles (degrees) of the shift curve"""
+    noise_stds: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    """Gaussian pixel-noise standard deviations of the shift curve"""
+    shift_n: int = 1000
+    """test images for the shift and FGSM curves"""
+    epsilons: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
+    """FGSM step sizes"""
+    attack_samples: int = 10
+    """posterior samples in the FGSM gradient"""
+    data_dir: str = str(ROOT.parent / "shared" / "data")
+    """folder with fashion-mnist/ (MNIST itself comes from the embedded MNIST-5000 copy)"""
+    threads: int = 2
+    """torch CPU threads"""
+    out: str = str(RESULTS)
+    """folder for ood.{csv,md} and the plots"""
+    state: str = str(ROOT / "runs" / "bench-ood")
+    """folder for per-(method, seed) results, so an interrupted run resumes"""
+    label: str = ""
+    """note printed at the top of ood.md (e.g. that this is a reduced run)"""
+    quick: bool = False
+    """smoke test: tiny nets, 1 epoch, 1 seed, few samples; written to runs/bench-ood-quick"""
+
+
+def parse_row(row: str) -> tuple[str, dict[str, Any]]:
+    method, _, layers = row.partition("-")
+    return method, ({"coupling_layers": int(layers or 0)} if method == "bhn" else {})
+
+
+def train(row: str, train_xy, val_xy, n_classes: int, seed: int, args: Args):
+    method, options = parse_row(row)
+    model = build_model(method, hidden=list(args.hidden), n_classes=n_classes, seed=seed,
+                        device="cpu", **options)  # fmt: skip
+    history = fit(model, train_xy, val_xy, epochs=args.epochs, lr=args.lr,
+                  batch_size=args.batch_size, seed=seed, progress=False)  # fmt: skip
+    return model, history
+
+
+def run_one(row: str, seed: int, args: Args) -> dict[str, list[dict[str, Any]]]:
+    """Train and score one (method, seed): detection, shift and adversarial rows."""
+    splits = mnist_splits(None, args.val_size, seed)
+    xt, yt = splits["test"]
+    gen = torch.Generator().manual_seed(seed)
+    tag = {"method": row, "seed": seed}
+
+    model, history = train(row, splits["train"], splits["val"], 10, seed, args)
+    suite = build_suite(xt, yt, "mnist", n=args.n_test, seed=seed, data_dir=args.data_dir)
+    report = evaluate_ood(model, suite, "all", args.samples, gen, name=row, progress=False)
+    info = {"in_accuracy": report.accuracy, "train_seconds": history.seconds,
+            "best_epoch": history.best_epoch}  # fmt: skip
+    detection = [{**tag, **{k: v for k, v in r.items() if k != "model"}, **info}
+                 for r in report.rows()]  # fmt: skip
+
+    if args.held_out:
+        known = (*held_out_split(*splits["train"])[:2],)
+        known_val = (*held_out_split(*splits["val"])[:2],)
+        model5, history5 = train(row, known, known_val, 5, seed, args)
+        suite5 = build_suite(xt, yt, "held_out_classes", n=args.n_test, seed=seed)
+        report5 = evaluate_ood(model5, suite5, "all", args.samples, gen, name=row, progress=False)
+        info5 = {"in_accuracy": report5.accuracy, "train_seconds": history5.seconds,
+                 "best_epoch": history5.best_epoch}  # fmt: skip
+        detection += [{**tag, **{k: v for k, v in r.items() if k != "model"}, **info5}
+                      for r in report5.rows()]  # fmt: skip
+
+    x_s, y_s = xt[: args.shift_n], yt[: args.shift_n]
+    shift = []
+    for kind, levels in (("rotation", args.rotations), ("noise", args.noise_stds)):
+        rows = shift_curve(model, x_s, y_s, kind, levels, args.samples, gen, "all", progress=False)
+        shift += [{**tag, **r} for r in rows]
+    adversarial = adversarial_curve(model, x_s, y_s, args.epsilons, args.samples,
+                                    args.attack_samples, gen, "all", progress=False)  # fmt: skip
+    return {"detection": detection, "shift": shift,
+            "adversarial": [{**tag, **r} for r in adversarial]}  # fmt: skip
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def best_auroc(rows: list[dict], method: str, ood_set: str) -> tuple[str, list[float]]:
+    """The score with the highest mean AUROC over seeds, and its per-seed AUROCs."""
+    by_score: dict[str, list[float]] = {}
+    for r in rows:
+        if r["method"] == method and r["ood_set"] == ood_set:
+            by_score.setdefault(r["score"], []).append(r["auroc"])
+    if not by_score:
+        return "", []
+    score = max(by_score, key=lambda s: _mean(by_score[s]))
+    return score, by_score[score]
+
+
+def auroc_of(rows: list[dict], method: str, ood_set: str, score: str) -> list[float]:
+    return [r["auroc"] for r in rows
+            if (r["method"], r["ood_set"], r["score"]) == (method, ood_set, score)]  # fmt: skip
+
+
+def targets(rows: list[dict], args: Args) -> list[str]:
+    """The issue's targets, each marked met or missed from the measured rows."""
+    sets = [s for s in SETS if any(r["ood_set"] == s for r in rows)]
+    bhn = [r for r in args.rows if r.startswith("bhn")]
+    lines = []
+    if "mc_dropout" in args.rows:
+        for b in bhn:
+            for s in sets:
+                bs, bv = best_auroc(rows, b, s)
+                ms, mv = best_auroc(rows, "mc_dropout", s)
+                ok = _mean(bv) >= _mean(mv)
+                lines.append(f"- {b} best AUROC ≥ MC dropout's on {s}: {_mean(bv):.4f} ({bs}) vs "
+                             f"{_mean(mv):.4f} ({ms}) — {'met' if ok else 'MISSED'}")  # fmt: skip
+    for method in args.rows:
+        s, v = best_auroc(rows, method, "fashion_mnist")
+        if v:
+            ok = _mean(v) >= 0.98
+            lines.append(f"- {method}: MNIST vs Fashion-MNIST best AUROC ≥ 0.98: {_mean(v):.4f} "
+                         f"({s}) — {'met' if ok else 'MISSED'}")  # fmt: skip
+    for method in [r for r in args.rows if r != "map"]:
+        for s in ("uniform_noise", "gaussian_noise"):
+            mi = auroc_of(rows, method, s, "mutual_information")
+            ms = auroc_of(rows, method, s, "max_softmax")
+            if mi and ms:
+                ok = _mean(mi) > _mean(ms)
+                lines.append(f"- {method}: mutual information beats max-softmax on {s}: "
+                             f"{_mean(mi):.4f} vs {_mean(ms):.4f} — "
+                             f"{'met' if ok else 'MISSED'}")  # fmt: skip
+    return lines
+
+
+def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, command: str,
+              seconds: float) -> str:  # fmt: skip
+    env = environment()
+    sets = [s for s in SETS if any(r["ood_set"] == s for r in rows)]
+    scores = list(dict.fromkeys(r["score"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+
+    best_table = []
+    for method in args.rows:
+        cells = []
+        for s in sets:
+            score, values = best_auroc(rows, method, s)
+            cells.append(f"{mean_std(values, '{:.3f}')} ({score})" if values else "")
+        acc = [r["in_accuracy"] for r in rows if r["method"] == method
+               and r["ood_set"] != "held_out_classes" and r["score"] == scores[0]]  # fmt: skip
+        best_table.append([method, mean_std(acc, "{:.4f}") if acc else "", *cells])
+
+    full = []
+    for s in sets:
+        for score in scores:
+            cells = []
+            for method in args.rows:
+                v = auroc_of(rows, method, s, score)
+                cells.append(mean_std(v, "{:.3f}") if v else "")
+            full.append([s, score, *cells])
+
+    fpr = []
+    for method in args.rows:
+        cells = []
+        for s in sets:
+            score, _ = best_auroc(rows, method, s)
+            v = [r["fpr95"] for r in rows if (r["method"], r["ood_set"], r["score"])
+                 == (method, s, score)]  # fmt: skip
+            cells.append(f"{mean_std(v, '{:.3f}')}" if v else "")
+        fpr.append([method, *cells])
+
+    anchors = []
+    for (method, s), value in ISSUE_MEASURED.items():
+        score = "max_softmax" if method == "map" else best_auroc(rows, method, s)[0]
+        v = auroc_of(rows, method, s, score) if score else []
+        if v:
+            anchors.append([method, s, score, f"{value:.2f}", mean_std(v, "{:.3f}")])
+    for s, value in HENDRYCKS_GIMPEL.items():
+        v = auroc_of(rows, "map", s, "max_softmax")
+        if v:
+            anchors.append(["map (H&G 2017, all of MNIST)", s, "max_softmax", f"{value:.3f}",
+                            mean_std(v, "{:.3f}")])  # fmt: skip
+
+    def curve_table(kind: str, level_key: str, source: list[dict], metrics: list[str]) -> str:
+        levels = sorted({r[level_key] for r in source if r.get("shift", kind) == kind})
+        header = ["method", "metric", *[f"{level:g}" for level in levels]]
+        lines = []
+        for method in args.rows:
+            for metric in metrics:
+                cells = []
+                for level in levels:
+                    v = [r[metric] for r in source if r["method"] == method
+                         and r[level_key] == level and r.get("shift", kind) == kind]  # fmt: skip
+                    cells.append(f"{_mean(v):.3f}")
+                lines.append([method, metric, *cells])
+        return markdown_table(header, lines)
+
+    adv_rows = []
+    for r in adv:
+        if r["score"] == "entropy":
+            mi = [a for a in adv if (a["method"], a["seed"], a["eps"], a["score"])
+                  == (r["method"], r["seed"], r["eps"], "mutual_information")]  # fmt: skip
+            adv_rows.append(
+                {
+                    **r,
+                    "auroc_entropy": r["auroc"],
+                    "auroc_mutual_information": mi[0]["auroc"] if mi else float("nan"),
+                }
+            )
+    adv_table = curve_table("adversarial", "eps", adv_rows,
+                            ["accuracy", "auroc_entropy", "auroc_mutual_information"])  # fmt: skip
+
+    label = f"**{args.label}**\n\n" if args.label else ""
+    return (
+        "# OOD detection on MNIST-5000\n\n" + label + f"Command: `{command}`  \n"
+        f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}; "
+        f"{args.threads} torch threads; wall time {seconds / 60:.1f} min.  \n"
+        f"Models: MLP 784-{'-'.join(map(str, args.hidden))}-10 trained on the embedded "
+        f"MNIST-5000 ({args.val_size} held out for validation; a different split per seed), "
+        f"Adam lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, weights of the best "
+        f"validation-NLL epoch kept. Held-out classes: the same recipe on digits 0-4 only "
+        f"(5 outputs), digits 5-9 of the test set as OOD. Seeds {seeds}.  \n"
+        f"Scoring: {args.samples} posterior samples shared by the in-distribution and OOD sets; "
+        f"{args.n_test} random MNIST test images vs {args.n_test} OOD images per set (Fashion-MNIST"
+        f" test images; uniform noise; Gaussian noise N(0.5, 1) clipped to [0, 1]; inverted "
+        f"digits 1 - x). AUROC with OOD as positive; values are mean ± std over seeds.\n\n"
+        "## Best score per method and OOD set (AUROC)\n\n"
+        + markdown_table(["method", "MNIST accuracy", *sets], best_table)
+        + "\n## FPR at 95% TPR of that best score (lower is better)\n\n"
+        + markdown_table(["method", *sets], fpr)
+        + "\n## Targets (issue 4)\n\n"
+        + "\n".join(targets(rows, args))
+        + "\n\n## Anchors\n\nThe issue's numbers (same data and net) and Hendrycks & Gimpel "
+        "(2017), whose net was trained on all 60000 MNIST images:\n\n"
+        + markdown_table(["method", "OOD set", "score", "reference AUROC", "measured"], anchors)
+        + "\n## AUROC of every score\n\n"
+        + markdown_table(["OOD set", "score", *args.rows], full)
+        + "\n## Dataset shift: rotation (degrees)\n\n"
+        + curve_table("rotation", "level", shift, ["accuracy", "nll", "entropy"])
+        + "\n## Dataset shift: Gaussian pixel noise (std)\n\n"
+        + curve_table("noise", "level", shift, ["accuracy", "nll", "entropy"])
+        + "\n## FGSM: accuracy and detection AUROC (clean vs adversarial) by eps\n\n"
+        + adv_table
+        + "\nPlots: ood_auroc.png, ood_shift_rotation.png, ood_shift_noise.png, "
+        "ood_adversarial.png. Per-run rows: ood.csv, ood_shift.csv, ood_adversarial.csv.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
+    command = "python benchmarks/ood.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.quick:
+        args = dataclasses.replace(
+            args, rows=["bhn-2", "mc_dropout", "map"], hidden=[32], seeds=[0], epochs=1,
+            n_test=200, samples=8, rotations=[0, 90], noise_stds=[0.0, 0.5], shift_n=100,
+            epsilons=[0.0, 0.1], attack_samples=2, out=str(ROOT / "runs" / "bench-ood-quick"),
+            state=str(ROOT / "runs" / "bench-ood-quick" / "state"),
+        )  # fmt: skip
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seeds[0])
+    out, state = Path(args.out), Path(args.state)
+    run_name = f"ood__{'-'.join(map(str, args.hidden))}__e{args.epochs}__{int(time.time())}"
+    start = time.perf_counter()
+    results: dict[str, list[dict]] = {"detection": [], "shift": [], "adversarial": []}
+    todo = [(seed, row) for seed in args.seeds for row in args.rows]
+    for seed, row in tqdm(todo, desc=run_name):
+        key = f"{row}__h{'-'.join(map(str, args.hidden))}__e{args.epochs}__seed{seed}.json"
+        path = state / key
+        if path.is_file() and not args.quick:
+            part = json.loads(path.read_text())
+        else:
+            seed_everything(seed)
+            part = run_one(row, seed, args)
+            atomic_write_json(path, part)
+        for k in results:
+            results[k] += part[k]
+    seconds = time.perf_counter() - start
+
+    write_csv(results["detection"], out / "ood.csv")
+    write_csv(results["shift"], out / "ood_shift.csv")
+    write_csv(results["adversarial"], out / "ood_adversarial.csv")
+    rows = [{**r, "model": r["method"]} for r in results["detection"]]
+    auroc_bars(rows, out / "ood_auroc.png")
+    for kind in ("rotation", "noise"):
+        shift_rows = [{**r, "model": r["method"]} for r in results["shift"] if r["shift"] == kind]
+        shift_plot(shift_rows, out / f"ood_shift_{kind}.png",
+                   ("accuracy", "nll", "entropy", "mutual_information"),
+                   title=f"MNIST under {kind}")  # fmt: skip
+    adv = [{**r, "model": r["method"], "AUROC (entropy)": r["auroc"]}
+           for r in results["adversarial"] if r["score"] == "entropy" and r["eps"] > 0]  # fmt: skip
+    for r in adv:
+        mi = [
+            a["auroc"]
+            for a in results["adversarial"]
+            if a["score"] == "mutual_information"
+            and (a["method"], a["seed"], a["eps"]) == (r["method"], r["seed"], r["eps"])
+        ]
+        r["AUROC (mutual information)"] = mi[0] if mi else float("nan")
+    shift_plot(adv, out / "ood_adversarial.png",
+               ("accuracy", "AUROC (entropy)", "AUROC (mutual information)"), level="eps",
+               title="FGSM")  # fmt: skip
+    text = summarise(results["detection"], results["shift"], results["adversarial"], args,
+                     command.strip(), seconds)  # fmt: skip
+    atomic_write_text(out / "ood.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""OOD detection: metrics against brute-force references, scores, suites, shift, FGSM and CLI."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, roc_auc_score
+from torch.utils.data import TensorDataset
+
+import safety_bhn
+from safety_bhn.cli import main
+from safety_bhn.core import scores as core_scores
+from safety_bhn.core.metrics import evaluate
+from safety_bhn.ood import (
+    OODSuite,
+    Score,
+    adversarial_curve,
+    aupr_in,
+    aupr_out,
+    auroc,
+    available_sets,
+    build_suite,
+    compute_scores,
+    detection_error,
+    detection_metrics,
+    evaluate_ood,
+    fgsm,
+    fpr_at_tpr,
+    held_out_split,
+    parse_scores,
+    register_ood_set,
+    rotate,
+    sample_probs,
+    shift_curve,
+    unregister_ood_set,
+)
+from safety_bhn.ood.scores import SCORE_FUNCTIONS
+
+
+# -- brute-force references ------------------------------------------------------------------
+def brute_auroc(s_in, s_out):
+    """Mann-Whitney: P(out > in) + 0.5 P(out == in), over all pairs."""
+    s_in, s_out = np.asarray(s_in)[:, None], np.asarray(s_out)[None, :]
+    return float(((s_out > s_in) + 0.5 * (s_out == s_in)).mean())
+
+
+def brute_fpr95(s_in, s_out):
+    """Scan thresholds: accept s <= t; smallest t accepting >= 95% of in; fraction of out kept."""
+    s_in, s_out = np.asarray(s_in), np.asarray(s_out)
+    for t in np.unique(np.concatenate([s_in, s_out])):
+        if (s_in <= t).mean() >= 0.95:
+            return float((s_out <= t).mean())
+    raise AssertionError("unreachable")
+
+
+def brute_detection_error(s_in, s_out):
+    s_in, s_out = np.asarray(s_in), np.asarray(s_out)
+    errors = []
+    for t in [*np.unique(np.concatenate([s_in, s_out])), np.inf]:
+        tpr, fpr = (s_out >= t).mean(), (s_in >= t).mean()
+        errors.append(0.5 * (1 - tpr) + 0.5 * fpr)
+    return float(min(errors))
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def test_metrics_hand_computed_example():
+    s_in, s_out = [0.1, 0.2, 0.5], [0.3, 0.9]
+    # ranked high to low: out 0.9, in 0.5, out 0.3, in 0.2, in 0.1
+    assert auroc(s_in, s_out) == pytest.approx(5 / 6)
+    assert aupr_out(s_in, s_out) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert aupr_in(s_in, s_out) == pytest.approx((1 + 1 + 3 / 4) / 3)
+    assert fpr_at_tpr(s_in, s_out) == pytest.approx(0.5)  # accept all in: 0.3 slips through
+    assert detection_error(s_in, s_out) == pytest.approx(1 / 6)
+
+
+def test_perfect_separation_and_identical_scores():
+    perfect = detection_metrics(torch.tensor([0.0, 0.1, 0.2]), torch.tensor([0.5, 0.7]))
+    assert perfect == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0,
+                       "detection_error": 0.0}  # fmt: skip
+    same = detection_metrics(np.full(50, 0.3), np.full(40, 0.3))
+    assert same["auroc"] == 0.5
+    assert same["fpr95"] == 1.0
+    assert same["detection_error"] == 0.5
+    assert auroc([0.5, 0.7], [0.0, 0.1]) == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_brute_force_and_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    s_in = rng.normal(0, 1, 300).round(1)  # rounding creates ties
+    s_out = rng.normal(1, 1.5, 200).round(1)
+    labels = np.r_[np.zeros(300), np.ones(200)]
+    scores = np.r_[s_in, s_out]
+    assert auroc(s_in, s_out) == pytest.approx(brute_auroc(s_in, s_out))
+    assert auroc(s_in, s_out) == pytest.approx(roc_auc_score(labels, scores))
+    assert aupr_out(s_in, s_out) == pytest.approx(average_precision_score(labels, scores))
+    assert aupr_in(s_in, s_out) == pytest.approx(average_precision_score(1 - labels, -scores))
+    assert fpr_at_tpr(s_in, s_out) == pytest.approx(brute_fpr95(s_in, s_out))
+    assert detection_error(s_in, s_out) == pytest.approx(brute_detection_error(s_in, s_out))
+
+
+@pytest.mark.parametrize(
+    "s_in, s_out, match",
+    [([], [1.0], "scores_in is empty"), ([0.1], [], "scores_out is empty"),
+     ([0.1, float("nan")], [1.0], "NaN"), ([[0.1, 0.2]], [1.0], "1-D")],
+)  # fmt: skip
+def test_metric_errors(s_in, s_out, match):
+    with pytest.raises(ValueError, match=match):
+        auroc(s_in, s_out)
+
+
+# -- scores -----------------------------------------------------------------------------------
+def test_scores_share_the_core_definitions():
+    assert SCORE_FUNCTIONS[Score.ENTROPY] is core_scores.predictive_entropy
+    assert SCORE_FUNCTIONS[Score.MUTUAL_INFORMATION] is core_scores.mutual_information
+    assert SCORE_FUNCTIONS[Score.MAX_SOFTMAX] is core_scores.max_softmax
+    assert SCORE_FUNCTIONS[Score.VARIATION_RATIO] is core_scores.variation_ratio
+    assert set(SCORE_FUNCTIONS) == set(Score)
+
+
+def test_scores_on_hand_made_samples():
+    agree = torch.tensor([[0.7, 0.2, 0.1]]).expand(5, 1, 3)
+    uniform = torch.full((4, 1, 3), 1 / 3)
+    disagree = torch.tensor([[[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]])  # two confident samples
+    s = compute_scores(agree)
+    assert s[Score.MUTUAL_INFORMATION].item() == pytest.approx(0.0, abs=1e-6)
+    assert s[Score.MAX_SOFTMAX].item() == pytest.approx(0.3)
+    assert s[Score.VOTE_RATIO].item() == 0.0
+    u = compute_scores(uniform)
+    assert u[Score.ENTROPY].item() == pytest.approx(math.log(3))
+    assert u[Score.MUTUAL_INFORMATION].item() == pytest.approx(0.0, abs=1e-6)
+    assert u[Score.MAX_SOFTMAX].item() == pytest.approx(2 / 3)
+    d = compute_scores(disagree)
+    assert d[Score.MUTUAL_INFORMATION].item() == pytest.approx(math.log(2))
+    assert d[Score.ENTROPY].item() == pytest.approx(math.log(2))
+    assert d[Score.VARIATION_RATIO].item() == pytest.approx(0.5)
+    assert d[Score.VOTE_RATIO].item() == pytest.approx(0.5)
+
+
+def test_parse_scores_and_errors():
+    assert parse_scores("all") == list(Score)
+    assert parse_scores("entropy, mutual-information") == [Score.ENTROPY,
+                                                           Score.MUTUAL_INFORMATION]  # fmt: skip
+    with pytest.raises(ValueError, match="Did you mean 'entropy'"):
+        parse_scores("entrpy")
+    with pytest.raises(ValueError, match="no scores"):
+        parse_scores([])
+    with pytest.raises(ValueError, match="sum to one"):
+        compute_scores(torch.rand(2, 3, 4))  # not normalised over classes
+
+
+def test_sample_probs_shape_and_shared_draw():
+    model = safety_bhn.build_model("mc_dropout", hidden=[16], in_shape=(5,), n_classes=3, seed=0)
+    x = torch.rand(7, 5)
+    probs = sample_probs(model, x, 4, torch.Generator().manual_seed(0), batch_size=3)
+    assert probs.shape == (4, 7, 3)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4, 7))
+    whole = sample_probs(model, x, 4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(probs, whole)  # chunking does not change the draw
+
+
+# -- suites -----------------------------------------------------------------------------------
+def fake_mnist(n=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10
+
+
+@pytest.mark.parametrize("name", ["uniform_noise", "gaussian_noise", "inverted"])
+def test_generated_sets_match_in_distribution(name):
+    x, y = fake_mnist()
+    suite = build_suite(x, y, name, seed=1)
+    ood = suite[name]
+    assert ood.shape == x.shape and ood.dtype == x.dtype
+    assert ood.min() >= 0.0 and ood.max() <= 1.0
+    assert not torch.equal(ood, x)
+
+
+def test_set_contents():
+    x, y = fake_mnist(400)
+    suite = build_suite(x, y, "gaussian_noise,inverted,uniform_noise", seed=0)
+    torch.testing.assert_close(suite["inverted"], 1 - x)
+    g = suite["gaussian_noise"]
+    # N(0.5, 1) clipped: P(pixel = 0) = P(pixel = 1) = Phi(-0.5) = 0.3085
+    assert (g == 0).float().mean().item() == pytest.approx(0.3085, abs=0.01)
+    assert (g == 1).float().mean().item() == pytest.approx(0.3085, abs=0.01)
+    assert suite["uniform_noise"].mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_fashion_mnist_set(shared_data_dir):
+    x, y = fake_mnist(30)
+    suite = build_suite(x, y, "mnist", data_dir=shared_data_dir)
+    assert suite.names == ["fashion_mnist", "uniform_noise", "gaussian_noise", "inverted"]
+    fashion = suite["fashion_mnist"]
+    assert fashion.shape == x.shape and fashion.dtype == torch.float32
+    assert 0.0 <= fashion.min() and fashion.max() <= 1.0
+    flat = build_suite(x.flatten(1), None, "fashion_mnist", data_dir=shared_data_dir)
+    assert flat["fashion_mnist"].shape == (30, 784)  # reshaped to the in-distribution layout
+
+
+def test_held_out_classes_split():
+    x, y = fake_mnist(100)
+    suite = build_suite(x, y, "held_out_classes")
+    assert suite.y_in.max().item() <= 4 and suite.x_in.shape[0] == 50
+    novel = suite["held_out_classes"]
+    assert novel.shape[0] == 50
+    expected = x[y >= 5]
+    # every novel input is one of the test inputs of digits 5-9
+    assert all(any(torch.equal(v, e) for e in expected) for v in novel)
+    xk, yk, xn = held_out_split(x, y, known_classes=[7, 2])
+    assert yk.unique().tolist() == [0, 1] and xn.shape[0] == 80
+    torch.testing.assert_close(xk[yk == 0], x[y == 7])
+    with pytest.raises(ValueError, match="need the labels"):
+        build_suite(x, None, "held_out_classes")
+
+
+def test_user_registered_sets_run_through_the_suite():
+    x, y = fake_mnist(40)
+    blank = torch.zeros(25, 1, 28, 28)
+    register_ood_set("test_blank", blank)
+    register_ood_set("test_dataset", TensorDataset(torch.full((10, 1, 28, 28), 0.5),
+                                                   torch.zeros(10)))  # fmt: skip
+    register_ood_set("test_ctx", lambda ctx: ctx.x_in[: ctx.n].flip(-1))
+    register_ood_set("test_noargs", lambda: torch.ones(8, 1, 28, 28))
+    try:
+        assert {"test_blank", "test_ctx"} <= set(available_sets())
+        with pytest.raises(ValueError, match="already registered"):
+            register_ood_set("test_blank", blank)
+        suite = build_suite(x, y, ["test_blank", "test_dataset", "test_ctx", "test_noargs"],
+                            n=20)  # fmt: skip
+        assert suite["test_blank"].shape == (20, 1, 28, 28)  # subsampled to n
+        assert suite["test_dataset"].shape == (10, 1, 28, 28)
+        torch.testing.assert_close(suite["test_ctx"], suite.x_in.flip(-1))
+        model = safety_bhn.build_model("mc_dropout", hidden=[16], seed=0)
+        report = evaluate_ood(model, suite, ["entropy", "mutual_information"], 3,
+                              torch.Generator().manual_seed(0), progress=False)  # fmt: skip
+        assert {(r["ood_set"], r["score"]) for r in report.rows()} == {
+            (s, c) for s in suite.names for c in ("entropy", "mutual_information")
+        }
+    finally:
+        for name in ("test_blank", "test_dataset", "test_ctx", "test_noargs"):
+            unregister_ood_set(name)
+    assert "test_blank" not in available_sets()
+
+
+def test_suite_errors():
+    x, y = fake_mnist(10)
+    suite = OODSuite(x, y)
+    with pytest.raises(ValueError, match=r"shape \(784,\).*\(1, 28, 28\)"):
+        suite.add("flat", torch.rand(5, 784))
+    with pytest.raises(ValueError, match="outside the in-distribution pixel range"):
+        suite.add("bytes", torch.rand(5, 1, 28, 28) * 255)
+    with pytest.raises(ValueError, match="dtype torch.uint8"):
+        suite.add("raw", torch.zeros(5, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="'nothing' is empty"):
+        suite.add("nothing", torch.zeros(0, 1, 28, 28))
+    with pytest.raises(ValueError, match="NaN"):
+        suite.add("nan", torch.full((2, 1, 28, 28), float("nan")))
+    with pytest.raises(ValueError, match="Did you mean 'inverted'"):
+        build_suite(x, y, ["inverterd"])
+    with pytest.raises(ValueError, match="unknown OOD suite"):
+        build_suite(x, y, "mnsit")
+    with pytest.raises(ValueError, match="non-empty batch"):
+        OODSuite(torch.zeros(0, 1, 28, 28))
+    with pytest.raises(ValueError, match="built-in"):
+        unregister_ood_set("inverted")
+    with pytest.raises(ValueError, match="no OOD sets"):
+        evaluate_ood(safety_bhn.build_model("map", hidden=[4], seed=0), suite, progress=False)
+
+
+# -- reports ----------------------------------------------------------------------------------
+def test_report_metrics_and_files(tmp_path):
+    x, y = fake_mnist(30)
+    suite = build_suite(x, y, "uniform_noise,inverted")
+    model = safety_bhn.build_model("map", hidden=[16], seed=0)
+    report = evaluate_ood(model, suite, "all", progress=False)
+    rows = report.rows()
+    assert len(rows) == 2 * len(Score)
+    for r in rows:
+        expected = detection_metrics(report.scores_in[r["score"]],
+                                     report.scores_out[r["ood_set"]][r["score"]])  # fmt: skip
+        assert {k: r[k] for k in expected} == expected
+        if r["score"] == "mutual_information":  # one deterministic net: no epistemic signal
+            assert r["auroc"] == 0.5
+    probs = F.softmax(model.sample_logits(x, 1), -1).mean(0)
+    assert report.accuracy == pytest.approx((probs.argmax(1) == y).float().mean().item())
+    paths = report.save(tmp_path)
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    with open(paths["csv"]) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    assert {"ood_set", "score", "auroc", "aupr_in", "aupr_out", "fpr95"} <= set(table[0])
+
+
+# -- dataset shift ----------------------------------------------------------------------------
+def test_rotate_matches_rot90_and_identity():
+    x, _ = fake_mnist(3)
+    torch.testing.assert_close(rotate(x, 0), x)
+    torch.testing.assert_close(rotate(x, 90), torch.rot90(x, 1, dims=(2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(rotate(x, 180), torch.rot90(x, 2, dims=(2, 3)), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="images"):
+        rotate(torch.rand(3, 784), 10)
+
+
+def test_shift_curve_level_zero_matches_evaluate():
+    x, y = fake_mnist(40)
+    model = safety_bhn.build_model("map", hidden=[16], seed=0)
+    rows = shift_curve(model, x, y, "rotation", [0, 45, 90], progress=False)
+    assert [r["level"] for r in rows] == [0.0, 45.0, 90.0]
+    ref = evaluate(model, x, y)
+    assert rows[0]["accuracy"] == pytest.approx(ref["accuracy"])
+    assert rows[0]["nll"] == pytest.approx(ref["nll"], rel=1e-5)
+    noise = shift_curve(model, x, y, "noise", [0.0, 0.5], progress=False)
+    assert noise[0]["nll"] == pytest.approx(ref["nll"], rel=1e-5)
+    assert noise[1]["nll"] != pytest.approx(ref["nll"], rel=1e-5)
+    with pytest.raises(ValueError, match="unknown shift kind"):
+        shift_curve(model, x, y, "blur")
+
+
+# -- adversarial ------------------------------------------------------------------------------
+def test_fgsm_matches_plain_autograd_for_a_map_net():
+    x, y = fake_mnist(16)
+    model = safety_bhn.build_model("map", hidden=[16], seed=0)
+    x_adv = fgsm(model, x, y, 0.1, n_samples=1)
+    xr = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(model.sample_logits(xr, 1)[0], y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, xr)
+    torch.testing.assert_close(x_adv, (x + 0.1 * grad.sign()).clamp(0, 1))
+    assert all(p.grad is None for p in model.parameters())
+    assert evaluate(model, x_adv, y)["nll"] > evaluate(model, x, y)["nll"]
+
+
+def test_fgsm_bounds_and_curve():
+    x, y = fake_mnist(20)
+    model = safety_bhn.build_model("mc_dropout", hidden=[16], seed=0)
+    gen = torch.Generator().manual_seed(0)
+    x_adv = fgsm(model, x, y, 0.05, n_samples=3, generator=gen)
+    assert (x_adv - x).abs().max() <= 0.05 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
+    rows = adversarial_curve(model, x, y, [0.0, 0.2], 4, 2, gen, "entropy", progress=False)
+    assert [(r["eps"], r["score"]) for r in rows] == [(0.0, "entropy"), (0.2, "entropy")]
+    assert math.isnan(rows[0]["auroc"]) and 0.0 <= rows[1]["auroc"] <= 1.0
+    with pytest.raises(ValueError, match="eps"):
+        fgsm(model, x, y, -0.1)
+
+
+@pytest.mark.slow
+def test_trained_dropout_net_detects_noise_with_mutual_information():
+    from safety_bhn.data import embedded_mnist
+
+    x, y = embedded_mnist("train")
+    xt, yt = embedded_mnist("test")
+    model = safety_bhn.build_model("mc_dropout", hidden=[64], seed=0, device="cpu")
+    safety_bhn.fit(model, (x[::5], y[::5]), epochs=3, seed=0, progress=False)
+    suite = build_suite(xt, yt, "uniform_noise,inverted", n=300)
+    report = evaluate_ood(model, suite, "mutual_information", 30,
+                          torch.Generator().manual_seed(0), progress=False)  # fmt: skip
+    assert report.accuracy > 0.7  # chance is 0.1
+    for row in report.rows():
+        assert row["auroc"] > 0.8, row
+
+
+# -- CLI --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for method in ("mc_dropout", "bhn"):
+        model = safety_bhn.build_model(method, hidden=[16], coupling_layers=1, seed=0,
+                                       device="cpu") if method == "bhn" else \
+            safety_bhn.build_model(method, hidden=[16], seed=0, device="cpu")  # fmt: skip
+        model.save(root / method / "model.pt")
+    return root
+
+
+def test_cli_single_run(tiny_runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = main(["ood", str(tiny_runs / "mc_dropout"), "--suite", "uniform_noise,inverted",
+               "--n", "40", "--samples", "3", "--out", str(out), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    assert {"ood.csv", "ood.md", "roc.png", "histograms.png"} <= {p.name for p in out.iterdir()}
+    with open(out / "ood.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2 * len(Score)
+    assert "| uniform_noise | mutual_information |" in capsys.readouterr().out
+
+
+def test_cli_compare(tiny_runs, tmp_path):
+    out = tmp_path / "cmp"
+    rc = main(["ood", "--compare", str(tiny_runs / "mc_dropout"), str(tiny_runs / "bhn"),
+               "--suite", "inverted", "--scores", "entropy", "--n", "20", "--samples", "2",
+               "--out", str(out), "--no-progress", "--no-plots"])  # fmt: skip
+    assert rc == 0
+    with open(out / "compare.csv") as f:
+        assert sorted(r["model"] for r in csv.DictReader(f)) == ["bhn", "mc_dropout"]
+    assert "| inverted | entropy |" in (out / "compare.md").read_text()
+
+
+def test_cli_with_fashion_mnist(tiny_runs, tmp_path, shared_data_dir):
+    rc = main(["ood", str(tiny_runs / "bhn"), "--data-dir", str(shared_data_dir), "--n", "30",
+               "--samples", "2", "--scores", "max_softmax", "--out", str(tmp_path),
+               "--no-progress", "--no-plots"])  # fmt: skip
+    assert rc == 0
+    assert "fashion_mnist" in (tmp_path / "ood.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--scores", "entrpy"], "Did you mean 'entropy'"),
+     (["--suite", "mnsit"], "unknown OOD suite"),
+     (["SECOND"], "pass --compare")],
+)  # fmt: skip
+def test_cli_errors(tiny_runs, tmp_path, capsys, extra, message):
+    run = str(tiny_runs / "mc_dropout")
+    extra = [run if e == "SECOND" else e for e in extra]
+    assert main(["ood", run, *extra, "--out", str(tmp_path), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_missing_run(tmp_path, capsys):
+    assert main(["ood", str(tmp_path / "nope")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
