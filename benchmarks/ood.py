@@ -321,11 +321,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     command = "python benchmarks/ood.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.quick:
+        quick_out = ROOT / "runs" / "bench-ood-quick"
         args = dataclasses.replace(
-            args, rows=["bhn-2", "mc_dropout", "map"], hidden=[32], seeds=[0], epochs=1,
-            n_test=200, samples=8, rotations=[0, 90], noise_stds=[0.0, 0.5], shift_n=100,
-            epsilons=[0.0, 0.1], attack_samples=2, out=str(ROOT / "runs" / "bench-ood-quick"),
-            state=str(ROOT / "runs" / "bench-ood-quick" / "state"),
+            args, rows=["bhn-2", "mc_dropout", "map"], hidden=[16], seeds=[0], epochs=1,
+            n_test=100, samples=4, rotations=[0, 90], noise_stds=[0.0, 0.5], shift_n=50,
+            epsilons=[0.0, 0.1], attack_samples=2,
+            out=str(quick_out) if args.out == str(RESULTS) else args.out,
+            state=str(Path(args.out if args.out != str(RESULTS) else quick_out) / "state"),
         )  # fmt: skip
     torch.set_num_threads(args.threads)
     seed_everything(args.seeds[0])

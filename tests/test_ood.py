@@ -419,3 +419,29 @@ def test_cli_errors(tiny_runs, tmp_path, capsys, extra, message):
 def test_cli_missing_run(tmp_path, capsys):
     assert main(["ood", str(tmp_path / "nope")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_quick_runs(tmp_path, shared_data_dir):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/ood.py", "--quick", "--out", str(tmp_path),
+         "--data-dir", str(shared_data_dir), "--threads", "1"],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "ood.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"method", "ood_set", "score", "seed", "auroc", "aupr_in", "aupr_out", "fpr95"} <= set(
+        rows[0]
+    )
+    assert {r["ood_set"] for r in rows} == {"fashion_mnist", "uniform_noise", "gaussian_noise",
+                                            "inverted", "held_out_classes"}  # fmt: skip
+    assert len(rows) == 3 * 5 * len(Score)  # methods x sets x scores
+    assert "## Targets (issue 4)" in (tmp_path / "ood.md").read_text()
+    for plot in ("ood_auroc.png", "ood_shift_rotation.png", "ood_adversarial.png"):
+        assert (tmp_path / plot).is_file()
