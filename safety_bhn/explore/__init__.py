@@ -1,1 +1,29 @@
 """Safe exploration: Thompson-sampling agents and a plug-in posterior for RL."""
+
+from .agents import DQNAgent, Exploration, NeuralBandit, RandomAgent, ReplayBuffer
+from .posterior import RegressionPosterior
+from .run import (
+    ENV_PRESETS,
+    is_bandit,
+    make_agent,
+    make_env,
+    run_agent,
+    shift_detection_auroc,
+    summarize,
+)
+
+__all__ = [
+    "DQNAgent",
+    "ENV_PRESETS",
+    "Exploration",
+    "NeuralBandit",
+    "RandomAgent",
+    "RegressionPosterior",
+    "ReplayBuffer",
+    "is_bandit",
+    "make_agent",
+    "make_env",
+    "run_agent",
+    "shift_detection_auroc",
+    "summarize",
+]

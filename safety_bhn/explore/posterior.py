@@ -1,0 +1,249 @@
+"""`RegressionPosterior`: a core model trained with a Gaussian likelihood, the RL plug-in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._choices import parse_choice
+from ..core.base import UncertaintyModel
+from ..core.build import Method, build_model
+
+Batch = tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]
+
+
+class RegressionPosterior:
+    """A posterior over functions ``x -> R^n_outputs`` (rewards, Q-values, costs).
+
+    The core models are classifiers; this wrapper reuses their weight posteriors through
+    ``model.draw`` / ``model.forward_draw`` and trains them with a Gaussian likelihood
+    ``y ~ N(f(x)[a], sigma^2)`` on the output ``a`` that was actually observed (the action
+    taken). The loss per data point is the negative ELBO
+    ``E_q[-log N(y | f(x)[a] * output_scale, sigma^2)] + KL(q || p) / n_data``
+    (BHN: a Monte Carlo KL of the scales; factorial VI: the closed-form KL; MC dropout and
+    MAP: their weight-decay penalty, as in the core). Factorial VI trains on explicit weight
+    draws and MC dropout on one fresh mask per step (both via ``draw``), so every method
+    trains the same function that ``sample_function`` later returns.
+
+    Args:
+        method: ``"bhn"``, ``"mc_dropout"``, ``"factorial_vi"`` or ``"map"``.
+        in_dim: length of one input vector (observation or context).
+        n_outputs: number of outputs (actions).
+        hidden: MLP hidden units.
+        noise_std: likelihood noise std, in units of ``output_scale``.
+        learn_noise: learn one noise std per output (starting at ``noise_std``).
+        output_scale: the network predicts ``y / output_scale`` (keeps targets O(1)).
+        lr: Adam learning rate.
+        train_samples: posterior draws per gradient step (BHN / factorial VI).
+        kl_weight: multiplies the KL term (1 = the ELBO; smaller tempers the prior).
+        seed: seed of the initial weights.
+        **options: passed to :func:`safety_bhn.build_model` (e.g. ``coupling_layers=4``,
+            ``p_hidden=0.1``, ``prior_std=0.1``).
+
+    Example (the plug-in API inside a plain loop):
+        >>> post = RegressionPosterior("bhn", in_dim=4, n_outputs=2, hidden=[16],
+        ...                            coupling_layers=2, seed=0)
+        >>> f = post.sample_function(torch.Generator().manual_seed(0))
+        >>> f(torch.zeros(3, 4)).shape
+        torch.Size([3, 2])
+        >>> x, a, y = torch.randn(8, 4), torch.randint(0, 2, (8,)), torch.randn(8)
+        >>> loss = post.update((x, a, y), steps=5)
+    """
+
+    def __init__(
+        self,
+        method: str | Method,
+        in_dim: int,
+        n_outputs: int,
+        hidden: Sequence[int] = (50,),
+        *,
+        noise_std: float = 0.1,
+        learn_noise: bool = False,
+        output_scale: float = 1.0,
+        lr: float = 1e-3,
+        train_samples: int = 1,
+        kl_weight: float = 1.0,
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+        **options: Any,
+    ) -> None:
+        self.method = parse_choice(method, Method, "method")
+        for name, value in (("in_dim", in_dim), ("n_outputs", n_outputs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (("noise_std", noise_std), ("output_scale", output_scale), ("lr", lr)):
+            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if (
+            isinstance(train_samples, bool)
+            or not isinstance(train_samples, int)
+            or train_samples < 1
+        ):
+            raise ValueError(f"train_samples must be a positive integer, got {train_samples!r}")
+        self.in_dim, self.n_outputs = in_dim, n_outputs
+        self.output_scale = float(output_scale)
+        self.train_samples = train_samples
+        if not (isinstance(kl_weight, int | float) and kl_weight >= 0):
+            raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
+        self.kl_weight = float(kl_weight)
+        self.model: UncertaintyModel = build_model(
+            self.method,
+            "mlp",
+            in_shape=(in_dim,),
+            n_classes=max(n_outputs, 2),
+            hidden=list(hidden),
+            seed=seed,
+            device=device,
+            **options,
+        )
+        self.generator = torch.Generator(device=self.model.device)
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+        self.log_noise = torch.full((n_outputs,), math.log(noise_std), device=self.model.device)
+        self.log_noise.requires_grad_(learn_noise)
+        params = list(self.model.parameters()) + ([self.log_noise] if learn_noise else [])
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.steps_done = 0
+
+    # -- prediction ---------------------------------------------------------------------
+    def check_x(self, x: Tensor) -> Tensor:
+        """Validate a batch of inputs ``(batch, in_dim)`` (a single vector is accepted too)."""
+        if not isinstance(x, Tensor):
+            x = torch.as_tensor(x, dtype=torch.float32)
+        if x.dim() == 1:
+            x = x.unsqueeze(0)
+        if x.dim() != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(
+                f"input has shape {tuple(x.shape)}; expected (batch, {self.in_dim}) "
+                f"(observations of length {self.in_dim})"
+            )
+        return self.model.check_input(x.float())
+
+    def forward_draw(self, x: Tensor, draw: Any) -> Tensor:
+        """Outputs ``(n_samples, batch, n_outputs)`` under a ``model.draw``, in target units."""
+        out = self.model.forward_draw(self.check_x(x), draw)[..., : self.n_outputs]
+        return out * self.output_scale
+
+    @torch.no_grad()
+    def sample(self, x: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n_samples`` posterior draws of the outputs: ``(n_samples, batch, n_outputs)``."""
+        return self.forward_draw(x, self.model.draw(n_samples, generator))
+
+    def sample_function(
+        self, generator: torch.Generator | None = None
+    ) -> Callable[[Tensor], Tensor]:
+        """A network fixed at one posterior draw: ``f(x) -> (batch, n_outputs)`` (no grad).
+
+        Thompson sampling holds one such function per decision (bandit) or per episode (DQN).
+        """
+        return self.sample_functions(1, generator)
+
+    def sample_functions(
+        self, n_samples: int, generator: torch.Generator | None = None
+    ) -> Callable[[Tensor], Tensor]:
+        """``n_samples`` fixed draws: ``f(x) -> (batch, n_outputs)`` for one draw, else
+        ``(n_samples, batch, n_outputs)``."""
+        with torch.no_grad():
+            draw = self.model.draw(n_samples, generator)
+
+        @torch.no_grad()
+        def f(x: Tensor) -> Tensor:
+            out = self.forward_draw(x, draw)
+            return out[0] if n_samples == 1 else out
+
+        return f
+
+    # -- training -----------------------------------------------------------------------
+    def _check_batch(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        if not isinstance(batch, tuple | list) or len(batch) not in (2, 3):
+            raise TypeError("batch must be (x, actions, targets) or (x, targets[batch, n_outputs])")
+        x = self.check_x(batch[0])
+        n = x.shape[0]
+        if len(batch) == 2:
+            y = torch.as_tensor(batch[1], dtype=torch.float32, device=x.device)
+            if y.shape != (n, self.n_outputs):
+                raise ValueError(
+                    f"targets have shape {tuple(y.shape)}; expected ({n}, {self.n_outputs})"
+                )
+            a = None
+        else:
+            a = torch.as_tensor(batch[1], device=x.device)
+            y = torch.as_tensor(batch[2], dtype=torch.float32, device=x.device)
+            if a.dtype.is_floating_point or a.shape != (n,):
+                raise ValueError(
+                    f"actions must be integers of shape ({n},), got {a.dtype} {tuple(a.shape)}"
+                )
+            if a.numel() and (a.min() < 0 or a.max() >= self.n_outputs):
+                raise ValueError(f"actions must lie in 0..{self.n_outputs - 1}")
+            if y.shape != (n,):
+                raise ValueError(f"targets have shape {tuple(y.shape)}; expected ({n},)")
+        if not torch.isfinite(y).all():
+            raise ValueError("targets contain NaN or infinite values")
+        return x, a, y
+
+    def _kl_and_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        model = self.model
+        g = self.generator
+        if self.method is Method.BHN:
+            draw = model.draw(self.train_samples, g)
+            return model.forward_draw(x, draw), model.kl_estimate(draw)
+        if self.method is Method.FACTORIAL_VI:
+            return model.forward_draw(x, model.draw(self.train_samples, g)), model.kl()
+        return model.forward_draw(x, model.draw(1, g)), None
+
+    def loss(self, batch: Batch, n_data: int | None = None) -> Tensor:
+        """Negative ELBO per data point on ``batch`` (``n_data``: the data-set size)."""
+        x, a, y = self._check_batch(batch)
+        n_data = x.shape[0] if n_data is None else int(n_data)
+        if n_data < 1:
+            raise ValueError(f"n_data must be >= 1, got {n_data}")
+        out, kl = self._kl_and_outputs(x)
+        out = out[..., : self.n_outputs]
+        log_sigma = self.log_noise.expand(out.shape)
+        target = (y / self.output_scale).unsqueeze(0)
+        if a is not None:
+            index = a.view(1, -1, 1).expand(out.shape[0], -1, 1)
+            out = out.gather(-1, index).squeeze(-1)
+            log_sigma = log_sigma.gather(-1, index).squeeze(-1)
+        nll = 0.5 * ((target - out) / log_sigma.exp()).pow(2) + log_sigma
+        loss = nll.mean() * (self.n_outputs if a is None else 1)
+        if kl is not None:
+            return loss + self.kl_weight * kl / n_data
+        return loss + self.model.weight_penalty()
+
+    def update(
+        self, batch: Batch, steps: int = 1, n_data: int | None = None, grad_clip: float = 10.0
+    ) -> float:
+        """Take ``steps`` Adam steps on ``batch``; returns the last loss.
+
+        ``batch`` is ``(x, actions, targets)`` (the target of the taken action only) or
+        ``(x, targets)`` with a target for every output. ``n_data`` scales the KL (the size
+        of the data set ``batch`` was drawn from; default ``len(x)``).
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        self.model.train()
+        value = 0.0
+        for _ in range(steps):
+            loss = self.loss(batch, n_data)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss {loss.item()}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+            self.optimizer.step()
+            value = loss.item()
+        self.steps_done += steps
+        return value
+
+    def copy_weights_from(self, other: RegressionPosterior) -> None:
+        """Copy another posterior's weights (used for DQN target networks)."""
+        self.model.load_state_dict(other.model.state_dict())
+        with torch.no_grad():
+            self.log_noise.copy_(other.log_noise)

@@ -1,0 +1,283 @@
+"""Safe exploration: the regression posterior, Thompson and safe agents, runner and CLI."""
+
+import csv
+import json
+import math
+
+import gymnasium
+import numpy as np
+import pytest
+import safety_bhn_envs  # noqa: F401  (registers the environments)
+import torch
+
+from safety_bhn.cli import main
+from safety_bhn.explore import (
+    DQNAgent,
+    NeuralBandit,
+    RandomAgent,
+    RegressionPosterior,
+    make_agent,
+    make_env,
+    run_agent,
+    shift_detection_auroc,
+    summarize,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The agents' networks are tiny: extra intra-op threads only add overhead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = {"bhn": {"coupling_layers": 2, "coupling_hidden": 8}}
+METHODS = ["bhn", "mc_dropout", "factorial_vi", "map"]
+
+
+def _posterior(method, **kw):
+    return RegressionPosterior(method, 3, 2, hidden=[16], seed=0, **TINY.get(method, {}), **kw)
+
+
+def test_map_loss_matches_gaussian_nll_by_hand():
+    post = _posterior("map", noise_std=0.5)
+    x, a, y = torch.randn(10, 3), torch.randint(0, 2, (10,)), torch.randn(10)
+    f = post.model.forward_draw(x, 1)[0][:, :2]
+    chosen = f[torch.arange(10), a]
+    expected = (0.5 * ((y - chosen) / 0.5) ** 2 + math.log(0.5)).mean()
+    expected = expected + post.model.weight_penalty()
+    assert post.loss((x, a, y)).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_output_scale_divides_targets_and_multiplies_outputs():
+    post = _posterior("map", output_scale=10.0)
+    x = torch.randn(4, 3)
+    raw = post.model.forward_draw(x, 1)[0][:, :2]
+    torch.testing.assert_close(post.sample_function()(x), 10 * raw)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_posterior_fits_a_known_function(method):
+    torch.manual_seed(0)
+    x = torch.rand(128, 3) * 2 - 1
+    a = torch.randint(0, 2, (128,))
+    truth = torch.stack([x[:, 0] - x[:, 1], 0.5 * x[:, 2]], 1)
+    y = truth[torch.arange(128), a]
+    post = _posterior(method, lr=1e-2, noise_std=0.1)
+    post.update((x, a, y), steps=300, n_data=128)
+    pred = post.sample(x, 20).mean(0)
+    mse = (pred - truth).pow(2).mean().item()
+    assert mse < 0.05, f"{method}: mse {mse:.3f} against the true function (variance 0.2)"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sample_function_is_a_fixed_draw(method):
+    post = _posterior(method)
+    x = torch.randn(5, 3)
+    f = post.sample_function(torch.Generator().manual_seed(1))
+    torch.testing.assert_close(f(x), f(x))
+    g = post.sample_function(torch.Generator().manual_seed(2))
+    assert torch.equal(f(x), g(x)) == (method == "map")
+    assert post.sample_functions(7)(x).shape == (7, 5, 2)
+
+
+def test_full_target_batches_and_single_output():
+    post = RegressionPosterior("factorial_vi", 3, 1, hidden=[8], seed=0)
+    x = torch.randn(6, 3)
+    loss = post.update((x, torch.zeros(6, 1)), steps=2)
+    assert math.isfinite(loss) and post.sample_function()(x).shape == (6, 1)
+
+
+def test_posterior_bad_input_messages():
+    post = _posterior("map")
+    with pytest.raises(ValueError, match=r"expected \(batch, 3\)"):
+        post.sample_function()(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="actions must lie"):
+        post.update((torch.zeros(2, 3), torch.tensor([0, 5]), torch.zeros(2)))
+    with pytest.raises(ValueError, match="NaN"):
+        post.update((torch.zeros(2, 3), torch.tensor([0, 1]), torch.tensor([0.0, math.nan])))
+    with pytest.raises(ValueError, match="targets have shape"):
+        post.update((torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(3)))
+    with pytest.raises(ValueError, match="unknown method"):
+        RegressionPosterior("bhm", 3, 2)
+
+
+def test_bandit_thompson_acts_greedily_under_its_sample():
+    agent = NeuralBandit(5, 2, "bhn", hidden=[8], initial_pulls=0, seed=0,
+                         model_options={"coupling_layers": 2})  # fmt: skip
+    for _ in range(10):
+        ctx = np.random.default_rng(0).uniform(-1, 1, 2).astype(np.float32)
+        state = agent.generator.get_state()
+        action = agent.act(ctx)
+        replay = torch.Generator().manual_seed(0)
+        replay.set_state(state)
+        q = agent.posterior.sample_function(replay)(torch.as_tensor(ctx)[None])[0]
+        assert action == int(q.argmax())
+
+
+def test_bandit_initial_pulls_round_robin_then_training():
+    agent = NeuralBandit(5, 2, "map", hidden=[8], train_every=5, train_steps=2)
+    actions = []
+    for _ in range(10):
+        a = agent.act(np.zeros(2, np.float32))
+        actions.append(a)
+        agent.observe(np.zeros(2), a, float(a), None, False, 0.0)
+    assert actions == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
+    assert agent.posterior.steps_done == 4 and agent.posterior.output_scale == 4.0
+
+
+def _dqn(**kw):
+    kw = {"hidden": [16], "learning_starts": 0, "epsilon_start": 0.0, "seed": 0, **kw}
+    return DQNAgent(44, 4, kw.pop("method", "mc_dropout"), **kw)
+
+
+def test_dqn_thompson_holds_one_sample_per_episode():
+    agent = _dqn()
+    agent.begin_episode()
+    f = agent._q_fn
+    for obs in LavaObs().obs:
+        greedy = int(f(torch.as_tensor(obs)[None])[0].argmax())
+        assert [agent.act(obs) for _ in range(3)] == [greedy] * 3  # fixed sample: deterministic
+    agent.begin_episode()
+    assert agent._q_fn is not f  # a new episode draws a new sample
+
+
+class LavaObs:
+    """Every observation of the training layout."""
+
+    def __init__(self):
+        grid = safety_bhn_envs.LavaGridEnv("train")
+        self.obs = [grid.observation_at(p) for p in grid.safe_cells()]
+
+
+def test_safe_agent_never_takes_a_masked_action_and_falls_back():
+    agent = _dqn(safe=True, threshold=0.5, quantile=0.9, cost_samples=4)
+    agent.begin_episode()
+    obs = LavaObs().obs[0]
+    q = agent._q_fn(torch.as_tensor(obs)[None])[0].numpy()
+    rng = np.random.default_rng(0)
+    fallbacks = 0
+    for _ in range(60):
+        costs = torch.as_tensor(rng.uniform(0, 1, (4, 1, 4)), dtype=torch.float32)
+        agent._cost_fn = lambda x, c=costs: c
+        upper = torch.quantile(costs[:, 0], 0.9, dim=0).numpy()
+        action = agent.act(obs)
+        allowed = np.flatnonzero(upper <= 0.5)
+        np.testing.assert_array_equal(agent.last_mask, upper <= 0.5)
+        if allowed.size:
+            assert action == allowed[np.argmax(q[allowed])]  # Thompson among unmasked
+        else:
+            fallbacks += 1
+            assert action == int(np.argmin(upper))  # least risky when all are masked
+    assert fallbacks > 0 and agent.fallbacks == fallbacks
+
+
+@pytest.mark.slow
+def test_safe_agent_learns_to_mask_lava():
+    env = make_env("safety_bhn/LavaGrid-v0")
+    agent = make_agent(env, "thompson", "map", safe=True, hidden=[32], seed=0, gamma=0.9)
+    run_agent(env, agent, 800, seed=0, progress=False)
+    grid = env.unwrapped
+    mask, _ = agent.allowed_actions(grid.observation_at((1, 2)))
+    assert not mask[1]  # stepping right from (1, 2) enters lava
+    assert mask[3]  # stepping left is safe
+
+
+def test_agents_reject_bad_input():
+    grid = make_env("safety_bhn/LavaGrid-v0")
+    with pytest.raises(ValueError, match="threshold must lie in"):
+        make_agent(grid, "thompson", "bhn", safe=True, threshold=1.5)
+    with pytest.raises(ValueError, match="quantile must lie in"):
+        make_agent(grid, "thompson", "bhn", safe=True, quantile=-0.1)
+    with pytest.raises(ValueError, match="discrete action space"):
+        make_agent(gymnasium.make("MountainCarContinuous-v0"), "thompson", "bhn")
+    with pytest.raises(ValueError, match="unknown agent"):
+        make_agent(grid, "thompsom", "bhn")
+    with pytest.raises(ValueError, match="safe variant needs costs"):
+        make_agent(make_env("safety_bhn/WheelBandit-v0"), "thompson", "map", safe=True)
+    agent = make_agent(grid, "thompson", "map", hidden=[8])
+    with pytest.raises(ValueError, match=r"observation has shape \(3,\); expected \(44,\)"):
+        agent.act(np.zeros(3))
+    bandit = make_agent(make_env("safety_bhn/WheelBandit-v0"), "thompson", "map", hidden=[8])
+    with pytest.raises(ValueError, match="observation has shape"):
+        bandit.act(np.zeros(44))
+    with pytest.raises(ValueError, match="cannot make environment"):
+        make_env("safety_bhn/Nope-v0")
+
+
+def test_run_agent_rows_add_up():
+    env = make_env("safety_bhn/LavaGrid-v0")
+    rows = run_agent(env, RandomAgent(4, seed=0), 300, seed=0, progress=False)
+    assert sum(r["steps"] for r in rows) == 300
+    assert rows[-1]["violations"] == sum(r["cost"] for r in rows) > 0
+    assert all(math.isnan(r["regret"]) for r in rows)
+    summary = summarize(rows)
+    assert summary["violations"] == rows[-1]["violations"] and summary["steps"] == 300
+
+
+def test_bandit_oracle_baseline_and_uniform_regret():
+    env = make_env("safety_bhn/WheelBandit-v0", delta=0.5, episode_length=50)
+    rows = run_agent(env, RandomAgent(5, seed=0), 500, seed=0, progress=False)
+    # Uniform play: expected regret per step is 0.16 inside radius 0.5 and 39.16 outside.
+    expected = 0.25 * 0.16 + 0.75 * 39.16
+    assert summarize(rows)["cumulative_regret"] / 500 == pytest.approx(expected, rel=0.15)
+
+
+def test_shift_detection_auroc_is_chance_for_map():
+    env = make_env("safety_bhn/LavaGrid-v0")
+    assert shift_detection_auroc(make_agent(env, "thompson", "map", hidden=[8])) == 0.5
+    auroc = shift_detection_auroc(make_agent(env, "thompson", "mc_dropout", hidden=[8]))
+    assert 0.0 <= auroc <= 1.0
+
+
+@pytest.mark.slow
+def test_short_thompson_run_reaches_goal_more_often_than_random():
+    def goal_rate(agent):
+        env = make_env("safety_bhn/LavaGrid-v0")
+        rows = run_agent(env, agent, 1500, seed=0, progress=False)
+        return summarize(rows[-20:])["goal_rate"], summarize(rows)["goal_rate"]
+
+    env = make_env("safety_bhn/LavaGrid-v0")
+    thompson = make_agent(env, "thompson", "mc_dropout", hidden=[32], seed=0, gamma=0.9,
+                          epsilon_decay_steps=1000)  # fmt: skip
+    last20, overall = goal_rate(thompson)
+    _, random_rate = goal_rate(RandomAgent(4, seed=0))
+    assert overall > random_rate and last20 >= 0.5
+
+
+@pytest.mark.slow
+def test_cli_explore_writes_csv_summary_and_plots(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "explore",
+        "--env",
+        "safety_bhn/WheelBandit-v0",
+        "--agent",
+        "thompson",
+        "--method",
+        "factorial_vi",
+        "--steps",
+        "120",
+        "--hidden",
+        "8",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0  # fmt: skip
+    with open(out / "episodes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {"episode_return", "cost", "regret"} <= set(rows[0])
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    assert summary["steps"] == 120
+    assert (out / "training.png").stat().st_size > 0 and (out / "regret.png").exists()
+    assert "cumulative regret" in capsys.readouterr().out
+
+
+def test_cli_explore_reports_bad_threshold(tmp_path, capsys):
+    argv = ["explore", "--env", "safety_bhn/LavaGrid-v0", "--safe", "--threshold", "2",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2
+    assert "threshold must lie in [0, 1]" in capsys.readouterr().err
