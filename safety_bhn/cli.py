@@ -13,7 +13,11 @@ from .core.build import Method
 
 # Modules that add a sub-command: each defines add_parser(subparsers) -> None, whose parser
 # sets ``func`` (called with the parsed arguments, returns an exit status).
-APPLICATIONS: tuple[str, ...] = ("safety_bhn.ood.cli", "safety_bhn.active.cli", "safety_bhn.explore.cli")
+APPLICATIONS: tuple[str, ...] = (
+    "safety_bhn.ood.cli",
+    "safety_bhn.active.cli",
+    "safety_bhn.explore.cli",
+)
 
 
 def _positive(kind: type):
