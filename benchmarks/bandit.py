@@ -1,0 +1,163 @@
+"""Wheel bandit (Riquelme, Tucker & Snoek 2018): Thompson sampling vs epsilon-greedy regret.
+
+For each exploration parameter delta and seed, runs the uniform agent, neural Thompson
+sampling with a BHN, MC dropout and factorial-VI reward posterior, and epsilon-greedy with a
+MAP network, all on the same context stream. Cumulative regret is normalised by the uniform
+agent's (as in the paper's tables). Writes benchmarks/results/bandit.{csv,md,png} and the
+regret curves bandit.curves.csv. Run from the project root:
+
+    python benchmarks/bandit.py            # the full run (settings in bandit.md)
+    python benchmarks/bandit.py --quick    # a smoke test in well under a minute
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, markdown_table, mean_std, parse_args, seed_everything, write_csv  # noqa: E402
+
+from safety_bhn._io import atomic_write_text  # noqa: E402
+from safety_bhn.explore import NeuralBandit, RandomAgent, make_env, run_agent, summarize  # noqa: E402
+from safety_bhn.explore.plots import plot_regret  # noqa: E402
+from safety_bhn.runs import environment  # noqa: E402
+
+#: (row name, exploration, method) of every agent besides the uniform one.
+AGENTS = {
+    "bhn": ("thompson", "bhn"),
+    "mc_dropout": ("thompson", "mc_dropout"),
+    "factorial_vi": ("thompson", "factorial_vi"),
+    "epsilon_greedy": ("epsilon_greedy", "map"),
+}
+
+
+@dataclass
+class Args:
+    """Wheel bandit: normalised cumulative regret of Thompson sampling vs epsilon-greedy."""
+
+    deltas: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.9, 0.95, 0.99])
+    """exploration parameters delta of the wheel"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """seeds (each seed: one context stream shared by all agents, and the agents' seeds)"""
+    agents: list[str] = field(default_factory=lambda: list(AGENTS))
+    """agents besides the uniform baseline: bhn, mc_dropout, factorial_vi, epsilon_greedy"""
+    steps: int = 2000
+    """decisions per run"""
+    hidden: list[int] = field(default_factory=lambda: [50])
+    """hidden units of the reward MLP (2 -> hidden -> 5)"""
+    train_every: int = 50
+    """retrain the reward model every this many decisions"""
+    train_steps: int = 100
+    """minibatch gradient steps per retraining"""
+    epsilon: float = 0.05
+    """random-action probability of the epsilon-greedy baseline"""
+    quick: bool = False
+    """smoke test: two deltas, one seed, 300 decisions, 20 steps per retraining"""
+    out: str = str(RESULTS)
+    """folder for bandit.{csv,md,png} and bandit.curves.csv"""
+    progress: bool = True
+    """show progress bars"""
+
+
+def main(args: Args) -> None:
+    if args.quick:
+        args = dataclasses.replace(args, deltas=[0.5, 0.95], seeds=[0], steps=300, train_steps=20)
+    unknown = set(args.agents) - set(AGENTS)
+    if unknown:
+        raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
+    run_name = f"bandit__{'quick' if args.quick else 'full'}__{int(time.time())}"
+    torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
+    out = Path(args.out)
+    rows, curves = [], []
+    jobs = [(d, s) for d in args.deltas for s in args.seeds]
+    for delta, seed in tqdm(jobs, desc=run_name, disable=not args.progress):
+        env = make_env("safety_bhn/WheelBandit-v0", delta=delta)
+        results = {}
+        for name in ["uniform", *args.agents]:
+            seed_everything(seed)
+            start = time.perf_counter()
+            if name == "uniform":
+                agent = RandomAgent(5, seed=seed)
+            else:
+                exploration, method = AGENTS[name]
+                agent = NeuralBandit(
+                    5, 2, method, exploration, epsilon=args.epsilon, hidden=args.hidden,
+                    train_every=args.train_every, train_steps=args.train_steps, seed=seed,
+                )  # fmt: skip
+            episodes = run_agent(env, agent, args.steps, seed=seed, progress=False)
+            results[name] = summarize(episodes)
+            results[name]["seconds"] = time.perf_counter() - start
+            curves += [{**e, "agent": name, "delta": delta, "seed": seed} for e in episodes]
+        uniform = results["uniform"]["cumulative_regret"]
+        for name, r in results.items():
+            rows.append({
+                "method": name,
+                "exploration": "uniform" if name == "uniform" else AGENTS[name][0],
+                "delta": delta,
+                "seed": seed,
+                "steps": r["steps"],
+                "cumulative_regret": round(r["cumulative_regret"], 3),
+                "normalized_regret": round(r["cumulative_regret"] / uniform, 4),
+                "seconds": round(r["seconds"], 2),
+            })  # fmt: skip
+    write_csv(rows, out / "bandit.csv")
+    write_csv(curves, out / "bandit.curves.csv")
+    plot_regret(curves, out / "bandit.png")
+    atomic_write_text(out / "bandit.md", report(args, rows, run_name))
+    print(report(args, rows, run_name))
+
+
+def report(args: Args, rows: list[dict], run_name: str) -> str:
+    env = environment()
+    names = ["uniform", *args.agents]
+    table = []
+    for name in names:
+        cells = []
+        for delta in args.deltas:
+            vals = [r["normalized_regret"] * 100 for r in rows
+                    if r["method"] == name and r["delta"] == delta]  # fmt: skip
+            cells.append(mean_std(vals, "{:.1f}"))
+        table.append([name, *cells])
+    checks = []
+    for delta in [d for d in args.deltas if d >= 0.9]:
+        eps = np.mean([r["normalized_regret"] for r in rows
+                       if r["method"] == "epsilon_greedy" and r["delta"] == delta])  # fmt: skip
+        for name in [a for a in args.agents if a != "epsilon_greedy"]:
+            mine = np.mean([r["normalized_regret"] for r in rows
+                            if r["method"] == name and r["delta"] == delta])  # fmt: skip
+            verdict = "met" if mine < eps else "missed"
+            checks.append([delta, name, f"{100 * mine:.1f}", f"{100 * eps:.1f}", verdict])
+    seconds = sum(r["seconds"] for r in rows)
+    return (
+        f"# Wheel bandit: normalised cumulative regret\n\n"
+        f"Run `{run_name}` ({'QUICK smoke test, not a result' if args.quick else 'full run'}); "
+        f"{env['date']}, {env['machine']}, torch {env['torch']}; {seconds / 60:.1f} CPU-minutes "
+        f"of agent time (1 thread).\n\n"
+        f"Command: `python benchmarks/bandit.py{' --quick' if args.quick else ''}`. Settings: "
+        f"{args.steps} decisions per run, seeds {args.seeds}, reward MLP 2-{args.hidden}-5, "
+        f"retrained every {args.train_every} decisions with {args.train_steps} Adam steps "
+        f"(batch 64, lr 1e-3, learned Gaussian noise), epsilon-greedy epsilon={args.epsilon} "
+        f"with a MAP network; BHN with 4 couplings (32 hidden) and initial q std 0.05, "
+        f"factorial VI with initial std 0.02, MC dropout p=0.1 on the hidden layer.\n\n"
+        f"Cumulative regret (expected reward of the optimal minus the chosen action, summed) as "
+        f"% of the uniform agent's on the same contexts (lower is better; mean ± std over "
+        f"seeds):\n\n"
+        + markdown_table(["agent", *[f"δ={d}" for d in args.deltas]], table)
+        + "\nTarget: every Thompson agent's normalised regret below epsilon-greedy's for "
+        "δ ≥ 0.9.\n\n"
+        + markdown_table(["δ", "agent", "regret %", "ε-greedy %", "target"], checks)
+        + "\nPer-run rows: `bandit.csv`; regret curves: `bandit.png` (data `bandit.curves.csv`)."
+        "\n"
+    )
+
+
+if __name__ == "__main__":
+    main(parse_args(Args))

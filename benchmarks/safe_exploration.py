@@ -1,0 +1,241 @@
+"""Safe exploration: return and safety violations while learning, with and without the safe variant.
+
+Gridworld: each agent learns on safety_bhn/LavaGrid-v0, then keeps acting and learning on
+the shifted layout (safety_bhn/LavaGridShifted-v0, lava moved onto the learned route); the
+shift-detection AUROC says whether its Q-uncertainty is higher on the novel inputs. CartPole:
+safety_bhn/CartPoleCost-v0 (a fall is a violation). Agents: Thompson-sampling DQN with BHN,
+MC dropout and factorial VI posteriors and epsilon-greedy DQN with a MAP network, each with
+and without the safe variant (a cost posterior masks actions whose upper cost quantile
+exceeds a threshold), plus uniform random. Writes benchmarks/results/safe_exploration.{csv,md,png}
+and the per-episode data safe_exploration.episodes.csv. Run from the project root:
+
+    python benchmarks/safe_exploration.py            # the full run (settings in the .md)
+    python benchmarks/safe_exploration.py --quick    # a smoke test in well under a minute
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, markdown_table, mean_std, parse_args, seed_everything, write_csv  # noqa: E402
+
+from safety_bhn._io import atomic_write_text  # noqa: E402
+from safety_bhn.explore import (  # noqa: E402
+    ENV_PRESETS,
+    RandomAgent,
+    make_agent,
+    make_env,
+    run_agent,
+    shift_detection_auroc,
+    summarize,
+)
+from safety_bhn.explore.plots import plot_training  # noqa: E402
+from safety_bhn.runs import environment  # noqa: E402
+
+GRID, SHIFTED, CARTPOLE = (
+    "safety_bhn/LavaGrid-v0",
+    "safety_bhn/LavaGridShifted-v0",
+    "safety_bhn/CartPoleCost-v0",
+)
+#: row name -> (exploration, method)
+AGENTS = {
+    "bhn": ("thompson", "bhn"),
+    "mc_dropout": ("thompson", "mc_dropout"),
+    "factorial_vi": ("thompson", "factorial_vi"),
+    "epsilon_greedy": ("epsilon_greedy", "map"),
+}
+
+
+@dataclass
+class Args:
+    """Safe exploration: return and violations during training, per method, safe or not."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """seeds (environment and agent)"""
+    agents: list[str] = field(default_factory=lambda: list(AGENTS))
+    """agents: bhn, mc_dropout, factorial_vi (Thompson) and epsilon_greedy (MAP)"""
+    envs: list[str] = field(default_factory=lambda: ["gridworld", "cartpole"])
+    """which experiments: gridworld (train layout then shifted layout) and/or cartpole"""
+    grid_steps: int = 3000
+    """training steps on the gridworld's training layout"""
+    shift_steps: int = 1000
+    """steps on the shifted layout afterwards (the agent keeps learning)"""
+    cartpole_steps: int = 5000
+    """training steps on CartPole"""
+    threshold: float = 0.2
+    """safe variant: mask actions whose upper cost quantile exceeds this"""
+    quantile: float = 0.9
+    """safe variant: the upper credible quantile over cost-posterior samples"""
+    hidden: list[int] = field(default_factory=lambda: [64])
+    """hidden units of the Q and cost MLPs"""
+    quick: bool = False
+    """smoke test: one seed, two agents, a few hundred steps"""
+    out: str = str(RESULTS)
+    """folder for safe_exploration.{csv,md,png} and safe_exploration.episodes.csv"""
+    progress: bool = True
+    """show progress bars"""
+
+
+def run_one(args: Args, env_name: str, name: str, safe: bool, seed: int) -> tuple[list, list]:
+    """One agent on one experiment: (summary rows, episode rows)."""
+    env_id = GRID if env_name == "gridworld" else CARTPOLE
+    env = make_env(env_id)
+    seed_everything(seed)
+    start = time.perf_counter()
+    if name == "random":
+        agent = RandomAgent(int(env.action_space.n), seed=seed)
+    else:
+        exploration, method = AGENTS[name]
+        agent = make_agent(env, exploration, method, safe=safe, seed=seed, hidden=args.hidden,
+                           threshold=args.threshold, quantile=args.quantile,
+                           **ENV_PRESETS[env_id])  # fmt: skip
+    steps = args.grid_steps if env_name == "gridworld" else args.cartpole_steps
+    phases = [(env_id, env, steps)]
+    if env_name == "gridworld":
+        phases.append((SHIFTED, make_env(SHIFTED), args.shift_steps))
+    rows, episodes, auroc, offset = [], [], float("nan"), 0
+    for phase_id, phase_env, phase_steps in phases:
+        eps = run_agent(phase_env, agent, phase_steps, seed=seed, episode_offset=offset,
+                        phase=phase_id.split("/")[1], progress=False)  # fmt: skip
+        offset += len(eps)
+        if phase_id == GRID and name != "random":
+            auroc = shift_detection_auroc(agent)
+        s = summarize(eps)
+        label = f"{name}{' (safe)' if safe else ''}"
+        episodes += [{**e, "env": phase_id.split("/")[1], "agent": label, "seed": seed}
+                     for e in eps]  # fmt: skip
+        rows.append({
+            "env": phase_id.split("/")[1],
+            "method": name,
+            "safe": safe,
+            "seed": seed,
+            "steps": s["steps"],
+            "episodes": s["episodes"],
+            "episode_return": round(s["mean_return"], 4),
+            "violations": int(s["violations"]),
+            "goal_rate": round(s["goal_rate"], 4),
+            "fallbacks": s["fallbacks"],
+            "shift_auroc": round(auroc, 4) if phase_id == SHIFTED else float("nan"),
+            "seconds": round(time.perf_counter() - start, 1),
+        })  # fmt: skip
+    return rows, episodes
+
+
+def main(args: Args) -> None:
+    if args.quick:
+        args = dataclasses.replace(args, seeds=[0], agents=["bhn", "epsilon_greedy"],
+                                   grid_steps=300, shift_steps=100, cartpole_steps=200)  # fmt: skip
+    unknown = set(args.agents) - set(AGENTS)
+    if unknown:
+        raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
+    run_name = f"safe_exploration__{'quick' if args.quick else 'full'}__{int(time.time())}"
+    torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
+    jobs = [(e, "random", False, s) for e in args.envs for s in args.seeds]
+    jobs += [(e, a, safe, s) for e in args.envs for a in args.agents for safe in (False, True)
+             for s in args.seeds]  # fmt: skip
+    rows, episodes = [], []
+    for job in tqdm(jobs, desc=run_name, disable=not args.progress):
+        r, e = run_one(args, *job)
+        rows += r
+        episodes += e
+    out = Path(args.out)
+    write_csv(rows, out / "safe_exploration.csv")
+    write_csv(episodes, out / "safe_exploration.episodes.csv")
+    plot_training(episodes, out / "safe_exploration.png")
+    text = report(args, rows, run_name)
+    atomic_write_text(out / "safe_exploration.md", text)
+    print(text)
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
+    env = environment()
+    table, checks = [], []
+    envs = list(dict.fromkeys(r["env"] for r in rows))
+    for env_name in envs:
+        for name in ["random", *args.agents]:
+            for safe in (False, True):
+                sel = [r for r in rows if r["env"] == env_name and r["method"] == name
+                       and r["safe"] == safe]  # fmt: skip
+                if not sel:
+                    continue
+                auroc = [r["shift_auroc"] for r in sel]
+                table.append([
+                    env_name, name, "yes" if safe else "no",
+                    mean_std([r["episode_return"] for r in sel], "{:.3f}"),
+                    mean_std([r["violations"] for r in sel], "{:.1f}"),
+                    mean_std([r["goal_rate"] for r in sel], "{:.2f}")
+                    if "LavaGrid" in env_name else "",
+                    mean_std(auroc, "{:.2f}") if not np.isnan(auroc).any() else "",
+                    mean_std([r["fallbacks"] for r in sel], "{:.0f}") if safe else "",
+                ])  # fmt: skip
+            plain = [r for r in rows if r["env"] == env_name and r["method"] == name
+                     and not r["safe"]]  # fmt: skip
+            safe_rows = [r for r in rows if r["env"] == env_name and r["method"] == name
+                         and r["safe"]]  # fmt: skip
+            if name == "random" or not plain or not safe_rows:
+                continue
+            v0, v1 = _mean(plain, "violations"), _mean(safe_rows, "violations")
+            r0, r1 = _mean(plain, "episode_return"), _mean(safe_rows, "episode_return")
+            fewer = v1 < v0
+            checks.append([env_name, name, f"{v0:.1f} → {v1:.1f}", f"{r0:.3f} → {r1:.3f}",
+                           "met" if fewer else "missed"])  # fmt: skip
+    seconds = sum(r["seconds"] for r in rows if r["env"] != "LavaGridShifted-v0")
+    return (
+        "# Safe exploration: return and safety violations while learning\n\n"
+        f"Run `{run_name}` ({'QUICK smoke test, not a result' if args.quick else 'full run'}); "
+        f"{env['date']}, {env['machine']}, torch {env['torch']}; "
+        f"{seconds / 60:.1f} CPU-minutes of agent time (1 thread).\n\n"
+        f"Command: `python benchmarks/safe_exploration.py{' --quick' if args.quick else ''}`. "
+        f"Settings: seeds {args.seeds}; gridworld {args.grid_steps} steps on the training "
+        f"layout then {args.shift_steps} on the shifted one (learning continues); CartPole "
+        f"{args.cartpole_steps} steps. Q and cost MLPs obs-{args.hidden}-actions; Adam lr "
+        f"1e-3, batch 64, replay 20k, one update per step, target networks copied every "
+        f"100 steps; random actions annealed from 1 to 0 (Thompson) or 0.05 (ε-greedy) over "
+        f"the first 1500 (gridworld) / 2000 (CartPole) steps; gamma 0.9 (gridworld) / 0.99 "
+        f"(CartPole). Safe variant: cost posterior of the discounted future cost "
+        f"(cost gamma 0.9), actions masked when the {args.quantile} quantile over 10 "
+        f"posterior draws exceeds {args.threshold}. BHN: 4 couplings (32 hidden), initial q "
+        f"std 0.05; factorial VI: initial std 0.02; MC dropout: p=0.1 hidden.\n\n"
+        "`return`: mean episode return over the phase; `violations`: total cost (lava "
+        "entered / pole fell) during the phase; `goal`: fraction of episodes reaching the "
+        "goal; `shift AUROC`: Q-uncertainty (std over 20 posterior draws) separating the "
+        "shifted layout's novel observations from the training layout's, measured after "
+        "training (0.5 = blind); `fallbacks`: decisions where every action was masked. "
+        "Mean ± std over seeds.\n\n"
+        + markdown_table(
+            ["env", "agent", "safe", "return", "violations", "goal", "shift AUROC", "fallbacks"],
+            table,
+        )  # fmt: skip
+        + "\nTarget: the safe variant has fewer violations than the same agent without it, at "
+        "no more than a modest loss of return.\n\n"
+        + markdown_table(
+            [
+                "env",
+                "agent",
+                "violations (plain → safe)",
+                "return (plain → safe)",
+                "fewer violations",
+            ],
+            checks,
+        )  # fmt: skip
+        + "\nPer-run rows: `safe_exploration.csv`; per-episode data "
+        "`safe_exploration.episodes.csv`; curves `safe_exploration.png`.\n"
+    )
+
+
+if __name__ == "__main__":
+    main(parse_args(Args))
