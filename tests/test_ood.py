@@ -140,6 +140,15 @@ def test_scores_on_hand_made_samples():
     assert d[Score.VOTE_RATIO].item() == pytest.approx(0.5)
 
 
+def test_identical_samples_have_exactly_zero_mutual_information():
+    # float32 rounding gives core's mutual information ~1e-7 noise here; compute_scores
+    # works in float64 and rounds it away, so a MAP net cannot "detect" anything with MI
+    probs = F.softmax(torch.randn(1, 500, 10, generator=torch.Generator().manual_seed(0)), -1)
+    mi = compute_scores(probs.expand(50, 500, 10), "mutual_information")
+    assert (mi[Score.MUTUAL_INFORMATION] == 0).all()
+    assert auroc(mi[Score.MUTUAL_INFORMATION][:250], mi[Score.MUTUAL_INFORMATION][250:]) == 0.5
+
+
 def test_parse_scores_and_errors():
     assert parse_scores("all") == list(Score)
     assert parse_scores("entropy, mutual-information") == [Score.ENTROPY,

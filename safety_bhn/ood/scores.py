@@ -32,6 +32,7 @@ class Score(str, enum.Enum):
     VOTE_RATIO = "vote_ratio"
 
 
+RESOLUTION_DECIMALS = 10
 SCORE_FUNCTIONS: dict[Score, Callable[[Tensor], Tensor]] = {
     Score.MAX_SOFTMAX: core_scores.max_softmax,
     Score.ENTROPY: core_scores.predictive_entropy,
@@ -64,12 +65,20 @@ def compute_scores(
 ) -> dict[Score, Tensor]:
     """Each requested score of ``probs[n_samples, batch, classes]``: ``{Score: (batch,)}``.
 
+    Scores are computed in float64 and rounded to ``1e-10``, so rounding noise cannot rank
+    inputs: e.g. the mutual information of identical samples (a MAP net) is exactly 0
+    rather than float32 noise of order 1e-7, which would give a spurious AUROC.
+
     >>> probs = torch.full((3, 2, 4), 0.25)
     >>> compute_scores(probs, "entropy")[Score.ENTROPY]
-    tensor([1.3863, 1.3863])
+    tensor([1.3863, 1.3863], dtype=torch.float64)
     """
     core_scores.check_probs(probs)
-    return {s: SCORE_FUNCTIONS[s](probs) for s in parse_scores(scores)}
+    probs = probs.double()
+    return {
+        s: SCORE_FUNCTIONS[s](probs).round(decimals=RESOLUTION_DECIMALS)
+        for s in parse_scores(scores)
+    }
 
 
 @torch.no_grad()
