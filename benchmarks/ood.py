@@ -355,12 +355,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{**r, "model": r["method"]} for r in results["detection"]]
     auroc_bars(rows, out / "ood_auroc.png")
     for kind in ("rotation", "noise"):
-        shift_rows = [{**r, "model": r["method"]} for r in results["shift"] if r["shift"] == kind]
+        axis = "rotation (degrees)" if kind == "rotation" else "pixel noise std"
+        shift_rows = [{**r, "model": r["method"], axis: r["level"]}
+                      for r in results["shift"] if r["shift"] == kind]  # fmt: skip
         shift_plot(shift_rows, out / f"ood_shift_{kind}.png",
-                   ("accuracy", "nll", "entropy", "mutual_information"),
-                   title=f"MNIST under {kind}")  # fmt: skip
+                   ("accuracy", "nll", "entropy", "mutual_information"), level=axis,
+                   title=f"MNIST under {kind} (mean ± sd over seeds)")  # fmt: skip
     adv = [{**r, "model": r["method"], "AUROC (entropy)": r["auroc"]}
-           for r in results["adversarial"] if r["score"] == "entropy" and r["eps"] > 0]  # fmt: skip
+           for r in results["adversarial"] if r["score"] == "entropy"]  # fmt: skip
     for r in adv:
         mi = [
             a["auroc"]
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         r["AUROC (mutual information)"] = mi[0] if mi else float("nan")
     shift_plot(adv, out / "ood_adversarial.png",
                ("accuracy", "AUROC (entropy)", "AUROC (mutual information)"), level="eps",
-               title="FGSM")  # fmt: skip
+               title="FGSM (AUROC: clean vs adversarial; undefined at eps 0)")  # fmt: skip
     text = summarise(results["detection"], results["shift"], results["adversarial"], args,
                      command.strip(), seconds)  # fmt: skip
     atomic_write_text(out / "ood.md", text)
