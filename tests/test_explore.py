@@ -102,13 +102,16 @@ def test_posterior_bad_input_messages():
         post.update((torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(3)))
     with pytest.raises(ValueError, match="unknown method"):
         RegressionPosterior("bhm", 3, 2)
+    with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+        post.sample_functions(0)
 
 
 def test_bandit_thompson_acts_greedily_under_its_sample():
     agent = NeuralBandit(5, 2, "bhn", hidden=[8], initial_pulls=0, seed=0,
                          model_options={"coupling_layers": 2})  # fmt: skip
+    rng = np.random.default_rng(0)
     for _ in range(10):
-        ctx = np.random.default_rng(0).uniform(-1, 1, 2).astype(np.float32)
+        ctx = rng.uniform(-1, 1, 2).astype(np.float32)
         state = agent.generator.get_state()
         action = agent.act(ctx)
         replay = torch.Generator().manual_seed(0)

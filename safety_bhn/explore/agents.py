@@ -129,6 +129,12 @@ class NeuralBandit:
         self.train_every = _check_positive_int("train_every", train_every)
         self.train_steps = _check_positive_int("train_steps", train_steps)
         self.batch_size = _check_positive_int("batch_size", batch_size)
+        if (
+            isinstance(initial_pulls, bool)
+            or not isinstance(initial_pulls, int)
+            or initial_pulls < 0
+        ):
+            raise ValueError(f"initial_pulls must be a non-negative integer, got {initial_pulls!r}")
         self.initial_pulls = initial_pulls
         self.posterior = _posterior(
             self.method, context_dim, n_actions, hidden, seed, lr=lr, learn_noise=True,
