@@ -117,6 +117,7 @@ def main(args: Args) -> None:
 
 def report(args: Args, rows: list[dict], run_name: str) -> str:
     env = environment()
+    flags = "".join(" " + a for a in sys.argv[1:])
     names = ["uniform", *args.agents]
     table = []
     for name in names:
@@ -141,7 +142,7 @@ def report(args: Args, rows: list[dict], run_name: str) -> str:
         f"Run `{run_name}` ({'QUICK smoke test, not a result' if args.quick else 'full run'}); "
         f"{env['date']}, {env['machine']}, torch {env['torch']}; {seconds / 60:.1f} CPU-minutes "
         f"of agent time (1 thread).\n\n"
-        f"Command: `python benchmarks/bandit.py{' --quick' if args.quick else ''}`. Settings: "
+        f"Command: `python benchmarks/bandit.py{flags}`. Settings: "
         f"{args.steps} decisions per run, seeds {args.seeds}, reward MLP 2-{args.hidden}-5, "
         f"retrained every {args.train_every} decisions with {args.train_steps} Adam steps "
         f"(batch 64, lr 1e-3, learned Gaussian noise), epsilon-greedy epsilon={args.epsilon} "
@@ -157,6 +158,16 @@ def report(args: Args, rows: list[dict], run_name: str) -> str:
         + "\nPer-run rows: `bandit.csv`; regret curves: `bandit.png` (data `bandit.curves.csv`)."
         "\n"
     )
+
+
+def _kind(args: Args) -> str:
+    """'full run', or a label saying the settings were reduced (or a smoke test)."""
+    if args.quick:
+        return "QUICK smoke test, not a result"
+    ignore = {"out", "progress"}
+    changed = [f.name for f in dataclasses.fields(Args) if f.name not in ignore
+               and getattr(args, f.name) != getattr(Args(), f.name)]  # fmt: skip
+    return f"REDUCED run: {', '.join(changed)} changed from the defaults" if changed else "full run"
 
 
 if __name__ == "__main__":

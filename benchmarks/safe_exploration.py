@@ -163,6 +163,7 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
     env = environment()
+    flags = "".join(" " + a for a in sys.argv[1:])
     table, checks = [], []
     envs = list(dict.fromkeys(r["env"] for r in rows))
     for env_name in envs:
@@ -199,7 +200,7 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
         f"Run `{run_name}` ({'QUICK smoke test, not a result' if args.quick else 'full run'}); "
         f"{env['date']}, {env['machine']}, torch {env['torch']}; "
         f"{seconds / 60:.1f} CPU-minutes of agent time (1 thread).\n\n"
-        f"Command: `python benchmarks/safe_exploration.py{' --quick' if args.quick else ''}`. "
+        f"Command: `python benchmarks/safe_exploration.py{flags}`. "
         f"Settings: seeds {args.seeds}; gridworld {args.grid_steps} steps on the training "
         f"layout then {args.shift_steps} on the shifted one (learning continues); CartPole "
         f"{args.cartpole_steps} steps. Q and cost MLPs obs-{args.hidden}-actions; Adam lr "
@@ -235,6 +236,16 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
         + "\nPer-run rows: `safe_exploration.csv`; per-episode data "
         "`safe_exploration.episodes.csv`; curves `safe_exploration.png`.\n"
     )
+
+
+def _kind(args: Args) -> str:
+    """'full run', or a label saying the settings were reduced (or a smoke test)."""
+    if args.quick:
+        return "QUICK smoke test, not a result"
+    ignore = {"out", "progress"}
+    changed = [f.name for f in dataclasses.fields(Args) if f.name not in ignore
+               and getattr(args, f.name) != getattr(Args(), f.name)]  # fmt: skip
+    return f"REDUCED run: {', '.join(changed)} changed from the defaults" if changed else "full run"
 
 
 if __name__ == "__main__":
