@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 
 class ElementwiseAffine(nn.Module):
@@ -167,3 +169,36 @@ class NormalizingFlow(nn.Module):
 def standard_normal_log_prob(x: Tensor) -> Tensor:
     """``sum_i log N(x_i; 0, 1)`` over the last dimension."""
     return -0.5 * (x.pow(2) + math.log(2 * math.pi)).sum(-1)
+
+
+def fit_elbo(
+    flow: NormalizingFlow,
+    log_joint: Callable[[Tensor], Tensor],
+    steps: int = 2000,
+    n_samples: int = 128,
+    lr: float = 3e-3,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> list[float]:
+    """Fit ``flow`` as ``q(theta)`` to an unnormalised posterior by maximising the ELBO.
+
+    ``log_joint(theta[n, dim]) -> [n]`` is ``log p(data | theta) + log p(theta)``. Returns the
+    ELBO estimate of every step. This is the hypernetwork idea on a small parameter vector
+    (the toy posterior of notebooks/01_bhn_posterior.ipynb).
+
+    Example:
+        >>> flow = NormalizingFlow(dim=2, coupling_layers=0, init_scale=1.0)
+        >>> elbo = fit_elbo(flow, lambda t: -0.5 * (t - 3).pow(2).sum(-1), steps=300)
+        >>> bool(abs(flow.affine.loc - 3).max() < 0.3)
+        True
+    """
+    opt = torch.optim.Adam(flow.parameters(), lr=lr)
+    history = []
+    for _ in tqdm(range(steps), desc="fit_elbo", disable=not progress, leave=False):
+        theta, log_q = flow.sample(n_samples, generator)
+        loss = (log_q - log_joint(theta)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(-loss.item())
+    return history
