@@ -16,3 +16,14 @@ def shared_data_dir() -> Path:
             "to the project root, holding mnist/, mnist-extra5k/ and fashion-mnist/)"
         )
     return SHARED_DATA_DIR
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Test models are tiny: one intra-op thread is faster and avoids oversubscribing CI's cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -240,3 +240,28 @@ class TestBadInput:
         torch.save({"something": 1}, tmp_path / "other.pt")
         with pytest.raises(ValueError, match="not a safety_bhn checkpoint"):
             safety_bhn.load(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_bhn_per_input_draws_match_running_each_input_alone(arch):
+    """Training's local draws: input b under g[:, b] gives what x[b] alone gives under it."""
+    model = small_model("bhn", arch)
+    x, _ = data(4)
+    g, log_q = model.draw(2 * 4, gen())
+    per_input = model.forward_draw(x, (g.view(2, 4, -1), log_q))
+    for b in range(4):
+        alone = model.forward_draw(x[b : b + 1], (g.view(2, 4, -1)[:, b], log_q))
+        torch.testing.assert_close(per_input[:, b : b + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_bhn_loss_with_local_or_shared_draws_estimates_the_same_elbo():
+    x, y = data(8)
+    model = small_model("bhn")
+    torch.manual_seed(0)
+    values = {}
+    with torch.no_grad():
+        for local in (True, False):
+            model.local_draws = local
+            values[local] = torch.tensor([model.loss(x, y, 100).item() for _ in range(400)])
+    se = ((values[True].var() + values[False].var()) / 400).sqrt()
+    assert abs(values[True].mean() - values[False].mean()) < 4 * se
