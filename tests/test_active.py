@@ -31,6 +31,15 @@ from safety_bhn.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models train several times faster on one thread when the CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _random_probs(s, n, c, seed=0, power=3.0):
     g = torch.Generator().manual_seed(seed)
     p = torch.rand(s, n, c, generator=g, dtype=torch.float64).pow(power)

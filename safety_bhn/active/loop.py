@@ -279,11 +279,11 @@ class ActiveLearner:
             raise ValueError(f"{path} is not an active-learning state file")
         saved = dict(state["config"])
         now = asdict(self.config)
-        diff = sorted(k for k in now if k != "steps" and saved.get(k) != now[k])
+        diff = sorted(k for k in now if k not in ("steps", "device") and saved.get(k) != now[k])
         if diff:
             raise ValueError(
                 f"cannot resume {path}: settings differ from the saved run in {diff} "
-                "(only 'steps' may change)"
+                "(only 'steps' and 'device' may change)"
             )
         if state["pool_size"] != self.x.shape[0]:
             raise ValueError(
