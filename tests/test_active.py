@@ -301,6 +301,8 @@ def test_loop_rejects_bad_pools_and_oracles():
         ActiveLearner(_tiny(), x)
     with pytest.raises(ValueError, match="integer labels"):
         ActiveLearner(_tiny(), x, oracle=lambda idx: torch.zeros(len(idx) + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="outside 0..2"):
+        ActiveLearner(_tiny(), x, oracle=lambda idx: y[idx] + 1, n_classes=3)
     with pytest.raises(TypeError, match="pool must be"):
         ActiveLearner(_tiny(), [1, 2, 3])
 

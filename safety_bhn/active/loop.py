@@ -198,6 +198,8 @@ class ActiveLearner:
         test: optional ``(x, y)`` or Dataset for the test metrics of each step.
         out: folder for ``state.json``, ``curve.csv`` (and ``model.pt`` with warm start).
         resume: continue from ``out/state.json``.
+        n_classes: number of classes (default: inferred from the labels seen so far; pass it
+            when an oracle may later return a class not yet seen, e.g. with warm start).
     """
 
     def __init__(
@@ -208,6 +210,7 @@ class ActiveLearner:
         test: tuple[Tensor, Tensor] | Dataset | None = None,
         out: str | os.PathLike | None = None,
         resume: bool = False,
+        n_classes: int | None = None,
     ) -> None:
         self.config = config.validate()
         self.x, self.y = _pool_inputs(pool)
@@ -219,7 +222,11 @@ class ActiveLearner:
         self.test = as_tensors(test, "test") if test is not None else None
         self.out = Path(out) if out is not None else None
         self.device = torch.device(config.device) if config.device else default_device()
-        self.n_classes = int(self.y.max()) + 1 if self.y is not None else None
+        if n_classes is not None:
+            _check_int("n_classes", n_classes, minimum=2)
+        elif self.y is not None:
+            n_classes = int(self.y.max()) + 1
+        self.n_classes = n_classes
         self.model: UncertaintyModel | None = None
         state_path = self.out / STATE_FILE if self.out is not None else None
         if resume:
@@ -247,6 +254,8 @@ class ActiveLearner:
             )
         if (labels < 0).any():
             raise ValueError("oracle returned negative labels")
+        if self.n_classes is not None and (labels >= self.n_classes).any():
+            raise ValueError(f"oracle returned labels outside 0..{self.n_classes - 1}")
         return [int(v) for v in labels]
 
     def _initialise(self) -> None:
