@@ -263,6 +263,10 @@ def write_results(rows: list[dict], args: Args, out_dir: Path, run_name: str, se
     ]
     if reduced:
         lines += ["", "**REDUCED RUN** (not the issue's full benchmark): " + "; ".join(reduced)]
+    planned = len(args.methods) * len(args.acquisitions) * len(args.seeds)
+    finished = len({(r["method"], r["acquisition"], r["seed"]) for r in rows})
+    if finished < planned:
+        lines += ["", f"**INCOMPLETE**: {finished} of {planned} runs finished so far."]
     lines += ["", md, "## Targets", ""] + [f"- {c}" for c in checks]
     lines += [
         "",
