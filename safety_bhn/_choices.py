@@ -9,6 +9,12 @@ from typing import TypeVar
 E = TypeVar("E", bound=enum.Enum)
 
 
+def did_you_mean(value: object, valid: list[str]) -> str:
+    """``". Did you mean 'x'?"`` for the closest valid name, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(value).lower().replace("-", "_"), valid, n=1)
+    return f". Did you mean {close[0]!r}?" if close else ""
+
+
 def parse_choice(value: str | E, choices: type[E], what: str) -> E:
     """Return ``value`` as a member of ``choices`` or raise a ValueError that names the fix.
 
@@ -24,8 +30,7 @@ def parse_choice(value: str | E, choices: type[E], what: str) -> E:
         for c in choices:
             if c.value == key:
                 return c
-    message = f"unknown {what} {value!r}; expected one of {', '.join(map(repr, valid))}"
-    close = difflib.get_close_matches(str(value).lower().replace("-", "_"), valid, n=1)
-    if close:
-        message += f". Did you mean {close[0]!r}?"
-    raise ValueError(message)
+    expected = ", ".join(map(repr, valid))
+    raise ValueError(
+        f"unknown {what} {value!r}; expected one of {expected}{did_you_mean(value, valid)}"
+    )

@@ -238,8 +238,8 @@ def test_unknown_dataset_name() -> None:
     with pytest.raises(ValueError, match="unknown dataset name 'mnsit'") as info:
         load_dataset("mnsit")
     msg = str(info.value)
-    assert "did you mean 'mnist'?" in msg and "'fashion_mnist'" in msg
-    with pytest.raises(ValueError, match="did you mean 'fashion_mnist'"):
+    assert "Did you mean 'mnist'?" in msg and "'fashion_mnist'" in msg
+    with pytest.raises(ValueError, match="Did you mean 'fashion_mnist'"):
         download("fashion")
 
 
@@ -249,7 +249,7 @@ def test_dataset_name_aliases(tmp_path: Path) -> None:
 
 
 def test_unknown_split() -> None:
-    with pytest.raises(ValueError, match="unknown split 'tset'.*did you mean 'test'"):
+    with pytest.raises(ValueError, match="unknown split 'tset'.*Did you mean 'test'"):
         load_dataset("mnist", "tset")
     with pytest.raises(ValueError, match="only for 'mnist'"):
         load_dataset("fashion_mnist", "extra")

@@ -92,7 +92,7 @@ class BHN(UncertaintyModel):
         return v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
 
     def _scaled(self, i: int, layer: WeightLayer, h: Tensor, g: Tensor) -> Tensor:
-        """Layer ``i`` with scales ``g[S, units]`` (per sample) or ``g[S, B, units]`` (per input)."""
+        """Layer ``i`` under scales ``g[S, units]`` (one per sample) or ``g[S, B, units]``."""
         u = shared_layer(layer, h, self._direction(i), None)
         spatial = (1,) * (u.dim() - 3)
         g = g.reshape(g.shape[0], 1 if g.dim() == 2 else g.shape[1], -1, *spatial)

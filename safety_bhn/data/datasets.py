@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import enum
 import hashlib
 import http.client
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._choices import did_you_mean, parse_choice
 from .idx import DataError, idx_magic, parse_idx, read_idx
 
 __all__ = [
@@ -86,31 +86,16 @@ _EMBEDDED_SHA256: dict[str, str] = {
 _FETCH_TIMEOUT_S = 60.0
 
 
-def _did_you_mean(value: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _coerce_name(name: DatasetName | str) -> DatasetName:
-    if isinstance(name, DatasetName):
-        return name
-    valid = [d.value for d in DatasetName]
-    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
-    try:
-        return DatasetName(key)
-    except ValueError:
-        hint = _did_you_mean(str(key), valid)
-        raise ValueError(
-            f"unknown dataset name {name!r}; valid names: {', '.join(map(repr, valid))}{hint}"
-        ) from None
+    return parse_choice(name, DatasetName, "dataset name")
 
 
 def _coerce_split(split: str, allowed: Sequence[str], context: str) -> str:
     if split in allowed:
         return split
-    hint = _did_you_mean(str(split), list(allowed))
+    hint = did_you_mean(split, list(allowed))
     raise ValueError(
-        f"unknown split {split!r} for {context}; valid splits: "
+        f"unknown split {split!r} for {context}; expected one of "
         f"{', '.join(map(repr, allowed))}{hint}"
     )
 
