@@ -205,8 +205,12 @@ def targets(rows: list[dict], args: Args) -> list[str]:
 
 
 def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, command: str,
-              seconds: float) -> str:  # fmt: skip
+              seconds: float, loaded: int) -> str:  # fmt: skip
     env = environment()
+    state_name = Path(args.state).relative_to(ROOT) if Path(args.state).is_relative_to(ROOT) \
+        else args.state  # fmt: skip
+    train_minutes = sum({(r["method"], r["seed"], r["ood_set"] == "held_out_classes"):
+                         r["train_seconds"] for r in rows}.values()) / 60  # fmt: skip
     sets = [s for s in SETS if any(r["ood_set"] == s for r in rows)]
     scores = list(dict.fromkeys(r["score"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
@@ -219,7 +223,8 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
             cells.append(f"{mean_std(values, '{:.3f}')} ({score})" if values else "")
         acc = [r["in_accuracy"] for r in rows if r["method"] == method
                and r["ood_set"] != "held_out_classes" and r["score"] == scores[0]]  # fmt: skip
-        best_table.append([method, mean_std(acc, "{:.4f}") if acc else "", *cells])
+        n_seeds = len({r["seed"] for r in rows if r["method"] == method})
+        best_table.append([method, n_seeds, mean_std(acc, "{:.4f}") if acc else "", *cells])
 
     full = []
     for s in sets:
@@ -285,7 +290,10 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
     return (
         "# OOD detection on MNIST-5000\n\n" + label + f"Command: `{command}`  \n"
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}; "
-        f"{args.threads} torch threads; wall time {seconds / 60:.1f} min.  \n"
+        f"{args.threads} torch threads, CPU shared with other jobs; training time "
+        f"{train_minutes:.0f} min in all; this invocation {seconds / 60:.1f} min "
+        f"({loaded} of {len(seeds) * len(args.rows)} (method, seed) runs loaded from {state_name}, "
+        "computed earlier by this script with the same settings).  \n"
         f"Models: MLP 784-{'-'.join(map(str, args.hidden))}-10 trained on the embedded "
         f"MNIST-5000 ({args.val_size} held out for validation; a different split per seed), "
         f"Adam lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, weights of the best "
@@ -296,7 +304,7 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
         f" test images; uniform noise; Gaussian noise N(0.5, 1) clipped to [0, 1]; inverted "
         f"digits 1 - x). AUROC with OOD as positive; values are mean ± std over seeds.\n\n"
         "## Best score per method and OOD set (AUROC)\n\n"
-        + markdown_table(["method", "MNIST accuracy", *sets], best_table)
+        + markdown_table(["method", "seeds", "MNIST accuracy", *sets], best_table)
         + "\n## FPR at 95% TPR of that best score (lower is better)\n\n"
         + markdown_table(["method", *sets], fpr)
         + "\n## Targets (issue 4)\n\n"
@@ -336,11 +344,13 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     results: dict[str, list[dict]] = {"detection": [], "shift": [], "adversarial": []}
     todo = [(seed, row) for seed in args.seeds for row in args.rows]
+    loaded = 0
     for seed, row in tqdm(todo, desc=run_name):
         key = f"{row}__h{'-'.join(map(str, args.hidden))}__e{args.epochs}__seed{seed}.json"
         path = state / key
         if path.is_file() and not args.quick:
             part = json.loads(path.read_text())
+            loaded += 1
         else:
             seed_everything(seed)
             part = run_one(row, seed, args)
@@ -375,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
                ("accuracy", "AUROC (entropy)", "AUROC (mutual information)"), level="eps",
                title="FGSM (AUROC: clean vs adversarial; undefined at eps 0)")  # fmt: skip
     text = summarise(results["detection"], results["shift"], results["adversarial"], args,
-                     command.strip(), seconds)  # fmt: skip
+                     command.strip(), seconds, loaded)  # fmt: skip
     atomic_write_text(out / "ood.md", text)
     print(text)
 
