@@ -36,10 +36,11 @@ class BHN(UncertaintyModel):
       authors' code: a zero-mean Gaussian on the scales acts like weight decay on the
       effective weights' norms and does not fight data-dependent initialisation (whose scales
       are O(1) to O(10)), since the KL is divided by ``n_data``.
-    * ``q`` starts nearly a point mass (initial std ``init_scale = 1e-3``): early in training
-      the likelihood gradient is informative only near a good network, and a broad ``q``
-      would inject noise that slows learning; the entropy term then widens ``q`` where the
-      data allow.
+    * ``q`` starts narrow but not a point mass: initial std ``init_scale = 0.2`` around
+      scales that are O(1) to O(10). The authors started at 1e-3; with Adam the log-scales
+      then move about ``lr`` per step, so ``q`` was still far narrower than the ELBO wants
+      after 100 epochs, and test accuracy on MNIST-5000 was lower (measured here, one seed,
+      40-100 epochs: 93.96-94.17% at 1e-3, 94.76-94.84% at 0.2, 94.75% at 1.0, 94.22% at 2.0).
     * Data-dependent initialisation (Salimans & Kingma 2016), done by :func:`safety_bhn.fit`
       on a first batch: scales and biases are set so each unit's pre-activation has zero mean
       and unit variance, which makes training with Adam fast and stable.
@@ -50,8 +51,9 @@ class BHN(UncertaintyModel):
         train_samples: posterior samples per training step for the ELBO estimate.
         prior_std: standard deviation of the Gaussian prior on every scale.
         init_scale: initial standard deviation of ``q`` around its mean.
-        local_draws: in training, draw ``g`` independently for every input (see :meth:`loss`);
-            False shares one draw by the minibatch, as the authors' code did.
+        local_draws: in training, draw ``g`` independently for every input (see :meth:`loss`).
+            The default, False, shares one draw by the minibatch, as the authors' code did;
+            it gave higher MNIST-5000 accuracy here (94.8% vs 94.2%, two runs each).
     """
 
     method = "bhn"
@@ -65,8 +67,8 @@ class BHN(UncertaintyModel):
         coupling_hidden: int = 200,
         train_samples: int = 1,
         prior_std: float = 1.0,
-        init_scale: float = 1e-3,
-        local_draws: bool = True,
+        init_scale: float = 0.2,
+        local_draws: bool = False,
     ) -> None:
         super().__init__(layers, config)
         if train_samples < 1:
