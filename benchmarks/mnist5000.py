@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "mnist5000.csv"
-    command = " ".join(["python benchmarks/mnist5000.py", *(sys.argv[1:] if argv is None else argv)])
+    flags = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/mnist5000.py", *flags])
     rows: list[dict] = []
     if args.resume and csv_path.exists():
         import csv
