@@ -86,3 +86,8 @@ def mean_std(values: Sequence[float], fmt: str = "{:.4f}") -> str:
     """``"mean ± std"`` over seeds (std with ddof=0 when only one value)."""
     arr = np.asarray(values, dtype=float)
     return f"{fmt.format(arr.mean())} ± {fmt.format(arr.std(ddof=1) if arr.size > 1 else 0.0)}"
+
+
+def quick_out(out: str) -> str:
+    """Where a ``--quick`` run writes: never over the committed results (runs/bench-quick)."""
+    return "runs/bench-quick" if Path(out).resolve() == RESULTS.resolve() else out

@@ -20,7 +20,15 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, mean_std, parse_args, seed_everything, write_csv  # noqa: E402
+from common import (
+    RESULTS,
+    markdown_table,
+    mean_std,
+    parse_args,
+    quick_out,
+    seed_everything,
+    write_csv,
+)  # noqa: E402
 
 from safety_bhn.runs import TrainConfig, environment, train_and_evaluate  # noqa: E402
 
@@ -169,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args = dataclasses.replace(args, hidden=[64], seeds=[0], epochs=1, eval_samples=10,
                                    rows=["bhn-2", "mc_dropout", "factorial_vi", "map"],
-                                   out="runs/bench-quick", resume=False)  # fmt: skip
+                                   out=quick_out(args.out), resume=False)  # fmt: skip
     seed_everything(args.seeds[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

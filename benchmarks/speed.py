@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, parse_args, seed_everything, write_csv  # noqa: E402
+from common import RESULTS, markdown_table, parse_args, quick_out, seed_everything, write_csv  # noqa: E402
 
 import safety_bhn  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:
         args = dataclasses.replace(args, hidden=32, coupling_layers=2, n_predict=50, repeats=2,
-                                   out="runs/bench-quick")  # fmt: skip
+                                   out=quick_out(args.out))  # fmt: skip
     seed_everything(args.seed)
     torch.set_grad_enabled(True)
     x = torch.rand(args.n_predict, 1, 28, 28)

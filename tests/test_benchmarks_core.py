@@ -1,0 +1,40 @@
+"""Smoke tests of the core benchmarks' --quick modes, run as a user would (subprocess)."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script, *args):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_mnist5000_quick_writes_a_tidy_csv_table_and_plot(tmp_path):
+    res = run("mnist5000.py", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "mnist5000.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"method", "coupling_layers", "hidden", "seed", "test_acc", "test_nll", "ece",
+            "train_seconds"} <= set(rows[0])  # fmt: skip
+    assert {r["method"] for r in rows} == {"bhn", "mc_dropout", "factorial_vi", "map"}
+    assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
+    assert "| hidden |" in (tmp_path / "mnist5000.md").read_text()
+    assert (tmp_path / "mnist5000.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_speed_quick_reports_ratios(tmp_path):
+    res = run("speed.py", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "speed.csv") as f:
+        rows = list(csv.DictReader(f))
+    maps = [r for r in rows if r["method"] == "map" and r["measurement"] == "predict, 1 samples"]
+    assert float(maps[0]["ratio_to_map"]) == pytest.approx(1.0)
+    assert "BHN training step / MC dropout's" in (tmp_path / "speed.md").read_text()
