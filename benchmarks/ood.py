@@ -95,6 +95,8 @@ class Args:
     """folder for ood.{csv,md} and the plots"""
     state: str = str(ROOT / "runs" / "bench-ood")
     """folder for per-(method, seed) results, so an interrupted run resumes"""
+    cached_only: bool = False
+    """train nothing: summarise only the (method, seed) runs already in the state folder"""
     label: str = ""
     """note printed at the top of ood.md (e.g. that this is a reduced run)"""
     quick: bool = False
@@ -292,7 +294,8 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}; "
         f"{args.threads} torch threads, CPU shared with other jobs; training time "
         f"{train_minutes:.0f} min in all; this invocation {seconds / 60:.1f} min "
-        f"({loaded} of {len(seeds) * len(args.rows)} (method, seed) runs loaded from {state_name}, "
+        f"({loaded} of {len({(r['method'], r['seed']) for r in rows})} (method, seed) runs loaded "
+        f"from {state_name}, "
         "computed earlier by this script with the same settings).  \n"
         f"Models: MLP 784-{'-'.join(map(str, args.hidden))}-10 trained on the embedded "
         f"MNIST-5000 ({args.val_size} held out for validation; a different split per seed), "
@@ -351,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
         if path.is_file() and not args.quick:
             part = json.loads(path.read_text())
             loaded += 1
+        elif args.cached_only:
+            continue
         else:
             seed_everything(seed)
             part = run_one(row, seed, args)
