@@ -70,6 +70,8 @@ class Args:
     """skip runs already in the output CSV (so an interrupted benchmark continues)"""
     workers: int = 1
     """runs trained in parallel, each on one CPU thread (use the number of cores on a CPU box)"""
+    report_only: bool = False
+    """train nothing: write the table and plot from the runs already in the output CSV"""
     quick: bool = False
     """smoke test: tiny widths, 1 epoch, 1 seed, written to runs/bench-quick"""
 
@@ -131,9 +133,15 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
             checks.append(f"- {hidden} units: BHN-12 {b:.2f}% vs target ≥ {target}% "
                           f"({'met' if b >= target else 'missed'}); vs MC dropout {m:.2f}% "
                           f"({'above' if b > m else 'not above'})")  # fmt: skip
+    done = {(r["row"], r["hidden"], r["seed"]) for r in rows}
+    missing = [f"{row} {hidden} units seed {seed}" for hidden in args.hidden for seed in args.seeds
+               for row in args.rows if (row, hidden, seed) not in done]  # fmt: skip
+    status = ""
+    if missing:
+        status = (f"**Incomplete:** {len(missing)} requested run(s) not done: "
+                  f"{'; '.join(missing)}. Resume with the same command.\n\n")  # fmt: skip
     return (
-        "# MNIST-5000 (Krueger et al. 2017, Table 2)\n\n"
-        f"Command: `{command}`  \n"
+        "# MNIST-5000 (Krueger et al. 2017, Table 2)\n\n" + status + f"Command: `{command}`  \n"
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}.  \n"
         f"Data: 5000 MNIST training images ({args.val_size} held out for validation, a different "
         "random split per seed), tested on the 10000 test images.  \n"
@@ -182,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "mnist5000.csv"
-    flags = sys.argv[1:] if argv is None else argv
+    flags = [f for f in (sys.argv[1:] if argv is None else argv) if f != "--report-only"]
     command = " ".join(["python benchmarks/mnist5000.py", *flags])
     rows: list[dict] = []
     if args.resume and csv_path.exists():
@@ -196,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows[-1][k] = int(rows[-1][k])
     done = {(r["row"], r["hidden"], r["seed"]) for r in rows}
     todo = [(h, s, r) for h in args.hidden for s in args.seeds for r in args.rows
-            if (r, h, s) not in done]  # fmt: skip
+            if (r, h, s) not in done and not args.report_only]  # fmt: skip
     run_name = f"mnist5000__{int(time.time())}"
     jobs = [(row, hidden, seed, config_for(row, hidden, seed, args)) for hidden, seed, row in todo]
     with ProcessPoolExecutor(
@@ -207,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(future.result())
             rows.sort(key=lambda r: (r["hidden"], r["seed"], str(r["row"])))
             write_csv(rows, csv_path)  # after every run: an interrupted benchmark loses little
+    if not rows:
+        raise SystemExit(f"no runs in {csv_path} to report")
     (out / "mnist5000.md").write_text(summarise(rows, args, command))
     plot(rows, out / "mnist5000.png")
     print((out / "mnist5000.md").read_text())
