@@ -158,11 +158,17 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+# A MAP net is one network: its mutual information and vote ratio are identically 0 (AUROC
+# exactly 0.5), so they are not candidates for its "best score".
+DEGENERATE = {"map": {"mutual_information", "vote_ratio"}}
+
+
 def best_auroc(rows: list[dict], method: str, ood_set: str) -> tuple[str, list[float]]:
     """The score with the highest mean AUROC over seeds, and its per-seed AUROCs."""
     by_score: dict[str, list[float]] = {}
+    skip = DEGENERATE.get(method, set())
     for r in rows:
-        if r["method"] == method and r["ood_set"] == ood_set:
+        if r["method"] == method and r["ood_set"] == ood_set and r["score"] not in skip:
             by_score.setdefault(r["score"], []).append(r["auroc"])
     if not by_score:
         return "", []
