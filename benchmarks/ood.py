@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
             results[k] += part[k]
     seconds = time.perf_counter() - start
 
+    first = ["method", "ood_set", "score", "seed", "auroc", "aupr_in", "aupr_out", "fpr95"]
+    results["detection"] = [{**{k: r[k] for k in first}, **r} for r in results["detection"]]
     write_csv(results["detection"], out / "ood.csv")
     write_csv(results["shift"], out / "ood_shift.csv")
     write_csv(results["adversarial"], out / "ood_adversarial.csv")
