@@ -139,7 +139,7 @@ def report(args: Args, rows: list[dict], run_name: str) -> str:
     seconds = sum(r["seconds"] for r in rows)
     return (
         f"# Wheel bandit: normalised cumulative regret\n\n"
-        f"Run `{run_name}` ({'QUICK smoke test, not a result' if args.quick else 'full run'}); "
+        f"Run `{run_name}` ({_kind(args)}); "
         f"{env['date']}, {env['machine']}, torch {env['torch']}; {seconds / 60:.1f} CPU-minutes "
         f"of agent time (1 thread).\n\n"
         f"Command: `python benchmarks/bandit.py{flags}`. Settings: "

@@ -197,7 +197,7 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
     seconds = sum(r["seconds"] for r in rows if r["env"] != "LavaGridShifted-v0")
     return (
         "# Safe exploration: return and safety violations while learning\n\n"
-        f"Run `{run_name}` ({'QUICK smoke test, not a result' if args.quick else 'full run'}); "
+        f"Run `{run_name}` ({_kind(args)}); "
         f"{env['date']}, {env['machine']}, torch {env['torch']}; "
         f"{seconds / 60:.1f} CPU-minutes of agent time (1 thread).\n\n"
         f"Command: `python benchmarks/safe_exploration.py{flags}`. "
