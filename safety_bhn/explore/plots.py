@@ -37,10 +37,13 @@ def plot_regret(rows: Sequence[dict[str, Any]], path: str | os.PathLike | None =
     df["cumulative_regret"] = df.groupby(group)["regret"].cumsum()
     sns.set_theme(style="whitegrid")
     cols = sorted(df["delta"].unique()) if "delta" in df else [None]
+    order = list(dict.fromkeys(df[hue]))  # one colour per agent in every panel
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
     fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.4), squeeze=False)
     for ax, delta in zip(axes[0], cols, strict=True):
         part = df if delta is None else df[df["delta"] == delta]
         sns.lineplot(data=part, x="decisions", y="cumulative_regret", hue=hue, ax=ax,
+                     hue_order=order, palette=palette,
                      errorbar="sd", legend=ax is axes[0][-1])  # fmt: skip
         ax.set_title("wheel bandit" if delta is None else f"delta = {delta}")
         ax.set_ylabel("cumulative regret")
@@ -69,6 +72,8 @@ def plot_training(rows: Sequence[dict[str, Any]], path: str | os.PathLike | None
     df["cumulative violations"] = df.groupby(group)["cost"].cumsum()
     df["episode in run"] = df.groupby(group).cumcount()
     envs = list(dict.fromkeys(df["env"]))
+    order = list(dict.fromkeys(df[hue]))  # one colour per agent in every panel
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(2, len(envs), figsize=(4.5 * len(envs), 6.4), squeeze=False)
     for j, env in enumerate(envs):
@@ -76,6 +81,7 @@ def plot_training(rows: Sequence[dict[str, Any]], path: str | os.PathLike | None
         for i, y in enumerate(["return (rolling mean)", "cumulative violations"]):
             ax = axes[i][j]
             sns.lineplot(data=part, x="episode in run", y=y, hue=hue, ax=ax, errorbar="sd",
+                         hue_order=[h for h in order if h in set(part[hue])], palette=palette,
                          legend=(i == 0 and j == len(envs) - 1))  # fmt: skip
             ax.set_title(env if i == 0 else "")
     if axes[0][-1].get_legend() is not None:
