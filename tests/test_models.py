@@ -265,3 +265,13 @@ def test_bhn_loss_with_local_or_shared_draws_estimates_the_same_elbo():
             values[local] = torch.tensor([model.loss(x, y, 100).item() for _ in range(400)])
     se = ((values[True].var() + values[False].var()) / 400).sqrt()
     assert abs(values[True].mean() - values[False].mean()) < 4 * se
+
+
+def test_bhn_data_dependent_init_keeps_scales_bounded_on_sparse_inputs():
+    model = safety_bhn.build_model("bhn", in_shape=(20,), n_classes=3, hidden=[16],
+                                   coupling_layers=0, seed=0, device="cpu")  # fmt: skip
+    x = torch.zeros(8, 20)
+    x[:, 3] = 1.0  # the same one-hot observation 8 times: no unit varies
+    model.init_from_data(x)
+    loc = model.flow.affine.loc.detach()
+    assert torch.isfinite(loc).all() and loc.abs().max() <= 100
