@@ -91,7 +91,7 @@ def _one_thread() -> None:
 
 def run_one(row: str, hidden: int, seed: int, config: TrainConfig) -> dict:
     """Train and test one model; one tidy CSV row."""
-    _, m = train_and_evaluate(config, progress=False)
+    m = train_and_evaluate(config, progress=False).metrics
     return {
         "row": row, "method": config.method,
         "coupling_layers": config.coupling_layers if config.method == "bhn" else 0,

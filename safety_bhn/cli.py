@@ -101,7 +101,7 @@ def _train(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         device=args.device,
     )
-    _, metrics = train_and_evaluate(config, args.out, progress=not args.no_progress)
+    metrics = train_and_evaluate(config, args.out, progress=not args.no_progress).metrics
     _print_table({args.method: metrics["test"]})
     print(f"saved {Path(args.out) / 'model.pt'} and {Path(args.out) / 'metrics.json'}")
     return 0

@@ -7,8 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .runs import TrainConfig, mnist_splits, train_and_evaluate
 
 # Sized for about 3 minutes in all on 2 CPU cores (see README); the benchmark trains longer.
@@ -39,12 +37,9 @@ def quickstart(
     for method in ("bhn", "mc_dropout"):
         print(f"training {method} on the embedded MNIST-5000 ({epochs} epochs) ...", flush=True)
         config = TrainConfig(method=method, epochs=epochs, device=device, eval_samples=100)
-        model, metrics = train_and_evaluate(config, out / method, progress=progress)
-        results[method] = metrics
-        with torch.no_grad():
-            gen = torch.Generator(device=model.device).manual_seed(0)
-            probs = model.predict_proba(xt, 100, gen, batch_size=1000).cpu()
-        predictions[method] = (probs, yt)
+        run = train_and_evaluate(config, out / method, progress=progress)
+        results[method] = run.metrics
+        predictions[method] = (run.test_probs, yt)
     plot = reliability_diagram(predictions, out / "reliability.png")
     print(
         f"\nMLP 784-800-10 on 4500 MNIST images (500 held out), tested on 10000; "

@@ -16,7 +16,7 @@ from torch import Tensor
 from ._io import atomic_write_json
 from .core.base import UncertaintyModel
 from .core.build import build_model, default_device, load
-from .core.metrics import evaluate
+from .core.metrics import classification_metrics, evaluate, predictive
 from .core.training import fit
 from .data import embedded_mnist, load_dataset
 
@@ -97,9 +97,18 @@ def environment() -> dict[str, str]:
     }
 
 
+@dataclass
+class RunResult:
+    """A trained model, its metrics (as written to metrics.json) and its test predictive."""
+
+    model: UncertaintyModel
+    metrics: dict[str, Any]
+    test_probs: Tensor
+
+
 def train_and_evaluate(
     config: TrainConfig, out: str | os.PathLike | None = None, progress: bool = True
-) -> tuple[UncertaintyModel, dict[str, Any]]:
+) -> RunResult:
     """Train one model and evaluate it on the test set; write ``out/{model.pt,metrics.json}``."""
     splits = mnist_splits(config.data_dir, config.val_size, config.seed)
     device = torch.device(config.device) if config.device else default_device()
@@ -119,10 +128,11 @@ def train_and_evaluate(
         progress=progress,
     )
     gen = torch.Generator(device=device).manual_seed(config.seed)
-    test = evaluate(model, *splits["test"], n_samples=config.eval_samples, generator=gen)
+    xt, yt = splits["test"]
+    probs = predictive(model, xt, config.eval_samples, gen)
     metrics = {
         "config": asdict(config),
-        "test": test,
+        "test": classification_metrics(probs, yt),
         "train_seconds": history.seconds,
         "history": history.to_dict(),
         "environment": environment(),
@@ -131,7 +141,7 @@ def train_and_evaluate(
         out = Path(out)
         model.save(out / "model.pt")
         atomic_write_json(out / "metrics.json", metrics)
-    return model, metrics
+    return RunResult(model, metrics, probs)
 
 
 def evaluate_run(

@@ -62,7 +62,33 @@ def auto_batch_size(model: UncertaintyModel, n_samples: int, budget: float = 5e7
     return max(1, int(budget // (n_samples * widest)))
 
 
+def classification_metrics(probs: Tensor, y: Tensor) -> dict[str, float]:
+    """Accuracy, NLL, ECE and Brier score of predictive probabilities ``probs[batch, classes]``."""
+    return {
+        "accuracy": accuracy(probs, y),
+        "nll": nll(probs, y),
+        "ece": expected_calibration_error(probs, y),
+        "brier": brier_score(probs, y),
+    }
+
+
 @torch.no_grad()
+def predictive(
+    model: UncertaintyModel,
+    x: Tensor,
+    n_samples: int | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Posterior predictive ``(batch, classes)`` on the CPU, inputs chunked to bound memory."""
+    n = model.default_samples if n_samples is None else n_samples
+    was_training = model.training
+    model.eval()
+    probs = model.predict_proba(x, n, generator, batch_size=batch_size or auto_batch_size(model, n))
+    model.train(was_training)
+    return probs.cpu()
+
+
 def evaluate(
     model: UncertaintyModel,
     x: Tensor,
@@ -79,17 +105,5 @@ def evaluate(
         >>> sorted(evaluate(model, torch.rand(10, 4), torch.zeros(10, dtype=torch.long)))
         ['accuracy', 'brier', 'ece', 'nll']
     """
-    n = model.default_samples if n_samples is None else n_samples
-    was_training = model.training
-    model.eval()
-    probs = model.predict_proba(
-        x, n, generator, batch_size=batch_size or auto_batch_size(model, n)
-    ).cpu()
-    model.train(was_training)
-    y = model.check_targets(y, x.shape[0]).cpu()
-    return {
-        "accuracy": accuracy(probs, y),
-        "nll": nll(probs, y),
-        "ece": expected_calibration_error(probs, y),
-        "brier": brier_score(probs, y),
-    }
+    probs = predictive(model, x, n_samples, generator, batch_size)
+    return classification_metrics(probs, model.check_targets(y, x.shape[0]).cpu())
