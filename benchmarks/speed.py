@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, markdown_table, parse_args, quick_out, seed_everything, write_csv  # noqa: E402
 
 import safety_bhn  # noqa: E402
+from safety_bhn.core.training import make_optimizer  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
 
 METHODS = ["map", "mc_dropout", "factorial_vi", "bhn"]
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                                       device="cpu", **opts)  # fmt: skip
 
     def train_step(model: safety_bhn.UncertaintyModel) -> Callable[[], None]:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        opt = make_optimizer(model, lr=1e-4)  # the optimizer fit() uses
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)

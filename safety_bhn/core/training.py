@@ -34,6 +34,12 @@ class History:
         return asdict(self)
 
 
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused: one kernel updates every parameter. A BHN has ~3M flow parameters in
+    dozens of tensors, and the unfused update made its CPU training step about 2x slower."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+
+
 def as_tensors(data: Data, name: str = "data") -> tuple[Tensor, Tensor]:
     """Accept ``(x, y)`` tensors or a ``Dataset`` of ``(x, y)`` pairs; return stacked tensors."""
     pair = isinstance(data, tuple | list) and len(data) == 2
@@ -115,7 +121,7 @@ def fit(
     if hasattr(model, "init_from_data") and not bool(model.initialized):
         model.init_from_data(x[torch.randperm(n, generator=gen)[:1000].to(x.device)])
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = make_optimizer(model, lr)
     steps_per_epoch = (n + batch_size - 1) // batch_size
     anneal_steps = kl_anneal * epochs * steps_per_epoch
     history = History()
