@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._argtypes import non_negative_int, positive_float, positive_int
 from .core.build import Method
 
 # Modules that add a sub-command: each defines add_parser(subparsers) -> None, whose parser
@@ -20,49 +21,31 @@ APPLICATIONS: tuple[str, ...] = (
 )
 
 
-def _positive(kind: type):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="bhn", help=f"one of {[m.value for m in Method]}")
     p.add_argument("--arch", default="mlp", help="mlp or cnn")
     p.add_argument(
-        "--hidden", type=_positive(int), nargs="+", default=[800], help="MLP hidden units per layer"
+        "--hidden", type=positive_int, nargs="+", default=[800], help="MLP hidden units per layer"
     )
     p.add_argument(
         "--coupling-layers",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=12,
         help="BHN coupling layers (0: diagonal Gaussian over the scales)",
     )
-    p.add_argument("--epochs", type=_positive(int), default=100)
-    p.add_argument("--lr", type=_positive(float), default=1e-3)
-    p.add_argument("--batch-size", type=_positive(int), default=100)
+    p.add_argument("--epochs", type=positive_int, default=100)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-size", type=_non_negative_int, default=500)
+    p.add_argument("--val-size", type=non_negative_int, default=500)
     p.add_argument(
         "--patience",
-        type=_positive(int),
+        type=positive_int,
         default=None,
         help="early-stopping patience in epochs (default: none)",
     )
     p.add_argument("--kl-anneal", type=float, default=0.0)
-    p.add_argument("--eval-samples", type=_positive(int), default=100)
+    p.add_argument("--eval-samples", type=positive_int, default=100)
     p.add_argument(
         "--data-dir",
         default=None,
@@ -138,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="test-set accuracy, NLL, ECE and Brier of a saved run")
     p.add_argument("run", help="run folder written by 'safety-bhn train'")
-    p.add_argument("--samples", type=_positive(int), default=None, help="posterior samples")
+    p.add_argument("--samples", type=positive_int, default=None, help="posterior samples")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -148,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument(
         "--epochs",
-        type=_positive(int),
+        type=positive_int,
         default=None,
         help="epochs per model (default: sized for about 3 minutes on 2 cores)",
     )

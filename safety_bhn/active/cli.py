@@ -6,22 +6,9 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from .._argtypes import non_negative_int, positive_int
 from .loop import ActiveConfig, ActiveLearner, curve_auc, labels_to_reach, mnist_pool, read_curve
 from .plots import learning_curves
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,37 +28,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="bald, max_entropy, variation_ratios, mean_std, random or batch_bald",
     )
     p.add_argument("--arch", default=defaults["arch"], help="mlp or cnn")
-    p.add_argument("--hidden", type=_positive_int, nargs="+", default=[800])
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[800])
     p.add_argument(
         "--coupling-layers",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="BHN coupling layers (default: the core's)",
     )
-    p.add_argument("--steps", type=_non_negative_int, default=defaults["steps"])
+    p.add_argument("--steps", type=non_negative_int, default=defaults["steps"])
     p.add_argument(
         "--acquire",
-        type=_positive_int,
+        type=positive_int,
         default=defaults["acquire"],
         help="points acquired per step",
     )
-    p.add_argument("--initial", type=_positive_int, default=defaults["initial"])
-    p.add_argument("--val-size", type=_non_negative_int, default=defaults["val_size"])
+    p.add_argument("--initial", type=positive_int, default=defaults["initial"])
+    p.add_argument("--val-size", type=non_negative_int, default=defaults["val_size"])
     p.add_argument(
         "--pool-subset",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=defaults["pool_subset"],
         help="pool points scored per step (0: all)",
     )
-    p.add_argument("--acq-samples", type=_positive_int, default=defaults["acq_samples"])
-    p.add_argument("--eval-samples", type=_positive_int, default=defaults["eval_samples"])
+    p.add_argument("--acq-samples", type=positive_int, default=defaults["acq_samples"])
+    p.add_argument("--eval-samples", type=positive_int, default=defaults["eval_samples"])
     p.add_argument(
         "--train-steps",
-        type=_positive_int,
+        type=positive_int,
         default=defaults["train_steps"],
         help="gradient steps per retrain",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"])
+    p.add_argument("--batch-size", type=positive_int, default=defaults["batch_size"])
     p.add_argument("--lr", type=float, default=defaults["lr"])
     p.add_argument("--warm-start", action="store_true", help="continue training between steps")
     p.add_argument("--seed", type=int, default=defaults["seed"])

@@ -8,14 +8,8 @@ import io
 import math
 from pathlib import Path
 
+from .._argtypes import positive_int
 from .._io import atomic_write_json, atomic_write_text
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,9 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--safe", action="store_true", help="mask actions whose cost is too likely")
     p.add_argument("--threshold", type=float, default=0.2, help="cost threshold in [0, 1]")
     p.add_argument("--quantile", type=float, default=0.9, help="upper credible quantile")
-    p.add_argument("--steps", type=_positive_int, default=2000, help="environment steps")
+    p.add_argument("--steps", type=positive_int, default=2000, help="environment steps")
     p.add_argument("--delta", type=float, default=None, help="wheel bandit exploration delta")
-    p.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help="hidden units")
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=None, help="hidden units")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder, e.g. runs/wheel_bhn")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._argtypes import positive_int
 from .._io import atomic_write_text
 from ..core.base import UncertaintyModel
 from ..core.build import load
@@ -17,13 +18,6 @@ from ..data import embedded_mnist, load_dataset
 from .report import OODReport, evaluate_ood, rows_to_csv, rows_to_markdown
 from .scores import parse_scores
 from .suite import available_sets, build_suite
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -44,9 +38,9 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--scores", default="all", help="'all' or comma-separated score names")
     p.add_argument("--out", default=None, help="report folder (default: reports/<run name>)")
-    p.add_argument("--samples", type=_positive_int, default=None, help="posterior samples")
+    p.add_argument("--samples", type=positive_int, default=None, help="posterior samples")
     p.add_argument(
-        "--n", type=_positive_int, default=2000, help="in-distribution test images (default 2000)"
+        "--n", type=positive_int, default=2000, help="in-distribution test images (default 2000)"
     )
     p.add_argument("--seed", type=int, default=0, help="seeds the subsets, noise and draws")
     p.add_argument(
