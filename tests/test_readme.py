@@ -8,15 +8,29 @@ import pytest
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
+SHORTER = {"epochs=20": "epochs=1", "epochs=5": "epochs=1", "range(30)": "range(2)",
+           "steps=3,": "steps=1,"}  # same code, smaller budgets  # fmt: skip
+BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
 @pytest.mark.slow
-def test_readme_python_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    assert blocks, "README.md has no python example"
-    code = blocks[0].replace("epochs=20", "epochs=1")  # same code, shorter training
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_python_examples_run(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples write runs/ and reports/ folders
+    code = BLOCKS[index]
+    for long, short in SHORTER.items():
+        code = code.replace(long, short)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["probs"].shape == (100, 8, 10)
-    assert namespace["action_values"].shape == (1, 10)
+    exec(compile(code, f"README.md python block {index}", "exec"), namespace)
+    if index == 0:
+        assert namespace["probs"].shape == (100, 8, 10)
+        assert namespace["action_values"].shape == (1, 10)
+
+
+def test_readme_has_examples_for_core_and_every_application():
+    joined = "\n".join(BLOCKS)
+    for module in ("safety_bhn.active", "safety_bhn.ood", "safety_bhn.explore"):
+        assert module in joined
 
 
 def test_readme_gives_the_test_command_that_ci_runs():
