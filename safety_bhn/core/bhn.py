@@ -98,7 +98,8 @@ class BHN(UncertaintyModel):
         u = shared_layer(layer, h, self._direction(i), None)
         spatial = (1,) * (u.dim() - 3)
         g = g.reshape(g.shape[0], 1 if g.dim() == 2 else g.shape[1], -1, *spatial)
-        return u * g + self.bias[i].view(1, 1, -1, *spatial)
+        # One fused op: the (samples, batch, units) result is the largest tensor of prediction.
+        return torch.addcmul(self.bias[i].view(1, 1, -1, *spatial), u, g)
 
     def draw(
         self, n_samples: int, generator: torch.Generator | None = None

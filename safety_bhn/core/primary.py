@@ -129,7 +129,7 @@ def apply_after(layer: WeightLayer, h: Tensor) -> Tensor:
     """Apply the activation / pooling / flattening that follows a weight layer."""
     for op in layer.after:
         if op == "relu":
-            h = F.relu(h)
+            h = F.relu(h, inplace=True)  # h is a fresh layer output that backward does not need
         elif op == "pool":
             h = per_sample(lambda t: F.max_pool2d(t, 2), h)
         elif op == "flatten":
