@@ -9,11 +9,12 @@ from typing import Any
 
 from .runs import TrainConfig, mnist_splits, train_and_evaluate
 
-# Sized for about 3 minutes in all on 2 CPU cores (see README); the benchmark trains longer.
-DEFAULT_EPOCHS = 30
+# 123 s in all on 2 idle CPU cores (measured 2026-11-26);
+# the same epochs as benchmarks/mnist5000.py.
+DEFAULT_EPOCHS = 60
 NEXT_STEPS = """\
 What to try next:
-  safety-bhn train --method bhn --coupling-layers 12 --epochs 200 --out runs/bhn   (longer run)
+  safety-bhn train --method bhn --hidden 1200 --epochs 60 --out runs/bhn  (wider net)
   safety-bhn evaluate runs/bhn                                  (accuracy, NLL, ECE, Brier)
   python benchmarks/mnist5000.py --quick                        (the paper's Table 2, small)
   In Python: model.sample_logits(x, n_samples) gives (samples, batch, classes) for your own
