@@ -44,9 +44,10 @@ def _check_probability(name: str, value: float, open_low: bool = False) -> float
     return float(value)
 
 
-def _check_positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _check_int(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive" if minimum == 1 else "a non-negative"
+        raise ValueError(f"{name} must be {kind} integer, got {value!r}")
     return value
 
 
@@ -70,7 +71,7 @@ class RandomAgent:
     safe = False
 
     def __init__(self, n_actions: int, seed: int = 0) -> None:
-        self.n_actions = _check_positive_int("n_actions", n_actions)
+        self.n_actions = _check_int("n_actions", n_actions)
         self.rng = np.random.default_rng(seed)
         self.fallbacks = 0
 
@@ -123,19 +124,13 @@ class NeuralBandit:
         self.exploration = parse_choice(exploration, Exploration, "exploration")
         if self.exploration is Exploration.RANDOM:
             raise ValueError("use RandomAgent for uniformly random actions")
-        self.n_actions = _check_positive_int("n_actions", n_actions)
-        self.context_dim = _check_positive_int("context_dim", context_dim)
+        self.n_actions = _check_int("n_actions", n_actions)
+        self.context_dim = _check_int("context_dim", context_dim)
         self.epsilon = _check_probability("epsilon", epsilon)
-        self.train_every = _check_positive_int("train_every", train_every)
-        self.train_steps = _check_positive_int("train_steps", train_steps)
-        self.batch_size = _check_positive_int("batch_size", batch_size)
-        if (
-            isinstance(initial_pulls, bool)
-            or not isinstance(initial_pulls, int)
-            or initial_pulls < 0
-        ):
-            raise ValueError(f"initial_pulls must be a non-negative integer, got {initial_pulls!r}")
-        self.initial_pulls = initial_pulls
+        self.train_every = _check_int("train_every", train_every)
+        self.train_steps = _check_int("train_steps", train_steps)
+        self.batch_size = _check_int("batch_size", batch_size)
+        self.initial_pulls = _check_int("initial_pulls", initial_pulls, minimum=0)
         self.posterior = _posterior(
             self.method, context_dim, n_actions, hidden, seed, lr=lr, learn_noise=True,
             model_options=model_options or {},
@@ -191,7 +186,7 @@ class ReplayBuffer:
     """A fixed-size ring buffer of transitions ``(obs, action, reward, cost, next_obs, done)``."""
 
     def __init__(self, obs_dim: int, capacity: int) -> None:
-        self.capacity = _check_positive_int("buffer_size", capacity)
+        self.capacity = _check_int("buffer_size", capacity)
         self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
         self.action = np.zeros(capacity, dtype=np.int64)
@@ -275,8 +270,8 @@ class DQNAgent:
         self.exploration = parse_choice(exploration, Exploration, "exploration")
         if self.exploration is Exploration.RANDOM:
             raise ValueError("use RandomAgent for uniformly random actions")
-        self.obs_dim = _check_positive_int("obs_dim", obs_dim)
-        self.n_actions = _check_positive_int("n_actions", n_actions)
+        self.obs_dim = _check_int("obs_dim", obs_dim)
+        self.n_actions = _check_int("n_actions", n_actions)
         self.safe = bool(safe)
         self.threshold = _check_probability("threshold", threshold)
         self.quantile = _check_probability("quantile", quantile)
@@ -286,23 +281,15 @@ class DQNAgent:
         if epsilon_end is None:
             epsilon_end = 0.05 if self.exploration is Exploration.EPSILON_GREEDY else 0.0
         self.epsilon_end = _check_probability("epsilon_end", epsilon_end)
-        self.cost_samples = _check_positive_int("cost_samples", cost_samples)
-        self.batch_size = _check_positive_int("batch_size", batch_size)
-        self.train_every = _check_positive_int("train_every", train_every)
-        self.target_every = _check_positive_int("target_every", target_every)
-        self.target_samples = _check_positive_int("target_samples", target_samples)
-        self.epsilon_decay_steps = _check_positive_int("epsilon_decay_steps", epsilon_decay_steps)
-        if (
-            isinstance(learning_starts, bool)
-            or not isinstance(learning_starts, int)
-            or learning_starts < 0
-        ):
-            raise ValueError(
-                f"learning_starts must be a non-negative integer, got {learning_starts!r}"
-            )
-        self.learning_starts = learning_starts
+        self.cost_samples = _check_int("cost_samples", cost_samples)
+        self.batch_size = _check_int("batch_size", batch_size)
+        self.train_every = _check_int("train_every", train_every)
+        self.target_every = _check_int("target_every", target_every)
+        self.target_samples = _check_int("target_samples", target_samples)
+        self.epsilon_decay_steps = _check_int("epsilon_decay_steps", epsilon_decay_steps)
+        self.learning_starts = _check_int("learning_starts", learning_starts, minimum=0)
         if resample_every is not None:
-            _check_positive_int("resample_every", resample_every)
+            _check_int("resample_every", resample_every)
         self.resample_every = resample_every
         options = model_options or {}
 
