@@ -229,6 +229,12 @@ class TestBadInput:
         with pytest.raises(ValueError, match="n_samples"):
             model.sample_logits(x, 0)
 
+    @pytest.mark.parametrize("bad", [0, -3, True, 2.0, "5", None])
+    def test_check_samples_accepts_only_positive_ints(self, bad):
+        assert safety_bhn.UncertaintyModel.check_samples(7) == 7
+        with pytest.raises(ValueError, match=f"n_samples must be a positive integer.*{bad!r}"):
+            safety_bhn.UncertaintyModel.check_samples(bad)
+
     def test_flattened_inputs_are_accepted_by_mlps(self):
         model = small_model("map")
         x, _ = data()

@@ -94,10 +94,26 @@ class UncertaintyModel(nn.Module, ABC):
         return y.to(self.device).long()
 
     @staticmethod
-    def _check_samples(n_samples: int) -> int:
+    def check_samples(n_samples: int) -> int:
+        """Validate a number of posterior samples and return it unchanged.
+
+        ``n_samples`` is the length of the leading axis of everything sampled from the
+        posterior: logits and probabilities are ``(n_samples, batch, classes)``, one draw of
+        weights per sample. It must be a positive ``int`` (``bool`` is refused); anything else
+        raises a ValueError naming the value.
+
+        >>> UncertaintyModel.check_samples(100)
+        100
+        """
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+            raise ValueError(
+                f"n_samples must be a positive integer (the leading axis of "
+                f"(n_samples, batch, classes)), got {n_samples!r}"
+            )
         return n_samples
+
+    # The former private name, still used by safety_bhn.explore.posterior.
+    _check_samples = check_samples
 
     def sample_logits(
         self,
@@ -111,7 +127,7 @@ class UncertaintyModel(nn.Module, ABC):
         One draw is made and applied to every input; ``batch_size`` only splits the inputs
         into chunks to bound memory.
         """
-        n = self._check_samples(self.default_samples if n_samples is None else n_samples)
+        n = self.check_samples(self.default_samples if n_samples is None else n_samples)
         x = self.check_input(x)
         draw = self.draw(n, generator)
         if batch_size is None or batch_size >= x.shape[0]:

@@ -48,7 +48,7 @@ def fgsm(
     if eps == 0:
         return x.detach().clone()
     n = model.default_samples if n_samples is None else n_samples
-    draw = model.draw(model._check_samples(n), generator)
+    draw = model.draw(model.check_samples(n), generator)
     batch_size = batch_size or auto_batch_size(model, n)
     was_training = model.training
     model.eval()
@@ -90,7 +90,7 @@ def adversarial_curve(
     y_cpu = model.check_targets(y, model.check_input(x).shape[0]).cpu()
     chosen = parse_scores(scores)
     n = model.default_samples if n_samples is None else n_samples
-    draw = model.draw(model._check_samples(n), generator)
+    draw = model.draw(model.check_samples(n), generator)
     batch_size = auto_batch_size(model, n)
     clean_probs = sample_probs(model, x, n, batch_size=batch_size, draw=draw)
     clean = compute_scores(clean_probs, chosen)

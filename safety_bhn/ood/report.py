@@ -142,7 +142,7 @@ def evaluate_ood(
         raise ValueError("the suite has no OOD sets; add one with suite.add(name, x)")
     chosen = parse_scores(scores)
     n = model.default_samples if n_samples is None else n_samples
-    draw = model.draw(model._check_samples(n), generator)
+    draw = model.draw(model.check_samples(n), generator)
     batch_size = batch_size or auto_batch_size(model, n)
 
     def score(x: torch.Tensor, desc: str) -> tuple[torch.Tensor, dict[str, np.ndarray]]:

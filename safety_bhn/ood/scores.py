@@ -106,7 +106,7 @@ def sample_probs(
     x = model.check_input(x)
     if draw is None:
         n = model.default_samples if n_samples is None else n_samples
-        draw = model.draw(model._check_samples(n), generator)
+        draw = model.draw(model.check_samples(n), generator)
     else:
         n = n_samples or 1
     batch_size = batch_size or auto_batch_size(model, n)
