@@ -43,3 +43,40 @@ def test_safe_exploration_quick(tmp_path):
     assert {r["safe"] for r in rows} == {"True", "False"}
     assert (tmp_path / "safe_exploration.png").stat().st_size > 0
     assert "fewer violations" in (tmp_path / "safe_exploration.md").read_text()
+
+
+def _safe_exploration_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import safe_exploration
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return safe_exploration
+
+
+def test_safe_exploration_verdicts_on_hand_made_inputs():
+    se = _safe_exploration_module()
+    assert se.violation_verdict(66.7, 17.0) == "met"
+    assert se.violation_verdict(0.0, 0.0) == "tie (no violations either way)"
+    assert se.violation_verdict(0.0, 0.3) == "missed"
+    assert se.violation_verdict(2.0, 2.0) == "missed"
+    assert se.violation_verdict(2.0, 3.0) == "missed"
+    # return loss relative to the plain agent's gain over random (random = -1 here)
+    assert se.return_verdict(0.2, 0.5, -1.0) == "none"
+    assert se.return_verdict(1.0, 0.6, -1.0) == "modest"  # lost 0.4 of a 2.0 gain
+    assert se.return_verdict(1.0, 0.0, -1.0) == "large"  # lost half the gain
+    assert se.return_verdict(-1.0, -1.5, -1.0) == "n/a"  # plain no better than random
+    assert se.return_verdict(1.0, 0.0, float("nan")) == "n/a"
+
+
+def test_safe_exploration_overall_verdict_counts_ties_neither_way():
+    se = _safe_exploration_module()
+    tie = "tie (no violations either way)"
+    grid = [("Grid", "met", "none"), ("Grid", "met", "modest")]
+    assert se.overall_verdict(grid + [("Shift", tie, "none")]).endswith("target met.\n")
+    text = se.overall_verdict(grid + [("Shift", tie, "none"), ("Shift", "missed", "none")])
+    assert "target partly met" in text
+    assert "- Shift: fewer violations for 0 of 2 agents, missed for 1, tied at zero for 1" in text
+    assert se.overall_verdict(grid + [("Grid", "met", "large")]).endswith("partly met.\n")
+    assert se.overall_verdict([("Shift", "missed", "none")]).endswith("target missed.\n")
+    assert "not tested" in se.overall_verdict([("Shift", tie, "none")])
