@@ -141,8 +141,8 @@ def test_scores_on_hand_made_samples():
 
 
 def test_identical_samples_have_exactly_zero_mutual_information():
-    # float32 rounding gives core's mutual information ~1e-7 noise here; compute_scores
-    # works in float64 and rounds it away, so a MAP net cannot "detect" anything with MI
+    # identical samples (a MAP net) must score exactly 0, not float32 cancellation noise of
+    # order 1e-7, or a MAP net would "detect" something with MI through rounding alone
     probs = F.softmax(torch.randn(1, 500, 10, generator=torch.Generator().manual_seed(0)), -1)
     mi = compute_scores(probs.expand(50, 500, 10), "mutual_information")
     assert (mi[Score.MUTUAL_INFORMATION] == 0).all()
