@@ -23,6 +23,8 @@ from safety_bhn.active import (
     mean_std,
     random,
     read_curve,
+    saved_config,
+    saved_state,
     select,
     variation_ratios,
 )
@@ -245,8 +247,9 @@ def test_resume_refuses_other_settings_and_fresh_run_refuses_to_overwrite(tmp_pa
     ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path).run(progress=False)
     with pytest.raises(ValueError, match="exists"):
         ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path)
-    with pytest.raises(ValueError, match="acquisition"):
+    with pytest.raises(ValueError, match="acquisition: saved 'bald', given 'random'"):
         ActiveLearner(_tiny(steps=1, acquisition="random"), (x, y), out=tmp_path, resume=True)
+    assert saved_config(tmp_path) == _tiny(steps=1)
     with pytest.raises(FileNotFoundError, match="no state file"):
         ActiveLearner(_tiny(), (x, y), out=tmp_path / "none", resume=True)
     longer = ActiveLearner(_tiny(steps=2), (x, y), out=tmp_path, resume=True)  # more steps: ok
@@ -335,6 +338,61 @@ def test_cli_active_learn_and_compare(tmp_path, capsys):
     assert "al-bald" in table and "al-random" in table
     assert main(["active-learn", "--acquisition", "bladd", "--out", str(tmp_path / "x")]) == 2
     assert "Did you mean 'bald'" in capsys.readouterr().err
+
+
+CLI_FLAGS = ["--method", "mc_dropout", "--hidden", "16", "--steps", "2", "--pool-subset", "100",
+             "--train-steps", "10", "--acq-samples", "3", "--eval-samples", "2", "--seed", "3",
+             "--no-progress", "--device", "cpu"]  # fmt: skip
+
+
+def _interrupted_cli_run(monkeypatch, out, after_steps=1):
+    """Run ``active-learn`` with CLI_FLAGS and press Ctrl-C once ``after_steps`` are saved."""
+    save = ActiveLearner.save
+
+    def save_then_interrupt(self):
+        save(self)
+        if len(self.history) == after_steps:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ActiveLearner, "save", save_then_interrupt)
+        assert main(["active-learn", *CLI_FLAGS, "--out", str(out)]) == 130
+    assert len(read_curve(out)) == after_steps
+
+
+def test_cli_resume_needs_only_out_and_equals_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main(["active-learn", *CLI_FLAGS, "--out", str(whole)]) == 0
+    _interrupted_cli_run(monkeypatch, cut)
+    capsys.readouterr()
+    assert main(["active-learn", "--resume", "--out", str(cut)]) == 0
+    assert f"resuming {cut}: mc_dropout / bald, 1 of 3 steps done" in capsys.readouterr().out
+    a, b = saved_state(cut), saved_state(whole)
+    assert a["config"] == b["config"] and a["labelled"] == b["labelled"]
+    for r, w in zip(a["history"], b["history"], strict=True):
+        assert r["acquired"] == w["acquired"] and r["test_acc"] == w["test_acc"]
+
+
+def test_cli_resume_refuses_flags_that_contradict_the_saved_run(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    _interrupted_cli_run(monkeypatch, out)
+    capsys.readouterr()
+    resume = ["active-learn", "--resume", "--out", str(out), "--no-progress"]
+    conflicting = ["--acquisition", "random", "--seed", "4", "--coupling-layers", "3",
+                   "--warm-start", "--method", "mc_dropout", "--hidden", "16"]  # fmt: skip
+    assert main([*resume, *conflicting]) == 2
+    err = capsys.readouterr().err
+    assert "acquisition (--acquisition): saved 'bald', given 'random'" in err
+    assert "seed (--seed): saved 3, given 4" in err
+    assert "coupling_layers (--coupling-layers): saved None, given 3" in err
+    assert "warm_start (--warm-start): saved False, given True" in err
+    assert "--method" not in err.split("Leave")[0] and "--hidden" not in err  # same as saved
+    assert len(read_curve(out)) == 1  # nothing ran
+    assert main(["active-learn", "--resume", "--out", str(tmp_path / "none")]) == 2
+    assert "no active-learning state file" in capsys.readouterr().err
+    assert main([*resume, "--steps", "1", "--device", "cpu"]) == 0  # these may change
+    assert [r["n_labels"] for r in read_curve(out)] == [20, 30]
+    assert saved_config(out).steps == 1
 
 
 @pytest.mark.slow

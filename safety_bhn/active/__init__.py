@@ -20,6 +20,8 @@ from .loop import (
     mnist_pool,
     read_curve,
     run_active_learning,
+    saved_config,
+    saved_state,
 )
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "random",
     "read_curve",
     "run_active_learning",
+    "saved_config",
+    "saved_state",
     "score",
     "select",
     "variation_ratios",

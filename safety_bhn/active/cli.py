@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from .._argtypes import non_negative_int, positive_int
-from .loop import ActiveConfig, ActiveLearner, curve_auc, labels_to_reach, mnist_pool, read_curve
+from .loop import (
+    RESUMABLE,
+    ActiveConfig,
+    ActiveLearner,
+    curve_auc,
+    labels_to_reach,
+    mnist_pool,
+    read_curve,
+    saved_state,
+)
 from .plots import learning_curves
+
+# Flags that set the ActiveConfig field of the same name (with dashes for underscores).
+CONFIG_FLAGS = ("method", "acquisition", "arch", "hidden", "initial", "val_size", "acquire",
+                "steps", "pool_subset", "acq_samples", "eval_samples", "train_steps",
+                "batch_size", "lr", "warm_start", "seed", "device")  # fmt: skip
+# What --resume lets a user change; every other setting comes from OUT/state.json.
+CHANGEABLE_ON_RESUME = (*RESUMABLE, "data_dir")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``active-learn`` to the ``safety-bhn`` command line."""
-    defaults = {f.name: f.default for f in fields(ActiveConfig) if f.name != "options"}
+    """Add ``active-learn`` to the ``safety-bhn`` command line.
+
+    The run's settings have no argparse defaults (None), so that :func:`_given` can tell the
+    flags a user gave (checked against the saved run on ``--resume``) from those left out;
+    a new run takes :class:`ActiveConfig`'s defaults for the rest.
+    """
     p = subparsers.add_parser(
         "active-learn",
         help="pool-based active learning on MNIST (BALD, max entropy, ...), or --compare runs",
@@ -21,55 +41,58 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "OUT/state.json after every step, OUT/curve.csv and OUT/curve.png; or --compare the "
         "curves of finished run folders.",
     )
-    p.add_argument("--method", default=defaults["method"], help="bhn, mc_dropout, factorial_vi")
+    p.add_argument("--method", help="bhn, mc_dropout, factorial_vi")
     p.add_argument(
         "--acquisition",
-        default=defaults["acquisition"],
         help="bald, max_entropy, variation_ratios, mean_std, random or batch_bald",
     )
-    p.add_argument("--arch", default=defaults["arch"], help="mlp or cnn")
-    p.add_argument("--hidden", type=positive_int, nargs="+", default=[800])
+    p.add_argument("--arch", help="mlp or cnn")
+    p.add_argument("--hidden", type=positive_int, nargs="+")
     p.add_argument(
         "--coupling-layers",
         type=non_negative_int,
-        default=None,
         help="BHN coupling layers (default: the core's)",
     )
-    p.add_argument("--steps", type=non_negative_int, default=defaults["steps"])
+    p.add_argument("--steps", type=non_negative_int)
     p.add_argument(
         "--acquire",
         type=positive_int,
-        default=defaults["acquire"],
         help="points acquired per step",
     )
-    p.add_argument("--initial", type=positive_int, default=defaults["initial"])
-    p.add_argument("--val-size", type=non_negative_int, default=defaults["val_size"])
+    p.add_argument("--initial", type=positive_int)
+    p.add_argument("--val-size", type=non_negative_int)
     p.add_argument(
         "--pool-subset",
         type=non_negative_int,
-        default=defaults["pool_subset"],
         help="pool points scored per step (0: all)",
     )
-    p.add_argument("--acq-samples", type=positive_int, default=defaults["acq_samples"])
-    p.add_argument("--eval-samples", type=positive_int, default=defaults["eval_samples"])
+    p.add_argument("--acq-samples", type=positive_int)
+    p.add_argument("--eval-samples", type=positive_int)
     p.add_argument(
         "--train-steps",
         type=positive_int,
-        default=defaults["train_steps"],
         help="gradient steps per retrain",
     )
-    p.add_argument("--batch-size", type=positive_int, default=defaults["batch_size"])
-    p.add_argument("--lr", type=float, default=defaults["lr"])
-    p.add_argument("--warm-start", action="store_true", help="continue training between steps")
-    p.add_argument("--seed", type=int, default=defaults["seed"])
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument(
+        "--warm-start", action="store_true", default=None, help="continue training between steps"
+    )
+    p.add_argument("--seed", type=int)
     p.add_argument(
         "--extra",
         action="store_true",
+        default=None,
         help="add the 5000 images of DATA_DIR/mnist-extra5k to the pool",
     )
     p.add_argument("--data-dir", default=None, help="data folder for --extra")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --out with its saved settings; other flags may only "
+        "repeat them, except --steps, --device and --data-dir",
+    )
     p.add_argument(
         "--compare",
         nargs="+",
@@ -82,33 +105,70 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_active_learn)
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The run settings given on the command line, by name (flags left out are absent)."""
+    names = (*CONFIG_FLAGS, "coupling_layers", "extra")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _flag(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
+def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[str, Any]]:
+    """The run's config and pool source.
+
+    A new run takes the flags given and :class:`ActiveConfig`'s defaults. ``--resume`` takes
+    the settings saved in ``out/state.json``; a flag that contradicts one of them raises a
+    ValueError naming the setting, the saved and the given value, except ``--steps``,
+    ``--device`` and ``--data-dir``, which may change.
+    """
+    given = _given(args)
+    if not args.resume:
+        coupling = given.pop("coupling_layers", None)
+        extra = given.pop("extra", False)
+        options = {} if coupling is None else {"coupling_layers": coupling}
+        config = ActiveConfig(**given, options=options).validate()
+        return config, {"extra": extra, "data_dir": args.data_dir}
+    state = saved_state(out)
+    saved = dict(state["config"])
+    source = dict(state.get("pool_source", {}))
+    saved_values = {**saved, "coupling_layers": saved["options"].get("coupling_layers"),
+                    "extra": source.get("extra", False)}  # fmt: skip
+    conflicts = [
+        f"{name} ({_flag(name)}): saved {saved_values[name]!r}, given {value!r}"
+        for name, value in given.items()
+        if name not in RESUMABLE and value != saved_values[name]
+    ]
+    if conflicts:
+        raise ValueError(
+            f"cannot resume {out}: flags contradict the saved run's settings: "
+            f"{'; '.join(conflicts)}. Leave them out to use the saved settings (on resume only "
+            f"{', '.join(map(_flag, CHANGEABLE_ON_RESUME))} may change)"
+        )
+    saved.update({name: given[name] for name in RESUMABLE if name in given})
+    source["data_dir"] = args.data_dir or source.get("data_dir")
+    return ActiveConfig(**saved).validate(), source
+
+
 def _active_learn(args: argparse.Namespace) -> int:
     if args.compare:
         return _compare(args.compare, Path(args.out or "runs/al-compare"))
-    options = {} if args.coupling_layers is None else {"coupling_layers": args.coupling_layers}
-    config = ActiveConfig(
-        method=args.method,
-        acquisition=args.acquisition,
-        arch=args.arch,
-        hidden=args.hidden,
-        options=options,
-        initial=args.initial,
-        val_size=args.val_size,
-        acquire=args.acquire,
-        steps=args.steps,
-        pool_subset=args.pool_subset,
-        acq_samples=args.acq_samples,
-        eval_samples=args.eval_samples,
-        train_steps=args.train_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warm_start=args.warm_start,
-        seed=args.seed,
-        device=args.device,
-    ).validate()
-    out = Path(args.out or f"runs/al-{config.method}-{config.acquisition}")
-    pool, test = mnist_pool(args.data_dir, extra=args.extra)
-    learner = ActiveLearner(config, pool, test=test, out=out, resume=args.resume)
+    if args.out is not None:
+        out = Path(args.out)
+    else:
+        method = args.method or ActiveConfig.method
+        out = Path(f"runs/al-{method}-{args.acquisition or ActiveConfig.acquisition}")
+    config, source = _settings(args, out)
+    pool, test = mnist_pool(source["data_dir"], extra=source.get("extra", False))
+    learner = ActiveLearner(
+        config, pool, test=test, out=out, resume=args.resume, pool_source=source
+    )
+    if args.resume:
+        print(
+            f"resuming {out}: {config.method} / {config.acquisition}, "
+            f"{len(learner.history)} of {config.steps + 1} steps done"
+        )
     learner.run(progress=not args.no_progress)
     rows = learner.curve()
     learning_curves(rows, out / "curve.png", title=f"{config.method} / {config.acquisition}")

@@ -41,6 +41,8 @@ STATE_FILE = "state.json"
 CURVE_FILE = "curve.csv"
 MODEL_FILE = "model.pt"
 STATE_VERSION = 1
+RESUMABLE = ("steps", "device")
+"""ActiveConfig fields that may differ from the saved ones when a run is resumed."""
 Oracle = Callable[[Tensor], Any]
 
 
@@ -197,9 +199,13 @@ class ActiveLearner:
             pool has no labels. The initial set is then drawn at random (not balanced).
         test: optional ``(x, y)`` or Dataset for the test metrics of each step.
         out: folder for ``state.json``, ``curve.csv`` (and ``model.pt`` with warm start).
-        resume: continue from ``out/state.json``.
+        resume: continue from ``out/state.json``; ``config`` must equal the saved settings
+            except ``steps`` and ``device`` (:func:`saved_config` reads them).
         n_classes: number of classes (default: inferred from the labels seen so far; pass it
             when an oracle may later return a class not yet seen, e.g. with warm start).
+        pool_source: how the pool was built (JSON-serialisable), saved in ``state.json`` so a
+            resume can build the same pool; e.g. the CLI saves ``{"extra": ..., "data_dir":
+            ...}``. On resume, None keeps the saved one.
     """
 
     def __init__(
@@ -211,8 +217,10 @@ class ActiveLearner:
         out: str | os.PathLike | None = None,
         resume: bool = False,
         n_classes: int | None = None,
+        pool_source: dict[str, Any] | None = None,
     ) -> None:
         self.config = config.validate()
+        self.pool_source = dict(pool_source or {})
         self.x, self.y = _pool_inputs(pool)
         if oracle is None and self.y is None:
             raise ValueError("the pool has no labels: pass oracle(indices) -> labels")
@@ -232,7 +240,7 @@ class ActiveLearner:
         if resume:
             if state_path is None or not state_path.is_file():
                 raise FileNotFoundError(f"cannot resume: no state file at {state_path}")
-            self._load_state(state_path)
+            self._load_state(state_path, keep_pool_source=pool_source is None)
         else:
             if state_path is not None and state_path.exists():
                 raise ValueError(
@@ -282,17 +290,19 @@ class ActiveLearner:
         self.history: list[dict[str, Any]] = []
         self.done = False
 
-    def _load_state(self, path: Path) -> None:
-        state = json.loads(path.read_text())
-        if state.get("format_version") != STATE_VERSION:
-            raise ValueError(f"{path} is not an active-learning state file")
+    def _load_state(self, path: Path, keep_pool_source: bool) -> None:
+        state = _read_state(path)
         saved = dict(state["config"])
         now = asdict(self.config)
-        diff = sorted(k for k in now if k not in ("steps", "device") and saved.get(k) != now[k])
+        diff = [
+            f"{k}: saved {saved.get(k)!r}, given {now[k]!r}"
+            for k in now
+            if k not in RESUMABLE and saved.get(k) != now[k]
+        ]
         if diff:
             raise ValueError(
-                f"cannot resume {path}: settings differ from the saved run in {diff} "
-                "(only 'steps' and 'device' may change)"
+                f"cannot resume {path}: settings differ from the saved run ({'; '.join(diff)}); "
+                f"only {list(RESUMABLE)} may change (saved_config(out) reads the saved settings)"
             )
         if state["pool_size"] != self.x.shape[0]:
             raise ValueError(
@@ -303,6 +313,8 @@ class ActiveLearner:
         self.labelled, self.labels = state["labelled"], state["labels"]
         self.history = state["history"]
         self.gen = _decode_rng(state["rng_state"])
+        if keep_pool_source:
+            self.pool_source = dict(state.get("pool_source", {}))
         self.done = False
         if self.config.warm_start and self.out is not None and (self.out / MODEL_FILE).is_file():
             self.model = load(self.out / MODEL_FILE, device=self.device)
@@ -327,6 +339,7 @@ class ActiveLearner:
             "labels": self.labels,
             "history": self.history,
             "rng_state": _encode_rng(self.gen),
+            "pool_source": self.pool_source,
             "environment": environment(),
         }
 
@@ -496,15 +509,40 @@ def run_active_learning(
     return learner
 
 
-def read_curve(run: str | os.PathLike) -> list[dict[str, Any]]:
-    """The learning curve of a run folder (from its state file), one dict per step."""
+def _state_path(run: str | os.PathLike) -> Path:
+    """``run/state.json`` for a run folder; a path to a state file as it is."""
     path = Path(run)
-    path = path / STATE_FILE if path.is_dir() else path
+    return path if path.is_file() else path / STATE_FILE
+
+
+def _read_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no active-learning state file at {path}")
     state = json.loads(path.read_text())
     if state.get("format_version") != STATE_VERSION:
         raise ValueError(f"{path} is not an active-learning state file")
+    return state
+
+
+def saved_state(run: str | os.PathLike) -> dict[str, Any]:
+    """The saved state of a run folder (or of a ``state.json`` path): what :meth:`state` wrote."""
+    return _read_state(_state_path(run))
+
+
+def saved_config(run: str | os.PathLike) -> ActiveConfig:
+    """The settings saved by a run folder (or in a ``state.json`` path).
+
+    Resume a run without repeating its settings::
+
+        learner = ActiveLearner(saved_config(out), pool, test=test, out=out, resume=True)
+    """
+    return ActiveConfig(**saved_state(run)["config"])
+
+
+def read_curve(run: str | os.PathLike) -> list[dict[str, Any]]:
+    """The learning curve of a run folder (from its state file), one dict per step."""
+    path = _state_path(run)
+    state = _read_state(path)
     cfg = state["config"]
     base = {"run": path.parent.name, "method": cfg["method"], "acquisition": cfg["acquisition"],
             "seed": cfg["seed"]}  # fmt: skip
