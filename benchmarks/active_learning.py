@@ -10,8 +10,11 @@ interrupted benchmark continues where it stopped when started again with the sam
 
 from __future__ import annotations
 
+import enum
+import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,6 +122,84 @@ def deviations(args: Args) -> list[str]:
     return out
 
 
+class Verdict(str, enum.Enum):
+    """Outcome of a target check; UNDECIDED when the label budget was too small to tell."""
+
+    MET = "MET"
+    MISSED = "MISSED"
+    UNDECIDED = "UNDECIDED"
+
+
+def _mean_bounds(labels: Sequence[int | None], censored: int) -> tuple[float, float]:
+    """Bounds on the mean over seeds of labels to reach a target (None: not reached).
+
+    A seed that never reached the target within the budget needs at least ``censored``
+    labels (one step past the last) and possibly any number more, so its mean is only
+    bounded below unless every seed reached the target.
+    """
+    if not labels:
+        raise ValueError("no seeds to compare: pass one labels-to-reach value per seed")
+    low = float(np.mean([censored if v is None else v for v in labels]))
+    high = low if all(v is not None for v in labels) else math.inf
+    return low, high
+
+
+def fewer_labels_verdict(
+    a: Sequence[int | None], b: Sequence[int | None], censored: int, strict: bool = True
+) -> Verdict:
+    """Does A need fewer labels than B (``strict``), or no more (not strict), to reach a target?
+
+    ``a`` and ``b`` hold labels to reach the target per seed, None for a seed that did not
+    reach it within the budget; ``censored`` is the label count after one more step. The
+    means over seeds are compared through their bounds (:func:`_mean_bounds`): MET when
+    every possible mean of A beats every possible mean of B, MISSED when none can, and
+    UNDECIDED otherwise, in particular when neither A nor B reached the target.
+    """
+    low_a, high_a = _mean_bounds(a, censored)
+    low_b, high_b = _mean_bounds(b, censored)
+    if high_a < low_b or (not strict and high_a == low_b):
+        return Verdict.MET
+    if low_a > high_b or (strict and low_a == high_b):
+        return Verdict.MISSED
+    return Verdict.UNDECIDED
+
+
+def combine_verdicts(verdicts: Sequence[Verdict]) -> Verdict:
+    """A target made of several checks: MISSED if any is, MET if all are, else UNDECIDED."""
+    if not verdicts:
+        raise ValueError("no verdicts to combine")
+    if Verdict.MISSED in verdicts:
+        return Verdict.MISSED
+    return Verdict.MET if all(v is Verdict.MET for v in verdicts) else Verdict.UNDECIDED
+
+
+def _reach_text(labels: Sequence[int | None], censored: int) -> str:
+    """Mean labels to reach over seeds: exact, or a lower bound when some seed never did."""
+    low, high = _mean_bounds(labels, censored)
+    if high == low:
+        return f"{low:.0f}"
+    reached = sum(v is not None for v in labels)
+    return f">= {low:.0f} ({reached}/{len(labels)} seeds reached)"
+
+
+def target_check(
+    claim: str,
+    a: dict[float, list[int | None]],
+    b: dict[float, list[int | None]],
+    censored: int,
+    strict: bool,
+) -> str:
+    """One line of the Targets section: A needs fewer (no more) labels than B at every accuracy.
+
+    ``a`` and ``b`` map each target accuracy to labels to reach it per seed (None: never).
+    """
+    verdict = combine_verdicts([fewer_labels_verdict(a[t], b[t], censored, strict) for t in a])
+    detail = "; ".join(
+        f"{t:.0%}: {_reach_text(a[t], censored)} vs {_reach_text(b[t], censored)}" for t in a
+    )
+    return f"{verdict.value}: {claim} ({detail})"
+
+
 def summarise(rows: list[dict], args: Args) -> tuple[str, list[str]]:
     """Markdown table of labels to 90% / 95%, AUC and step time; and the target checks."""
     runs: dict[tuple[str, str], list[dict]] = {}
@@ -132,7 +213,7 @@ def summarise(rows: list[dict], args: Args) -> tuple[str, list[str]]:
                 ]
                 if curve:
                     runs.setdefault((method, acq), []).append(curve)
-    censored = args.max_labels + args.acquire  # "not reached" counts as one step past the end
+    censored = args.max_labels + args.acquire  # "not reached": at least one step past the end
     table, stats = [], {}
     for (method, acq), curves in runs.items():
         reach = {}
@@ -145,11 +226,11 @@ def summarise(rows: list[dict], args: Args) -> tuple[str, list[str]]:
             text = mean_std(reached, "{:.0f}") if reached else "not reached"
             if len(reached) < len(vals):
                 text += f" ({len(reached)}/{len(vals)} seeds reached)"
-            reach[target] = (text, float(np.mean([censored if v is None else v for v in vals])))
+            reach[target] = (text, vals)
         aucs = [curve_auc([r["n_labels"] for r in c], [r["test_acc"] for r in c]) for c in curves]
         final = [c[-1]["test_acc"] for c in curves]
         step_s = [r["step_seconds"] for c in curves for r in c]
-        stats[(method, acq)] = (reach[0.90][1], reach[0.95][1], float(np.mean(aucs)))
+        stats[(method, acq)] = {target: vals for target, (_, vals) in reach.items()}
         table.append(
             [
                 method,
@@ -175,26 +256,22 @@ def summarise(rows: list[dict], args: Args) -> tuple[str, list[str]]:
         ],
         table,
     )
+
     checks = []
     for method in args.methods:
         if (method, "bald") in stats and (method, "random") in stats:
             b, r = stats[(method, "bald")], stats[(method, "random")]
-            ok = b[0] < r[0] and b[1] < r[1]
-            checks.append(
-                f"{'MET' if ok else 'MISSED'}: {method} BALD needs fewer labels than "
-                f"random (90%: {b[0]:.0f} vs {r[0]:.0f}; 95%: {b[1]:.0f} vs {r[1]:.0f})"
-            )
+            claim = f"{method} BALD needs fewer labels than random"
+            checks.append(target_check(claim, b, r, censored, strict=True))
     if ("bhn", "bald") in stats and ("mc_dropout", "bald") in stats:
         b, m = stats[("bhn", "bald")], stats[("mc_dropout", "bald")]
-        ok = b[0] <= m[0] and b[1] <= m[1]
-        checks.append(
-            f"{'MET' if ok else 'MISSED'}: BHN-BALD needs no more labels than "
-            f"MC-dropout-BALD (90%: {b[0]:.0f} vs {m[0]:.0f}; 95%: {b[1]:.0f} vs "
-            f"{m[1]:.0f})"
-        )
+        claim = "BHN-BALD needs no more labels than MC-dropout-BALD"
+        checks.append(target_check(claim, b, m, censored, strict=False))
     checks.append(
-        f"(labels to reach are means over seeds; a seed that never reaches the target "
-        f"counts as {censored})"
+        f"(labels to reach are means over seeds; a seed that never reached the target within "
+        f"{args.max_labels} labels needs at least {censored}, so such a mean is only a lower "
+        "bound; UNDECIDED: these bounds cannot settle the comparison, e.g. neither run reached "
+        "the target within the budget)"
     )
     return md, checks
 

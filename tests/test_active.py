@@ -418,3 +418,62 @@ def test_benchmark_quick_runs(tmp_path):
     assert len(rows) == 1 + 3 * 2 * 3  # methods x acquisitions x (steps + 1), one seed
     assert "REDUCED RUN" in (tmp_path / "active_learning.md").read_text()
     assert (tmp_path / "active_learning.png").is_file()
+
+
+def _active_learning_benchmark():
+    benchmarks = str(ROOT / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        import active_learning
+    finally:
+        while benchmarks in sys.path:  # the module adds it too
+            sys.path.remove(benchmarks)
+    return active_learning
+
+
+def test_benchmark_target_verdicts_on_hand_made_inputs():
+    al = _active_learning_benchmark()
+    met, missed, undecided = al.Verdict.MET, al.Verdict.MISSED, al.Verdict.UNDECIDED
+
+    def fewer(a, b, strict=True):
+        return al.fewer_labels_verdict(a, b, censored=540, strict=strict)
+
+    assert fewer([None, None], [None, None]) is undecided  # neither reached: was a vacuous MET
+    assert fewer([None, None], [None, None], strict=False) is undecided
+    assert fewer([100, 140], [300, 500]) is met
+    assert fewer([300, 500], [100, 140]) is missed
+    assert fewer([200, 200], [150, 250]) is missed  # equal means: not fewer...
+    assert fewer([200, 200], [150, 250], strict=False) is met  # ...but no more
+    assert fewer([500, 520], [None, None]) is met  # B needs at least 540 in every seed
+    assert fewer([None, None], [500, 520]) is missed
+    assert fewer([100, None], [None, None]) is undecided  # A's mean is only >= 320
+    assert fewer([100, None], [400, 420]) is undecided  # >= 320 vs 410
+    assert fewer([500, None], [100, 120]) is missed  # >= 520 vs 110
+    with pytest.raises(ValueError, match="no seeds"):
+        fewer([], [100])
+
+    assert al.combine_verdicts([met, met]) is met
+    assert al.combine_verdicts([met, undecided]) is undecided
+    assert al.combine_verdicts([undecided, missed]) is missed
+
+    line = al.target_check("X beats Y", {0.9: [100], 0.95: [None]}, {0.9: [300], 0.95: [None]},
+                           censored=540, strict=True)  # fmt: skip
+    assert line == (
+        "UNDECIDED: X beats Y (90%: 100 vs 300; 95%: >= 540 (0/1 seeds reached) vs "
+        ">= 540 (0/1 seeds reached))"
+    )
+
+
+def test_benchmark_summary_says_undecided_when_no_run_reaches_the_targets():
+    al = _active_learning_benchmark()
+    args = al.Args(methods=["bhn", "mc_dropout"], acquisitions=["bald", "random"], seeds=[0],
+                   initial=20, acquire=20, max_labels=60)  # fmt: skip
+    rows = [
+        {"method": m, "acquisition": a, "seed": 0, "n_labels": n, "test_acc": acc,
+         "step_seconds": 1.0}
+        for m in args.methods for a in args.acquisitions
+        for n, acc in ((20, 0.5), (40, 0.7), (60, 0.8))
+    ]  # fmt: skip
+    _, checks = al.summarise(rows, args)
+    assert [c.split(":")[0] for c in checks[:3]] == ["UNDECIDED"] * 3
+    assert "at least 80" in checks[3]
