@@ -106,9 +106,15 @@ def test_map_samples_are_identical():
     torch.testing.assert_close(logits, logits[:1].expand_as(logits))
 
 
-def test_bhn_matches_explicit_weight_norm_network():
-    """Known answer: w = g * v / ||v|| per sample, run as a plain MLP one sample at a time."""
+@pytest.mark.parametrize("chunk_elements", [2**22, 1, 200])
+def test_bhn_matches_explicit_weight_norm_network(chunk_elements):
+    """Known answer: w = g * v / ||v|| per sample, run as a plain MLP one sample at a time.
+
+    Small ``chunk_elements`` make ``forward_draw`` split the inputs into chunks (of 1 and of
+    4 and 2 inputs), which must not change the result.
+    """
     model = small_model("bhn")
+    model.chunk_elements = chunk_elements
     x, _ = data()
     draw = model.draw(3, gen())
     logits = model.forward_draw(x, draw)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .base import UncertaintyModel
 from .flows import NormalizingFlow
 from .map import make_module
-from .primary import WeightLayer, apply_after, run_layers, shared_layer
+from .primary import WeightLayer, apply_after, shared_layer
 
 
 class BHN(UncertaintyModel):
@@ -58,6 +58,7 @@ class BHN(UncertaintyModel):
 
     method = "bhn"
     default_samples = 100
+    chunk_elements = 2**21  # activations per chunk of inputs in forward_draw (8 MB float32)
 
     def __init__(
         self,
@@ -90,16 +91,27 @@ class BHN(UncertaintyModel):
         self.register_buffer("initialized", torch.tensor(False))
 
     def _direction(self, i: int) -> Tensor:
-        v = self.v[i]
-        return v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+        """The unit-norm directions ``v / ||v||`` of layer ``i`` (one row per output unit)."""
+        return self.v[i] / self._norm(i).view(-1, *([1] * (self.v[i].dim() - 1)))
+
+    def _norm(self, i: int) -> Tensor:
+        return self.v[i].flatten(1).norm(dim=1).clamp_min(1e-12)
 
     def _scaled(self, i: int, layer: WeightLayer, h: Tensor, g: Tensor) -> Tensor:
         """Layer ``i`` under scales ``g[S, units]`` (one per sample) or ``g[S, B, units]``."""
-        u = shared_layer(layer, h, self._direction(i), None)
+        return self._apply_scale(i, shared_layer(layer, h, self.v[i], None), g / self._norm(i))
+
+    def _apply_scale(self, i: int, u: Tensor, scale: Tensor) -> Tensor:
+        """``scale * u + bias`` for the product ``u = h @ v^T`` and ``scale = g / ||v||``.
+
+        ``g * (h @ (v / ||v||)^T) = (g / ||v||) * (h @ v^T)``: dividing the per-unit scales
+        rather than the weight matrix saves a pass over ``v`` (and its backward) per call.
+        """
         spatial = (1,) * (u.dim() - 3)
-        g = g.reshape(g.shape[0], 1 if g.dim() == 2 else g.shape[1], -1, *spatial)
+        batch = 1 if scale.dim() == 2 else scale.shape[1]
+        scale = scale.reshape(scale.shape[0], batch, -1, *spatial)
         # One fused op: the (samples, batch, units) result is the largest tensor of prediction.
-        return torch.addcmul(self.bias[i].view(1, 1, -1, *spatial), u, g)
+        return torch.addcmul(self.bias[i].view(1, 1, -1, *spatial), u, scale)
 
     def draw(
         self, n_samples: int, generator: torch.Generator | None = None
@@ -108,8 +120,35 @@ class BHN(UncertaintyModel):
         return self.flow.sample(n_samples, generator)
 
     def forward_draw(self, x: Tensor, draw: tuple[Tensor, Tensor]) -> Tensor:
-        gs = draw[0].split(self.sizes, dim=-1)
-        return run_layers(self.layers, x, lambda i, layer, h: self._scaled(i, layer, h, gs[i]))
+        """Logits ``(S, B, classes)``: the first layer's product is computed once for all
+        samples, then the per-sample part runs over chunks of inputs.
+
+        The chunks keep the ``(S, chunk, units)`` activations within a few MB, so they stay in
+        the CPU cache between the scaling, the ReLU and the next layer's product: for 100
+        samples of the 784-800-10 MLP on 1000 images, about 2-2.5x faster here than one
+        ``(100, 1000, 800)`` tensor (see ``benchmarks/speed.py``). Every chunk still evaluates
+        all samples in one batched pass.
+        """
+        g = draw[0]
+        scales = [gi / self._norm(i) for i, gi in enumerate(g.split(self.sizes, dim=-1))]
+        h = x.unsqueeze(0)
+        if self.layers[0].kind == "linear":
+            h = h.flatten(2)
+        first = shared_layer(self.layers[0], h, self.v[0], None)
+        chunk = first.shape[1]
+        if g.dim() == 2:  # one draw per sample, shared by the batch: inputs may be chunked
+            chunk = max(1, self.chunk_elements // (g.shape[0] * first[0, 0].numel()))
+        parts = [self._rest(u, scales) for u in first.split(chunk, dim=1)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def _rest(self, first: Tensor, scales: list[Tensor]) -> Tensor:
+        """Run every layer from the first layer's (unscaled) product ``first[1, B, ...]``."""
+        h = first
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                h = shared_layer(layer, h, self.v[i], None)
+            h = apply_after(layer, self._apply_scale(i, h, scales[i]))
+        return h
 
     def log_prior(self, g: Tensor) -> Tensor:
         """``log p(g)`` under the factorised Gaussian prior, one value per sample."""
