@@ -38,3 +38,20 @@ def test_speed_quick_reports_ratios(tmp_path):
     maps = [r for r in rows if r["method"] == "map" and r["measurement"] == "predict, 1 samples"]
     assert float(maps[0]["ratio_to_map"]) == pytest.approx(1.0)
     assert "BHN training step / MC dropout's" in (tmp_path / "speed.md").read_text()
+
+
+@pytest.mark.slow
+def test_bhn_prior_quick_reports_tuning_accuracy_and_active_units(tmp_path, shared_data_dir):
+    res = run("bhn_prior.py", "--out", tmp_path, "--data-dir", shared_data_dir)
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "bhn_prior.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["prior_std"]) for r in rows] == [
+        ("bhn", "1.0"),
+        ("bhn", "3.0"),
+        ("mc_dropout", ""),
+    ]
+    for r in rows[:2]:
+        assert 0 <= int(r["active_units"]) <= int(r["units"]) == 32
+    assert all(0.0 <= float(r["tune_acc"]) <= 1.0 for r in rows)
+    assert "tuning set; not the test set" in (tmp_path / "bhn_prior.md").read_text()

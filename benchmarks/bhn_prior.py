@@ -1,0 +1,130 @@
+"""How the prior on the BHN scales sets the noise (and pruning) of q, measured on a tuning set.
+
+Trains the MNIST-5000 MLP as a BHN for each prior standard deviation (and MC dropout as a
+reference) and evaluates on the 5000 *extra* MNIST training images (``mnist-extra5k``), never
+on the test set, so the choice of prior it informs is not tuned on the test images. For each
+run it also counts the hidden units that ``q`` keeps "active": ``|E[g]| / std[g] > 2``; the
+others have a scale that is mostly noise, i.e. the ELBO has pruned them.
+Writes benchmarks/results/bhn_prior.{csv,md}. Run from the project root:
+
+    python benchmarks/bhn_prior.py            # priors 0.7, 1, 1.5, 3; 100 epochs; ~25 min
+    python benchmarks/bhn_prior.py --quick    # a smoke test
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, markdown_table, parse_args, quick_out, seed_everything, write_csv  # noqa: E402
+
+import safety_bhn  # noqa: E402
+from safety_bhn._io import atomic_write_text  # noqa: E402
+from safety_bhn.core.metrics import classification_metrics, predictive  # noqa: E402
+from safety_bhn.data import load_dataset  # noqa: E402
+from safety_bhn.runs import environment, mnist_splits  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Args:
+    """BHN prior standard deviation vs tuning-set accuracy and the number of active units."""
+
+    prior_stds: list[float] = field(default_factory=lambda: [0.7, 1.0, 1.5, 3.0])
+    """standard deviations of the N(0, s^2) prior on every scale (1.0 is the default)"""
+    coupling_layers: int = 12
+    """BHN coupling layers"""
+    hidden: int = 800
+    """MLP width (one hidden layer)"""
+    epochs: int = 100
+    """training epochs (the best validation-NLL epoch is kept)"""
+    seed: int = 0
+    """seed for the train/validation split, the weights and training"""
+    samples: int = 100
+    """posterior samples for the tuning-set predictive"""
+    data_dir: str = str(ROOT.parent / "shared" / "data")
+    """folder with mnist/ and mnist-extra5k/"""
+    out: str = str(RESULTS)
+    """folder for bhn_prior.{csv,md}"""
+    quick: bool = False
+    """smoke test: tiny net, 1 epoch, 2 priors, 500 tuning images, written to runs/bench-quick"""
+
+
+def active_units(model: safety_bhn.UncertaintyModel, n_draws: int = 2000) -> tuple[int, int]:
+    """Hidden scales with ``|mean| / std > 2`` under ``q`` (over ``n_draws`` draws), and all."""
+    with torch.no_grad():
+        g, _ = model.draw(n_draws, torch.Generator(device=model.device).manual_seed(0))
+    hidden = g[:, : model.sizes[0]]
+    snr = hidden.mean(0).abs() / hidden.std(0)
+    return int((snr > 2).sum()), hidden.shape[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
+    if args.quick:
+        args = dataclasses.replace(args, prior_stds=[1.0, 3.0], coupling_layers=2, hidden=32,
+                                   epochs=1, samples=5, out=quick_out(args.out))  # fmt: skip
+    torch.set_num_threads(1)
+    splits = mnist_splits(args.data_dir, 500, args.seed)
+    x_tune, y_tune = load_dataset("mnist", "extra", args.data_dir)
+    if args.quick:
+        x_tune, y_tune = x_tune[:500], y_tune[:500]
+    configs = [("bhn", s) for s in args.prior_stds] + [("mc_dropout", None)]
+    rows = []
+    for method, prior in tqdm(configs, desc="runs"):
+        seed_everything(args.seed)
+        opts = {"hidden": [args.hidden]}
+        if method == "bhn":
+            opts.update(coupling_layers=args.coupling_layers, prior_std=prior)
+        model = safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
+        start = time.perf_counter()
+        history = safety_bhn.fit(model, splits["train"], splits["val"], epochs=args.epochs,
+                                 seed=args.seed, progress=False)  # fmt: skip
+        seconds = time.perf_counter() - start
+        gen = torch.Generator().manual_seed(args.seed)
+        tune = classification_metrics(predictive(model, x_tune, args.samples, gen), y_tune)
+        active, units = active_units(model) if method == "bhn" else ("", args.hidden)
+        rows.append({"method": method, "prior_std": prior if prior is not None else "",
+                     "coupling_layers": args.coupling_layers if method == "bhn" else 0,
+                     "hidden": args.hidden, "seed": args.seed, "epochs": args.epochs,
+                     "best_epoch": history.best_epoch, "tune_acc": tune["accuracy"],
+                     "tune_nll": tune["nll"], "active_units": active, "units": units,
+                     "train_seconds": round(seconds, 1)})  # fmt: skip
+    out = Path(args.out)
+    write_csv(rows, out / "bhn_prior.csv")
+    env = environment()
+    table = markdown_table(
+        ["method", "prior std", "best epoch", "tuning accuracy (%)", "tuning NLL",
+         "active hidden units"],
+        [[r["method"], r["prior_std"], r["best_epoch"], f"{100 * r['tune_acc']:.2f}",
+          f"{r['tune_nll']:.3f}", f"{r['active_units']} / {r['units']}"
+          if r["method"] == "bhn" else "all (no q)"] for r in rows],
+    )  # fmt: skip
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/bhn_prior.py", *given])
+    text = f"""# BHN prior scale: tuning-set accuracy and pruning
+
+Command: `{command}`
+Machine: {env["machine"]}; torch {env["torch"]}; date {env["date"]}; seed {args.seed}; one thread.
+Setup: MLP 784-{args.hidden}-10 trained on MNIST-5000 (500 held out for validation), Adam lr
+0.001, batch 100, {args.epochs} epochs, best validation-NLL epoch kept; BHN with
+{args.coupling_layers} couplings and a N(0, s^2) prior on every scale. Evaluated on {len(y_tune)} of the
+extra MNIST training images (`mnist-extra5k`, a tuning set; not the test set) with
+{args.samples} posterior samples. "Active" hidden units: |E[g]| / std[g] > 2 under q.
+
+{table}
+"""
+    atomic_write_text(out / "bhn_prior.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
