@@ -332,7 +332,8 @@ def write_results(rows: list[dict], args: Args, out_dir: Path, run_name: str, se
         f"Run `{run_name}`: `{' '.join(['python benchmarks/active_learning.py', *sys.argv[1:]])}`",
         "",
         f"- machine: {env['machine']}; torch {env['torch']}; date {env['date']}; "
-        f"wall time {secs / 60:.1f} min",
+        f"loop time {sum(r['step_seconds'] for r in rows) / 60:.1f} min in all (recorded per "
+        f"step, also for steps resumed from {args.runs_dir}); this invocation {secs / 60:.1f} min",
         f"- settings: {asdict(args)}",
         "- pool: embedded MNIST-5000 training subset minus initial and validation sets; "
         "MLP retrained from scratch at every step; curves in active_learning.png, tidy rows "
