@@ -116,9 +116,9 @@ Command: `{command}`
 Machine: {env["machine"]}; torch {env["torch"]}; date {env["date"]}; seed {args.seed}; one thread.
 Setup: MLP 784-{args.hidden}-10 trained on MNIST-5000 (500 held out for validation), Adam lr
 0.001, batch 100, {args.epochs} epochs, best validation-NLL epoch kept; BHN with
-{args.coupling_layers} couplings and a N(0, s^2) prior on every scale. Evaluated on {len(y_tune)} of the
-extra MNIST training images (`mnist-extra5k`, a tuning set; not the test set) with
-{args.samples} posterior samples. "Active" hidden units: |E[g]| / std[g] > 2 under q.
+{args.coupling_layers} couplings and a N(0, s^2) prior on every scale. Evaluated on
+{len(y_tune)} extra MNIST training images (`mnist-extra5k`, a tuning set; not the test set)
+with {args.samples} posterior samples. "Active" hidden units: |E[g]| / std[g] > 2 under q.
 
 {table}
 """

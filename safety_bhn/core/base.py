@@ -112,9 +112,6 @@ class UncertaintyModel(nn.Module, ABC):
             )
         return n_samples
 
-    # The former private name, still used by safety_bhn.explore.posterior.
-    _check_samples = check_samples
-
     def sample_logits(
         self,
         x: Tensor,

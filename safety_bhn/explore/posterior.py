@@ -133,7 +133,7 @@ class RegressionPosterior:
     @torch.no_grad()
     def sample(self, x: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """``n_samples`` posterior draws of the outputs: ``(n_samples, batch, n_outputs)``."""
-        n_samples = self.model._check_samples(n_samples)
+        n_samples = self.model.check_samples(n_samples)
         return self.forward_draw(x, self.model.draw(n_samples, generator))
 
     def sample_function(
@@ -150,7 +150,7 @@ class RegressionPosterior:
     ) -> Callable[[Tensor], Tensor]:
         """``n_samples`` fixed draws: ``f(x) -> (batch, n_outputs)`` for one draw, else
         ``(n_samples, batch, n_outputs)``."""
-        n_samples = self.model._check_samples(n_samples)
+        n_samples = self.model.check_samples(n_samples)
         with torch.no_grad():
             draw = self.model.draw(n_samples, generator)
 
