@@ -44,6 +44,8 @@ class Args:
     """images for the prediction timings"""
     repeats: int = 7
     """timed repeats per measurement (the median is kept)"""
+    train_steps: int = 20
+    """training steps timed together in one repeat (one step alone is too short to time)"""
     seed: int = 0
     """seed for weights and data"""
     out: str = str(RESULTS)
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:
         args = dataclasses.replace(args, hidden=32, coupling_layers=2, n_predict=50, repeats=2,
-                                   out=quick_out(args.out))  # fmt: skip
+                                   train_steps=2, out=quick_out(args.out))  # fmt: skip
     seed_everything(args.seed)
     torch.set_grad_enabled(True)
     x = torch.rand(args.n_predict, 1, 28, 28)
@@ -85,12 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     def train_step(model: safety_bhn.UncertaintyModel) -> Callable[[], None]:
         opt = make_optimizer(model, lr=1e-4)  # the optimizer fit() uses
 
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            model.loss(xb, yb, 5000).backward()
-            opt.step()
+        def steps() -> None:
+            for _ in range(args.train_steps):
+                opt.zero_grad(set_to_none=True)
+                model.loss(xb, yb, 5000).backward()
+                opt.step()
 
-        return step
+        return steps
 
     def predict(model: safety_bhn.UncertaintyModel, n: int) -> Callable[[], None]:
         return lambda: model.predict_proba(x, n)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.repeats):  # interleave methods so drifts in machine speed hit all alike
         for key, fn in jobs.items():
             if "train" in key[1]:
-                times[key].append(median_seconds(fn, 1))
+                times[key].append(median_seconds(fn, 1) / args.train_steps)
             else:
                 with torch.no_grad():
                     times[key].append(median_seconds(fn, 1))
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}; "
         f"seed {args.seed}.  \n"
         f"Setup: MLP 784-{args.hidden}-10, BHN with {args.coupling_layers} couplings; training "
-        f"step on a batch of {args.batch_size} (forward, backward, Adam); prediction = "
+        f"step on a batch of {args.batch_size} (forward, backward, Adam; {args.train_steps} "
+        "steps timed together); prediction = "
         f"predict_proba on {args.n_predict} images; median of {args.repeats} interleaved "
         "repeats. Ratios are to the MAP net's training step / single prediction.\n\n"
         + markdown_table(
