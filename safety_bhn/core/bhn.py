@@ -33,9 +33,13 @@ class BHN(UncertaintyModel):
     Choices (and why):
 
     * Prior ``g ~ N(0, prior_std^2)`` with ``prior_std = 1`` (``lambda = 1``), as in the
-      authors' code: a zero-mean Gaussian on the scales acts like weight decay on the
-      effective weights' norms and does not fight data-dependent initialisation (whose scales
-      are O(1) to O(10)), since the KL is divided by ``n_data``.
+      authors' code. Against data-dependent scales of about 3, this prior is what makes the
+      posterior noisy: keeping a hidden unit costs a few nats of KL, so the ELBO prunes most
+      units to scales that are mostly noise (``python benchmarks/bhn_prior.py``, MNIST-5000
+      MLP 784-800-10, 12 couplings, 100 epochs: 64 of 800 hidden units keep
+      ``|E[g]| / std[g] > 2``). Broader priors keep more units but overfit within a few
+      epochs: tuning-set accuracy 94.64% at ``prior_std = 1``, 93.78% at 1.5 (220 active
+      units) and 91.88% at 3 (761), 94.48% at 0.7. So 1 stays the default.
     * ``q`` starts narrow but not a point mass: initial std ``init_scale = 0.2`` around
       scales that are O(1) to O(10). The authors started at 1e-3; with Adam the log-scales
       then move about ``lr`` per step, so ``q`` was still far narrower than the ELBO wants
