@@ -287,3 +287,34 @@ def test_bhn_data_dependent_init_keeps_scales_bounded_on_sparse_inputs():
     model.init_from_data(x)
     loc = model.flow.affine.loc.detach()
     assert torch.isfinite(loc).all() and loc.abs().max() <= 100
+
+
+def test_bhn_prior_centred_at_init_scales():
+    x, _ = data(20)
+    model = small_model("bhn", "cnn", prior_mean="init")
+    model.init_from_data(x)
+    g0 = model.flow.affine.loc.detach()
+    assert torch.equal(model.prior_loc, g0)
+    g = torch.randn(3, g0.numel(), generator=gen())
+    expected = torch.distributions.Normal(g0, model.prior_std).log_prob(g).sum(-1)
+    torch.testing.assert_close(model.log_prior(g), expected)
+    zero = small_model("bhn", "cnn")
+    zero.init_from_data(x)
+    torch.testing.assert_close(
+        zero.log_prior(g), torch.distributions.Normal(0.0, 1.0).log_prob(g).sum(-1)
+    )
+
+
+def test_bhn_prior_mean_survives_save_and_load(tmp_path):
+    x, _ = data(20)
+    model = small_model("bhn", prior_mean="init")
+    model.init_from_data(x)
+    model.save(tmp_path / "m.pt")
+    loaded = safety_bhn.load(tmp_path / "m.pt", device="cpu")
+    assert loaded.prior_mean.value == "init"
+    assert torch.equal(loaded.prior_loc, model.prior_loc)
+
+
+def test_bhn_unknown_prior_mean_is_refused_with_a_hint():
+    with pytest.raises(ValueError, match="prior_mean 'inti'.*Did you mean 'init'"):
+        small_model("bhn", prior_mean="inti")
