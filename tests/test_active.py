@@ -214,6 +214,20 @@ def test_loop_keeps_a_partition_and_never_acquires_twice(method, acquisition, op
     assert acquired == labelled[6:]
 
 
+def test_loop_runs_a_cnn_bhn_with_the_init_centred_prior():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 3
+    x = torch.rand(120, 1, 12, 12, generator=g) * 0.3
+    x[torch.arange(120), 0, 4 * y, :] += 1.0  # one bright row per class
+    options = {"coupling_layers": 2, "channels": 4, "dense": 8, "prior_mean": "init"}
+    cfg = _tiny(method="bhn", arch="cnn", options=options, steps=2)
+    learner = ActiveLearner(cfg, (x, y), test=(x[:30], y[:30]))
+    learner.run(progress=False)
+    assert [r["n_labels"] for r in learner.history] == [6, 10, 14]
+    assert len(set(learner.labelled)) == 14
+    assert learner.model.prior_mean.value == "init"
+
+
 def test_bald_acquires_points_with_higher_bald_than_the_pool_subset():
     x, y = _blobs()
     learner = ActiveLearner(_tiny(steps=1, pool_subset=0), (x, y))
