@@ -354,6 +354,21 @@ def test_cli_active_learn_and_compare(tmp_path, capsys):
     assert "Did you mean 'bald'" in capsys.readouterr().err
 
 
+def test_cli_prior_mean_reaches_the_bhn_and_is_checked_early(tmp_path, capsys):
+    out = tmp_path / "al-bhn"
+    flags = ["--method", "bhn", "--coupling-layers", "1", "--prior-mean", "init", "--hidden", "8",
+             "--steps", "0", "--train-steps", "2", "--eval-samples", "2", "--no-progress",
+             "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main(["active-learn", *flags]) == 0
+    assert saved_config(out).options == {"coupling_layers": 1, "prior_mean": "init"}
+    assert main(["active-learn", "--resume", "--out", str(out), "--prior-mean", "zero"]) == 2
+    assert "prior_mean (--prior-mean): saved 'init', given 'zero'" in capsys.readouterr().err
+    bad = ["active-learn", "--method", "bhn", "--prior-mean", "mean", "--out", str(tmp_path / "x")]
+    assert main(bad) == 2
+    assert "unknown prior_mean 'mean'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 CLI_FLAGS = ["--method", "mc_dropout", "--hidden", "16", "--steps", "2", "--pool-subset", "100",
              "--train-steps", "10", "--acq-samples", "3", "--eval-samples", "2", "--seed", "3",
              "--no-progress", "--device", "cpu"]  # fmt: skip

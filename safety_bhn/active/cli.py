@@ -23,6 +23,8 @@ from .plots import learning_curves
 CONFIG_FLAGS = ("method", "acquisition", "arch", "hidden", "initial", "val_size", "acquire",
                 "steps", "pool_subset", "acq_samples", "eval_samples", "train_steps",
                 "batch_size", "lr", "warm_start", "seed", "device")  # fmt: skip
+# Flags that become build_model options of the BHN (ActiveConfig.options).
+BHN_FLAGS = ("coupling_layers", "prior_mean")
 # What --resume lets a user change; every other setting comes from OUT/state.json.
 CHANGEABLE_ON_RESUME = (*RESUMABLE, "data_dir")
 
@@ -52,6 +54,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--coupling-layers",
         type=non_negative_int,
         help="BHN coupling layers (default: the core's)",
+    )
+    p.add_argument(
+        "--prior-mean",
+        help="BHN prior centre: zero (default) or init (the data-dependent initial scales; "
+        "use it with few labels, above all with --arch cnn)",
     )
     p.add_argument("--steps", type=non_negative_int)
     p.add_argument(
@@ -107,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The run settings given on the command line, by name (flags left out are absent)."""
-    names = (*CONFIG_FLAGS, "coupling_layers", "extra")
+    names = (*CONFIG_FLAGS, *BHN_FLAGS, "extra")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
@@ -125,15 +132,14 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[s
     """
     given = _given(args)
     if not args.resume:
-        coupling = given.pop("coupling_layers", None)
+        options = {name: given.pop(name) for name in BHN_FLAGS if name in given}
         extra = given.pop("extra", False)
-        options = {} if coupling is None else {"coupling_layers": coupling}
         config = ActiveConfig(**given, options=options).validate()
         return config, {"extra": extra, "data_dir": args.data_dir}
     state = saved_state(out)
     saved = dict(state["config"])
     source = dict(state.get("pool_source", {}))
-    saved_values = {**saved, "coupling_layers": saved["options"].get("coupling_layers"),
+    saved_values = {**saved, **{name: saved["options"].get(name) for name in BHN_FLAGS},
                     "extra": source.get("extra", False)}  # fmt: skip
     conflicts = [
         f"{name} ({_flag(name)}): saved {saved_values[name]!r}, given {value!r}"

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .._choices import parse_choice
 from .._io import atomic_write, atomic_write_json
 from ..core.base import UncertaintyModel
+from ..core.bhn import PriorMean
 from ..core.build import Arch, Method, build_model, default_device, load
 from ..core.metrics import evaluate
 from ..core.training import as_tensors, fit
@@ -94,6 +95,8 @@ class ActiveConfig:
         parse_choice(self.method, Method, "method")
         parse_choice(self.acquisition, Acquisition, "acquisition")
         parse_choice(self.arch, Arch, "architecture")
+        if "prior_mean" in self.options:
+            parse_choice(self.options["prior_mean"], PriorMean, "prior_mean")
         for name in ("initial", "acquire", "acq_samples", "eval_samples", "train_steps",
                      "batch_size", "num_configs"):  # fmt: skip
             _check_int(name, getattr(self, name), minimum=1)
