@@ -58,7 +58,8 @@ class Args:
     rows: list[str] = field(
         default_factory=lambda: ["bhn-12", "bhn-0", "mc_dropout", "factorial_vi", "map"]
     )
-    """methods to run; "bhn-K" is a BHN with K coupling layers"""
+    """methods to run; "bhn-K" is a BHN with K coupling layers, "bhn-K-init" one whose prior is
+    centred on the initial scales (prior_mean="init")"""
     hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
     """MLP hidden layers (784-256-256-256-10: Hendrycks & Gimpel's and the BHN paper's net)"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -104,8 +105,12 @@ class Args:
 
 
 def parse_row(row: str) -> tuple[str, dict[str, Any]]:
-    method, _, layers = row.partition("-")
-    return method, ({"coupling_layers": int(layers or 0)} if method == "bhn" else {})
+    """``"bhn-12-init"`` -> ``("bhn", {"coupling_layers": 12, "prior_mean": "init"})``."""
+    method, _, rest = row.partition("-")
+    if method != "bhn":
+        return method, {}
+    layers, _, prior = rest.partition("-")
+    return method, {"coupling_layers": int(layers or 0), **({"prior_mean": prior} if prior else {})}
 
 
 def train(row: str, train_xy, val_xy, n_classes: int, seed: int, args: Args):

@@ -454,3 +454,23 @@ def test_benchmark_quick_runs(tmp_path, shared_data_dir):
     assert "## Targets (issue 4)" in (tmp_path / "ood.md").read_text()
     for plot in ("ood_auroc.png", "ood_shift_rotation.png", "ood_adversarial.png"):
         assert (tmp_path / plot).is_file()
+
+
+def test_benchmark_row_names_give_the_bhn_options():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        ood_benchmark = importlib.import_module("ood")
+    finally:
+        while benchmarks in sys.path:
+            sys.path.remove(benchmarks)
+    assert ood_benchmark.parse_row("bhn-12") == ("bhn", {"coupling_layers": 12})
+    assert ood_benchmark.parse_row("bhn-0-init") == (
+        "bhn",
+        {"coupling_layers": 0, "prior_mean": "init"},
+    )
+    assert ood_benchmark.parse_row("mc_dropout") == ("mc_dropout", {})
