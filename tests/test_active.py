@@ -256,6 +256,19 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, warm_start):
     assert (tmp_path / "cut" / "curve.csv").read_text().count("\n") == 5
 
 
+def test_finished_run_extended_with_more_steps_equals_a_longer_run(tmp_path):
+    x, y = _blobs()
+    test = _blobs(60, seed=2)
+    longer = ActiveLearner(_tiny(steps=3), (x, y), test=test)
+    longer.run(progress=False)
+    ActiveLearner(_tiny(steps=1), (x, y), test=test, out=tmp_path).run(progress=False)
+    extended = ActiveLearner(_tiny(steps=3), (x, y), test=test, out=tmp_path, resume=True)
+    extended.run(progress=False)
+    assert [r["n_labels"] for r in extended.history] == [6, 10, 14, 18]
+    assert extended.labelled == longer.labelled
+    assert [r["test_acc"] for r in extended.history] == [r["test_acc"] for r in longer.history]
+
+
 def test_resume_refuses_other_settings_and_fresh_run_refuses_to_overwrite(tmp_path):
     x, y = _blobs()
     ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path).run(progress=False)

@@ -422,6 +422,11 @@ class ActiveLearner:
         the step in progress.
         """
         cfg = self.config
+        last = self.history[-1] if self.history else None
+        if last is not None and not last["acquired"] and last["step"] < cfg.steps:
+            # A finished run resumed with more steps: its last step acquired nothing (it was
+            # the last); redo it, now acquiring, as a run with more steps would have.
+            self.history.pop()
         start = len(self.history)
         end = cfg.steps + 1 if max_steps is None else min(cfg.steps + 1, start + max_steps)
         bar = tqdm(range(start, end), desc=f"active {cfg.method}/{cfg.acquisition}",
