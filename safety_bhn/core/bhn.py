@@ -51,6 +51,17 @@ class BHN(UncertaintyModel):
       ``|E[g]| / std[g] > 2``). Broader priors keep more units but overfit within a few
       epochs: tuning-set accuracy 94.64% at ``prior_std = 1``, 93.78% at 1.5 (220 active
       units) and 91.88% at 3 (761), 94.48% at 0.7. So 1 stays the default.
+    * ``prior_mean="init"`` centres the prior at the data-dependent initial scales ``g0``
+      instead (an empirical-Bayes prior: ``g0`` depends only on the inputs of the first batch,
+      never on labels), so keeping a unit costs no KL. Use it with few labels. With ``N(0, 1)``
+      and tens of labels, the KL term (``/ n_data``) pulls the scales of the CNN, whose ``g0``
+      are about 1.7, to the prior, where they flip sign at random: in the active-learning
+      benchmark (CNN, seed 0, BALD and random acquisition) the net fell to chance (9-11% test
+      accuracy) at 20, 60 and 180 labels
+      (``benchmarks/results/active_learning_bhn_zero_prior/``); with ``init`` no run of
+      three seeds fell to chance (lowest 36%, at 20 labels; ``active_learning.md`` there).
+      On MNIST-5000 it keeps all 800 hidden units but overfits sooner (one seed, tuning set:
+      94.28%, best epoch 12, vs 94.64% with ``zero``), so ``zero`` stays the default.
     * ``q`` starts narrow but not a point mass: initial std ``init_scale = 0.2`` around
       scales that are O(1) to O(10). The authors started at 1e-3; with Adam the log-scales
       then move about ``lr`` per step, so ``q`` was still far narrower than the ELBO wants
