@@ -56,8 +56,8 @@ class BHN(UncertaintyModel):
       never on labels), so keeping a unit costs no KL. Use it with few labels. With ``N(0, 1)``
       and tens of labels, the KL term (``/ n_data``) pulls the scales of the CNN, whose ``g0``
       are about 1.7, to the prior, where they flip sign at random: in the active-learning
-      benchmark (CNN, seed 0, BALD and random acquisition) the net fell to chance (9-11% test
-      accuracy) at 20, 60 and 180 labels
+      benchmark (CNN, seed 0, BALD and random acquisition) the net fell to chance (9-14% test
+      accuracy) at 20, 60 and 180 labels, and at 300 with random acquisition
       (``benchmarks/results/active_learning_bhn_zero_prior/``); with ``init`` no run of
       three seeds fell to chance (lowest 36%, at 20 labels; ``active_learning.md`` there).
       On MNIST-5000 it keeps all 800 hidden units but overfits sooner (one seed, tuning set:
