@@ -1,10 +1,13 @@
 """Shared pytest fixtures."""
 
+import importlib
+import sys
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +30,18 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """``benchmark_module("ood")`` imports ``benchmarks/ood.py`` (a script, not a package)."""
+
+    def load(name: str):
+        sys.path.insert(0, BENCHMARKS)
+        try:
+            return importlib.import_module(name)
+        finally:
+            while BENCHMARKS in sys.path:  # the scripts add it too
+                sys.path.remove(BENCHMARKS)
+
+    return load

@@ -462,19 +462,8 @@ def test_benchmark_quick_runs(tmp_path):
     assert (tmp_path / "active_learning.png").is_file()
 
 
-def _active_learning_benchmark():
-    benchmarks = str(ROOT / "benchmarks")
-    sys.path.insert(0, benchmarks)
-    try:
-        import active_learning
-    finally:
-        while benchmarks in sys.path:  # the module adds it too
-            sys.path.remove(benchmarks)
-    return active_learning
-
-
-def test_benchmark_target_verdicts_on_hand_made_inputs():
-    al = _active_learning_benchmark()
+def test_benchmark_target_verdicts_on_hand_made_inputs(benchmark_module):
+    al = benchmark_module("active_learning")
     met, missed, undecided = al.Verdict.MET, al.Verdict.MISSED, al.Verdict.UNDECIDED
 
     def fewer(a, b, strict=True):
@@ -506,8 +495,8 @@ def test_benchmark_target_verdicts_on_hand_made_inputs():
     )
 
 
-def test_benchmark_summary_says_undecided_when_no_run_reaches_the_targets():
-    al = _active_learning_benchmark()
+def test_benchmark_summary_says_undecided_when_no_run_reaches_the_targets(benchmark_module):
+    al = benchmark_module("active_learning")
     args = al.Args(methods=["bhn", "mc_dropout"], acquisitions=["bald", "random"], seeds=[0],
                    initial=20, acquire=20, max_labels=60)  # fmt: skip
     rows = [

@@ -45,17 +45,8 @@ def test_safe_exploration_quick(tmp_path):
     assert "fewer violations" in (tmp_path / "safe_exploration.md").read_text()
 
 
-def _safe_exploration_module():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import safe_exploration
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return safe_exploration
-
-
-def test_safe_exploration_verdicts_on_hand_made_inputs():
-    se = _safe_exploration_module()
+def test_safe_exploration_verdicts_on_hand_made_inputs(benchmark_module):
+    se = benchmark_module("safe_exploration")
     assert se.violation_verdict(66.7, 17.0) == "met"
     assert se.violation_verdict(0.0, 0.0) == "tie (no violations either way)"
     assert se.violation_verdict(0.0, 0.3) == "missed"
@@ -69,8 +60,8 @@ def test_safe_exploration_verdicts_on_hand_made_inputs():
     assert se.return_verdict(1.0, 0.0, float("nan")) == "n/a"
 
 
-def test_safe_exploration_overall_verdict_counts_ties_neither_way():
-    se = _safe_exploration_module()
+def test_safe_exploration_overall_verdict_counts_ties_neither_way(benchmark_module):
+    se = benchmark_module("safe_exploration")
     tie = "tie (no violations either way)"
     grid = [("Grid", "met", "none"), ("Grid", "met", "modest")]
     assert se.overall_verdict(grid + [("Shift", tie, "none")]).endswith("target met.\n")

@@ -456,18 +456,8 @@ def test_benchmark_quick_runs(tmp_path, shared_data_dir):
         assert (tmp_path / plot).is_file()
 
 
-def test_benchmark_row_names_give_the_bhn_options():
-    import importlib
-    import sys
-    from pathlib import Path
-
-    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    sys.path.insert(0, benchmarks)
-    try:
-        ood_benchmark = importlib.import_module("ood")
-    finally:
-        while benchmarks in sys.path:
-            sys.path.remove(benchmarks)
+def test_benchmark_row_names_give_the_bhn_options(benchmark_module):
+    ood_benchmark = benchmark_module("ood")
     assert ood_benchmark.parse_row("bhn-12") == ("bhn", {"coupling_layers": 12})
     assert ood_benchmark.parse_row("bhn-0-init") == (
         "bhn",
