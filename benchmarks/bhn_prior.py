@@ -9,6 +9,8 @@ Writes benchmarks/results/bhn_prior.{csv,md}. Run from the project root:
 
     python benchmarks/bhn_prior.py            # priors 0.7, 1, 1.5, 3; 100 epochs; ~25 min
     python benchmarks/bhn_prior.py --quick    # a smoke test
+    python benchmarks/bhn_prior.py --prior-mean init --prior-stds 1.0 0.5 \
+        --out benchmarks/results/bhn_prior_init   # the prior centred on the initial scales
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, markdown_table, parse_args, quick_out, seed_everything, write_csv  # noqa: E402
 
 import safety_bhn  # noqa: E402
+from safety_bhn._choices import parse_choice  # noqa: E402
 from safety_bhn._io import atomic_write_text  # noqa: E402
+from safety_bhn.core.bhn import PriorMean  # noqa: E402
 from safety_bhn.core.metrics import classification_metrics, predictive  # noqa: E402
 from safety_bhn.data import load_dataset  # noqa: E402
 from safety_bhn.runs import environment, mnist_splits  # noqa: E402
@@ -40,6 +44,9 @@ class Args:
 
     prior_stds: list[float] = field(default_factory=lambda: [0.7, 1.0, 1.5, 3.0])
     """standard deviations of the N(0, s^2) prior on every scale (1.0 is the default)"""
+    prior_mean: str = "zero"
+    """centre of the prior: zero (N(0, s^2), the default) or init (N(g0, s^2) around the
+    data-dependent initial scales g0); see safety_bhn.core.bhn.PriorMean"""
     coupling_layers: int = 12
     """BHN coupling layers"""
     hidden: int = 800
@@ -69,6 +76,10 @@ def active_units(model: safety_bhn.UncertaintyModel, n_draws: int = 2000) -> tup
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
+    try:
+        args.prior_mean = parse_choice(args.prior_mean, PriorMean, "prior_mean").value
+    except ValueError as err:
+        raise SystemExit(f"bhn_prior.py: error: {err}") from None
     if args.quick:
         args = dataclasses.replace(args, prior_stds=[1.0, 3.0], coupling_layers=2, hidden=32,
                                    epochs=1, samples=5, out=quick_out(args.out))  # fmt: skip
@@ -83,7 +94,9 @@ def main(argv: list[str] | None = None) -> None:
         seed_everything(args.seed)
         opts = {"hidden": [args.hidden]}
         if method == "bhn":
-            opts.update(coupling_layers=args.coupling_layers, prior_std=prior)
+            opts.update(
+                coupling_layers=args.coupling_layers, prior_std=prior, prior_mean=args.prior_mean
+            )
         model = safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
         start = time.perf_counter()
         history = safety_bhn.fit(model, splits["train"], splits["val"], epochs=args.epochs,
@@ -93,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         tune = classification_metrics(predictive(model, x_tune, args.samples, gen), y_tune)
         active, units = active_units(model) if method == "bhn" else ("", args.hidden)
         rows.append({"method": method, "prior_std": prior if prior is not None else "",
+                     "prior_mean": args.prior_mean if method == "bhn" else "",
                      "coupling_layers": args.coupling_layers if method == "bhn" else 0,
                      "hidden": args.hidden, "seed": args.seed, "epochs": args.epochs,
                      "best_epoch": history.best_epoch, "tune_acc": tune["accuracy"],
@@ -110,13 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python benchmarks/bhn_prior.py", *given])
+    centre = "N(0, s^2)" if args.prior_mean == "zero" else "N(g0, s^2) (g0: data-dependent init)"
     text = f"""# BHN prior scale: tuning-set accuracy and pruning
 
 Command: `{command}`
 Machine: {env["machine"]}; torch {env["torch"]}; date {env["date"]}; seed {args.seed}; one thread.
 Setup: MLP 784-{args.hidden}-10 trained on MNIST-5000 (500 held out for validation), Adam lr
 0.001, batch 100, {args.epochs} epochs, best validation-NLL epoch kept; BHN with
-{args.coupling_layers} couplings and a N(0, s^2) prior on every scale. Evaluated on
+{args.coupling_layers} couplings and a {centre} prior on every scale. Evaluated on
 {len(y_tune)} extra MNIST training images (`mnist-extra5k`, a tuning set; not the test set)
 with {args.samples} posterior samples. "Active" hidden units: |E[g]| / std[g] > 2 under q.
 

@@ -55,3 +55,21 @@ def test_bhn_prior_quick_reports_tuning_accuracy_and_active_units(tmp_path, shar
         assert 0 <= int(r["active_units"]) <= int(r["units"]) == 32
     assert all(0.0 <= float(r["tune_acc"]) <= 1.0 for r in rows)
     assert "tuning set; not the test set" in (tmp_path / "bhn_prior.md").read_text()
+
+
+@pytest.mark.slow
+def test_bhn_prior_quick_with_the_init_centred_prior(tmp_path, shared_data_dir):
+    res = run("bhn_prior.py", "--out", tmp_path, "--data-dir", shared_data_dir,
+              "--prior-mean", "init")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "bhn_prior.csv") as f:
+        rows = list(csv.DictReader(f))
+    means = [(r["method"], r["prior_mean"]) for r in rows]
+    assert means == [("bhn", "init"), ("bhn", "init"), ("mc_dropout", "")]
+    assert "N(g0, s^2)" in (tmp_path / "bhn_prior.md").read_text()
+
+
+def test_bhn_prior_rejects_an_unknown_prior_mean(tmp_path):
+    res = run("bhn_prior.py", "--out", tmp_path, "--prior-mean", "inti")
+    assert res.returncode != 0
+    assert "inti" in res.stderr and "init" in res.stderr and "Traceback" not in res.stderr
