@@ -1,5 +1,7 @@
 """Training: loss goes down, accuracy well above chance, seeded runs reproduce, early stopping."""
 
+import math
+
 import pytest
 import torch
 
@@ -59,12 +61,34 @@ def test_fit_accepts_a_dataset(mnist_small):
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"epochs": 0}, "epochs"), ({"batch_size": -1}, "batch_size"), ({"lr": 0}, "lr"),
-     ({"kl_anneal": 2.0}, "kl_anneal")],
+     ({"kl_anneal": 2.0}, "kl_anneal"), ({"lr_schedule": "cosin"}, "Did you mean 'cosine'")],
 )  # fmt: skip
 def test_bad_hyper_parameters(kwargs, match, mnist_small):
     train, _ = mnist_small
     with pytest.raises(ValueError, match=match):
         safety_bhn.fit(_model("map"), train, **{"epochs": 1, **kwargs})
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_lr_schedule_sets_the_rate_of_every_step(schedule, mnist_small, monkeypatch):
+    """The optimiser sees lr * 0.5 * (1 + cos(pi * t / T)) at step t of T (cosine), else lr."""
+    (x, y), _ = mnist_small
+    seen = []
+    adam_step = torch.optim.Adam.step
+
+    def spying_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spying_step)
+    safety_bhn.fit(_model("map"), (x[:200], y[:200]), epochs=3, lr=0.01, batch_size=50,
+                   lr_schedule=schedule, progress=False)  # fmt: skip
+    total = 3 * 4
+    if schedule == "cosine":
+        want = [0.01 * 0.5 * (1 + math.cos(math.pi * t / total)) for t in range(total)]
+    else:
+        want = [0.01] * total
+    assert seen == pytest.approx(want)
 
 
 def test_mismatched_or_bad_labels(mnist_small):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import enum
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -12,10 +14,27 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .._choices import parse_choice
 from .base import UncertaintyModel
 from .metrics import evaluate
 
 Data = tuple[Tensor, Tensor] | Dataset
+
+
+class LRSchedule(str, enum.Enum):
+    """How the learning rate changes over the steps of :func:`fit`."""
+
+    CONSTANT = "constant"
+    """``lr`` throughout"""
+    COSINE = "cosine"
+    """from ``lr`` down to 0 along half a cosine over all ``epochs`` (per step)"""
+
+
+def schedule_factor(schedule: LRSchedule, step: int, total: int) -> float:
+    """The multiplier of ``lr`` after ``step`` of ``total`` optimiser steps."""
+    if schedule is LRSchedule.CONSTANT:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 @dataclass
@@ -72,6 +91,7 @@ def fit(
     patience: int | None = None,
     kl_anneal: float = 0.0,
     grad_clip: float | None = 100.0,
+    lr_schedule: str | LRSchedule = LRSchedule.CONSTANT,
     val_samples: int = 10,
     eval_every: int = 1,
     progress: bool = True,
@@ -88,6 +108,9 @@ def fit(
         patience: stop after this many validations without improvement (None: never).
         kl_anneal: fraction of all steps over which the KL weight rises linearly from 0 to 1.
         grad_clip: maximum gradient norm (None: no clipping).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 by the last epoch). Cosine
+            lets the weights settle at the end of a short run; the active-learning loop uses
+            it (see :class:`safety_bhn.active.ActiveConfig`).
         val_samples: posterior samples for the validation predictive.
         eval_every: validate every this many epochs.
         progress: show a tqdm progress bar.
@@ -107,6 +130,7 @@ def fit(
         raise ValueError(f"lr must be positive, got {lr!r}")
     if not 0.0 <= kl_anneal <= 1.0:
         raise ValueError(f"kl_anneal must lie in [0, 1], got {kl_anneal!r}")
+    schedule = parse_choice(lr_schedule, LRSchedule, "lr_schedule")
     x, y = as_tensors(train, "train")
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])
@@ -124,6 +148,9 @@ def fit(
     opt = make_optimizer(model, lr)
     steps_per_epoch = (n + batch_size - 1) // batch_size
     anneal_steps = kl_anneal * epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: schedule_factor(schedule, t, epochs * steps_per_epoch)
+    )
     history = History()
     best_state, best_nll, since_best = None, float("inf"), 0
     start, step = time.perf_counter(), 0
@@ -143,6 +170,7 @@ def fit(
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
+            scheduler.step()
             total += loss.item() * len(idx)
             step += 1
         history.train_loss.append(total / n)
