@@ -67,6 +67,8 @@ class Args:
     with zero the CNN BHN stays at chance with 20-60 labels (see safety_bhn.core.bhn.BHN)"""
     train_steps: int = 500
     """gradient steps per retrain (from scratch at every step)"""
+    lr_schedule: str = "cosine"
+    """learning rate over each retrain: cosine (decays to 0) or constant"""
     pool_subset: int = 2000
     """pool points scored per step"""
     acq_samples: int = 20
@@ -317,6 +319,7 @@ def main(args: Args) -> None:
                     acq_samples=args.acq_samples,
                     eval_samples=args.eval_samples,
                     train_steps=args.train_steps,
+                    lr_schedule=args.lr_schedule,
                     seed=seed,
                     device="cpu",
                 )

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+import safety_bhn.active.loop
 from safety_bhn.active import (
     ActiveConfig,
     ActiveLearner,
@@ -284,6 +285,40 @@ def test_resume_refuses_other_settings_and_fresh_run_refuses_to_overwrite(tmp_pa
     assert len(longer.history) == 3
 
 
+def test_run_saved_before_lr_schedule_existed_resumes_at_a_constant_rate(tmp_path):
+    x, y = _blobs()
+    cfg = _tiny(steps=1, lr_schedule="constant")
+    ActiveLearner(cfg, (x, y), out=tmp_path).run(progress=False)
+    path = tmp_path / "state.json"
+    state = json.loads(path.read_text())
+    del state["config"]["lr_schedule"]  # as written by earlier versions
+    path.write_text(json.dumps(state))
+    assert saved_config(tmp_path).lr_schedule == "constant"
+    with pytest.raises(ValueError, match="lr_schedule: saved 'constant', given 'cosine'"):
+        ActiveLearner(_tiny(steps=2), (x, y), out=tmp_path, resume=True)
+    resumed = ActiveLearner(_tiny(steps=2, lr_schedule="constant"), (x, y), out=tmp_path,
+                            resume=True)  # fmt: skip
+    resumed.run(progress=False)
+    assert len(resumed.history) == 3
+
+
+def test_lr_schedule_is_checked_and_reaches_fit(monkeypatch):
+    with pytest.raises(ValueError, match="unknown lr_schedule 'cos'"):
+        _tiny(lr_schedule="cos").validate()
+    seen = []
+    real_fit = safety_bhn.active.loop.fit
+
+    def spying_fit(*args, **kwargs):
+        seen.append(kwargs["lr_schedule"])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(safety_bhn.active.loop, "fit", spying_fit)
+    x, y = _blobs()
+    ActiveLearner(_tiny(steps=1), (x, y)).run(progress=False)
+    ActiveLearner(_tiny(steps=1, lr_schedule="constant"), (x, y)).run(progress=False)
+    assert seen == ["cosine", "cosine", "constant", "constant"]
+
+
 class _InputsOnly(Dataset):
     def __init__(self, x):
         self.x = x
@@ -371,9 +406,10 @@ def test_cli_prior_mean_reaches_the_bhn_and_is_checked_early(tmp_path, capsys):
     out = tmp_path / "al-bhn"
     flags = ["--method", "bhn", "--coupling-layers", "1", "--prior-mean", "init", "--hidden", "8",
              "--steps", "0", "--train-steps", "2", "--eval-samples", "2", "--no-progress",
-             "--device", "cpu", "--out", str(out)]  # fmt: skip
+             "--device", "cpu", "--lr-schedule", "constant", "--out", str(out)]  # fmt: skip
     assert main(["active-learn", *flags]) == 0
     assert saved_config(out).options == {"coupling_layers": 1, "prior_mean": "init"}
+    assert saved_config(out).lr_schedule == "constant"
     assert main(["active-learn", "--resume", "--out", str(out), "--prior-mean", "zero"]) == 2
     assert "prior_mean (--prior-mean): saved 'init', given 'zero'" in capsys.readouterr().err
     bad = ["active-learn", "--method", "bhn", "--prior-mean", "mean", "--out", str(tmp_path / "x")]

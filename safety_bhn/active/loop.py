@@ -33,7 +33,7 @@ from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method, build_model, default_device, load
 from ..core.metrics import evaluate
-from ..core.training import as_tensors, fit
+from ..core.training import LRSchedule, as_tensors, fit
 from ..data import embedded_mnist, load_dataset
 from ..runs import environment
 from .acquisition import Acquisition, select
@@ -81,6 +81,8 @@ class ActiveConfig:
     """minibatch size"""
     lr: float = 1e-3
     """Adam learning rate"""
+    lr_schedule: str = "cosine"
+    """constant or cosine (lr decays to 0 over each retrain, so the weights settle)"""
     warm_start: bool = False
     """keep training the previous model instead of retraining from scratch"""
     num_configs: int = 2000
@@ -95,6 +97,7 @@ class ActiveConfig:
         parse_choice(self.method, Method, "method")
         parse_choice(self.acquisition, Acquisition, "acquisition")
         parse_choice(self.arch, Arch, "architecture")
+        self.lr_schedule = parse_choice(self.lr_schedule, LRSchedule, "lr_schedule").value
         if "prior_mean" in self.options:
             parse_choice(self.options["prior_mean"], PriorMean, "prior_mean")
         for name in ("initial", "acquire", "acq_samples", "eval_samples", "train_steps",
@@ -379,6 +382,7 @@ class ActiveLearner:
             val,
             epochs=epochs,
             lr=cfg.lr,
+            lr_schedule=cfg.lr_schedule,
             batch_size=cfg.batch_size,
             seed=seed,
             val_samples=cfg.eval_samples,
@@ -529,6 +533,8 @@ def _read_state(path: Path) -> dict[str, Any]:
     state = json.loads(path.read_text())
     if state.get("format_version") != STATE_VERSION:
         raise ValueError(f"{path} is not an active-learning state file")
+    # Runs saved before lr_schedule existed were trained at a constant rate.
+    state["config"].setdefault("lr_schedule", "constant")
     return state
 
 
