@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     splits = mnist_splits(args.data_dir, 500, args.seed)
     x_tune, y_tune = load_dataset("mnist", "extra", args.data_dir)
     if args.quick:
-        x_tune, y_tune = x_tune[:500], y_tune[:500]
+        pick = torch.randperm(len(y_tune), generator=torch.Generator().manual_seed(0))[:500]
+        x_tune, y_tune = x_tune[pick], y_tune[pick]  # the file is sorted by class
     configs = [("bhn", s) for s in args.prior_stds] + [("mc_dropout", None)]
     rows = []
     for method, prior in tqdm(configs, desc="runs"):

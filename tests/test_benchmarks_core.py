@@ -73,3 +73,19 @@ def test_bhn_prior_rejects_an_unknown_prior_mean(tmp_path):
     res = run("bhn_prior.py", "--out", tmp_path, "--prior-mean", "inti")
     assert res.returncode != 0
     assert "inti" in res.stderr and "init" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_al_recipe_quick_compares_schedules_on_the_tuning_set(tmp_path, shared_data_dir):
+    res = run("al_recipe.py", "--out", tmp_path, "--data-dir", shared_data_dir)
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "al_recipe.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["lr_schedule"]) for r in rows] == [
+        ("bhn", "constant"),
+        ("bhn", "cosine"),
+        ("mc_dropout", "constant"),
+        ("mc_dropout", "cosine"),
+    ]
+    assert all(0.0 <= float(r["tune_acc"]) <= 1.0 for r in rows)
+    assert "not the test set" in (tmp_path / "al_recipe.md").read_text()
