@@ -53,6 +53,8 @@ class Args:
     """MLP width (one hidden layer)"""
     epochs: int = 100
     """training epochs (the best validation-NLL epoch is kept)"""
+    lr_schedule: str = "constant"
+    """learning rate over the epochs: constant or cosine (decays to 0)"""
     seed: int = 0
     """seed for the train/validation split, the weights and training"""
     samples: int = 100
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         model = safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
         start = time.perf_counter()
         history = safety_bhn.fit(model, splits["train"], splits["val"], epochs=args.epochs,
-                                 seed=args.seed, progress=False)  # fmt: skip
+                                 seed=args.seed, lr_schedule=args.lr_schedule,
+                                 progress=False)  # fmt: skip
         seconds = time.perf_counter() - start
         gen = torch.Generator().manual_seed(args.seed)
         tune = classification_metrics(predictive(model, x_tune, args.samples, gen), y_tune)
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
 Command: `{command}`
 Machine: {env["machine"]}; torch {env["torch"]}; date {env["date"]}; seed {args.seed}; one thread.
 Setup: MLP 784-{args.hidden}-10 trained on MNIST-5000 (500 held out for validation), Adam lr
-0.001, batch 100, {args.epochs} epochs, best validation-NLL epoch kept; BHN with
+0.001 ({args.lr_schedule} schedule), batch 100, {args.epochs} epochs, best validation-NLL
+epoch kept; BHN with
 {args.coupling_layers} couplings and a {centre} prior on every scale. Evaluated on
 {len(y_tune)} extra MNIST training images (`mnist-extra5k`, a tuning set; not the test set)
 with {args.samples} posterior samples. "Active" hidden units: |E[g]| / std[g] > 2 under q.

@@ -54,6 +54,8 @@ class Args:
     """training epochs (Adam, no early stopping: the best-validation-NLL epoch is kept)"""
     lr: float = 1e-3
     """Adam learning rate"""
+    lr_schedule: str = "constant"
+    """constant or cosine (decays to 0 by the last epoch); use a separate --out per schedule"""
     batch_size: int = 100
     """minibatch size"""
     val_size: int = 500
@@ -80,7 +82,8 @@ def config_for(row: str, hidden: int, seed: int, args: Args) -> TrainConfig:
     method, _, layers = row.partition("-")
     return TrainConfig(
         method=method, hidden=[hidden], coupling_layers=int(layers or 0), epochs=args.epochs,
-        lr=args.lr, batch_size=args.batch_size, seed=seed, val_size=args.val_size,
+        lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size, seed=seed,
+        val_size=args.val_size,
         eval_samples=args.eval_samples, data_dir=args.data_dir, device=args.device,
     )  # fmt: skip
 
@@ -145,7 +148,8 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}.  \n"
         f"Data: 5000 MNIST training images ({args.val_size} held out for validation, a different "
         "random split per seed), tested on the 10000 test images.  \n"
-        f"Recipe: one-hidden-layer MLP, Adam lr {args.lr}, batch {args.batch_size}, "
+        f"Recipe: one-hidden-layer MLP, Adam lr {args.lr} ({args.lr_schedule} schedule), "
+        f"batch {args.batch_size}, "
         f"{args.epochs} epochs, weights of the epoch with the best validation NLL "
         f"(10 posterior samples) kept; {args.eval_samples} posterior samples at test time. "
         "Accuracies are mean ± std over seeds. Train time is wall-clock, as a ratio to MC "

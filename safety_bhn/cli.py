@@ -35,6 +35,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--epochs", type=positive_int, default=100)
     p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument(
+        "--lr-schedule", default="constant", help="constant or cosine (decays to 0 by the end)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-size", type=non_negative_int, default=500)
@@ -64,10 +67,12 @@ def _print_table(rows: dict[str, dict[str, float]]) -> None:
 def _train(args: argparse.Namespace) -> int:
     from ._choices import parse_choice
     from .core.build import Arch
+    from .core.training import LRSchedule
     from .runs import TrainConfig, train_and_evaluate
 
     parse_choice(args.method, Method, "method")
     parse_choice(args.arch, Arch, "architecture")
+    parse_choice(args.lr_schedule, LRSchedule, "lr_schedule")
     config = TrainConfig(
         method=args.method,
         arch=args.arch,
@@ -75,6 +80,7 @@ def _train(args: argparse.Namespace) -> int:
         coupling_layers=args.coupling_layers,
         epochs=args.epochs,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
         batch_size=args.batch_size,
         seed=args.seed,
         val_size=args.val_size,

@@ -39,6 +39,8 @@ class TrainConfig:
     """maximum training epochs"""
     lr: float = 1e-3
     """Adam learning rate"""
+    lr_schedule: str = "constant"
+    """constant or cosine (decays to 0 by the last epoch)"""
     batch_size: int = 100
     """minibatch size"""
     seed: int = 0
@@ -121,6 +123,7 @@ def train_and_evaluate(
         splits["val"] if config.val_size > 0 else None,
         epochs=config.epochs,
         lr=config.lr,
+        lr_schedule=config.lr_schedule,
         batch_size=config.batch_size,
         seed=config.seed,
         patience=config.patience,
