@@ -69,6 +69,8 @@ class Args:
     """gradient steps per retrain (from scratch at every step)"""
     lr_schedule: str = "cosine"
     """learning rate over each retrain: cosine (decays to 0) or constant"""
+    lr_warmup: float = 0.05
+    """fraction of each retrain's steps with a linear learning-rate warmup"""
     pool_subset: int = 2000
     """pool points scored per step"""
     acq_samples: int = 20
@@ -320,6 +322,7 @@ def main(args: Args) -> None:
                     eval_samples=args.eval_samples,
                     train_steps=args.train_steps,
                     lr_schedule=args.lr_schedule,
+                    lr_warmup=args.lr_warmup,
                     seed=seed,
                     device="cpu",
                 )

@@ -7,7 +7,7 @@ validation, as in the loop) and scores the *tuning* images of ``mnist-extra5k``,
 test set, so the recipe chosen from it is not tuned on the images the benchmark reports.
 Writes benchmarks/results/al_recipe.{csv,md}. Run from the project root:
 
-    python benchmarks/al_recipe.py            # 2 methods x 2 schedules x 5 seeds; ~12 min
+    python benchmarks/al_recipe.py            # 2 methods x 3 recipes x 5 seeds; ~15 min
     python benchmarks/al_recipe.py --quick    # a smoke test
 """
 
@@ -49,11 +49,13 @@ class Args:
 
     methods: list[str] = field(default_factory=lambda: ["bhn", "mc_dropout"])
     """posterior methods"""
-    schedules: list[str] = field(default_factory=lambda: ["constant", "cosine"])
-    """learning-rate schedules of fit (see safety_bhn.core.training.LRSchedule)"""
+    recipes: list[str] = field(default_factory=lambda: ["constant", "cosine", "cosine+warmup"])
+    """learning-rate recipes: a schedule of fit (constant or cosine), "+warmup" adds --warmup"""
+    warmup: float = 0.05
+    """fraction of the steps with a linear warmup, for the "+warmup" recipes"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     """each seed draws its own labelled and validation sets and initial weights"""
-    labels: int = 420
+    labels: int = 180
     """labelled training images (random, from the MNIST-5000 training subset)"""
     val_size: int = 100
     """validation images for best-epoch selection (as in the loop)"""
@@ -90,9 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     # mnist-extra5k is sorted by class: score a fixed random subset, not the first images.
     pick = torch.randperm(len(y_tune), generator=torch.Generator().manual_seed(12345))
     x_tune, y_tune = x_tune[pick[: args.tune_size]], y_tune[pick[: args.tune_size]]
-    runs = [(s, m, sch) for s in args.seeds for m in args.methods for sch in args.schedules]
+    runs = [(s, m, r) for s in args.seeds for m in args.methods for r in args.recipes]
     rows = []
-    for seed, method, schedule in tqdm(runs, desc="runs"):
+    for seed, method, recipe in tqdm(runs, desc="runs"):
+        schedule, plus, extra = recipe.partition("+")
+        if extra not in ("", "warmup") or (plus and not extra):
+            raise SystemExit(f"al_recipe.py: error: unknown recipe {recipe!r}; expected "
+                             "'constant', 'cosine' or either with '+warmup'")  # fmt: skip
+        warmup = args.warmup if extra else 0.0
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
         val = perm[: args.val_size]
         lab = perm[args.val_size : args.val_size + args.labels]
@@ -104,12 +111,14 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         history = safety_bhn.fit(model, (x[lab], y[lab]), (x[val], y[val]), epochs=epochs,
                                  lr=args.lr, batch_size=args.batch_size, seed=seed,
-                                 lr_schedule=schedule, val_samples=args.samples,
+                                 lr_schedule=schedule, lr_warmup=warmup,
+                                 val_samples=args.samples,
                                  eval_every=max(1, epochs // 20), progress=False)  # fmt: skip
         seconds = time.perf_counter() - start
         gen = torch.Generator().manual_seed(seed)
         tune = classification_metrics(predictive(model, x_tune, args.samples, gen), y_tune)
-        rows.append({"method": method, "lr_schedule": schedule, "seed": seed,
+        rows.append({"method": method, "recipe": recipe, "lr_schedule": schedule,
+                     "lr_warmup": warmup, "seed": seed,
                      "labels": args.labels, "epochs": epochs, "best_epoch": history.best_epoch,
                      "tune_acc": tune["accuracy"], "tune_nll": tune["nll"],
                      "train_seconds": round(seconds, 1)})  # fmt: skip
@@ -117,13 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     write_csv(rows, out / "al_recipe.csv")
     table = []
     for method in args.methods:
-        for schedule in args.schedules:
-            runs_ = [r for r in rows if r["method"] == method and r["lr_schedule"] == schedule]
+        for recipe in args.recipes:
+            runs_ = [r for r in rows if r["method"] == method and r["recipe"] == recipe]
             accs = [100 * r["tune_acc"] for r in runs_]
-            table.append([method, schedule, mean_std(accs, "{:.1f}"),
+            table.append([method, recipe, mean_std(accs, "{:.1f}"),
                           mean_std([r["tune_nll"] for r in runs_], "{:.3f}"),
                           " ".join(f"{a:.1f}" for a in accs)])  # fmt: skip
-    header = ["method", "lr schedule", "tuning accuracy (%)", "tuning NLL", "per seed (%)"]
+    header = ["method", "lr recipe", "tuning accuracy (%)", "tuning NLL", "per seed (%)"]
     env = environment()
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python benchmarks/al_recipe.py", *given])

@@ -287,17 +287,18 @@ def test_resume_refuses_other_settings_and_fresh_run_refuses_to_overwrite(tmp_pa
 
 def test_run_saved_before_lr_schedule_existed_resumes_at_a_constant_rate(tmp_path):
     x, y = _blobs()
-    cfg = _tiny(steps=1, lr_schedule="constant")
+    cfg = _tiny(steps=1, lr_schedule="constant", lr_warmup=0.0)
     ActiveLearner(cfg, (x, y), out=tmp_path).run(progress=False)
     path = tmp_path / "state.json"
     state = json.loads(path.read_text())
-    del state["config"]["lr_schedule"]  # as written by earlier versions
+    del state["config"]["lr_schedule"], state["config"]["lr_warmup"]  # as earlier versions
     path.write_text(json.dumps(state))
     assert saved_config(tmp_path).lr_schedule == "constant"
+    assert saved_config(tmp_path).lr_warmup == 0.0
     with pytest.raises(ValueError, match="lr_schedule: saved 'constant', given 'cosine'"):
         ActiveLearner(_tiny(steps=2), (x, y), out=tmp_path, resume=True)
-    resumed = ActiveLearner(_tiny(steps=2, lr_schedule="constant"), (x, y), out=tmp_path,
-                            resume=True)  # fmt: skip
+    resumed = ActiveLearner(_tiny(steps=2, lr_schedule="constant", lr_warmup=0.0), (x, y),
+                            out=tmp_path, resume=True)  # fmt: skip
     resumed.run(progress=False)
     assert len(resumed.history) == 3
 
@@ -305,6 +306,8 @@ def test_run_saved_before_lr_schedule_existed_resumes_at_a_constant_rate(tmp_pat
 def test_lr_schedule_is_checked_and_reaches_fit(monkeypatch):
     with pytest.raises(ValueError, match="unknown lr_schedule 'cos'"):
         _tiny(lr_schedule="cos").validate()
+    with pytest.raises(ValueError, match="lr_warmup must lie in"):
+        _tiny(lr_warmup=1.5).validate()
     seen = []
     real_fit = safety_bhn.active.loop.fit
 

@@ -81,11 +81,13 @@ def test_al_recipe_quick_compares_schedules_on_the_tuning_set(tmp_path, shared_d
     assert res.returncode == 0, res.stderr
     with open(tmp_path / "al_recipe.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["method"], r["lr_schedule"]) for r in rows] == [
-        ("bhn", "constant"),
-        ("bhn", "cosine"),
-        ("mc_dropout", "constant"),
-        ("mc_dropout", "cosine"),
+    assert [(r["method"], r["recipe"], float(r["lr_warmup"])) for r in rows] == [
+        ("bhn", "constant", 0.0),
+        ("bhn", "cosine", 0.0),
+        ("bhn", "cosine+warmup", 0.05),
+        ("mc_dropout", "constant", 0.0),
+        ("mc_dropout", "cosine", 0.0),
+        ("mc_dropout", "cosine+warmup", 0.05),
     ]
     assert all(0.0 <= float(r["tune_acc"]) <= 1.0 for r in rows)
     assert "not the test set" in (tmp_path / "al_recipe.md").read_text()

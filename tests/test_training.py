@@ -61,7 +61,8 @@ def test_fit_accepts_a_dataset(mnist_small):
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"epochs": 0}, "epochs"), ({"batch_size": -1}, "batch_size"), ({"lr": 0}, "lr"),
-     ({"kl_anneal": 2.0}, "kl_anneal"), ({"lr_schedule": "cosin"}, "Did you mean 'cosine'")],
+     ({"kl_anneal": 2.0}, "kl_anneal"), ({"lr_schedule": "cosin"}, "Did you mean 'cosine'"),
+     ({"lr_warmup": -0.1}, "lr_warmup")],
 )  # fmt: skip
 def test_bad_hyper_parameters(kwargs, match, mnist_small):
     train, _ = mnist_small
@@ -69,9 +70,13 @@ def test_bad_hyper_parameters(kwargs, match, mnist_small):
         safety_bhn.fit(_model("map"), train, **{"epochs": 1, **kwargs})
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_lr_schedule_sets_the_rate_of_every_step(schedule, mnist_small, monkeypatch):
-    """The optimiser sees lr * 0.5 * (1 + cos(pi * t / T)) at step t of T (cosine), else lr."""
+@pytest.mark.parametrize(
+    ("schedule", "warmup"),
+    [("constant", 0.0), ("cosine", 0.0), ("cosine", 0.25), ("constant", 0.25)],
+)
+def test_lr_schedule_sets_the_rate_of_every_step(schedule, warmup, mnist_small, monkeypatch):
+    """Step t of T sees lr * 0.5 * (1 + cos(pi t / T)) (cosine) or lr, times (t + 1) / W for
+    the first W = ceil(warmup * T) steps."""
     (x, y), _ = mnist_small
     seen = []
     adam_step = torch.optim.Adam.step
@@ -82,12 +87,13 @@ def test_lr_schedule_sets_the_rate_of_every_step(schedule, mnist_small, monkeypa
 
     monkeypatch.setattr(torch.optim.Adam, "step", spying_step)
     safety_bhn.fit(_model("map"), (x[:200], y[:200]), epochs=3, lr=0.01, batch_size=50,
-                   lr_schedule=schedule, progress=False)  # fmt: skip
-    total = 3 * 4
+                   lr_schedule=schedule, lr_warmup=warmup, progress=False)  # fmt: skip
+    total, w = 3 * 4, math.ceil(warmup * 12)
     if schedule == "cosine":
         want = [0.01 * 0.5 * (1 + math.cos(math.pi * t / total)) for t in range(total)]
     else:
         want = [0.01] * total
+    want = [lr * min(1.0, (t + 1) / w) if w else lr for t, lr in enumerate(want)]
     assert seen == pytest.approx(want)
 
 

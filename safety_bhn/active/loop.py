@@ -83,6 +83,8 @@ class ActiveConfig:
     """Adam learning rate"""
     lr_schedule: str = "cosine"
     """constant or cosine (lr decays to 0 over each retrain, so the weights settle)"""
+    lr_warmup: float = 0.05
+    """fraction of each retrain's steps over which lr first rises linearly (see fit)"""
     warm_start: bool = False
     """keep training the previous model instead of retraining from scratch"""
     num_configs: int = 2000
@@ -107,6 +109,8 @@ class ActiveConfig:
             _check_int(name, getattr(self, name), minimum=0)
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not 0.0 <= self.lr_warmup <= 1.0:
+            raise ValueError(f"lr_warmup must lie in [0, 1], got {self.lr_warmup!r}")
         if 0 < self.pool_subset < self.acquire:
             raise ValueError(
                 f"pool_subset ({self.pool_subset}) must be at least acquire ({self.acquire})"
@@ -383,6 +387,7 @@ class ActiveLearner:
             epochs=epochs,
             lr=cfg.lr,
             lr_schedule=cfg.lr_schedule,
+            lr_warmup=cfg.lr_warmup,
             batch_size=cfg.batch_size,
             seed=seed,
             val_samples=cfg.eval_samples,
@@ -533,8 +538,9 @@ def _read_state(path: Path) -> dict[str, Any]:
     state = json.loads(path.read_text())
     if state.get("format_version") != STATE_VERSION:
         raise ValueError(f"{path} is not an active-learning state file")
-    # Runs saved before lr_schedule existed were trained at a constant rate.
+    # Runs saved before these settings existed were trained at a constant rate, no warmup.
     state["config"].setdefault("lr_schedule", "constant")
+    state["config"].setdefault("lr_warmup", 0.0)
     return state
 
 

@@ -30,11 +30,17 @@ class LRSchedule(str, enum.Enum):
     """from ``lr`` down to 0 along half a cosine over all ``epochs`` (per step)"""
 
 
-def schedule_factor(schedule: LRSchedule, step: int, total: int) -> float:
-    """The multiplier of ``lr`` after ``step`` of ``total`` optimiser steps."""
-    if schedule is LRSchedule.CONSTANT:
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+def schedule_factor(schedule: LRSchedule, step: int, total: int, warmup: int = 0) -> float:
+    """The multiplier of ``lr`` for optimiser step ``step`` (from 0) of ``total``.
+
+    The first ``warmup`` steps rise linearly, ``(step + 1) / warmup``, to the schedule's value.
+    """
+    factor = 1.0
+    if schedule is LRSchedule.COSINE:
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    if step < warmup:
+        factor *= (step + 1) / warmup
+    return factor
 
 
 @dataclass
@@ -92,6 +98,7 @@ def fit(
     kl_anneal: float = 0.0,
     grad_clip: float | None = 100.0,
     lr_schedule: str | LRSchedule = LRSchedule.CONSTANT,
+    lr_warmup: float = 0.0,
     val_samples: int = 10,
     eval_every: int = 1,
     progress: bool = True,
@@ -111,6 +118,12 @@ def fit(
         lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 by the last epoch). Cosine
             lets the weights settle at the end of a short run; the active-learning loop uses
             it (see :class:`safety_bhn.active.ActiveConfig`).
+        lr_warmup: fraction of all steps over which the rate first rises linearly to ``lr``.
+            Adam's first steps move every parameter by about ``lr`` in the direction of its
+            gradient's sign. In a BHN coupling's output layer (zero at init, fed by 200
+            non-negative hidden units) those moves add up, so one full-rate first step can
+            shift every scale at once and throw a short training run off course; a short
+            warmup avoids it (measured by ``benchmarks/al_recipe.py``).
         val_samples: posterior samples for the validation predictive.
         eval_every: validate every this many epochs.
         progress: show a tqdm progress bar.
@@ -131,6 +144,8 @@ def fit(
     if not 0.0 <= kl_anneal <= 1.0:
         raise ValueError(f"kl_anneal must lie in [0, 1], got {kl_anneal!r}")
     schedule = parse_choice(lr_schedule, LRSchedule, "lr_schedule")
+    if not 0.0 <= lr_warmup <= 1.0:
+        raise ValueError(f"lr_warmup must lie in [0, 1], got {lr_warmup!r}")
     x, y = as_tensors(train, "train")
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])
@@ -148,8 +163,10 @@ def fit(
     opt = make_optimizer(model, lr)
     steps_per_epoch = (n + batch_size - 1) // batch_size
     anneal_steps = kl_anneal * epochs * steps_per_epoch
+    total_steps = epochs * steps_per_epoch
+    warmup = math.ceil(lr_warmup * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: schedule_factor(schedule, t, epochs * steps_per_epoch)
+        opt, lambda t: schedule_factor(schedule, t, total_steps, warmup)
     )
     history = History()
     best_state, best_nll, since_best = None, float("inf"), 0
