@@ -55,6 +55,8 @@ class Args:
     """training epochs (the best validation-NLL epoch is kept)"""
     lr_schedule: str = "constant"
     """learning rate over the epochs: constant or cosine (decays to 0)"""
+    lr_warmup: float = 0.0
+    """fraction of all steps with a linear learning-rate warmup"""
     seed: int = 0
     """seed for the train/validation split, the weights and training"""
     samples: int = 100
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         history = safety_bhn.fit(model, splits["train"], splits["val"], epochs=args.epochs,
                                  seed=args.seed, lr_schedule=args.lr_schedule,
+                                 lr_warmup=args.lr_warmup,
                                  progress=False)  # fmt: skip
         seconds = time.perf_counter() - start
         gen = torch.Generator().manual_seed(args.seed)
@@ -134,8 +137,8 @@ def main(argv: list[str] | None = None) -> None:
 Command: `{command}`
 Machine: {env["machine"]}; torch {env["torch"]}; date {env["date"]}; seed {args.seed}; one thread.
 Setup: MLP 784-{args.hidden}-10 trained on MNIST-5000 (500 held out for validation), Adam lr
-0.001 ({args.lr_schedule} schedule), batch 100, {args.epochs} epochs, best validation-NLL
-epoch kept; BHN with
+0.001 ({args.lr_schedule} schedule, warmup over {args.lr_warmup:.0%} of the steps), batch 100,
+{args.epochs} epochs, best validation-NLL epoch kept; BHN with
 {args.coupling_layers} couplings and a {centre} prior on every scale. Evaluated on
 {len(y_tune)} extra MNIST training images (`mnist-extra5k`, a tuning set; not the test set)
 with {args.samples} posterior samples. "Active" hidden units: |E[g]| / std[g] > 2 under q.

@@ -56,6 +56,8 @@ class Args:
     """Adam learning rate"""
     lr_schedule: str = "constant"
     """constant or cosine (decays to 0 by the last epoch); use a separate --out per schedule"""
+    lr_warmup: float = 0.0
+    """fraction of all steps with a linear learning-rate warmup (separate --out, as above)"""
     batch_size: int = 100
     """minibatch size"""
     val_size: int = 500
@@ -82,7 +84,8 @@ def config_for(row: str, hidden: int, seed: int, args: Args) -> TrainConfig:
     method, _, layers = row.partition("-")
     return TrainConfig(
         method=method, hidden=[hidden], coupling_layers=int(layers or 0), epochs=args.epochs,
-        lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size, seed=seed,
+        lr=args.lr, lr_schedule=args.lr_schedule, lr_warmup=args.lr_warmup,
+        batch_size=args.batch_size, seed=seed,
         val_size=args.val_size,
         eval_samples=args.eval_samples, data_dir=args.data_dir, device=args.device,
     )  # fmt: skip
@@ -148,7 +151,8 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}.  \n"
         f"Data: 5000 MNIST training images ({args.val_size} held out for validation, a different "
         "random split per seed), tested on the 10000 test images.  \n"
-        f"Recipe: one-hidden-layer MLP, Adam lr {args.lr} ({args.lr_schedule} schedule), "
+        f"Recipe: one-hidden-layer MLP, Adam lr {args.lr} ({args.lr_schedule} schedule, "
+        f"warmup over {args.lr_warmup:.0%} of the steps), "
         f"batch {args.batch_size}, "
         f"{args.epochs} epochs, weights of the epoch with the best validation NLL "
         f"(10 posterior samples) kept; {args.eval_samples} posterior samples at test time. "

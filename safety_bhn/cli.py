@@ -38,6 +38,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lr-schedule", default="constant", help="constant or cosine (decays to 0 by the end)"
     )
+    p.add_argument(
+        "--lr-warmup", type=float, default=0.0, help="fraction of steps with a linear lr warmup"
+    )
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-size", type=non_negative_int, default=500)
@@ -73,6 +76,8 @@ def _train(args: argparse.Namespace) -> int:
     parse_choice(args.method, Method, "method")
     parse_choice(args.arch, Arch, "architecture")
     parse_choice(args.lr_schedule, LRSchedule, "lr_schedule")
+    if not 0.0 <= args.lr_warmup <= 1.0:
+        raise ValueError(f"--lr-warmup must lie in [0, 1], got {args.lr_warmup}")
     config = TrainConfig(
         method=args.method,
         arch=args.arch,
@@ -81,6 +86,7 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         lr_schedule=args.lr_schedule,
+        lr_warmup=args.lr_warmup,
         batch_size=args.batch_size,
         seed=args.seed,
         val_size=args.val_size,

@@ -41,6 +41,8 @@ class TrainConfig:
     """Adam learning rate"""
     lr_schedule: str = "constant"
     """constant or cosine (decays to 0 by the last epoch)"""
+    lr_warmup: float = 0.0
+    """fraction of all steps over which the learning rate first rises linearly"""
     batch_size: int = 100
     """minibatch size"""
     seed: int = 0
@@ -124,6 +126,7 @@ def train_and_evaluate(
         epochs=config.epochs,
         lr=config.lr,
         lr_schedule=config.lr_schedule,
+        lr_warmup=config.lr_warmup,
         batch_size=config.batch_size,
         seed=config.seed,
         patience=config.patience,
