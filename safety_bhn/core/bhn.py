@@ -59,7 +59,8 @@ class BHN(UncertaintyModel):
       benchmark (CNN, seed 0, BALD and random acquisition) the net fell to chance (9-14% test
       accuracy) at 20, 60 and 180 labels, and at 300 with random acquisition
       (``benchmarks/results/active_learning_bhn_zero_prior/``); with ``init`` no run of
-      three seeds fell to chance (lowest 36%, at 20 labels; ``active_learning.md`` there).
+      three seeds fell to chance (lowest 36%, at 20 labels, in the same constant-rate setup:
+      ``benchmarks/results/active_learning_constant_lr/``).
       On MNIST-5000 it keeps all 800 hidden units but overfits sooner (one seed, tuning set:
       94.28%, best epoch 12, and 94.38% with ``prior_std=0.5``, vs 94.64% with ``zero``;
       ``benchmarks/results/bhn_prior_init/``), so ``zero`` stays the default.
