@@ -14,7 +14,6 @@ Writes benchmarks/results/al_recipe.{csv,md}. Run from the project root:
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from common import (  # noqa: E402
 
 import safety_bhn  # noqa: E402
 from safety_bhn._io import atomic_write_text  # noqa: E402
+from safety_bhn.active import ActiveConfig, retrain  # noqa: E402
 from safety_bhn.core.metrics import classification_metrics, predictive  # noqa: E402
 from safety_bhn.data import load_dataset  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
@@ -86,6 +86,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args = dataclasses.replace(args, seeds=[0], labels=60, train_steps=20, tune_size=300,
                                    samples=3, out=quick_out(args.out))  # fmt: skip
+    recipes = {}  # checked before any data is read: name -> (schedule, warmup)
+    for recipe in args.recipes:
+        schedule, plus, extra = recipe.partition("+")
+        if (
+            schedule not in ("constant", "cosine")
+            or extra not in ("", "warmup")
+            or (plus and not extra)
+        ):
+            raise SystemExit(f"al_recipe.py: error: unknown recipe {recipe!r}; expected "
+                             "'constant', 'cosine' or either with '+warmup'")  # fmt: skip
+        recipes[recipe] = (schedule, args.warmup if extra else 0.0)
     torch.set_num_threads(1)
     x, y = load_dataset("mnist", "train", args.data_dir)
     x_tune, y_tune = load_dataset("mnist", "extra", args.data_dir)
@@ -95,31 +106,27 @@ def main(argv: list[str] | None = None) -> None:
     runs = [(s, m, r) for s in args.seeds for m in args.methods for r in args.recipes]
     rows = []
     for seed, method, recipe in tqdm(runs, desc="runs"):
-        schedule, plus, extra = recipe.partition("+")
-        if extra not in ("", "warmup") or (plus and not extra):
-            raise SystemExit(f"al_recipe.py: error: unknown recipe {recipe!r}; expected "
-                             "'constant', 'cosine' or either with '+warmup'")  # fmt: skip
-        warmup = args.warmup if extra else 0.0
+        schedule, warmup = recipes[recipe]
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
         val = perm[: args.val_size]
         lab = perm[args.val_size : args.val_size + args.labels]
         seed_everything(seed)
         opts = {"coupling_layers": args.coupling_layers, "prior_mean": args.bhn_prior_mean}
+        config = ActiveConfig(method=method, arch="cnn", options=opts if method == "bhn" else {},
+                              train_steps=args.train_steps, batch_size=args.batch_size,
+                              lr=args.lr, lr_schedule=schedule, lr_warmup=warmup,
+                              eval_samples=args.samples, device="cpu").validate()  # fmt: skip
         model = safety_bhn.build_model(method, "cnn", seed=seed, device="cpu",
-                                       **(opts if method == "bhn" else {}))  # fmt: skip
-        epochs = max(1, math.ceil(args.train_steps / math.ceil(args.labels / args.batch_size)))
+                                       **config.model_options())  # fmt: skip
         start = time.perf_counter()
-        history = safety_bhn.fit(model, (x[lab], y[lab]), (x[val], y[val]), epochs=epochs,
-                                 lr=args.lr, batch_size=args.batch_size, seed=seed,
-                                 lr_schedule=schedule, lr_warmup=warmup,
-                                 val_samples=args.samples,
-                                 eval_every=max(1, epochs // 20), progress=False)  # fmt: skip
+        history = retrain(model, (x[lab], y[lab]), (x[val], y[val]), config, seed)
         seconds = time.perf_counter() - start
         gen = torch.Generator().manual_seed(seed)
         tune = classification_metrics(predictive(model, x_tune, args.samples, gen), y_tune)
         rows.append({"method": method, "recipe": recipe, "lr_schedule": schedule,
                      "lr_warmup": warmup, "seed": seed,
-                     "labels": args.labels, "epochs": epochs, "best_epoch": history.best_epoch,
+                     "labels": args.labels, "epochs": history.epochs_run,
+                     "best_epoch": history.best_epoch,
                      "tune_acc": tune["accuracy"], "tune_nll": tune["nll"],
                      "train_seconds": round(seconds, 1)})  # fmt: skip
     out = Path(args.out)

@@ -15,12 +15,17 @@ def run(script, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+def quick_rows(script, out, *args):
+    """Run ``script --quick --out out *args``; it must succeed. Returns its CSV's rows."""
+    res = run(script, "--out", out, *args)
+    assert res.returncode == 0, res.stderr
+    with open(out / script.replace(".py", ".csv")) as f:
+        return list(csv.DictReader(f))
+
+
 @pytest.mark.slow
 def test_mnist5000_quick_writes_a_tidy_csv_table_and_plot(tmp_path):
-    res = run("mnist5000.py", "--out", tmp_path)
-    assert res.returncode == 0, res.stderr
-    with open(tmp_path / "mnist5000.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = quick_rows("mnist5000.py", tmp_path)
     assert {"method", "coupling_layers", "hidden", "seed", "test_acc", "test_nll", "ece",
             "train_seconds"} <= set(rows[0])  # fmt: skip
     assert {r["method"] for r in rows} == {"bhn", "mc_dropout", "factorial_vi", "map"}
@@ -31,10 +36,7 @@ def test_mnist5000_quick_writes_a_tidy_csv_table_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_speed_quick_reports_ratios(tmp_path):
-    res = run("speed.py", "--out", tmp_path)
-    assert res.returncode == 0, res.stderr
-    with open(tmp_path / "speed.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = quick_rows("speed.py", tmp_path)
     maps = [r for r in rows if r["method"] == "map" and r["measurement"] == "predict, 1 samples"]
     assert float(maps[0]["ratio_to_map"]) == pytest.approx(1.0)
     assert "BHN training step / MC dropout's" in (tmp_path / "speed.md").read_text()
@@ -42,10 +44,7 @@ def test_speed_quick_reports_ratios(tmp_path):
 
 @pytest.mark.slow
 def test_bhn_prior_quick_reports_tuning_accuracy_and_active_units(tmp_path, shared_data_dir):
-    res = run("bhn_prior.py", "--out", tmp_path, "--data-dir", shared_data_dir)
-    assert res.returncode == 0, res.stderr
-    with open(tmp_path / "bhn_prior.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = quick_rows("bhn_prior.py", tmp_path, "--data-dir", shared_data_dir)
     assert [(r["method"], r["prior_std"]) for r in rows] == [
         ("bhn", "1.0"),
         ("bhn", "3.0"),
@@ -59,11 +58,8 @@ def test_bhn_prior_quick_reports_tuning_accuracy_and_active_units(tmp_path, shar
 
 @pytest.mark.slow
 def test_bhn_prior_quick_with_the_init_centred_prior(tmp_path, shared_data_dir):
-    res = run("bhn_prior.py", "--out", tmp_path, "--data-dir", shared_data_dir,
+    rows = quick_rows("bhn_prior.py", tmp_path, "--data-dir", shared_data_dir,
               "--prior-mean", "init")  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    with open(tmp_path / "bhn_prior.csv") as f:
-        rows = list(csv.DictReader(f))
     means = [(r["method"], r["prior_mean"]) for r in rows]
     assert means == [("bhn", "init"), ("bhn", "init"), ("mc_dropout", "")]
     assert "N(g0, s^2)" in (tmp_path / "bhn_prior.md").read_text()
@@ -77,10 +73,7 @@ def test_bhn_prior_rejects_an_unknown_prior_mean(tmp_path):
 
 @pytest.mark.slow
 def test_al_recipe_quick_compares_schedules_on_the_tuning_set(tmp_path, shared_data_dir):
-    res = run("al_recipe.py", "--out", tmp_path, "--data-dir", shared_data_dir)
-    assert res.returncode == 0, res.stderr
-    with open(tmp_path / "al_recipe.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = quick_rows("al_recipe.py", tmp_path, "--data-dir", shared_data_dir)
     assert [(r["method"], r["recipe"], float(r["lr_warmup"])) for r in rows] == [
         ("bhn", "constant", 0.0),
         ("bhn", "cosine", 0.0),
@@ -91,3 +84,10 @@ def test_al_recipe_quick_compares_schedules_on_the_tuning_set(tmp_path, shared_d
     ]
     assert all(0.0 <= float(r["tune_acc"]) <= 1.0 for r in rows)
     assert "not the test set" in (tmp_path / "al_recipe.md").read_text()
+
+
+def test_al_recipe_rejects_an_unknown_recipe_before_reading_data(tmp_path):
+    res = run("al_recipe.py", "--out", tmp_path, "--data-dir", tmp_path / "none",
+              "--recipes", "cosine", "cosin+warmup")  # fmt: skip
+    assert res.returncode != 0
+    assert "unknown recipe 'cosin+warmup'" in res.stderr and "Traceback" not in res.stderr

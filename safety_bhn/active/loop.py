@@ -33,7 +33,7 @@ from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method, build_model, default_device, load
 from ..core.metrics import evaluate
-from ..core.training import LRSchedule, as_tensors, fit
+from ..core.training import History, as_tensors, check_lr_recipe, fit
 from ..data import embedded_mnist, load_dataset
 from ..runs import environment
 from .acquisition import Acquisition, select
@@ -99,7 +99,7 @@ class ActiveConfig:
         parse_choice(self.method, Method, "method")
         parse_choice(self.acquisition, Acquisition, "acquisition")
         parse_choice(self.arch, Arch, "architecture")
-        self.lr_schedule = parse_choice(self.lr_schedule, LRSchedule, "lr_schedule").value
+        self.lr_schedule = check_lr_recipe(self.lr_schedule, self.lr_warmup).value
         if "prior_mean" in self.options:
             parse_choice(self.options["prior_mean"], PriorMean, "prior_mean")
         for name in ("initial", "acquire", "acq_samples", "eval_samples", "train_steps",
@@ -109,8 +109,6 @@ class ActiveConfig:
             _check_int(name, getattr(self, name), minimum=0)
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if not 0.0 <= self.lr_warmup <= 1.0:
-            raise ValueError(f"lr_warmup must lie in [0, 1], got {self.lr_warmup!r}")
         if 0 < self.pool_subset < self.acquire:
             raise ValueError(
                 f"pool_subset ({self.pool_subset}) must be at least acquire ({self.acquire})"
@@ -122,6 +120,33 @@ class ActiveConfig:
         if self.arch == "mlp":
             opts.setdefault("hidden", list(self.hidden))
         return opts
+
+
+def retrain(
+    model: UncertaintyModel,
+    train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor] | None,
+    config: ActiveConfig,
+    seed: int,
+) -> History:
+    """One retrain of the loop: ``config.train_steps`` Adam steps (whole epochs, at least
+    one) with the config's rate recipe, validating about 20 times (best-NLL weights kept)."""
+    batches = math.ceil(len(train[1]) / config.batch_size)
+    epochs = max(1, math.ceil(config.train_steps / batches))
+    return fit(
+        model,
+        train,
+        val,
+        epochs=epochs,
+        lr=config.lr,
+        lr_schedule=config.lr_schedule,
+        lr_warmup=config.lr_warmup,
+        batch_size=config.batch_size,
+        seed=seed,
+        val_samples=config.eval_samples,
+        eval_every=max(1, epochs // 20),
+        progress=False,
+    )
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -378,22 +403,7 @@ class ActiveLearner:
         val = None
         if self.val:
             val = (self.x[torch.as_tensor(self.val)], torch.as_tensor(self.val_labels))
-        batches = math.ceil(len(idx) / cfg.batch_size)
-        epochs = max(1, math.ceil(cfg.train_steps / batches))
-        history = fit(
-            self.model,
-            train,
-            val,
-            epochs=epochs,
-            lr=cfg.lr,
-            lr_schedule=cfg.lr_schedule,
-            lr_warmup=cfg.lr_warmup,
-            batch_size=cfg.batch_size,
-            seed=seed,
-            val_samples=cfg.eval_samples,
-            eval_every=max(1, epochs // 20),
-            progress=False,
-        )
+        history = retrain(self.model, train, val, cfg, seed)
         return self.model, history.seconds
 
     def _acquire(self, model: UncertaintyModel, step: int) -> tuple[list[int], list[float | None]]:

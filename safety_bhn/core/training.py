@@ -43,6 +43,14 @@ def schedule_factor(schedule: LRSchedule, step: int, total: int, warmup: int = 0
     return factor
 
 
+def check_lr_recipe(lr_schedule: str | LRSchedule, lr_warmup: float) -> LRSchedule:
+    """Check a learning-rate schedule name and warmup fraction; return the schedule."""
+    schedule = parse_choice(lr_schedule, LRSchedule, "lr_schedule")
+    if not 0.0 <= lr_warmup <= 1.0:
+        raise ValueError(f"lr_warmup must lie in [0, 1], got {lr_warmup!r}")
+    return schedule
+
+
 @dataclass
 class History:
     """What happened during :func:`fit` (one entry per epoch; validation where evaluated)."""
@@ -143,9 +151,7 @@ def fit(
         raise ValueError(f"lr must be positive, got {lr!r}")
     if not 0.0 <= kl_anneal <= 1.0:
         raise ValueError(f"kl_anneal must lie in [0, 1], got {kl_anneal!r}")
-    schedule = parse_choice(lr_schedule, LRSchedule, "lr_schedule")
-    if not 0.0 <= lr_warmup <= 1.0:
-        raise ValueError(f"lr_warmup must lie in [0, 1], got {lr_warmup!r}")
+    schedule = check_lr_recipe(lr_schedule, lr_warmup)
     x, y = as_tensors(train, "train")
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])
