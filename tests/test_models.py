@@ -101,6 +101,17 @@ def test_stochastic_methods_draw_different_functions(method):
     assert (logits[0] - logits[1]).abs().max() > 1e-4
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (CI has none)")
+@pytest.mark.parametrize("method", STOCHASTIC)
+def test_a_cpu_generator_draws_the_same_samples_on_every_device(method):
+    model = small_model(method)
+    x = data()[0]
+    expected = model.to("cpu").sample_logits(x, 3, gen())
+    # the noise comes from the generator on its own device, whatever the model's device
+    on_gpu = model.to("cuda").sample_logits(x, 3, gen())
+    torch.testing.assert_close(on_gpu.cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_map_samples_are_identical():
     logits = small_model("map").sample_logits(data()[0], 4, gen())
     torch.testing.assert_close(logits, logits[:1].expand_as(logits))

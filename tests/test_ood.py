@@ -293,7 +293,7 @@ def test_report_metrics_and_files(tmp_path):
         assert {k: r[k] for k in expected} == expected
         if r["score"] == "mutual_information":  # one deterministic net: no epistemic signal
             assert r["auroc"] == 0.5
-    probs = F.softmax(model.sample_logits(x, 1), -1).mean(0)
+    probs = F.softmax(model.sample_logits(x, 1), -1).mean(0).cpu()
     assert report.accuracy == pytest.approx((probs.argmax(1) == y).float().mean().item())
     paths = report.save(tmp_path)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
@@ -332,9 +332,9 @@ def test_shift_curve_level_zero_matches_evaluate():
 def test_fgsm_matches_plain_autograd_for_a_map_net():
     x, y = fake_mnist(16)
     model = safety_bhn.build_model("map", hidden=[16], seed=0)
-    x_adv = fgsm(model, x, y, 0.1, n_samples=1)
+    x_adv = fgsm(model, x, y, 0.1, n_samples=1).cpu()  # the model may live on a GPU
     xr = x.clone().requires_grad_(True)
-    loss = F.cross_entropy(model.sample_logits(xr, 1)[0], y, reduction="sum")
+    loss = F.cross_entropy(model.sample_logits(xr, 1)[0].cpu(), y, reduction="sum")
     (grad,) = torch.autograd.grad(loss, xr)
     torch.testing.assert_close(x_adv, (x + 0.1 * grad.sign()).clamp(0, 1))
     assert all(p.grad is None for p in model.parameters())

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import noise
 from .map import MAPNet
 from .primary import WeightLayer, run_layers, shared_layer
 
@@ -46,9 +47,9 @@ class MCDropoutNet(MAPNet):
             if layer.dropout == 0.0:
                 masks.append(None)
                 continue
-            keep = torch.full((n_samples, 1, *layer.in_shape), 1.0 - layer.dropout,
-                              device=self.device)  # fmt: skip
-            masks.append(torch.bernoulli(keep, generator=generator) / (1.0 - layer.dropout))
+            keep = noise.bernoulli(1.0 - layer.dropout, (n_samples, 1, *layer.in_shape),
+                                   generator, self.device)  # fmt: skip
+            masks.append(keep / (1.0 - layer.dropout))
         return n_samples, masks
 
     def forward_draw(self, x: Tensor, draw: tuple[int, list[Tensor | None]]) -> Tensor:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import noise
 from .base import UncertaintyModel
 from .map import make_module
 from .primary import WeightLayer, batched_layer, per_sample, run_layers
@@ -64,7 +65,7 @@ class FactorialVI(UncertaintyModel):
         """One explicit weight sample per posterior sample: ``[(w[S, ...], b[S, out])]``."""
 
         def sample(mu: Tensor, rho: Tensor) -> Tensor:
-            eps = torch.randn(n_samples, *mu.shape, generator=generator, device=mu.device)
+            eps = noise.randn((n_samples, *mu.shape), generator, mu.device)
             return mu + F.softplus(rho) * eps
 
         return [

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import noise
+
 
 class ElementwiseAffine(nn.Module):
     """``y = loc + exp(log_scale) * z``, elementwise; log|det| = sum(log_scale).
@@ -154,8 +156,7 @@ class NormalizingFlow(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Draw ``n`` samples: returns ``(theta[n, dim], log_q[n])``."""
-        device = self.affine.loc.device
-        eps = torch.randn(n, self.dim, generator=generator, device=device)
+        eps = noise.randn((n, self.dim), generator, self.affine.loc.device)
         theta, logdet = self(eps)
         return theta, standard_normal_log_prob(eps) - logdet
 

@@ -11,35 +11,37 @@ from torch import Tensor
 from .base import UncertaintyModel
 
 
-def _check(probs: Tensor, y: Tensor) -> None:
+def _check(probs: Tensor, y: Tensor) -> Tensor:
+    """Check the shapes; return the labels on the device of ``probs`` (CPU labels, GPU model)."""
     if probs.dim() != 2 or y.shape != probs.shape[:1]:
         raise ValueError(
             f"probs must be (batch, classes) and y (batch,), got {tuple(probs.shape)} and "
             f"{tuple(y.shape)}"
         )
+    return y.to(probs.device)
 
 
 def accuracy(probs: Tensor, y: Tensor) -> float:
     """Fraction of inputs whose most probable class is the label."""
-    _check(probs, y)
+    y = _check(probs, y)
     return (probs.argmax(1) == y).float().mean().item()
 
 
 def nll(probs: Tensor, y: Tensor) -> float:
     """Mean negative log predictive probability of the labels (nats)."""
-    _check(probs, y)
+    y = _check(probs, y)
     return -probs.gather(1, y[:, None]).clamp_min(1e-12).log().mean().item()
 
 
 def brier_score(probs: Tensor, y: Tensor) -> float:
     """Mean squared distance between the predictive and the one-hot label (sum over classes)."""
-    _check(probs, y)
+    y = _check(probs, y)
     return (probs - F.one_hot(y, probs.shape[1]).to(probs)).pow(2).sum(1).mean().item()
 
 
 def reliability_bins(probs: Tensor, y: Tensor, n_bins: int = 15) -> tuple[Tensor, Tensor, Tensor]:
     """Per confidence bin: ``(mean confidence, accuracy, count)``, equal-width bins on [0, 1]."""
-    _check(probs, y)
+    y = _check(probs, y)
     conf, pred = probs.max(1)
     correct = (pred == y).float()
     index = (conf * n_bins).long().clamp(max=n_bins - 1)

@@ -33,6 +33,7 @@ def fgsm(
     ``x + eps * sign(grad_x -log p(y | x))`` clipped to ``pixel_range``, where
     ``p(y | x) = mean_s softmax(logits_s)`` over ``n_samples`` posterior draws (one draw shared
     by the batch). Only the input gets gradients; the model's parameters are left untouched.
+    The result lies on the device of ``x``, whatever the model's.
 
     Example:
         >>> import safety_bhn
@@ -43,10 +44,11 @@ def fgsm(
     """
     if not 0.0 <= float(eps):
         raise ValueError(f"eps must be >= 0, got {eps}")
+    device = x.device if isinstance(x, Tensor) else None
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])
     if eps == 0:
-        return x.detach().clone()
+        return x.detach().clone().to(device)
     n = model.default_samples if n_samples is None else n_samples
     draw = model.draw(model.check_samples(n), generator)
     batch_size = batch_size or auto_batch_size(model, n)
@@ -64,7 +66,7 @@ def fgsm(
             out.append((xc + eps * grad.sign()).clamp(*pixel_range).detach())
     finally:
         model.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out).to(device)  # on the input's device, as given
 
 
 def adversarial_curve(
