@@ -91,14 +91,36 @@ def config_for(row: str, hidden: int, seed: int, args: Args) -> TrainConfig:
     )  # fmt: skip
 
 
+RECIPE = ("epochs", "lr", "lr_schedule", "lr_warmup", "batch_size", "val_size", "eval_samples")
+
+
+def recipe_of(args: Args) -> dict[str, str]:
+    """The training settings a CSV row records, as CSV text (so rows compare as read back)."""
+    return {k: str(getattr(args, k)) for k in RECIPE}
+
+
+def check_resume(rows: list[dict], args: Args, csv_path: Path) -> None:
+    """Refuse to mix runs of another recipe into one table (rows from before the recipe columns
+    existed carry no recipe and cannot be checked)."""
+    want = recipe_of(args)
+    for r in rows:
+        diff = [f"{k}={r[k]} (asked: {want[k]})" for k in RECIPE
+                if r.get(k, "") not in ("", want[k])]  # fmt: skip
+        if diff:
+            raise SystemExit(
+                f"mnist5000.py: error: {csv_path} holds runs trained with {', '.join(diff)}; "
+                "pass the same settings to resume, or --out another folder"
+            )
+
+
 def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def run_one(row: str, hidden: int, seed: int, config: TrainConfig) -> dict:
+def run_one(row: str, hidden: int, seed: int, config: TrainConfig, recipe: dict) -> dict:
     """Train and test one model; one tidy CSV row."""
     m = train_and_evaluate(config, progress=False).metrics
-    return {
+    return {**recipe,
         "row": row, "method": config.method,
         "coupling_layers": config.coupling_layers if config.method == "bhn" else 0,
         "hidden": hidden, "seed": seed, "test_acc": m["test"]["accuracy"],
@@ -206,15 +228,19 @@ def main(argv: list[str] | None = None) -> None:
 
         with open(csv_path) as f:
             for r in csv.DictReader(f):
-                rows.append({k: (float(v) if k not in ("row", "method") else v)
+                rows.append({k: (float(v) if k not in ("row", "method", *RECIPE) else v)
                              for k, v in r.items()})  # fmt: skip
                 for k in ("hidden", "seed", "coupling_layers", "epochs_run", "best_epoch"):
                     rows[-1][k] = int(rows[-1][k])
+                for k in RECIPE:
+                    rows[-1][k] = r.get(k, "")
+        check_resume(rows, args, csv_path)
     done = {(r["row"], r["hidden"], r["seed"]) for r in rows}
     todo = [(h, s, r) for h in args.hidden for s in args.seeds for r in args.rows
             if (r, h, s) not in done and not args.report_only]  # fmt: skip
     run_name = f"mnist5000__{int(time.time())}"
-    jobs = [(row, hidden, seed, config_for(row, hidden, seed, args)) for hidden, seed, row in todo]
+    jobs = [(row, hidden, seed, config_for(row, hidden, seed, args), recipe_of(args))
+            for hidden, seed, row in todo]  # fmt: skip
     with ProcessPoolExecutor(
         args.workers, initializer=_one_thread if args.workers > 1 else None
     ) as pool:

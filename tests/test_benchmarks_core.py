@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,3 +92,52 @@ def test_al_recipe_rejects_an_unknown_recipe_before_reading_data(tmp_path):
               "--recipes", "cosine", "cosin+warmup")  # fmt: skip
     assert res.returncode != 0
     assert "unknown recipe 'cosin+warmup'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bhn_recipe_quick_scores_rows_on_the_tuning_set(tmp_path, shared_data_dir):
+    rows = quick_rows("bhn_recipe.py", tmp_path, "--data-dir", shared_data_dir)
+    assert [(r["method"], r["coupling_layers"], r["recipe"]) for r in rows] == [
+        ("bhn", "2", "cos-200"),
+        ("mc_dropout", "0", "const-200"),
+    ]
+    assert all(0.0 <= float(r["tune_acc"]) <= 1.0 for r in rows)
+    assert 0 <= int(rows[0]["active_units"]) <= int(rows[0]["units"])
+    assert "not the test set" in (tmp_path / "bhn_recipe.md").read_text()
+
+
+def test_bhn_recipe_rejects_an_unknown_recipe_before_reading_data(tmp_path):
+    res = run("bhn_recipe.py", "--out", tmp_path, "--data-dir", tmp_path / "none",
+              "--rows", "bhn-12:cos-200", "bhn-12:cos-2000")  # fmt: skip
+    assert res.returncode != 0
+    assert "unknown recipe 'cos-2000'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bhn_recipe_rows_parse_to_method_layers_and_recipe(benchmark_module):
+    recipe = benchmark_module("bhn_recipe")
+    assert recipe.parse_row("bhn-12:cos-200") == ("bhn", 12, "cos-200")
+    assert recipe.parse_row("mc_dropout:const-200") == ("mc_dropout", 0, "const-200")
+    with pytest.raises(ValueError, match="METHOD"):
+        recipe.parse_row("dropout:cos-200")
+
+
+def test_bhn_recipe_splits_keep_the_tuning_images_apart(benchmark_module, shared_data_dir):
+    recipe = benchmark_module("bhn_recipe")
+    args = recipe.Args(data_dir=str(shared_data_dir))
+    key = lambda x: {bytes(img.flatten().numpy()) for img in (255 * x).round().byte()}  # noqa: E731
+    for extra_val, n_train in ((False, 4500), (True, 5000)):
+        (xtr, _), (xv, _), (xt, yt) = recipe.data(args, extra_val)
+        assert (len(xtr), len(xv), len(xt)) == (n_train, 500, 2500)
+        assert not key(xv) & key(xt) and not key(xtr) & key(xt)
+        assert len(set(yt.tolist())) == 10  # a random half of a class-sorted file
+    assert torch.equal(recipe.data(args, True)[2][0], recipe.data(args, False)[2][0])
+
+
+def test_mnist5000_refuses_to_resume_runs_of_another_recipe(benchmark_module, tmp_path):
+    m5k = benchmark_module("mnist5000")
+    args = m5k.Args(epochs=200)
+    same = {**m5k.recipe_of(args), "row": "bhn-12"}
+    m5k.check_resume([same, {"row": "bhn-0"}], args, tmp_path)  # legacy rows: no recipe
+    with pytest.raises(SystemExit, match=r"epochs=60 \(asked: 200\)"):
+        m5k.check_resume([same, {**same, "epochs": "60"}], args, tmp_path)
+    with pytest.raises(SystemExit, match="lr_schedule=cosine"):
+        m5k.check_resume([{**same, "lr_schedule": "cosine"}], args, tmp_path)
