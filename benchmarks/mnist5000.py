@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     done = {(r["row"], r["hidden"], r["seed"]) for r in rows}
     todo = [(h, s, r) for h in args.hidden for s in args.seeds for r in args.rows
             if (r, h, s) not in done and not args.report_only]  # fmt: skip
+    # the costliest runs (wide BHNs with many couplings) start first, so parallel workers
+    # finish together instead of one long run starting last
+    todo.sort(key=lambda t: (int(t[2].partition("-")[2] or 0), t[0]), reverse=True)
     run_name = f"mnist5000__{int(time.time())}"
     jobs = [(row, hidden, seed, config_for(row, hidden, seed, args), recipe_of(args))
             for hidden, seed, row in todo]  # fmt: skip
