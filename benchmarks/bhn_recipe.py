@@ -8,8 +8,13 @@ one to run on the test set with ``benchmarks/mnist5000.py``, so the choice is no
 the test images. Writes benchmarks/results/bhn_recipe.{csv,md} (the CSV after every run).
 Run from the project root:
 
-    python benchmarks/bhn_recipe.py --device cuda --workers 12   # every row; GPU advised
-    python benchmarks/bhn_recipe.py --quick                      # a smoke test
+    python benchmarks/bhn_recipe.py --workers 2        # every row (many CPU-hours)
+    python benchmarks/bhn_recipe.py --quick            # a smoke test
+
+A 500-epoch BHN-12 run takes about 26 minutes on one CPU core here; the committed results
+(benchmarks/results/bhn_recipe/) ran the ten rows their command names, two at a time. On an
+H200, sixteen such processes sharing the GPU finished no 200-epoch run in 8.5 minutes (small
+kernels, time-sliced), so a GPU is no shortcut for this sweep without batching runs together.
 """
 
 from __future__ import annotations
