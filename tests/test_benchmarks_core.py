@@ -87,11 +87,18 @@ def test_al_recipe_quick_compares_schedules_on_the_tuning_set(tmp_path, shared_d
     assert "not the test set" in (tmp_path / "al_recipe.md").read_text()
 
 
-def test_al_recipe_rejects_an_unknown_recipe_before_reading_data(tmp_path):
-    res = run("al_recipe.py", "--out", tmp_path, "--data-dir", tmp_path / "none",
-              "--recipes", "cosine", "cosin+warmup")  # fmt: skip
+@pytest.mark.parametrize(
+    ("script", "flag", "good", "bad"),
+    [("al_recipe.py", "--recipes", "cosine", "cosin+warmup"),
+     ("bhn_recipe.py", "--rows", "bhn-12:cos-200", "bhn-12:cos-2000")],
+)  # fmt: skip
+def test_recipe_scripts_reject_an_unknown_recipe_before_reading_data(
+    tmp_path, script, flag, good, bad
+):
+    res = run(script, "--out", tmp_path, "--data-dir", tmp_path / "none", flag, good, bad)
     assert res.returncode != 0
-    assert "unknown recipe 'cosin+warmup'" in res.stderr and "Traceback" not in res.stderr
+    unknown = bad.partition(":")[2] or bad
+    assert f"unknown recipe '{unknown}'" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_bhn_recipe_quick_scores_rows_on_the_tuning_set(tmp_path, shared_data_dir):
@@ -103,13 +110,6 @@ def test_bhn_recipe_quick_scores_rows_on_the_tuning_set(tmp_path, shared_data_di
     assert all(0.0 <= float(r["tune_acc"]) <= 1.0 for r in rows)
     assert 0 <= int(rows[0]["active_units"]) <= int(rows[0]["units"])
     assert "not the test set" in (tmp_path / "bhn_recipe.md").read_text()
-
-
-def test_bhn_recipe_rejects_an_unknown_recipe_before_reading_data(tmp_path):
-    res = run("bhn_recipe.py", "--out", tmp_path, "--data-dir", tmp_path / "none",
-              "--rows", "bhn-12:cos-200", "bhn-12:cos-2000")  # fmt: skip
-    assert res.returncode != 0
-    assert "unknown recipe 'cos-2000'" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_bhn_recipe_rows_parse_to_method_layers_and_recipe(benchmark_module):
