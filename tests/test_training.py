@@ -52,6 +52,22 @@ def test_early_stopping_keeps_the_best_validation_weights(mnist_small):
     assert final == pytest.approx(min(history.val_nll), rel=1e-5)
 
 
+def test_select_accuracy_keeps_the_first_most_accurate_epoch(mnist_small):
+    """With select="accuracy" the kept weights are those of the first epoch with the highest
+    validation accuracy, which here differs from the lowest-NLL epoch: a high rate makes the
+    net overconfident (NLL rises) while accuracy still moves."""
+    train, val = mnist_small
+    model = _model("map")
+    history = safety_bhn.fit(model, train, val, epochs=8, lr=3e-2, select="accuracy",
+                             progress=False)  # fmt: skip
+    acc = history.val_accuracy
+    assert history.best_epoch == history.val_epochs[acc.index(max(acc))]
+    assert history.best_epoch != history.val_epochs[history.val_nll.index(min(history.val_nll))]
+    kept = safety_bhn.evaluate(model, *val, n_samples=1)
+    assert kept["accuracy"] == pytest.approx(max(acc))
+    assert kept["nll"] == pytest.approx(history.val_nll[acc.index(max(acc))], rel=1e-5)
+
+
 def test_fit_accepts_a_dataset(mnist_small):
     (x, y), _ = mnist_small
     ds = torch.utils.data.TensorDataset(x[:200], y[:200])
@@ -62,7 +78,7 @@ def test_fit_accepts_a_dataset(mnist_small):
     "kwargs, match",
     [({"epochs": 0}, "epochs"), ({"batch_size": -1}, "batch_size"), ({"lr": 0}, "lr"),
      ({"kl_anneal": 2.0}, "kl_anneal"), ({"lr_schedule": "cosin"}, "Did you mean 'cosine'"),
-     ({"lr_warmup": -0.1}, "lr_warmup")],
+     ({"lr_warmup": -0.1}, "lr_warmup"), ({"select": "acuracy"}, "Did you mean 'accuracy'")],
 )  # fmt: skip
 def test_bad_hyper_parameters(kwargs, match, mnist_small):
     train, _ = mnist_small

@@ -30,6 +30,15 @@ class LRSchedule(str, enum.Enum):
     """from ``lr`` down to 0 along half a cosine over all ``epochs`` (per step)"""
 
 
+class Selection(str, enum.Enum):
+    """Which validation metric picks the weights that :func:`fit` keeps."""
+
+    NLL = "nll"
+    """the epoch with the lowest validation NLL (default)"""
+    ACCURACY = "accuracy"
+    """the first epoch with the highest validation accuracy (the BHN authors' protocol)"""
+
+
 def schedule_factor(schedule: LRSchedule, step: int, total: int, warmup: int = 0) -> float:
     """The multiplier of ``lr`` for optimiser step ``step`` (from 0) of ``total``.
 
@@ -109,13 +118,14 @@ def fit(
     lr_warmup: float = 0.0,
     val_samples: int = 10,
     eval_every: int = 1,
+    select: str | Selection = Selection.NLL,
     progress: bool = True,
 ) -> History:
     """Train ``model`` by minimising ``model.loss`` with Adam; returns a :class:`History`.
 
     Args:
         train: ``(x, y)`` tensors or a ``Dataset`` of pairs.
-        val: optional validation data; the weights with the best validation NLL are kept.
+        val: optional validation data; the weights of the best validation epoch are kept.
         epochs: maximum passes over ``train``.
         lr: Adam learning rate.
         batch_size: examples per step.
@@ -134,6 +144,10 @@ def fit(
             warmup avoids it (measured by ``benchmarks/al_recipe.py``).
         val_samples: posterior samples for the validation predictive.
         eval_every: validate every this many epochs.
+        select: ``"nll"`` keeps the epoch with the lowest validation NLL; ``"accuracy"`` the
+            first with the highest validation accuracy. NLL also penalises overconfidence, so
+            with a weak regulariser it can stop long before accuracy peaks. Patience counts
+            validations without improvement of the same metric.
         progress: show a tqdm progress bar.
 
     Example:
@@ -152,6 +166,7 @@ def fit(
     if not 0.0 <= kl_anneal <= 1.0:
         raise ValueError(f"kl_anneal must lie in [0, 1], got {kl_anneal!r}")
     schedule = check_lr_recipe(lr_schedule, lr_warmup)
+    select = parse_choice(select, Selection, "select")
     x, y = as_tensors(train, "train")
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])
@@ -175,7 +190,7 @@ def fit(
         opt, lambda t: schedule_factor(schedule, t, total_steps, warmup)
     )
     history = History()
-    best_state, best_nll, since_best = None, float("inf"), 0
+    best_state, best_score, since_best = None, float("inf"), 0
     start, step = time.perf_counter(), 0
     bar = tqdm(range(epochs), desc=f"fit {model.method}", disable=not progress, leave=False)
     for epoch in bar:
@@ -206,8 +221,10 @@ def fit(
             history.val_nll.append(metrics["nll"])
             history.val_accuracy.append(metrics["accuracy"])
             postfix.update(val_nll=f"{metrics['nll']:.4f}", val_acc=f"{metrics['accuracy']:.4f}")
-            if metrics["nll"] < best_nll:
-                best_nll, since_best, history.best_epoch = metrics["nll"], 0, epoch
+            # lower is better for both scores
+            score = metrics["nll"] if select is Selection.NLL else -metrics["accuracy"]
+            if score < best_score:
+                best_score, since_best, history.best_epoch = score, 0, epoch
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 since_best += 1
