@@ -58,6 +58,10 @@ class Args:
     """retrain the reward model every this many decisions"""
     train_steps: int = 100
     """minibatch gradient steps per retraining"""
+    batch_size: int = 64
+    """minibatch size of each retraining step (Riquelme et al. 2018 used 512)"""
+    lr: float = 1e-3
+    """Adam learning rate of the reward model"""
     epsilon: float = 0.05
     """random-action probability of the epsilon-greedy baseline"""
     quick: bool = False
@@ -91,7 +95,8 @@ def main(args: Args) -> None:
                 exploration, method = AGENTS[name]
                 agent = NeuralBandit(
                     5, 2, method, exploration, epsilon=args.epsilon, hidden=args.hidden,
-                    train_every=args.train_every, train_steps=args.train_steps, seed=seed,
+                    train_every=args.train_every, train_steps=args.train_steps,
+                    batch_size=args.batch_size, lr=args.lr, seed=seed,
                 )  # fmt: skip
             episodes = run_agent(env, agent, args.steps, seed=seed, progress=False)
             results[name] = summarize(episodes)
@@ -146,9 +151,10 @@ def report(args: Args, rows: list[dict], run_name: str) -> str:
         f"Command: `python benchmarks/bandit.py{flags}`. Settings: "
         f"{args.steps} decisions per run, seeds {args.seeds}, reward MLP 2-{args.hidden}-5, "
         f"retrained every {args.train_every} decisions with {args.train_steps} Adam steps "
-        f"(batch 64, lr 1e-3, learned Gaussian noise), epsilon-greedy epsilon={args.epsilon} "
-        f"with a MAP network; BHN with 4 couplings (32 hidden) and initial q std 0.05, "
-        f"factorial VI with initial std 0.02, MC dropout p=0.1 on the hidden layer.\n\n"
+        f"(batch {args.batch_size}, lr {args.lr:g}, learned Gaussian noise), epsilon-greedy "
+        f"epsilon={args.epsilon} with a MAP network; BHN with 4 couplings (32 hidden) and "
+        f"initial q std 0.05, factorial VI with initial std 0.02, MC dropout p=0.1 on the "
+        f"hidden layer.\n\n"
         f"Cumulative regret (expected reward of the optimal minus the chosen action, summed) as "
         f"% of the uniform agent's on the same contexts (lower is better; mean ± std over "
         f"seeds):\n\n"
