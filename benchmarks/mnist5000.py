@@ -51,7 +51,7 @@ class Args:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """seeds: each sets the validation split, the initial weights and training noise"""
     epochs: int = 60
-    """training epochs (Adam, no early stopping: the best-validation-NLL epoch is kept)"""
+    """training epochs (Adam, no early stopping: the best validation epoch is kept)"""
     lr: float = 1e-3
     """Adam learning rate"""
     lr_schedule: str = "constant"
@@ -60,6 +60,10 @@ class Args:
     """fraction of all steps with a linear learning-rate warmup (separate --out, as above)"""
     batch_size: int = 100
     """minibatch size"""
+    select: str = "nll"
+    """validation metric that picks the kept epoch: nll or accuracy (separate --out)"""
+    bhn_prior_std: float = 1.0
+    """std of the N(0, s^2) prior on the BHN scales (separate --out)"""
     val_size: int = 500
     """images of the 5000 held out for validation (model selection)"""
     eval_samples: int = 100
@@ -85,13 +89,17 @@ def config_for(row: str, hidden: int, seed: int, args: Args) -> TrainConfig:
     return TrainConfig(
         method=method, hidden=[hidden], coupling_layers=int(layers or 0), epochs=args.epochs,
         lr=args.lr, lr_schedule=args.lr_schedule, lr_warmup=args.lr_warmup,
-        batch_size=args.batch_size, seed=seed,
+        batch_size=args.batch_size, seed=seed, select=args.select,
+        options={"prior_std": args.bhn_prior_std} if method == "bhn" else {},
         val_size=args.val_size,
         eval_samples=args.eval_samples, data_dir=args.data_dir, device=args.device,
     )  # fmt: skip
 
 
-RECIPE = ("epochs", "lr", "lr_schedule", "lr_warmup", "batch_size", "val_size", "eval_samples")
+RECIPE = ("epochs", "lr", "lr_schedule", "lr_warmup", "batch_size", "val_size", "eval_samples",
+          "select", "bhn_prior_std")  # fmt: skip
+#: what rows written before a recipe column existed were trained with
+LEGACY = {"select": "nll", "bhn_prior_std": "1.0"}
 
 
 def recipe_of(args: Args) -> dict[str, str]:
@@ -104,8 +112,9 @@ def check_resume(rows: list[dict], args: Args, csv_path: Path) -> None:
     existed carry no recipe and cannot be checked)."""
     want = recipe_of(args)
     for r in rows:
-        diff = [f"{k}={r[k]} (asked: {want[k]})" for k in RECIPE
-                if r.get(k, "") not in ("", want[k])]  # fmt: skip
+        have = {k: r.get(k) or LEGACY.get(k, "") for k in RECIPE}
+        diff = [f"{k}={have[k]} (asked: {want[k]})" for k in RECIPE
+                if have[k] not in ("", want[k])]  # fmt: skip
         if diff:
             raise SystemExit(
                 f"mnist5000.py: error: {csv_path} holds runs trained with {', '.join(diff)}; "
@@ -176,8 +185,10 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
         f"Recipe: one-hidden-layer MLP, Adam lr {args.lr} ({args.lr_schedule} schedule, "
         f"warmup over {args.lr_warmup:.0%} of the steps), "
         f"batch {args.batch_size}, "
-        f"{args.epochs} epochs, weights of the epoch with the best validation NLL "
-        f"(10 posterior samples) kept; {args.eval_samples} posterior samples at test time. "
+        f"{args.epochs} epochs, weights of the epoch with the best validation "
+        f"{'NLL' if args.select == 'nll' else 'accuracy (the first such epoch)'} "
+        f"(10 posterior samples) kept; {args.eval_samples} posterior samples at test time; "
+        f"N(0, {args.bhn_prior_std:g}²) prior on the BHN scales. "
         "Accuracies are mean ± std over seeds. Train time is wall-clock, as a ratio to MC "
         f"dropout's in the same run ({args.workers} run(s) in parallel"
         f"{', one CPU thread each' if args.workers > 1 else ''}).\n\n"

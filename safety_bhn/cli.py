@@ -51,6 +51,11 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         help="early-stopping patience in epochs (default: none)",
     )
     p.add_argument("--kl-anneal", type=float, default=0.0)
+    p.add_argument(
+        "--select",
+        default="nll",
+        help="validation metric that picks the kept epoch: nll (default) or accuracy",
+    )
     p.add_argument("--eval-samples", type=positive_int, default=100)
     p.add_argument(
         "--data-dir",
@@ -70,12 +75,13 @@ def _print_table(rows: dict[str, dict[str, float]]) -> None:
 def _train(args: argparse.Namespace) -> int:
     from ._choices import parse_choice
     from .core.build import Arch
-    from .core.training import LRSchedule
+    from .core.training import LRSchedule, Selection
     from .runs import TrainConfig, train_and_evaluate
 
     parse_choice(args.method, Method, "method")
     parse_choice(args.arch, Arch, "architecture")
     parse_choice(args.lr_schedule, LRSchedule, "lr_schedule")
+    parse_choice(args.select, Selection, "--select")
     if not 0.0 <= args.lr_warmup <= 1.0:
         raise ValueError(f"--lr-warmup must lie in [0, 1], got {args.lr_warmup}")
     config = TrainConfig(
@@ -92,6 +98,7 @@ def _train(args: argparse.Namespace) -> int:
         val_size=args.val_size,
         patience=args.patience,
         kl_anneal=args.kl_anneal,
+        select=args.select,
         eval_samples=args.eval_samples,
         data_dir=args.data_dir,
         device=args.device,

@@ -53,6 +53,8 @@ class TrainConfig:
     """stop after this many epochs without a better validation NLL (None: train all epochs)"""
     kl_anneal: float = 0.0
     """fraction of training over which the KL weight rises linearly from 0 to 1"""
+    select: str = "nll"
+    """validation metric that picks the kept epoch: nll or accuracy"""
     eval_samples: int = 100
     """posterior samples for test-set evaluation"""
     data_dir: str | None = None
@@ -131,6 +133,7 @@ def train_and_evaluate(
         seed=config.seed,
         patience=config.patience,
         kl_anneal=config.kl_anneal,
+        select=config.select,
         progress=progress,
     )
     gen = torch.Generator(device=device).manual_seed(config.seed)

@@ -141,3 +141,10 @@ def test_mnist5000_refuses_to_resume_runs_of_another_recipe(benchmark_module, tm
         m5k.check_resume([same, {**same, "epochs": "60"}], args, tmp_path)
     with pytest.raises(SystemExit, match="lr_schedule=cosine"):
         m5k.check_resume([{**same, "lr_schedule": "cosine"}], args, tmp_path)
+    # rows from before the select / prior columns were trained with NLL selection, prior 1
+    older = {k: v for k, v in same.items() if k not in ("select", "bhn_prior_std")}
+    m5k.check_resume([older], args, tmp_path)
+    with pytest.raises(SystemExit, match=r"select=nll \(asked: accuracy\)"):
+        m5k.check_resume([older], m5k.Args(epochs=200, select="accuracy"), tmp_path)
+    with pytest.raises(SystemExit, match=r"bhn_prior_std=1.0 \(asked: 1.5\)"):
+        m5k.check_resume([older], m5k.Args(epochs=200, bhn_prior_std=1.5), tmp_path)
