@@ -12,7 +12,7 @@ Run from the project root:
     python benchmarks/bhn_recipe.py --quick            # a smoke test
 
 A 500-epoch BHN-12 run takes about 26 minutes on one CPU core here; the committed results
-(benchmarks/results/bhn_recipe/) ran the ten rows their command names, two at a time. On an
+(benchmarks/results/bhn_recipe/) ran the rows their command names, two at a time. On an
 H200, sixteen such processes sharing the GPU finished no 200-epoch run in 8.5 minutes (small
 kernels, time-sliced), so a GPU is no shortcut for this sweep without batching runs together.
 """

@@ -50,7 +50,7 @@ class TrainConfig:
     val_size: int = 500
     """validation examples held out of the training set (for early stopping)"""
     patience: int | None = None
-    """stop after this many epochs without a better validation NLL (None: train all epochs)"""
+    """stop after this many epochs without a better validation score (None: train all epochs)"""
     kl_anneal: float = 0.0
     """fraction of training over which the KL weight rises linearly from 0 to 1"""
     select: str = "nll"
