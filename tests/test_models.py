@@ -329,3 +329,41 @@ def test_bhn_prior_mean_survives_save_and_load(tmp_path):
 def test_bhn_unknown_prior_mean_is_refused_with_a_hint():
     with pytest.raises(ValueError, match="prior_mean 'inti'.*Did you mean 'init'"):
         small_model("bhn", prior_mean="inti")
+
+
+def test_clipped_nll_known_answer_and_no_gradient_outside_the_clip():
+    model = small_model("map", prob_clip=0.001)
+    # p(true class): ~1 (clipped to 0.999), 0.5 (inside), ~0 (clipped to 0.001)
+    logits = torch.tensor([[20.0, 0.0], [0.0, 0.0], [-20.0, 0.0]], requires_grad=True)
+    y = torch.zeros(3, dtype=torch.long)
+    loss = model.nll(logits, y)
+    expected = -(torch.tensor([0.999, 0.5, 0.001]).log().mean())
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert logits.grad[0].abs().max() == 0 and logits.grad[2].abs().max() == 0
+    assert logits.grad[1].abs().max() > 0
+    plain = small_model("map")
+    torch.testing.assert_close(plain.nll(logits, y), F.cross_entropy(logits, y))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_loss_uses_the_clipped_likelihood(method):
+    x, y = data()
+    extra = {"weight_decay": 0.0} if method in ("map", "mc_dropout") else {}
+    free = small_model(method, **extra).loss(x, y, n_data=10**12)
+    assert abs(free.item() - torch.log(torch.tensor(2.0)).item()) > 0.3  # p(y) near 1/5, not 1/2
+    clipped = small_model(method, prob_clip=0.4999, **extra)
+    loss = clipped.loss(x, y, n_data=10**12)  # KL / n_data vanishes
+    assert -torch.log(torch.tensor(0.5001)) <= loss <= -torch.log(torch.tensor(0.4999)) + 1e-6
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.5, 1.0, True])
+def test_bad_prob_clip_is_refused(bad):
+    with pytest.raises(ValueError, match="prob_clip"):
+        small_model("bhn", prob_clip=bad)
+
+
+def test_prob_clip_survives_save_and_load(tmp_path):
+    model = small_model("mc_dropout", prob_clip=0.001)
+    model.save(tmp_path / "m.pt")
+    assert safety_bhn.load(tmp_path / "m.pt", device="cpu").prob_clip == 0.001

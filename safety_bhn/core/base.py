@@ -33,12 +33,19 @@ class UncertaintyModel(nn.Module, ABC):
     method: str = ""
     default_samples: int = 100
 
-    def __init__(self, layers: Sequence[WeightLayer], config: dict[str, Any]) -> None:
+    def __init__(
+        self, layers: Sequence[WeightLayer], config: dict[str, Any], prob_clip: float = 0.0
+    ) -> None:
         super().__init__()
+        if isinstance(prob_clip, bool) or not 0.0 <= prob_clip < 0.5:
+            raise ValueError(
+                f"prob_clip must lie in [0, 0.5) (0 turns clipping off), got {prob_clip!r}"
+            )
         self.layers = list(layers)
         self.config = dict(config)
         self.in_shape = tuple(config["in_shape"])
         self.n_classes = int(config["n_classes"])
+        self.prob_clip = float(prob_clip)
 
     # -- to implement -------------------------------------------------------------------
     @abstractmethod
@@ -54,6 +61,20 @@ class UncertaintyModel(nn.Module, ABC):
         """Training loss per data point (negative ELBO for the Bayesian methods)."""
 
     # -- shared behaviour ---------------------------------------------------------------
+    def nll(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Mean negative log-likelihood of labels ``y`` (batch,) under ``logits`` (batch, C).
+
+        With ``prob_clip = c > 0`` the probability of the true class is clipped to
+        ``[c, 1 - c]`` first, as the BHN authors' code did (``c = 0.001``, for BHN and
+        dropout alike): an example already fitted with probability above ``1 - c``, or one
+        given up as below ``c``, then adds no gradient. It bounds the loss per example
+        (``-log c``) and stops the push towards ever more confident fits.
+        """
+        if self.prob_clip == 0.0:
+            return F.cross_entropy(logits, y)
+        p = F.softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        return -p.clamp(self.prob_clip, 1.0 - self.prob_clip).log().mean()
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -25,15 +25,21 @@ class MCDropoutNet(MAPNet):
 
     Args:
         weight_decay: L2 penalty on the weights, as for MAP (Gal's prior length-scale term).
+        prob_clip: clip the true class's probability in the training loss (0: off; see
+            :meth:`UncertaintyModel.nll`).
     """
 
     method = "mc_dropout"
     default_samples = 100
 
     def __init__(
-        self, layers: Sequence[WeightLayer], config: dict[str, Any], weight_decay: float = 1e-5
+        self,
+        layers: Sequence[WeightLayer],
+        config: dict[str, Any],
+        weight_decay: float = 1e-5,
+        prob_clip: float = 0.0,
     ) -> None:
-        super().__init__(layers, config, weight_decay)
+        super().__init__(layers, config, weight_decay, prob_clip)
         for layer in self.layers:
             if not 0.0 <= layer.dropout < 1.0:
                 raise ValueError(f"dropout rates must lie in [0, 1), got {layer.dropout}")
@@ -68,4 +74,4 @@ class MCDropoutNet(MAPNet):
             return shared_layer(layer, h, self.net[i].weight, self.net[i].bias)
 
         logits = run_layers(self.layers, x, apply)[0]
-        return F.cross_entropy(logits, y) + self.weight_penalty()
+        return self.nll(logits, y) + self.weight_penalty()

@@ -29,6 +29,8 @@ class FactorialVI(UncertaintyModel):
         prior_std: standard deviation of the Gaussian prior on every weight and bias.
         init_std: initial posterior standard deviation (small, so training starts near MAP).
         train_samples: samples per training step.
+        prob_clip: clip the true class's probability in the likelihood term (0: off; see
+            :meth:`UncertaintyModel.nll`).
     """
 
     method = "factorial_vi"
@@ -41,8 +43,9 @@ class FactorialVI(UncertaintyModel):
         prior_std: float = 0.1,
         init_std: float = 1e-3,
         train_samples: int = 1,
+        prob_clip: float = 0.0,
     ) -> None:
-        super().__init__(layers, config)
+        super().__init__(layers, config, prob_clip)
         if prior_std <= 0 or init_std <= 0:
             raise ValueError("prior_std and init_std must be positive")
         if train_samples < 1:
@@ -102,5 +105,5 @@ class FactorialVI(UncertaintyModel):
     def loss(self, x: Tensor, y: Tensor, n_data: int, kl_weight: float = 1.0) -> Tensor:
         logits = run_layers(self.layers, x, self._local_reparam)
         logits = logits.expand(self.train_samples, *logits.shape[1:])
-        nll = F.cross_entropy(logits.flatten(0, 1), y.repeat(self.train_samples))
+        nll = self.nll(logits.flatten(0, 1), y.repeat(self.train_samples))
         return nll + kl_weight * self.kl() / n_data

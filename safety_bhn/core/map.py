@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import UncertaintyModel
@@ -26,15 +25,21 @@ class MAPNet(UncertaintyModel):
     Args:
         weight_decay: L2 penalty ``weight_decay * sum ||w||^2`` added to the mean NLL
             (a Gaussian prior on the weights, so this is a MAP estimate).
+        prob_clip: clip the true class's probability to ``[prob_clip, 1 - prob_clip]`` in
+            the training loss (0: off; see :meth:`UncertaintyModel.nll`).
     """
 
     method = "map"
     default_samples = 1
 
     def __init__(
-        self, layers: Sequence[WeightLayer], config: dict[str, Any], weight_decay: float = 1e-5
+        self,
+        layers: Sequence[WeightLayer],
+        config: dict[str, Any],
+        weight_decay: float = 1e-5,
+        prob_clip: float = 0.0,
     ) -> None:
-        super().__init__(layers, config)
+        super().__init__(layers, config, prob_clip)
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         self.weight_decay = weight_decay
@@ -54,4 +59,4 @@ class MAPNet(UncertaintyModel):
 
     def loss(self, x: Tensor, y: Tensor, n_data: int, kl_weight: float = 1.0) -> Tensor:
         logits = self.forward_draw(x, 1)[0]
-        return F.cross_entropy(logits, y) + self.weight_penalty()
+        return self.nll(logits, y) + self.weight_penalty()
