@@ -73,17 +73,8 @@ def _print_table(rows: dict[str, dict[str, float]]) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ._choices import parse_choice
-    from .core.build import Arch
-    from .core.training import LRSchedule, Selection
     from .runs import TrainConfig, train_and_evaluate
 
-    parse_choice(args.method, Method, "method")
-    parse_choice(args.arch, Arch, "architecture")
-    parse_choice(args.lr_schedule, LRSchedule, "lr_schedule")
-    parse_choice(args.select, Selection, "--select")
-    if not 0.0 <= args.lr_warmup <= 1.0:
-        raise ValueError(f"--lr-warmup must lie in [0, 1], got {args.lr_warmup}")
     config = TrainConfig(
         method=args.method,
         arch=args.arch,
@@ -102,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
         eval_samples=args.eval_samples,
         data_dir=args.data_dir,
         device=args.device,
-    )
+    ).validate()  # before any data is loaded
     metrics = train_and_evaluate(config, args.out, progress=not args.no_progress).metrics
     _print_table({args.method: metrics["test"]})
     print(f"saved {Path(args.out) / 'model.pt'} and {Path(args.out) / 'metrics.json'}")

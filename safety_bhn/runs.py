@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._choices import parse_choice
 from ._io import atomic_write_json
 from .core.base import UncertaintyModel
-from .core.build import build_model, default_device, load
+from .core.build import Arch, Method, build_model, default_device, load
 from .core.metrics import classification_metrics, evaluate, predictive
-from .core.training import fit
+from .core.training import Selection, check_lr_recipe, fit
 from .data import embedded_mnist, load_dataset
 
 Split = tuple[Tensor, Tensor]
@@ -63,6 +64,17 @@ class TrainConfig:
     """cpu or cuda (None: cuda when available)"""
     options: dict[str, Any] = field(default_factory=dict)
     """further method options, e.g. {"prior_std": 1.0}"""
+
+    def validate(self) -> TrainConfig:
+        """Check the names and fractions; raises a ValueError naming the first bad one.
+
+        Everything else (sizes, options) is checked by ``build_model`` and ``fit``.
+        """
+        parse_choice(self.method, Method, "method")
+        parse_choice(self.arch, Arch, "architecture")
+        check_lr_recipe(self.lr_schedule, self.lr_warmup)
+        parse_choice(self.select, Selection, "select")
+        return self
 
     def model_options(self) -> dict[str, Any]:
         opts = dict(self.options)
@@ -116,6 +128,7 @@ def train_and_evaluate(
     config: TrainConfig, out: str | os.PathLike | None = None, progress: bool = True
 ) -> RunResult:
     """Train one model and evaluate it on the test set; write ``out/{model.pt,metrics.json}``."""
+    config.validate()
     splits = mnist_splits(config.data_dir, config.val_size, config.seed)
     device = torch.device(config.device) if config.device else default_device()
     model = build_model(

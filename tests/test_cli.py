@@ -50,7 +50,7 @@ def test_quickstart_with_one_epoch(tmp_path):
         (["train", "--hidden", "-3", "--out", "x"], "must be positive"),
         (["train", "--epochs", "0", "--out", "x"], "must be positive"),
         (["train", "--lr-schedule", "linear", "--out", "x"], "unknown lr_schedule 'linear'"),
-        (["train", "--lr-warmup", "2", "--out", "x"], "--lr-warmup must lie in [0, 1]"),
+        (["train", "--lr-warmup", "2", "--out", "x"], "lr_warmup must lie in [0, 1]"),
         (["train", "--select", "acuracy", "--out", "x"], "Did you mean 'accuracy'"),
         (["evaluate", "runs/does-not-exist"], "no checkpoint"),
         (["evaluate", "x", "--samples", "0"], "must be positive"),

@@ -134,3 +134,17 @@ def test_metrics_known_answers():
     assert expected_calibration_error(probs, y, n_bins=2) == pytest.approx(0.05, abs=1e-6)
     perfect = torch.eye(2)[y]
     assert expected_calibration_error(perfect, y) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("method", "bhnn", "Did you mean 'bhn'"), ("arch", "mpl", "Did you mean 'mlp'"),
+     ("lr_schedule", "cosin", "Did you mean 'cosine'"), ("select", "acuracy", "Did you mean"),
+     ("lr_warmup", -0.5, "lr_warmup must lie in")],
+)  # fmt: skip
+def test_train_config_validate_names_the_bad_field(field, value, message):
+    from safety_bhn.runs import TrainConfig
+
+    assert TrainConfig().validate() == TrainConfig()
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value}).validate()
