@@ -68,6 +68,10 @@ class Args:
     """training epochs (the best-validation-NLL epoch is kept)"""
     lr: float = 1e-3
     """Adam learning rate"""
+    lr_schedule: str = "constant"
+    """constant or cosine (decays to 0 by the last epoch)"""
+    lr_warmup: float = 0.0
+    """fraction of all steps over which the learning rate first rises linearly"""
     batch_size: int = 100
     """minibatch size"""
     val_size: int = 500
@@ -118,6 +122,7 @@ def train(row: str, train_xy, val_xy, n_classes: int, seed: int, args: Args):
     model = build_model(method, hidden=list(args.hidden), n_classes=n_classes, seed=seed,
                         device="cpu", **options)  # fmt: skip
     history = fit(model, train_xy, val_xy, epochs=args.epochs, lr=args.lr,
+                  lr_schedule=args.lr_schedule, lr_warmup=args.lr_warmup,
                   batch_size=args.batch_size, seed=seed, progress=False)  # fmt: skip
     return model, history
 
@@ -157,6 +162,14 @@ def run_one(row: str, seed: int, args: Args) -> dict[str, list[dict[str, Any]]]:
                                     args.attack_samples, gen, "all", progress=False)  # fmt: skip
     return {"detection": detection, "shift": shift,
             "adversarial": [{**tag, **r} for r in adversarial]}  # fmt: skip
+
+
+def schedule(args: Args) -> str:
+    """The learning-rate schedule in words, for ood.md."""
+    warmup = (
+        f", linear warmup over the first {args.lr_warmup:.0%} of steps" if args.lr_warmup else ""
+    )
+    return f"{args.lr_schedule} rate{warmup}"
 
 
 def _mean(values: list[float]) -> float:
@@ -310,8 +323,9 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
         "computed earlier by this script with the same settings).  \n"
         f"Models: MLP 784-{'-'.join(map(str, args.hidden))}-10 trained on the embedded "
         f"MNIST-5000 ({args.val_size} held out for validation; a different split per seed), "
-        f"Adam lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, weights of the best "
-        f"validation-NLL epoch kept. Held-out classes: the same recipe on digits 0-4 only "
+        f"Adam lr {args.lr} ({schedule(args)}), batch {args.batch_size}, {args.epochs} epochs, "
+        "weights of the best validation-NLL epoch kept. Held-out classes: the same recipe on "
+        "digits 0-4 only "
         f"(5 outputs), digits 5-9 of the test set as OOD. Seeds {seeds}.  \n"
         f"Scoring: {args.samples} posterior samples shared by the in-distribution and OOD sets; "
         f"{args.n_test} random MNIST test images vs {args.n_test} OOD images per set (Fashion-MNIST"
@@ -360,7 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     todo = [(seed, row) for seed in args.seeds for row in args.rows]
     loaded = 0
     for seed, row in tqdm(todo, desc=run_name):
-        key = f"{row}__h{'-'.join(map(str, args.hidden))}__e{args.epochs}__seed{seed}.json"
+        recipe = "" if args.lr_schedule == "constant" and not args.lr_warmup else (
+            f"__{args.lr_schedule}-w{args.lr_warmup:g}")  # fmt: skip
+        key = f"{row}__h{'-'.join(map(str, args.hidden))}__e{args.epochs}{recipe}__seed{seed}.json"
         path = state / key
         if path.is_file() and not args.quick:
             part = json.loads(path.read_text())

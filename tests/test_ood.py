@@ -439,7 +439,8 @@ def test_benchmark_quick_runs(tmp_path, shared_data_dir):
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "benchmarks/ood.py", "--quick", "--out", str(tmp_path),
-         "--data-dir", str(shared_data_dir), "--threads", "1"],
+         "--data-dir", str(shared_data_dir), "--threads", "1", "--lr-schedule", "cosine",
+         "--lr-warmup", "0.1"],
         cwd=root, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -451,7 +452,9 @@ def test_benchmark_quick_runs(tmp_path, shared_data_dir):
     assert {r["ood_set"] for r in rows} == {"fashion_mnist", "uniform_noise", "gaussian_noise",
                                             "inverted", "held_out_classes"}  # fmt: skip
     assert len(rows) == 3 * 5 * len(Score)  # methods x sets x scores
-    assert "## Targets (issue 4)" in (tmp_path / "ood.md").read_text()
+    report = (tmp_path / "ood.md").read_text()
+    assert "## Targets (issue 4)" in report
+    assert "cosine rate, linear warmup over the first 10% of steps" in report
     for plot in ("ood_auroc.png", "ood_shift_rotation.png", "ood_adversarial.png"):
         assert (tmp_path / plot).is_file()
 
