@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -355,7 +356,7 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
-    command = "python benchmarks/ood.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/ood.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.quick:
         quick_out = ROOT / "runs" / "bench-ood-quick"
         args = dataclasses.replace(
