@@ -374,9 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {"detection": [], "shift": [], "adversarial": []}
     todo = [(seed, row) for seed in args.seeds for row in args.rows]
     loaded = 0
+    recipe = "" if args.lr_schedule == "constant" and not args.lr_warmup else (
+        f"__{args.lr_schedule}-w{args.lr_warmup:g}")  # fmt: skip
     for seed, row in tqdm(todo, desc=run_name):
-        recipe = "" if args.lr_schedule == "constant" and not args.lr_warmup else (
-            f"__{args.lr_schedule}-w{args.lr_warmup:g}")  # fmt: skip
         key = f"{row}__h{'-'.join(map(str, args.hidden))}__e{args.epochs}{recipe}__seed{seed}.json"
         path = state / key
         if path.is_file() and not args.quick:

@@ -93,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
         eval_samples=args.eval_samples,
         data_dir=args.data_dir,
         device=args.device,
-    ).validate()  # before any data is loaded
+    )  # train_and_evaluate validates it before loading any data
     metrics = train_and_evaluate(config, args.out, progress=not args.no_progress).metrics
     _print_table({args.method: metrics["test"]})
     print(f"saved {Path(args.out) / 'model.pt'} and {Path(args.out) / 'metrics.json'}")
