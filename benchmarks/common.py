@@ -91,3 +91,17 @@ def mean_std(values: Sequence[float], fmt: str = "{:.4f}") -> str:
 def quick_out(out: str) -> str:
     """Where a ``--quick`` run writes: never over the committed results (runs/bench-quick)."""
     return "runs/bench-quick" if Path(out).resolve() == RESULTS.resolve() else out
+
+
+def run_kind(args: Any, ignore: Sequence[str] = ("out", "progress")) -> str:
+    """'full run', or a label saying which settings differ from the defaults (or a smoke test).
+
+    ``args`` is a benchmark's argument dataclass with a ``quick`` field; fields in ``ignore``
+    (where results go, progress bars) do not change a result and are not reported.
+    """
+    if args.quick:
+        return "QUICK smoke test, not a result"
+    defaults = type(args)()
+    changed = [f.name for f in dataclasses.fields(args) if f.name not in ignore
+               and getattr(args, f.name) != getattr(defaults, f.name)]  # fmt: skip
+    return f"REDUCED run: {', '.join(changed)} changed from the defaults" if changed else "full run"

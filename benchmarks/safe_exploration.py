@@ -27,7 +27,15 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, mean_std, parse_args, seed_everything, write_csv  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    markdown_table,
+    mean_std,
+    parse_args,
+    run_kind,
+    seed_everything,
+    write_csv,
+)
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.explore import (  # noqa: E402
@@ -198,7 +206,7 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
     seconds = sum(r["seconds"] for r in rows if r["env"] != "LavaGridShifted-v0")
     return (
         "# Safe exploration: return and safety violations while learning\n\n"
-        f"Run `{run_name}` ({_kind(args)}); "
+        f"Run `{run_name}` ({run_kind(args)}); "
         f"{env['date']}, {env['machine']}, torch {env['torch']}; "
         f"{seconds / 60:.1f} CPU-minutes of agent time (1 thread).\n\n"
         f"Command: `python benchmarks/safe_exploration.py{flags}`. "
@@ -311,16 +319,6 @@ def overall_verdict(checks: list[tuple[str, str, str]]) -> str:
     else:
         verdict = "partly met"
     return "\n".join(lines) + f"\n\nOverall: target {verdict}.\n"
-
-
-def _kind(args: Args) -> str:
-    """'full run', or a label saying the settings were reduced (or a smoke test)."""
-    if args.quick:
-        return "QUICK smoke test, not a result"
-    ignore = {"out", "progress"}
-    changed = [f.name for f in dataclasses.fields(Args) if f.name not in ignore
-               and getattr(args, f.name) != getattr(Args(), f.name)]  # fmt: skip
-    return f"REDUCED run: {', '.join(changed)} changed from the defaults" if changed else "full run"
 
 
 if __name__ == "__main__":

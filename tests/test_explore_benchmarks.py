@@ -71,3 +71,12 @@ def test_safe_exploration_overall_verdict_counts_ties_neither_way(benchmark_modu
     assert se.overall_verdict(grid + [("Grid", "met", "large")]).endswith("partly met.\n")
     assert se.overall_verdict([("Shift", "missed", "none")]).endswith("target missed.\n")
     assert "not tested" in se.overall_verdict([("Shift", tie, "none")])
+
+
+def test_run_kind_names_the_settings_changed_from_the_defaults(benchmark_module):
+    bandit, common = benchmark_module("bandit"), benchmark_module("common")
+    assert common.run_kind(bandit.Args()) == "full run"
+    assert common.run_kind(bandit.Args(out="elsewhere", progress=False)) == "full run"
+    reduced = common.run_kind(bandit.Args(steps=100, seeds=[5]))
+    assert reduced == "REDUCED run: seeds, steps changed from the defaults"
+    assert common.run_kind(bandit.Args(quick=True, steps=100)).startswith("QUICK smoke test")
