@@ -15,6 +15,16 @@ from torch import Tensor  # noqa: E402
 from .core.metrics import expected_calibration_error, reliability_bins  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    """Lay out ``fig``, write it to ``path`` (creating its folder), close it; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def reliability_diagram(
     predictions: dict[str, tuple[Tensor, Tensor]], path: str | os.PathLike, n_bins: int = 15
 ) -> Path:
@@ -42,9 +52,4 @@ def reliability_diagram(
             title=f"{name} (ECE {expected_calibration_error(probs, y, n_bins):.3f})",
         )
         ax.legend(loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -16,14 +16,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-
-def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+from ..plots import save_figure  # noqa: E402
 
 
 def learning_curves(
@@ -48,7 +41,7 @@ def learning_curves(
         part = frame if value is None else frame[frame[col] == value]
         sns.lineplot(data=part, x="n_labels", y="test_acc", hue=hue, errorbar="sd", ax=ax)
         ax.set(xlabel="labelled examples", ylabel="test accuracy", title=value or title or "")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(
@@ -70,4 +63,4 @@ def image_grid(
             ax.imshow(images[i], cmap="gray_r")
             if titles is not None:
                 ax.set_title(titles[i], fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -15,19 +15,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ..plots import save_figure  # noqa: E402
 from .metrics import auroc, roc  # noqa: E402
 
 if TYPE_CHECKING:
     from .report import OODReport
-
-
-def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def roc_curves(report: OODReport, path: str | os.PathLike) -> Path:
@@ -45,7 +37,7 @@ def roc_curves(report: OODReport, path: str | os.PathLike) -> Path:
         ax.set(xlabel="false positive rate", ylabel="true positive rate",
                title=f"{report.model} vs {ood_set}", xlim=(0, 1), ylim=(0, 1.01))  # fmt: skip
         ax.legend(loc="lower right", fontsize=8, title="score (AUROC)", title_fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def score_histograms(
@@ -71,7 +63,7 @@ def score_histograms(
             ax.set(xlabel=score, ylabel="density" if j == 0 else "",
                    title=f"{ood_set} (AUROC {auroc(s_in, s_out):.3f})")  # fmt: skip
     fig.suptitle(f"{report.model}: anomaly scores", y=1.0)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def shift_plot(
@@ -97,7 +89,7 @@ def shift_plot(
         ax.set(xlabel=level, ylabel=metric)
     if title:
         fig.suptitle(title, y=1.0)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def auroc_bars(
