@@ -83,9 +83,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def mean_std(values: Sequence[float], fmt: str = "{:.4f}") -> str:
-    """``"mean ± std"`` over seeds (std with ddof=0 when only one value)."""
+    """``"mean ± std"`` over seeds (sample std); one value reads ``"value (one run)"``, since a
+    "± 0" would claim a spread that was never measured."""
     arr = np.asarray(values, dtype=float)
-    return f"{fmt.format(arr.mean())} ± {fmt.format(arr.std(ddof=1) if arr.size > 1 else 0.0)}"
+    if arr.size == 1:
+        return f"{fmt.format(arr[0])} (one run)"
+    return f"{fmt.format(arr.mean())} ± {fmt.format(arr.std(ddof=1))}"
 
 
 def quick_out(out: str) -> str:

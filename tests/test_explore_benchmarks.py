@@ -80,3 +80,9 @@ def test_run_kind_names_the_settings_changed_from_the_defaults(benchmark_module)
     reduced = common.run_kind(bandit.Args(steps=100, seeds=[5]))
     assert reduced == "REDUCED run: seeds, steps changed from the defaults"
     assert common.run_kind(bandit.Args(quick=True, steps=100)).startswith("QUICK smoke test")
+
+
+def test_mean_std_reports_one_run_without_a_spread(benchmark_module):
+    common = benchmark_module("common")
+    assert common.mean_std([1.0, 2.0, 3.0], "{:.2f}") == "2.00 ± 1.00"
+    assert common.mean_std([96.08], "{:.2f}") == "96.08 (one run)"
