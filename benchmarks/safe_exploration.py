@@ -16,6 +16,7 @@ and the per-episode data safe_exploration.episodes.csv. Run from the project roo
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from common import (  # noqa: E402
 from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.explore import (  # noqa: E402
     ENV_PRESETS,
+    DQNAgent,
     RandomAgent,
     make_agent,
     make_env,
@@ -55,6 +57,8 @@ GRID, SHIFTED, CARTPOLE = (
     "safety_bhn/LavaGridShifted-v0",
     "safety_bhn/CartPoleCost-v0",
 )
+#: the DQN's default replay size (CartPole uses it; the gridworld preset sets its own)
+DQN_BUFFER = inspect.signature(DQNAgent).parameters["buffer_size"].default
 #: row name -> (exploration, method)
 AGENTS = {
     "bhn": ("thompson", "bhn"),
@@ -213,7 +217,9 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
         f"Settings: seeds {args.seeds}; gridworld {args.grid_steps} steps on the training "
         f"layout then {args.shift_steps} on the shifted one (learning continues); CartPole "
         f"{args.cartpole_steps} steps. Q and cost MLPs obs-{args.hidden}-actions; Adam lr "
-        f"1e-3, batch 64, replay 20k, one update per step, target networks copied every "
+        f"1e-3, batch 64, replay buffer of the last {ENV_PRESETS[GRID]['buffer_size']} "
+        f"(gridworld) / {DQN_BUFFER} (CartPole) transitions, one update per step, target "
+        f"networks copied every "
         f"100 steps; random actions annealed from 1 to 0 (Thompson) or 0.05 (ε-greedy) over "
         f"the first 1500 (gridworld) / 2000 (CartPole) steps; gamma 0.9 (gridworld) / 0.99 "
         f"(CartPole). Safe variant: cost posterior of the discounted future cost "
