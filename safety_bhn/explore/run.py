@@ -166,9 +166,8 @@ def shift_detection_auroc(agent: DQNAgent, n_samples: int = 20) -> float:
 #: horizon (gamma 0.9) learns fastest; CartPole's Q-values reach ~100, hence ``q_scale``.
 #: The gridworld keeps only its last 1000 transitions: after the lava moves, transitions from
 #: cells that look the same in both layouts but now lead elsewhere must leave the buffer, or
-#: the stale Q-values trap Thompson agents in a loop (with 20000, BHN and factorial-VI
-#: Thompson agents never reached the shifted goal; with 1000 they did in about half the
-#: episodes, on tuning seeds 10-12).
+#: the stale Q-values trap Thompson agents in a loop (benchmarks/results/safe_exploration.md
+#: compares; README's safe-exploration section gives the numbers before and after).
 _GRID: dict[str, Any] = {"gamma": 0.9, "epsilon_decay_steps": 1500, "buffer_size": 1000}
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "safety_bhn/LavaGrid-v0": dict(_GRID),
