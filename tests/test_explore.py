@@ -147,6 +147,33 @@ def test_dqn_thompson_holds_one_sample_per_episode():
     assert agent._q_fn is not f  # a new episode draws a new sample
 
 
+def test_dqn_resample_on_revisit_draws_a_new_sample_only_on_a_repeated_observation():
+    agent = _dqn(resample_on_revisit=True)
+    agent.begin_episode()
+    first, second = LavaObs().obs[:2]
+    f = agent._q_fn
+    agent.act(first)
+    agent.act(second)
+    assert agent._q_fn is f and agent.resamples == 0  # new observations keep the sample
+    agent.act(first)  # a revisit: a fixed greedy policy would now cycle
+    g = agent._q_fn
+    assert g is not f and agent.resamples == 1
+    greedy = int(g(torch.as_tensor(first)[None])[0].argmax())
+    assert agent.act(first) == greedy and agent.resamples == 2
+    agent.begin_episode()  # a new episode forgets what it saw
+    agent.act(second)
+    assert agent.resamples == 2
+
+
+def test_dqn_holds_its_sample_on_revisits_by_default():
+    agent = _dqn()
+    agent.begin_episode()
+    f = agent._q_fn
+    for _ in range(3):
+        agent.act(LavaObs().obs[0])
+    assert agent._q_fn is f and agent.resamples == 0
+
+
 class LavaObs:
     """Every observation of the training layout."""
 

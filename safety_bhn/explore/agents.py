@@ -214,7 +214,10 @@ class DQNAgent:
 
     Thompson: one posterior sample of the Q-network is held for a whole episode (Osband et
     al.'s deep exploration), or for ``resample_every`` steps when given, and the agent acts
-    greedily under it. The Q-posterior is trained
+    greedily under it. With ``resample_on_revisit``, a new sample is also drawn whenever the
+    agent sees an observation again within the episode: in a deterministic environment a
+    fixed greedy policy that revisits a state is caught in a cycle for the rest of the
+    episode, so holding that sample can only waste steps. The Q-posterior is trained
     on TD targets ``r + gamma * (1 - terminated) * max_a' Q_target(s', a')``, where the target
     network (a periodic copy) averages ``target_samples`` posterior draws.
 
@@ -260,6 +263,7 @@ class DQNAgent:
         epsilon_end: float | None = None,
         epsilon_decay_steps: int = 2_000,
         resample_every: int | None = None,
+        resample_on_revisit: bool = False,
         q_scale: float = 1.0,
         noise_std: float = 0.1,
         kl_weight: float = 1.0,
@@ -291,6 +295,12 @@ class DQNAgent:
         if resample_every is not None:
             _check_int("resample_every", resample_every)
         self.resample_every = resample_every
+        # epsilon-greedy's MAP network has one function only: nothing to resample
+        self.resample_on_revisit = bool(resample_on_revisit) and (
+            self.exploration is Exploration.THOMPSON
+        )
+        self._visited: set[bytes] = set()
+        self.resamples = 0
         options = model_options or {}
 
         def make(scale: float, offset: int) -> RegressionPosterior:
@@ -322,6 +332,7 @@ class DQNAgent:
     def begin_episode(self) -> None:
         """Draw this episode's Q-function (and the cost model's samples for masking)."""
         self._q_fn = self.q.sample_function(self.generator)
+        self._visited.clear()
         if self.safe:
             self._cost_fn = self.cost.sample_functions(self.cost_samples, self.generator)
 
@@ -347,6 +358,12 @@ class DQNAgent:
         elif self.resample_every and self.steps % self.resample_every == 0:
             self._q_fn = self.q.sample_function(self.generator)
         x = self._obs(obs)
+        if self.resample_on_revisit:
+            key = x.numpy().tobytes()
+            if key in self._visited:
+                self._q_fn = self.q.sample_function(self.generator)
+                self.resamples += 1
+            self._visited.add(key)
         mask, upper = self.allowed_actions(obs)
         self.last_mask = mask
         if not mask.any():
