@@ -20,6 +20,7 @@ import inspect
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,14 @@ GRID, SHIFTED, CARTPOLE = (
     "safety_bhn/LavaGridShifted-v0",
     "safety_bhn/CartPoleCost-v0",
 )
-#: the DQN's default replay size (CartPole uses it; the gridworld preset sets its own)
-DQN_BUFFER = inspect.signature(DQNAgent).parameters["buffer_size"].default
+
+
+def dqn_setting(env_id: str, name: str) -> Any:
+    """The value of DQNAgent's ``name`` on ``env_id``: its ENV_PRESETS entry, else the default."""
+    default = inspect.signature(DQNAgent).parameters[name].default
+    return ENV_PRESETS.get(env_id, {}).get(name, default)
+
+
 #: row name -> (exploration, method)
 AGENTS = {
     "bhn": ("thompson", "bhn"),
@@ -90,6 +97,9 @@ class Args:
     """safe variant: the upper credible quantile over cost-posterior samples"""
     hidden: list[int] = field(default_factory=lambda: [64])
     """hidden units of the Q and cost MLPs"""
+    resample_on_revisit: bool = True
+    """Thompson DQNs draw a new Q sample when they see an observation again within an episode
+    (the gridworld preset; CartPole never repeats an observation); off: one sample per episode"""
     quick: bool = False
     """smoke test: one seed, two agents, a few hundred steps"""
     out: str = str(RESULTS)
@@ -110,7 +120,8 @@ def run_one(args: Args, env_name: str, name: str, safe: bool, seed: int) -> tupl
         exploration, method = AGENTS[name]
         agent = make_agent(env, exploration, method, safe=safe, seed=seed, hidden=args.hidden,
                            threshold=args.threshold, quantile=args.quantile,
-                           **ENV_PRESETS[env_id])  # fmt: skip
+                           **{**ENV_PRESETS[env_id],
+                              "resample_on_revisit": args.resample_on_revisit})  # fmt: skip
     steps = args.grid_steps if env_name == "gridworld" else args.cartpole_steps
     phases = [(env_id, env, steps)]
     if env_name == "gridworld":
@@ -208,6 +219,7 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
             checks.append([env_name, name, f"{v0:.1f} → {v1:.1f}", f"{r0:.3f} → {r1:.3f}",
                            violation_verdict(v0, v1), return_verdict(r0, r1, r_rand)])  # fmt: skip
     seconds = sum(r["seconds"] for r in rows if r["env"] != "LavaGridShifted-v0")
+    grid, pole = partial(dqn_setting, GRID), partial(dqn_setting, CARTPOLE)
     return (
         "# Safe exploration: return and safety violations while learning\n\n"
         f"Run `{run_name}` ({run_kind(args)}); "
@@ -217,12 +229,18 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
         f"Settings: seeds {args.seeds}; gridworld {args.grid_steps} steps on the training "
         f"layout then {args.shift_steps} on the shifted one (learning continues); CartPole "
         f"{args.cartpole_steps} steps. Q and cost MLPs obs-{args.hidden}-actions; Adam lr "
-        f"1e-3, batch 64, replay buffer of the last {ENV_PRESETS[GRID]['buffer_size']} "
-        f"(gridworld) / {DQN_BUFFER} (CartPole) transitions, one update per step, target "
-        f"networks copied every "
-        f"100 steps; random actions annealed from 1 to 0 (Thompson) or 0.05 (ε-greedy) over "
-        f"the first 1500 (gridworld) / 2000 (CartPole) steps; gamma 0.9 (gridworld) / 0.99 "
-        f"(CartPole). Safe variant: cost posterior of the discounted future cost "
+        f"1e-3, batch 64, replay buffer of the last {grid('buffer_size')} (gridworld) / "
+        f"{pole('buffer_size')} (CartPole) transitions, one update per step, target networks "
+        f"copied every {grid('target_every')} steps; random actions annealed from 1 to 0 "
+        f"(Thompson) or 0.05 (ε-greedy) over the first {grid('epsilon_decay_steps')} "
+        f"(gridworld) / {pole('epsilon_decay_steps')} (CartPole) steps; gamma "
+        f"{grid('gamma')} (gridworld) / {pole('gamma')} (CartPole); Thompson DQNs "
+        + (
+            "draw a new Q sample whenever they revisit an observation within an episode"
+            if args.resample_on_revisit
+            else "hold one Q sample per episode"
+        )  # fmt: skip
+        + ". Safe variant: cost posterior of the discounted future cost "
         f"(cost gamma 0.9), actions masked when the {args.quantile} quantile over 10 "
         f"posterior draws exceeds {args.threshold}. BHN: 4 couplings (32 hidden), initial q "
         f"std 0.05; factorial VI: initial std 0.02; MC dropout: p=0.1 hidden.\n\n"

@@ -168,7 +168,16 @@ def shift_detection_auroc(agent: DQNAgent, n_samples: int = 20) -> float:
 #: cells that look the same in both layouts but now lead elsewhere must leave the buffer, or
 #: the stale Q-values trap Thompson agents in a loop (benchmarks/results/safe_exploration.md
 #: compares; README's safe-exploration section gives the numbers before and after).
-_GRID: dict[str, Any] = {"gamma": 0.9, "epsilon_decay_steps": 1500, "buffer_size": 1000}
+#: Thompson agents there also draw a new Q sample when they revisit a cell within an episode
+#: (``resample_on_revisit``): the grid is deterministic, so a held sample that revisits a cell
+#: would loop until the step limit (benchmarks/results/safe_exploration_tuning compares, on
+#: tuning seeds 10-12).
+_GRID: dict[str, Any] = {
+    "gamma": 0.9,
+    "epsilon_decay_steps": 1500,
+    "buffer_size": 1000,
+    "resample_on_revisit": True,
+}
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "safety_bhn/LavaGrid-v0": dict(_GRID),
     "safety_bhn/LavaGridShifted-v0": dict(_GRID),
