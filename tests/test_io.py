@@ -1,0 +1,48 @@
+"""Atomic writes: the old file survives a failed write, permissions are those of open()."""
+
+import os
+import stat
+
+import pytest
+
+from safety_bhn._io import atomic_write, atomic_write_text
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
+    path = atomic_write_text(tmp_path / "state.json", "old")
+
+    def fail(f):
+        f.write(b"half")
+        raise RuntimeError("crash while writing")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        atomic_write(path, fail)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+@posix_only
+def test_a_new_file_gets_the_permissions_open_would_give(tmp_path, umask_022):
+    path = atomic_write_text(tmp_path / "results.md", "x")
+    plain = tmp_path / "plain.md"
+    plain.write_text("x")
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+
+
+@posix_only
+def test_rewriting_a_file_keeps_its_permissions(tmp_path, umask_022):
+    path = tmp_path / "secret.json"
+    path.write_text("old")
+    path.chmod(0o600)
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
