@@ -113,8 +113,13 @@ def test_flow_posterior_covers_both_modes_where_a_diagonal_gaussian_cannot(one_t
     diag, bhn = samples[0], samples[8]
     share_bhn = (bhn[:, 0] > 0).float().mean()
     share_diag = (diag[:, 0] > 0).float().mean()
-    assert 0.1 < share_bhn < 0.9  # both branches hold mass
-    assert torch.corrcoef(bhn.T)[0, 1] > 0.5  # and the samples follow the ridge
+    # Both branches hold mass. The split varies from machine to machine with last-bit
+    # differences in training: one CI machine put 10% of the samples in the smaller branch ...
+    assert 0.05 < share_bhn < 0.95
+    # ... and the samples follow the ridge t1 * t2 = slope: the product spreads far less than
+    # under the diagonal Gaussian, which cannot bend along it
+    slope_bhn, slope_diag = bhn[:, 0] * bhn[:, 1], diag[:, 0] * diag[:, 1]
+    assert slope_bhn.std() < 0.5 * slope_diag.std()
     assert share_diag < 0.01 or share_diag > 0.99  # one branch only
     assert abs(torch.corrcoef(diag.T)[0, 1]) < 0.1  # no correlation
     assert elbo[8] > elbo[0]
