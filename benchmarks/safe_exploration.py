@@ -40,6 +40,7 @@ from common import (  # noqa: E402
 )
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
+from safety_bhn.core.build import Method  # noqa: E402
 from safety_bhn.explore import (  # noqa: E402
     ENV_PRESETS,
     DQNAgent,
@@ -50,6 +51,7 @@ from safety_bhn.explore import (  # noqa: E402
     shift_detection_auroc,
     summarize,
 )
+from safety_bhn.explore.agents import DEFAULT_OPTIONS  # noqa: E402
 from safety_bhn.explore.plots import plot_training  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
 
@@ -220,6 +222,7 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
                            violation_verdict(v0, v1), return_verdict(r0, r1, r_rand)])  # fmt: skip
     seconds = sum(r["seconds"] for r in rows if r["env"] != "LavaGridShifted-v0")
     grid, pole = partial(dqn_setting, GRID), partial(dqn_setting, CARTPOLE)
+    bhn = DEFAULT_OPTIONS[Method.BHN]
     return (
         "# Safe exploration: return and safety violations while learning\n\n"
         f"Run `{run_name}` ({run_kind(args)}); "
@@ -241,9 +244,12 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
             else "hold one Q sample per episode"
         )  # fmt: skip
         + ". Safe variant: cost posterior of the discounted future cost "
-        f"(cost gamma 0.9), actions masked when the {args.quantile} quantile over 10 "
-        f"posterior draws exceeds {args.threshold}. BHN: 4 couplings (32 hidden), initial q "
-        f"std 0.05; factorial VI: initial std 0.02; MC dropout: p=0.1 hidden.\n\n"
+        f"(cost gamma {grid('cost_gamma')}), actions masked when the {args.quantile} "
+        f"quantile over {grid('cost_samples')} "
+        f"posterior draws exceeds {args.threshold}. BHN: {bhn['coupling_layers']} couplings "
+        f"({bhn['coupling_hidden']} hidden), initial q std {bhn['init_scale']}; factorial VI: "
+        f"initial std {DEFAULT_OPTIONS[Method.FACTORIAL_VI]['init_std']}; MC dropout: "
+        f"p={DEFAULT_OPTIONS[Method.MC_DROPOUT]['p_hidden']} hidden.\n\n"
         "`return`: mean episode return over the phase; `violations`: total cost (lava "
         "entered / pole fell) during the phase; `goal`: fraction of episodes reaching the "
         "goal; `shift AUROC`: Q-uncertainty (std over 20 posterior draws) separating the "

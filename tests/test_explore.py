@@ -158,8 +158,10 @@ def test_dqn_resample_on_revisit_draws_a_new_sample_only_on_a_repeated_observati
     agent.act(first)  # a revisit: a fixed greedy policy would now cycle
     g = agent._q_fn
     assert g is not f and agent.resamples == 1
-    greedy = int(g(torch.as_tensor(first)[None])[0].argmax())
-    assert agent.act(first) == greedy and agent.resamples == 2
+    action = agent.act(first)  # every further revisit draws again, and acts on the new draw
+    h = agent._q_fn
+    assert h is not g and agent.resamples == 2
+    assert action == int(h(torch.as_tensor(first)[None])[0].argmax())
     agent.begin_episode()  # a new episode forgets what it saw
     agent.act(second)
     assert agent.resamples == 2
