@@ -102,6 +102,8 @@ class Args:
     resample_on_revisit: bool = True
     """Thompson DQNs draw a new Q sample when they see an observation again within an episode
     (the gridworld preset; CartPole never repeats an observation); off: one sample per episode"""
+    mc_dropout_p: float = DEFAULT_OPTIONS[Method.MC_DROPOUT]["p_hidden"]
+    """MC dropout agents: dropout rate on the hidden layer of the Q and cost MLPs"""
     quick: bool = False
     """smoke test: one seed, two agents, a few hundred steps"""
     out: str = str(RESULTS)
@@ -123,7 +125,9 @@ def run_one(args: Args, env_name: str, name: str, safe: bool, seed: int) -> tupl
         agent = make_agent(env, exploration, method, safe=safe, seed=seed, hidden=args.hidden,
                            threshold=args.threshold, quantile=args.quantile,
                            **{**ENV_PRESETS[env_id],
-                              "resample_on_revisit": args.resample_on_revisit})  # fmt: skip
+                              "resample_on_revisit": args.resample_on_revisit},
+                           **({"model_options": {"p_hidden": args.mc_dropout_p}}
+                              if method == "mc_dropout" else {}))  # fmt: skip
     steps = args.grid_steps if env_name == "gridworld" else args.cartpole_steps
     phases = [(env_id, env, steps)]
     if env_name == "gridworld":
@@ -249,7 +253,7 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
         f"posterior draws exceeds {args.threshold}. BHN: {bhn['coupling_layers']} couplings "
         f"({bhn['coupling_hidden']} hidden), initial q std {bhn['init_scale']}; factorial VI: "
         f"initial std {DEFAULT_OPTIONS[Method.FACTORIAL_VI]['init_std']}; MC dropout: "
-        f"p={DEFAULT_OPTIONS[Method.MC_DROPOUT]['p_hidden']} hidden.\n\n"
+        f"p={args.mc_dropout_p} hidden.\n\n"
         "`return`: mean episode return over the phase; `violations`: total cost (lava "
         "entered / pole fell) during the phase; `goal`: fraction of episodes reaching the "
         "goal; `shift AUROC`: Q-uncertainty (std over 20 posterior draws) separating the "
