@@ -1,6 +1,7 @@
 """Smoke tests: the bandit and safe-exploration benchmarks run end to end with --quick."""
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,13 @@ def test_bandit_quick(tmp_path):
     assert all(float(r["normalized_regret"]) == 1.0 for r in rows if r["method"] == "uniform")
     assert (tmp_path / "bandit.png").stat().st_size > 0
     assert "QUICK smoke test" in (tmp_path / "bandit.md").read_text() and "δ=0.95" in stdout
+
+
+def test_explore_diagnostics_quick(tmp_path):
+    stdout = _quick("explore_diagnostics.py", tmp_path)
+    text = (tmp_path / "explore_diagnostics.md").read_text()
+    assert text in stdout + "\n" and "| cell | action | Q up |" in text
+    assert re.search(r"again \d+ times in 300 steps", text)
 
 
 @pytest.mark.slow

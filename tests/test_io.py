@@ -42,7 +42,7 @@ def test_a_new_file_gets_the_permissions_open_would_give(tmp_path, umask_022):
 def test_rewriting_a_file_keeps_its_permissions(tmp_path, umask_022):
     path = tmp_path / "secret.json"
     path.write_text("old")
-    path.chmod(0o600)
+    path.chmod(0o640)
     atomic_write_text(path, "new")
     assert path.read_text() == "new"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
