@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, markdown_table, mean_std, parse_args, seed_everything, write_csv  # noqa: E402
 
 from safety_bhn import build_model, fit  # noqa: E402
+from safety_bhn._choices import parse_choice  # noqa: E402
 from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
+from safety_bhn.core.build import Arch  # noqa: E402
 from safety_bhn.ood import (  # noqa: E402
     adversarial_curve,
     build_suite,
@@ -61,8 +63,11 @@ class Args:
     )
     """methods to run; "bhn-K" is a BHN with K coupling layers, "bhn-K-init" one whose prior is
     centred on the initial scales (prior_mean="init")"""
+    arch: str = "mlp"
+    """mlp, or cnn (Gal et al. 2017's conv-conv-pool-dense net, as in active learning)"""
     hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
-    """MLP hidden layers (784-256-256-256-10: Hendrycks & Gimpel's and the BHN paper's net)"""
+    """MLP hidden layers (784-256-256-256-10: Hendrycks & Gimpel's and the BHN paper's net);
+    ignored with --arch cnn"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """seeds: each sets the validation split, the weights, training noise and the OOD sets"""
     epochs: int = 50
@@ -120,8 +125,9 @@ def parse_row(row: str) -> tuple[str, dict[str, Any]]:
 
 def train(row: str, train_xy, val_xy, n_classes: int, seed: int, args: Args):
     method, options = parse_row(row)
-    model = build_model(method, hidden=list(args.hidden), n_classes=n_classes, seed=seed,
-                        device="cpu", **options)  # fmt: skip
+    net = {"hidden": list(args.hidden)} if args.arch == "mlp" else {}
+    model = build_model(method, args.arch, n_classes=n_classes, seed=seed, device="cpu",
+                        **net, **options)  # fmt: skip
     history = fit(model, train_xy, val_xy, epochs=args.epochs, lr=args.lr,
                   lr_schedule=args.lr_schedule, lr_warmup=args.lr_warmup,
                   batch_size=args.batch_size, seed=seed, progress=False)  # fmt: skip
@@ -163,6 +169,18 @@ def run_one(row: str, seed: int, args: Args) -> dict[str, list[dict[str, Any]]]:
                                     args.attack_samples, gen, "all", progress=False)  # fmt: skip
     return {"detection": detection, "shift": shift,
             "adversarial": [{**tag, **r} for r in adversarial]}  # fmt: skip
+
+
+def net_tag(args: Args) -> str:
+    """The network in run names and state keys: ``h256-256-256`` or ``cnn``."""
+    return "h" + "-".join(map(str, args.hidden)) if args.arch == "mlp" else args.arch
+
+
+def net_words(args: Args) -> str:
+    """The network in words, for ood.md."""
+    if args.arch == "mlp":
+        return f"MLP 784-{'-'.join(map(str, args.hidden))}-10"
+    return "CNN conv(32, 4x4)-conv(32, 4x4)-maxpool(2)-dense(128)-10 (Gal et al. 2017)"
 
 
 def schedule(args: Args) -> str:
@@ -322,7 +340,7 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
         f"({loaded} of {len({(r['method'], r['seed']) for r in rows})} (method, seed) runs loaded "
         f"from {state_name}, "
         "computed earlier by this script with the same settings).  \n"
-        f"Models: MLP 784-{'-'.join(map(str, args.hidden))}-10 trained on the embedded "
+        f"Models: {net_words(args)} trained on the embedded "
         f"MNIST-5000 ({args.val_size} held out for validation; a different split per seed), "
         f"Adam lr {args.lr} ({schedule(args)}), batch {args.batch_size}, {args.epochs} epochs, "
         "weights of the best validation-NLL epoch kept. Held-out classes: the same recipe on "
@@ -356,6 +374,7 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
+    args = dataclasses.replace(args, arch=parse_choice(args.arch, Arch, "architecture").value)
     command = "python benchmarks/ood.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.quick:
         quick_out = ROOT / "runs" / "bench-ood-quick"
@@ -369,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     seed_everything(args.seeds[0])
     out, state = Path(args.out), Path(args.state)
-    run_name = f"ood__{'-'.join(map(str, args.hidden))}__e{args.epochs}__{int(time.time())}"
+    run_name = f"ood__{net_tag(args).removeprefix('h')}__e{args.epochs}__{int(time.time())}"
     start = time.perf_counter()
     results: dict[str, list[dict]] = {"detection": [], "shift": [], "adversarial": []}
     todo = [(seed, row) for seed in args.seeds for row in args.rows]
@@ -377,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe = "" if args.lr_schedule == "constant" and not args.lr_warmup else (
         f"__{args.lr_schedule}-w{args.lr_warmup:g}")  # fmt: skip
     for seed, row in tqdm(todo, desc=run_name):
-        key = f"{row}__h{'-'.join(map(str, args.hidden))}__e{args.epochs}{recipe}__seed{seed}.json"
+        key = f"{row}__{net_tag(args)}__e{args.epochs}{recipe}__seed{seed}.json"
         path = state / key
         if path.is_file() and not args.quick:
             part = json.loads(path.read_text())

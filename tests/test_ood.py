@@ -467,3 +467,15 @@ def test_benchmark_row_names_give_the_bhn_options(benchmark_module):
         {"coupling_layers": 0, "prior_mean": "init"},
     )
     assert ood_benchmark.parse_row("mc_dropout") == ("mc_dropout", {})
+
+
+def test_benchmark_trains_the_chosen_architecture(benchmark_module):
+    ood_benchmark = benchmark_module("ood")
+    x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
+    args = ood_benchmark.Args(arch="cnn", epochs=1, batch_size=10)
+    model, _ = ood_benchmark.train("bhn-1", (x, y), (x[:10], y[:10]), 10, 0, args)
+    assert [layer.kind for layer in model.layers] == ["conv", "conv", "linear", "linear"]
+    assert ood_benchmark.net_tag(args) == "cnn"
+    assert ood_benchmark.net_tag(ood_benchmark.Args(hidden=[8, 4])) == "h8-4"  # old state keys
+    with pytest.raises(ValueError, match="cnn"):
+        ood_benchmark.main(["--arch", "cnnn", "--out", "unused"])
