@@ -4,36 +4,47 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 
-def _file_mode(path: Path) -> int:
-    """The permissions a plain ``open(path, "w")`` would give: the old file's, else 0o666 less
-    the umask (``mkstemp`` makes its temp files private, 0o600)."""
-    if path.exists():
-        return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def create_temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a new hidden temp file beside ``path``, open for writing.
+
+    It is created with mode 0o666 so that the kernel applies the umask, as a plain
+    ``open(path, "w")`` would (``mkstemp`` makes private 0o600 files; reading the umask with
+    ``os.umask`` would briefly change it for every thread).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temp file beside {path}")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(f)`` on a temp file, then move it over ``path``; a crash leaves the old file."""
+    """Call ``write(f)`` on a temp file, then move it over ``path``; a crash leaves the old file.
+
+    A new file gets the permissions ``open()`` would give it; a rewritten one keeps its own.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(path))
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import urllib.error
 from pathlib import Path
 
@@ -362,6 +363,11 @@ def test_download_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert download("mnist", root) == root
     assert len(calls) == 4 and all(u.startswith("https://ossci-datasets.s3") for u in calls)
     assert sorted(p.name for p in (root / "mnist").iterdir()) == sorted(payloads)
+    if os.name == "posix":  # shared data folders stay readable: open()'s mode, not mkstemp's 0o600
+        probe = tmp_path / "probe"
+        probe.write_text("")
+        probe_mode = probe.stat().st_mode & 0o777
+        assert {p.stat().st_mode & 0o777 for p in (root / "mnist").iterdir()} == {probe_mode}
     assert len(load_dataset("mnist", "train", root)[0]) == 6
     assert len(load_dataset("mnist", "test", root)[0]) == 4
     calls.clear()

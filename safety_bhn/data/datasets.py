@@ -8,7 +8,6 @@ import http.client
 import logging
 import os
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from .._choices import did_you_mean, parse_choice
+from .._io import create_temp_beside
 from .idx import DataError, idx_magic, parse_idx, read_idx
 
 __all__ = [
@@ -329,9 +329,8 @@ def _download_file(name: DatasetName, folder: Path, rel_path: str) -> None:
     errors: list[str] = []
     for mirror in _MIRRORS[name]:
         url = mirror + file_name
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.", suffix=".part")
+        fd, tmp = create_temp_beside(dest, ".part")  # permissions as open() would give
         os.close(fd)
-        tmp = Path(tmp_name)
         try:
             logger.info("downloading %s", url)
             _fetch(url, tmp)
