@@ -356,8 +356,13 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
         + markdown_table(["method", *sets], fpr)
         + "\n## Targets (issue 4)\n\n"
         + "\n".join(targets(rows, args))
-        + "\n\n## Anchors\n\nThe issue's numbers (same data and net) and Hendrycks & Gimpel "
-        "(2017), whose net was trained on all 60000 MNIST images:\n\n"
+        + "\n\n## Anchors\n\n"
+        + (
+            "The issue's numbers (same data and net)"
+            if args.arch == "mlp"
+            else "The issue's numbers (same data, but the MLP 784-256-256-256-10, not this CNN)"
+        )
+        + " and Hendrycks & Gimpel (2017), whose net was trained on all 60000 MNIST images:\n\n"
         + markdown_table(["method", "OOD set", "score", "reference AUROC", "measured"], anchors)
         + "\n## AUROC of every score\n\n"
         + markdown_table(["OOD set", "score", *args.rows], full)
