@@ -8,6 +8,7 @@ Run from the project root:
 
     python benchmarks/ood.py            # the full run (settings in ood.md)
     python benchmarks/ood.py --quick    # a smoke test in well under a minute
+    python benchmarks/ood.py --arch cnn # the suite with Gal et al.'s CNN instead of the MLP
 """
 
 from __future__ import annotations
