@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     seed_everything(args.seeds[0])
     out, state = Path(args.out), Path(args.state)
-    run_name = f"ood__{net_tag(args).removeprefix('h')}__e{args.epochs}__{int(time.time())}"
+    run_name = f"ood__{net_tag(args)}__e{args.epochs}__{int(time.time())}"
     start = time.perf_counter()
     results: dict[str, list[dict]] = {"detection": [], "shift": [], "adversarial": []}
     todo = [(seed, row) for seed in args.seeds for row in args.rows]
