@@ -63,7 +63,8 @@ class Args:
         default_factory=lambda: ["bhn-12", "bhn-0", "mc_dropout", "factorial_vi", "map"]
     )
     """methods to run; "bhn-K" is a BHN with K coupling layers, "bhn-K-init" one whose prior is
-    centred on the initial scales (prior_mean="init")"""
+    centred on the initial scales (prior_mean="init"), "bhn-K-local" one trained with a draw of
+    the scales per image (local_draws=True)"""
     arch: str = "mlp"
     """mlp, or cnn (Gal et al. 2017's conv-conv-pool-dense net, as in active learning)"""
     hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
@@ -115,13 +116,28 @@ class Args:
     """smoke test: tiny nets, 1 epoch, 1 seed, few samples; written to runs/bench-ood-quick"""
 
 
+# Flags a BHN row name may carry after its coupling layers, and the options they set.
+ROW_FLAGS = {"init": {"prior_mean": "init"}, "local": {"local_draws": True}}
+
+
 def parse_row(row: str) -> tuple[str, dict[str, Any]]:
-    """``"bhn-12-init"`` -> ``("bhn", {"coupling_layers": 12, "prior_mean": "init"})``."""
+    """``"bhn-12-init"`` -> ``("bhn", {"coupling_layers": 12, "prior_mean": "init"})``.
+
+    A BHN row is ``bhn-K`` followed by any of the flags in ``ROW_FLAGS``, each after a dash.
+    """
     method, _, rest = row.partition("-")
     if method != "bhn":
         return method, {}
-    layers, _, prior = rest.partition("-")
-    return method, {"coupling_layers": int(layers or 0), **({"prior_mean": prior} if prior else {})}
+    layers, *flags = rest.split("-")
+    if not layers.isdigit():
+        raise ValueError(f"row {row!r}: expected 'bhn-K' with K coupling layers, e.g. 'bhn-12'")
+    options: dict[str, Any] = {"coupling_layers": int(layers)}
+    for flag in flags:
+        if flag not in ROW_FLAGS:
+            raise ValueError(f"row {row!r}: unknown flag {flag!r}; expected one of "
+                             f"{sorted(ROW_FLAGS)}, as in 'bhn-12-local'")  # fmt: skip
+        options.update(ROW_FLAGS[flag])
+    return method, options
 
 
 def train(row: str, train_xy, val_xy, n_classes: int, seed: int, args: Args):
@@ -381,6 +397,8 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     args = dataclasses.replace(args, arch=parse_choice(args.arch, Arch, "architecture").value)
+    for row in args.rows:  # a misspelt row fails here, not after hours of training
+        parse_row(row)
     command = "python benchmarks/ood.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.quick:
         quick_out = ROOT / "runs" / "bench-ood-quick"

@@ -466,7 +466,17 @@ def test_benchmark_row_names_give_the_bhn_options(benchmark_module):
         "bhn",
         {"coupling_layers": 0, "prior_mean": "init"},
     )
+    assert ood_benchmark.parse_row("bhn-12-init-local") == (
+        "bhn",
+        {"coupling_layers": 12, "prior_mean": "init", "local_draws": True},
+    )
     assert ood_benchmark.parse_row("mc_dropout") == ("mc_dropout", {})
+    with pytest.raises(ValueError, match="unknown flag 'locl'"):
+        ood_benchmark.parse_row("bhn-12-locl")
+    with pytest.raises(ValueError, match="coupling layers"):
+        ood_benchmark.parse_row("bhn-init")
+    with pytest.raises(ValueError, match="locl"):  # checked before any training
+        ood_benchmark.main(["--rows", "bhn-12-locl", "--out", "unused"])
 
 
 def test_benchmark_trains_the_chosen_architecture(benchmark_module):
