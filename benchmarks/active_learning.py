@@ -22,7 +22,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, mean_std, parse_args, seed_everything, write_csv  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    command_line,
+    markdown_table,
+    mean_std,
+    parse_args,
+    seed_everything,
+    write_csv,
+)
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.active import (  # noqa: E402
@@ -287,7 +295,9 @@ def summarise(rows: list[dict], args: Args) -> tuple[str, list[str]]:
     return md, checks
 
 
-def main(args: Args) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
+    command = command_line("active_learning.py", argv)
     if args.quick:
         args = quick_args(args)
     steps = (args.max_labels - args.initial) // args.acquire
@@ -331,10 +341,12 @@ def main(args: Args) -> None:
                 learner = ActiveLearner(config, pool, test=test, out=folder, resume=resume)
                 learner.run(progress=True)
                 rows += learner.curve()
-                write_results(rows, args, out_dir, run_name, time.time() - start)
+                write_results(rows, args, out_dir, run_name, command, time.time() - start)
 
 
-def write_results(rows: list[dict], args: Args, out_dir: Path, run_name: str, secs: float) -> None:
+def write_results(
+    rows: list[dict], args: Args, out_dir: Path, run_name: str, command: str, secs: float
+) -> None:
     """Write the tidy CSV, the markdown summary and the plot (after every finished run)."""
     write_csv(rows, out_dir / "active_learning.csv")
     learning_curves(rows, out_dir / "active_learning.png", hue="acquisition", col="method")
@@ -344,7 +356,7 @@ def write_results(rows: list[dict], args: Args, out_dir: Path, run_name: str, se
     lines = [
         "# Active learning on MNIST",
         "",
-        f"Run `{run_name}`: `{' '.join(['python benchmarks/active_learning.py', *sys.argv[1:]])}`",
+        f"Run `{run_name}`: `{command}`",
         "",
         f"- machine: {env['machine']}; torch {env['torch']}; date {env['date']}; "
         f"loop time {sum(r['step_seconds'] for r in rows) / 60:.1f} min in all (recorded per "
@@ -370,4 +382,4 @@ def write_results(rows: list[dict], args: Args, out_dir: Path, run_name: str, se
 
 
 if __name__ == "__main__":
-    main(parse_args(Args))
+    main()

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
+    command_line,
     markdown_table,
     mean_std,
     parse_args,
@@ -141,8 +142,7 @@ def main(argv: list[str] | None = None) -> None:
                           " ".join(f"{a:.1f}" for a in accs)])  # fmt: skip
     header = ["method", "lr recipe", "tuning accuracy (%)", "tuning NLL", "per seed (%)"]
     env = environment()
-    given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python benchmarks/al_recipe.py", *given])
+    command = command_line("al_recipe.py", argv)
     text = f"""# Active-learning retrain recipe on fixed labelled sets
 
 Command: `{command}`

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
+    command_line,
     markdown_table,
     mean_std,
     parse_args,
@@ -80,7 +81,8 @@ class Args:
     """show progress bars"""
 
 
-def main(args: Args) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
     if args.quick:
         args = dataclasses.replace(args, deltas=[0.5, 0.95], seeds=[0], steps=300, train_steps=20)
     unknown = set(args.agents) - set(AGENTS)
@@ -125,13 +127,13 @@ def main(args: Args) -> None:
     write_csv(rows, out / "bandit.csv")
     write_csv(curves, out / "bandit.curves.csv")
     plot_regret(curves, out / "bandit.png")
-    atomic_write_text(out / "bandit.md", report(args, rows, run_name))
-    print(report(args, rows, run_name))
+    text = report(args, rows, run_name, command_line("bandit.py", argv))
+    atomic_write_text(out / "bandit.md", text)
+    print(text)
 
 
-def report(args: Args, rows: list[dict], run_name: str) -> str:
+def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
     env = environment()
-    flags = "".join(" " + a for a in sys.argv[1:])
     names = ["uniform", *args.agents]
     table = []
     for name in names:
@@ -156,7 +158,7 @@ def report(args: Args, rows: list[dict], run_name: str) -> str:
         f"Run `{run_name}` ({run_kind(args)}); "
         f"{env['date']}, {env['machine']}, torch {env['torch']}; {seconds / 60:.1f} CPU-minutes "
         f"of agent time (1 thread).\n\n"
-        f"Command: `python benchmarks/bandit.py{flags}`. Settings: "
+        f"Command: `{command}`. Settings: "
         f"{args.steps} decisions per run, seeds {args.seeds}, reward MLP 2-{args.hidden}-5, "
         f"retrained every {args.train_every} decisions with {args.train_steps} Adam steps "
         f"(batch {args.batch_size}, lr {args.lr:g}, learned Gaussian noise), epsilon-greedy "
@@ -176,4 +178,4 @@ def report(args: Args, rows: list[dict], run_name: str) -> str:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args))
+    main()

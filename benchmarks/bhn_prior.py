@@ -25,7 +25,15 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, parse_args, quick_out, seed_everything, write_csv  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    command_line,
+    markdown_table,
+    parse_args,
+    quick_out,
+    seed_everything,
+    write_csv,
+)
 
 import safety_bhn  # noqa: E402
 from safety_bhn._choices import parse_choice  # noqa: E402
@@ -129,8 +137,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{r['tune_nll']:.3f}", f"{r['active_units']} / {r['units']}"
           if r["method"] == "bhn" else "all (no q)"] for r in rows],
     )  # fmt: skip
-    given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python benchmarks/bhn_prior.py", *given])
+    command = command_line("bhn_prior.py", argv)
     centre = "N(0, s^2)" if args.prior_mean == "zero" else "N(g0, s^2) (g0: data-dependent init)"
     text = f"""# BHN prior scale: tuning-set accuracy and pruning
 

@@ -34,7 +34,15 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bhn_prior import active_units  # noqa: E402
-from common import RESULTS, markdown_table, parse_args, quick_out, seed_everything, write_csv  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    command_line,
+    markdown_table,
+    parse_args,
+    quick_out,
+    seed_everything,
+    write_csv,
+)
 
 import safety_bhn  # noqa: E402
 from safety_bhn.core.metrics import classification_metrics, predictive  # noqa: E402
@@ -227,9 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "bhn_recipe.csv"
-    given = sys.argv[1:] if argv is None else argv
-    flags = [f for f in given if f != "--report-only"]
-    command = " ".join(["python benchmarks/bhn_recipe.py", *flags])
+    command = command_line("bhn_recipe.py", argv, drop=["--report-only"])
     rows: list[dict[str, Any]] = []
     if csv_path.exists() and not args.quick:  # resume: keep finished rows
         with open(csv_path) as f:

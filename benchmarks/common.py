@@ -10,6 +10,8 @@ import inspect
 import io
 import os
 import random
+import shlex
+import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +59,17 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None) -> T:
             kind = next(a for a in get_args(kind) if a is not type(None))
         parser.add_argument(flag, type=kind, nargs=nargs, default=default, help=help_text)
     return cls(**vars(parser.parse_args(argv)))
+
+
+def command_line(script: str, argv: Sequence[str] | None = None, drop: Sequence[str] = ()) -> str:
+    """The shell command that reruns ``benchmarks/SCRIPT`` with ``argv`` (default: this
+    process's flags), less the flags in ``drop``; quoted, so a pasted copy parses the same.
+
+    >>> command_line("ood.py", ["--rows", "bhn-12", "--label", "a reduced run"])
+    "python benchmarks/ood.py --rows bhn-12 --label 'a reduced run'"
+    """
+    given = sys.argv[1:] if argv is None else argv
+    return shlex.join(["python", f"benchmarks/{script}", *(a for a in given if a not in drop)])
 
 
 def seed_everything(seed: int) -> None:

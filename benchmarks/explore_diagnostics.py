@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, parse_args, quick_out  # noqa: E402
+from common import RESULTS, command_line, markdown_table, parse_args, quick_out  # noqa: E402
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.explore import ENV_PRESETS, make_agent, make_env, run_agent  # noqa: E402
@@ -91,11 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     table = markdown_table(["cell", "action", *(f"Q {a}" for a in ACTIONS)], q_along_episode(args))
     resamples = cartpole_resamples(args)
-    flags = "".join(" " + a for a in (argv if argv is not None else sys.argv[1:]))
     env = environment()
     text = (
         "# Thompson-DQN diagnostics\n\n"
-        f"Command: `python benchmarks/explore_diagnostics.py{flags}`; seed {args.seed}; "
+        f"Command: `{command_line('explore_diagnostics.py', argv)}`; seed {args.seed}; "
         f"{env['date']}, {env['machine']}, torch {env['torch']}.\n\n"
         f"MC dropout (gridworld preset) after {args.grid_steps} steps on the training layout "
         f"and {args.shift_steps} on the shifted one: one greedy episode on the shifted layout, "

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     RESULTS,
+    command_line,
     markdown_table,
     mean_std,
     parse_args,
@@ -231,8 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "mnist5000.csv"
-    flags = [f for f in (sys.argv[1:] if argv is None else argv) if f != "--report-only"]
-    command = " ".join(["python benchmarks/mnist5000.py", *flags])
+    command = command_line("mnist5000.py", argv, drop=["--report-only"])
     rows: list[dict] = []
     if args.resume and csv_path.exists():
         import csv

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,15 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, mean_std, parse_args, seed_everything, write_csv  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    command_line,
+    markdown_table,
+    mean_std,
+    parse_args,
+    seed_everything,
+    write_csv,
+)
 
 from safety_bhn import build_model, fit  # noqa: E402
 from safety_bhn._choices import parse_choice  # noqa: E402
@@ -399,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     args = dataclasses.replace(args, arch=parse_choice(args.arch, Arch, "architecture").value)
     for row in args.rows:  # a misspelt row fails here, not after hours of training
         parse_row(row)
-    command = "python benchmarks/ood.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("ood.py", argv)
     if args.quick:
         quick_out = ROOT / "runs" / "bench-ood-quick"
         args = dataclasses.replace(
@@ -463,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
                ("accuracy", "AUROC (entropy)", "AUROC (mutual information)"), level="eps",
                title="FGSM (AUROC: clean vs adversarial; undefined at eps 0)")  # fmt: skip
     text = summarise(results["detection"], results["shift"], results["adversarial"], args,
-                     command.strip(), seconds, loaded)  # fmt: skip
+                     command, seconds, loaded)  # fmt: skip
     atomic_write_text(out / "ood.md", text)
     print(text)
 

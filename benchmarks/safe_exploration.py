@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
+    command_line,
     markdown_table,
     mean_std,
     parse_args,
@@ -160,7 +161,8 @@ def run_one(args: Args, env_name: str, name: str, safe: bool, seed: int) -> tupl
     return rows, episodes
 
 
-def main(args: Args) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
     if args.quick:
         args = dataclasses.replace(args, seeds=[0], agents=["bhn", "epsilon_greedy"],
                                    grid_steps=300, shift_steps=100, cartpole_steps=200)  # fmt: skip
@@ -181,7 +183,7 @@ def main(args: Args) -> None:
     write_csv(rows, out / "safe_exploration.csv")
     write_csv(episodes, out / "safe_exploration.episodes.csv")
     plot_training(episodes, out / "safe_exploration.png")
-    text = report(args, rows, run_name)
+    text = report(args, rows, run_name, command_line("safe_exploration.py", argv))
     atomic_write_text(out / "safe_exploration.md", text)
     print(text)
 
@@ -190,9 +192,8 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.mean([r[key] for r in rows]))
 
 
-def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
+def report(args: Args, rows: list[dict[str, Any]], run_name: str, command: str) -> str:
     env = environment()
-    flags = "".join(" " + a for a in sys.argv[1:])
     table, checks = [], []
     envs = list(dict.fromkeys(r["env"] for r in rows))
     for env_name in envs:
@@ -232,7 +233,7 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str) -> str:
         f"Run `{run_name}` ({run_kind(args)}); "
         f"{env['date']}, {env['machine']}, torch {env['torch']}; "
         f"{seconds / 60:.1f} CPU-minutes of agent time (1 thread).\n\n"
-        f"Command: `python benchmarks/safe_exploration.py{flags}`. "
+        f"Command: `{command}`. "
         f"Settings: seeds {args.seeds}; gridworld {args.grid_steps} steps on the training "
         f"layout then {args.shift_steps} on the shifted one (learning continues); CartPole "
         f"{args.cartpole_steps} steps. Q and cost MLPs obs-{args.hidden}-actions; Adam lr "
@@ -356,4 +357,4 @@ def overall_verdict(checks: list[tuple[str, str, str]]) -> str:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args))
+    main()

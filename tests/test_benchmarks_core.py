@@ -1,6 +1,7 @@
 """Smoke tests of the core benchmarks' --quick modes, run as a user would (subprocess)."""
 
 import csv
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,13 @@ def test_mnist5000_refuses_to_resume_runs_of_another_recipe(benchmark_module, tm
         m5k.check_resume([older], m5k.Args(epochs=200, select="accuracy"), tmp_path)
     with pytest.raises(SystemExit, match=r"bhn_prior_std=1.0 \(asked: 1.5\)"):
         m5k.check_resume([older], m5k.Args(epochs=200, bhn_prior_std=1.5), tmp_path)
+
+
+def test_command_line_quotes_flags_so_the_shell_gives_them_back(benchmark_module, monkeypatch):
+    common = benchmark_module("common")
+    argv = ["--rows", "bhn-12", "--label", "Gal et al.'s CNN; 30 samples", "--report-only"]
+    line = common.command_line("ood.py", argv, drop=["--report-only"])
+    assert line.startswith("python benchmarks/ood.py ")
+    assert shlex.split(line)[2:] == argv[:-1]
+    monkeypatch.setattr(sys, "argv", ["ood.py", "--seeds", "0", "1"])
+    assert common.command_line("ood.py") == "python benchmarks/ood.py --seeds 0 1"
