@@ -73,6 +73,8 @@ class Args:
     bhn_prior_mean: str = "init"
     """centre of the BHN prior on the scales: init (data-dependent initial scales) or zero;
     with zero the CNN BHN stays at chance with 20-60 labels (see safety_bhn.core.bhn.BHN)"""
+    bhn_local_draws: bool = False
+    """train the BHN with a draw of the scales per image rather than one per minibatch"""
     train_steps: int = 500
     """gradient steps per retrain (from scratch at every step)"""
     lr_schedule: str = "cosine"
@@ -310,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
         test = (test[0][: args.test_size], test[1][: args.test_size])
     out_dir = Path(args.out_dir)
     bhn_options = {"coupling_layers": args.coupling_layers, "prior_mean": args.bhn_prior_mean}
+    if args.bhn_local_draws:
+        bhn_options["local_draws"] = True
     rows: list[dict] = []
     start = time.time()
     # Seeds outermost, so a benchmark stopped early still has every method and acquisition.
