@@ -421,6 +421,20 @@ def test_cli_prior_mean_reaches_the_bhn_and_is_checked_early(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_local_draws_reach_the_bhn_and_cannot_change_on_resume(tmp_path, capsys):
+    out = tmp_path / "al-bhn"
+    flags = ["--method", "bhn", "--coupling-layers", "1", "--local-draws", "--hidden", "8",
+             "--steps", "0", "--train-steps", "2", "--eval-samples", "2", "--no-progress",
+             "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main(["active-learn", *flags]) == 0
+    assert saved_config(out).options["local_draws"] is True
+    other = tmp_path / "al-shared"
+    assert main(["active-learn", *flags[:4], *flags[5:-1], str(other)]) == 0
+    assert "local_draws" not in saved_config(other).options
+    assert main(["active-learn", "--resume", "--out", str(other), "--local-draws"]) == 2
+    assert "local_draws (--local-draws): saved None, given True" in capsys.readouterr().err
+
+
 CLI_FLAGS = ["--method", "mc_dropout", "--hidden", "16", "--steps", "2", "--pool-subset", "100",
              "--train-steps", "10", "--acq-samples", "3", "--eval-samples", "2", "--seed", "3",
              "--no-progress", "--device", "cpu"]  # fmt: skip

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import safety_bhn
+
 EXE = shutil.which("safety-bhn") or f"{sys.executable} -m safety_bhn.cli"
 
 
@@ -20,12 +22,15 @@ def test_train_then_evaluate(tmp_path):
     out = tmp_path / "runs" / "tiny"
     res = run("train", "--method", "bhn", "--hidden", 32, "--coupling-layers", 2, "--epochs", 1,
               "--eval-samples", 5, "--out", out, "--no-progress", "--device", "cpu",
-              "--lr-schedule", "cosine", "--lr-warmup", 0.1, "--select", "accuracy")  # fmt: skip
+              "--lr-schedule", "cosine", "--lr-warmup", 0.1, "--select", "accuracy",
+              "--local-draws")  # fmt: skip
     assert res.returncode == 0, res.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["method"] == "bhn" and 0.5 < metrics["test"]["accuracy"] <= 1
     assert metrics["config"]["lr_schedule"] == "cosine"
     assert metrics["config"]["lr_warmup"] == 0.1 and metrics["config"]["select"] == "accuracy"
+    assert metrics["config"]["options"] == {"local_draws": True}
+    assert safety_bhn.load(out / "model.pt").local_draws
     res = run("evaluate", out, "--samples", 5, "--json", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     again = json.loads(res.stdout)
@@ -52,6 +57,7 @@ def test_quickstart_with_one_epoch(tmp_path):
         (["train", "--lr-schedule", "linear", "--out", "x"], "unknown lr_schedule 'linear'"),
         (["train", "--lr-warmup", "2", "--out", "x"], "lr_warmup must lie in [0, 1]"),
         (["train", "--select", "acuracy", "--out", "x"], "Did you mean 'accuracy'"),
+        (["train", "--method", "map", "--local-draws", "--out", "x"], "['local_draws']"),
         (["evaluate", "runs/does-not-exist"], "no checkpoint"),
         (["evaluate", "x", "--samples", "0"], "must be positive"),
     ],

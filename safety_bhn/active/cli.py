@@ -25,7 +25,7 @@ CONFIG_FLAGS = ("method", "acquisition", "arch", "hidden", "initial", "val_size"
                 "batch_size", "lr", "lr_schedule", "lr_warmup", "warm_start", "seed",
                 "device")  # fmt: skip
 # Flags that become build_model options of the BHN (ActiveConfig.options).
-BHN_FLAGS = ("coupling_layers", "prior_mean")
+BHN_FLAGS = ("coupling_layers", "prior_mean", "local_draws")
 # What --resume lets a user change; every other setting comes from OUT/state.json.
 CHANGEABLE_ON_RESUME = (*RESUMABLE, "data_dir")
 
@@ -60,6 +60,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--prior-mean",
         help="BHN prior centre: zero (default) or init (the data-dependent initial scales; "
         "use it with few labels, above all with --arch cnn)",
+    )
+    p.add_argument(
+        "--local-draws",
+        action="store_const",
+        const=True,
+        help="BHN: draw the scales per training image, not per minibatch",
     )
     p.add_argument("--steps", type=non_negative_int)
     p.add_argument(
