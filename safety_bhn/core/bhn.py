@@ -84,8 +84,8 @@ class BHN(UncertaintyModel):
             detected OOD inputs better (3 seeds, ``benchmarks/results/ood-cnn/``: AUROC vs
             Fashion-MNIST 0.985 vs 0.977, MNIST accuracy 97.45% vs 97.13%); on the 784-800-10
             MLP they made no difference (tuning set 94.76% vs 95.00%, one seed, within
-            noise; ``benchmarks/results/bhn_recipe/``). It costs about 1.1x per CNN step and
-            2x per MLP step (the flow runs once per image).
+            noise; ``benchmarks/results/bhn_recipe/``), where training took 659 s against 556 s
+            (the flow runs once per image).
         prior_mean: ``"zero"`` (default) or ``"init"``, the centre of the prior (see above).
         prob_clip: clip the true class's probability in the likelihood term, as the authors'
             code did with 0.001 (0: off, the default; see :meth:`UncertaintyModel.nll`). On
