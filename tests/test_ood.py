@@ -459,7 +459,7 @@ def test_benchmark_quick_runs(tmp_path, shared_data_dir):
         assert (tmp_path / plot).is_file()
 
 
-def test_benchmark_row_names_give_the_bhn_options(benchmark_module):
+def test_benchmark_row_names_give_the_bhn_options(benchmark_module, monkeypatch):
     ood_benchmark = benchmark_module("ood")
     assert ood_benchmark.parse_row("bhn-12") == ("bhn", {"coupling_layers": 12})
     assert ood_benchmark.parse_row("bhn-0-init") == (
@@ -475,8 +475,14 @@ def test_benchmark_row_names_give_the_bhn_options(benchmark_module):
         ood_benchmark.parse_row("bhn-12-locl")
     with pytest.raises(ValueError, match="coupling layers"):
         ood_benchmark.parse_row("bhn-init")
-    with pytest.raises(ValueError, match="locl"):  # checked before any training
-        ood_benchmark.main(["--rows", "bhn-12-locl", "--out", "unused"])
+
+    def trained(*args):
+        raise AssertionError("a run started before the rows were checked")
+
+    monkeypatch.setattr(ood_benchmark, "run_one", trained)
+    with pytest.raises(ValueError, match="locl"):  # the good first row must not run either
+        ood_benchmark.main(["--rows", "bhn-12", "bhn-12-locl", "--out", "unused",
+                            "--state", "unused-state"])  # fmt: skip
 
 
 def test_benchmark_trains_the_chosen_architecture(benchmark_module):
