@@ -80,9 +80,14 @@ def seed_everything(seed: int) -> None:
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Write tidy rows (one dict per row, same keys) as CSV, atomically."""
+    """Write tidy rows (one dict per row) as CSV, atomically.
+
+    The columns are every key in order of first appearance; a row without a column (e.g. one
+    computed before that column was recorded) leaves its cell empty.
+    """
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write_text(path, buffer.getvalue())

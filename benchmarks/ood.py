@@ -168,8 +168,9 @@ def run_one(row: str, seed: int, args: Args) -> dict[str, list[dict[str, Any]]]:
     model, history = train(row, splits["train"], splits["val"], 10, seed, args)
     suite = build_suite(xt, yt, "mnist", n=args.n_test, seed=seed, data_dir=args.data_dir)
     report = evaluate_ood(model, suite, "all", args.samples, gen, name=row, progress=False)
+    # The thread count changes floating-point summation order, and so the whole training run.
     info = {"in_accuracy": report.accuracy, "train_seconds": history.seconds,
-            "best_epoch": history.best_epoch}  # fmt: skip
+            "best_epoch": history.best_epoch, "threads": torch.get_num_threads()}  # fmt: skip
     detection = [{**tag, **{k: v for k, v in r.items() if k != "model"}, **info}
                  for r in report.rows()]  # fmt: skip
 
@@ -180,7 +181,7 @@ def run_one(row: str, seed: int, args: Args) -> dict[str, list[dict[str, Any]]]:
         suite5 = build_suite(xt, yt, "held_out_classes", n=args.n_test, seed=seed)
         report5 = evaluate_ood(model5, suite5, "all", args.samples, gen, name=row, progress=False)
         info5 = {"in_accuracy": report5.accuracy, "train_seconds": history5.seconds,
-                 "best_epoch": history5.best_epoch}  # fmt: skip
+                 "best_epoch": history5.best_epoch, "threads": torch.get_num_threads()}  # fmt: skip
         detection += [{**tag, **{k: v for k, v in r.items() if k != "model"}, **info5}
                       for r in report5.rows()]  # fmt: skip
 
@@ -273,6 +274,25 @@ def targets(rows: list[dict], args: Args) -> list[str]:
     return lines
 
 
+def threads_words(rows: list[dict]) -> str:
+    """The torch thread counts the runs trained with, as recorded in their rows.
+
+    Runs that differ only in thread count do not give identical models (summation order
+    differs), so ood.md says which counts its runs used rather than this invocation's.
+    """
+    runs = {(r["method"], r["seed"]): r.get("threads") for r in rows}
+    counts = sorted({t for t in runs.values() if t is not None})
+    unknown = sum(t is None for t in runs.values())
+    words = (f"runs trained with {' or '.join(map(str, counts))} torch thread"
+             f"{'s' if counts != [1] else ''}") if counts else ""  # fmt: skip
+    if unknown:
+        words += ("; " if words else "") + (
+            f"{unknown} run{'s' if unknown > 1 else ''} computed before the thread count was "
+            "recorded (not known)"
+        )
+    return words
+
+
 def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, command: str,
               seconds: float, loaded: int) -> str:  # fmt: skip
     env = environment()
@@ -359,7 +379,7 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
     return (
         "# OOD detection on MNIST-5000\n\n" + label + f"Command: `{command}`  \n"
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}; "
-        f"{args.threads} torch threads, CPU shared with other jobs; training time "
+        f"{threads_words(rows)}, CPU shared with other jobs; training time "
         f"{train_minutes:.0f} min in all; this invocation {seconds / 60:.1f} min "
         f"({loaded} of {len({(r['method'], r['seed']) for r in rows})} (method, seed) runs loaded "
         f"from {state_name}, "

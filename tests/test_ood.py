@@ -455,8 +455,36 @@ def test_benchmark_quick_runs(tmp_path, shared_data_dir):
     report = (tmp_path / "ood.md").read_text()
     assert "## Targets (issue 4)" in report
     assert "cosine rate, linear warmup over the first 10% of steps" in report
+    assert {r["threads"] for r in rows} == {"1"}
+    assert "runs trained with 1 torch thread," in report
     for plot in ("ood_auroc.png", "ood_shift_rotation.png", "ood_adversarial.png"):
         assert (tmp_path / plot).is_file()
+
+
+def test_benchmark_reports_the_thread_counts_its_runs_used(benchmark_module):
+    ood_benchmark = benchmark_module("ood")
+    words = ood_benchmark.threads_words
+    row = {"method": "map", "seed": 0}
+    assert (
+        words([{**row, "threads": 1}, {**row, "threads": 1}]) == "runs trained with 1 torch thread"
+    )
+    assert words([{**row, "threads": 2}, {**row, "seed": 1, "threads": 1}]) == (
+        "runs trained with 1 or 2 torch threads"
+    )
+    assert words([{**row, "threads": 1}, {**row, "seed": 1}, {**row, "seed": 2}]) == (
+        "runs trained with 1 torch thread; 2 runs computed before the thread count was "
+        "recorded (not known)"
+    )
+
+
+def test_write_csv_takes_rows_with_different_columns(benchmark_module, tmp_path):
+    common = benchmark_module("common")
+    path = common.write_csv([{"a": 1, "b": 2}, {"a": 3, "c": 4}], tmp_path / "t.csv")
+    with open(path) as f:
+        assert list(csv.DictReader(f)) == [
+            {"a": "1", "b": "2", "c": ""},
+            {"a": "3", "b": "", "c": "4"},
+        ]
 
 
 def test_benchmark_row_names_give_the_bhn_options(benchmark_module, monkeypatch):
