@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,22 +276,20 @@ def targets(rows: list[dict], args: Args) -> list[str]:
 
 
 def threads_words(rows: list[dict]) -> str:
-    """The torch thread counts the runs trained with, as recorded in their rows.
+    """How many runs trained with each torch thread count, as recorded in their rows.
 
     Runs that differ only in thread count do not give identical models (summation order
     differs), so ood.md says which counts its runs used rather than this invocation's.
     """
     runs = {(r["method"], r["seed"]): r.get("threads") for r in rows}
-    counts = sorted({t for t in runs.values() if t is not None})
+    counts = Counter(t for t in runs.values() if t is not None)
     unknown = sum(t is None for t in runs.values())
-    words = (f"runs trained with {' or '.join(map(str, counts))} torch thread"
-             f"{'s' if counts != [1] else ''}") if counts else ""  # fmt: skip
+    parts = [f"{n} run{'s' if n > 1 else ''} trained with {t} torch thread{'s' if t > 1 else ''}"
+             for t, n in sorted(counts.items())]  # fmt: skip
     if unknown:
-        words += ("; " if words else "") + (
-            f"{unknown} run{'s' if unknown > 1 else ''} computed before the thread count was "
-            "recorded (not known)"
-        )
-    return words
+        parts.append(f"{unknown} run{'s' if unknown > 1 else ''} computed before the thread count "
+                     "was recorded (not known)")  # fmt: skip
+    return "; ".join(parts)
 
 
 def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, command: str,

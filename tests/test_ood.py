@@ -456,23 +456,23 @@ def test_benchmark_quick_runs(tmp_path, shared_data_dir):
     assert "## Targets (issue 4)" in report
     assert "cosine rate, linear warmup over the first 10% of steps" in report
     assert {r["threads"] for r in rows} == {"1"}
-    assert "runs trained with 1 torch thread," in report
+    assert "3 runs trained with 1 torch thread," in report
     for plot in ("ood_auroc.png", "ood_shift_rotation.png", "ood_adversarial.png"):
         assert (tmp_path / plot).is_file()
 
 
 def test_benchmark_reports_the_thread_counts_its_runs_used(benchmark_module):
-    ood_benchmark = benchmark_module("ood")
-    words = ood_benchmark.threads_words
+    words = benchmark_module("ood").threads_words
     row = {"method": "map", "seed": 0}
+    # two rows (two OOD sets) of one run count once
     assert (
-        words([{**row, "threads": 1}, {**row, "threads": 1}]) == "runs trained with 1 torch thread"
+        words([{**row, "threads": 1}, {**row, "threads": 1}]) == "1 run trained with 1 torch thread"
     )
     assert words([{**row, "threads": 2}, {**row, "seed": 1, "threads": 1}]) == (
-        "runs trained with 1 or 2 torch threads"
+        "1 run trained with 1 torch thread; 1 run trained with 2 torch threads"
     )
     assert words([{**row, "threads": 1}, {**row, "seed": 1}, {**row, "seed": 2}]) == (
-        "runs trained with 1 torch thread; 2 runs computed before the thread count was "
+        "1 run trained with 1 torch thread; 2 runs computed before the thread count was "
         "recorded (not known)"
     )
 
