@@ -41,6 +41,7 @@ from safety_bhn import build_model, fit  # noqa: E402
 from safety_bhn._choices import parse_choice  # noqa: E402
 from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
 from safety_bhn.core.build import Arch  # noqa: E402
+from safety_bhn.core.training import Selection  # noqa: E402
 from safety_bhn.ood import (  # noqa: E402
     adversarial_curve,
     build_suite,
@@ -81,7 +82,7 @@ class Args:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """seeds: each sets the validation split, the weights, training noise and the OOD sets"""
     epochs: int = 50
-    """training epochs (the best-validation-NLL epoch is kept)"""
+    """training epochs (the epoch that --select picks is kept)"""
     lr: float = 1e-3
     """Adam learning rate"""
     lr_schedule: str = "constant"
@@ -90,6 +91,9 @@ class Args:
     """fraction of all steps over which the learning rate first rises linearly"""
     batch_size: int = 100
     """minibatch size"""
+    select: str = "nll"
+    """which epoch's weights to keep: nll (lowest validation NLL), accuracy (first highest
+    validation accuracy) or last (the final epoch; see safety_bhn.fit)"""
     val_size: int = 500
     """images of the 5000 held out for validation (model selection)"""
     n_test: int = 2000
@@ -124,6 +128,13 @@ class Args:
     """smoke test: tiny nets, 1 epoch, 1 seed, few samples; written to runs/bench-ood-quick"""
 
 
+# What each --select keeps, in words for ood.md.
+SELECTION_WORDS = {
+    "nll": "the best validation-NLL epoch",
+    "accuracy": "the first most accurate validation epoch",
+    "last": "the final epoch (no selection)",
+}
+
 # Flags a BHN row name may carry after its coupling layers, and the options they set.
 ROW_FLAGS = {"init": {"prior_mean": "init"}, "local": {"local_draws": True}}
 
@@ -155,7 +166,8 @@ def train(row: str, train_xy, val_xy, n_classes: int, seed: int, args: Args):
                         **net, **options)  # fmt: skip
     history = fit(model, train_xy, val_xy, epochs=args.epochs, lr=args.lr,
                   lr_schedule=args.lr_schedule, lr_warmup=args.lr_warmup,
-                  batch_size=args.batch_size, seed=seed, progress=False)  # fmt: skip
+                  batch_size=args.batch_size, seed=seed, select=args.select,
+                  progress=False)  # fmt: skip
     return model, history
 
 
@@ -201,6 +213,20 @@ def run_one(row: str, seed: int, args: Args) -> dict[str, list[dict[str, Any]]]:
 def net_tag(args: Args) -> str:
     """The network in run names and state keys: ``h256-256-256`` or ``cnn``."""
     return "h" + "-".join(map(str, args.hidden)) if args.arch == "mlp" else args.arch
+
+
+def state_key(row: str, seed: int, args: Args) -> str:
+    """File name of one (method, seed) run in the state folder; it names every setting that
+    changes the trained model, so a resumed run never mixes recipes.
+
+    Settings added later appear only when they differ from what earlier runs used, so that
+    those runs' files keep their names.
+    """
+    recipe = "" if args.lr_schedule == "constant" and not args.lr_warmup else (
+        f"__{args.lr_schedule}-w{args.lr_warmup:g}")  # fmt: skip
+    if args.select != "nll":  # runs from before --select existed kept the best-NLL epoch
+        recipe += f"__select-{args.select}"
+    return f"{row}__{net_tag(args)}__e{args.epochs}{recipe}__seed{seed}.json"
 
 
 def net_words(args: Args) -> str:
@@ -387,7 +413,7 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
         f"Models: {net_words(args)} trained on the embedded "
         f"MNIST-5000 ({args.val_size} held out for validation; a different split per seed), "
         f"Adam lr {args.lr} ({schedule(args)}), batch {args.batch_size}, {args.epochs} epochs, "
-        "weights of the best validation-NLL epoch kept. Held-out classes: the same recipe on "
+        f"weights of {SELECTION_WORDS[args.select]} kept. Held-out classes: the same recipe on "
         "digits 0-4 only "
         f"(5 outputs), digits 5-9 of the test set as OOD. Seeds {seeds}.  \n"
         f"Scoring: {args.samples} posterior samples shared by the in-distribution and OOD sets; "
@@ -423,7 +449,11 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
-    args = dataclasses.replace(args, arch=parse_choice(args.arch, Arch, "architecture").value)
+    args = dataclasses.replace(
+        args,
+        arch=parse_choice(args.arch, Arch, "architecture").value,
+        select=parse_choice(args.select, Selection, "select").value,
+    )
     for row in args.rows:  # a misspelt row fails here, not after hours of training
         parse_row(row)
     command = command_line("ood.py", argv)
@@ -444,11 +474,8 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {"detection": [], "shift": [], "adversarial": []}
     todo = [(seed, row) for seed in args.seeds for row in args.rows]
     loaded = 0
-    recipe = "" if args.lr_schedule == "constant" and not args.lr_warmup else (
-        f"__{args.lr_schedule}-w{args.lr_warmup:g}")  # fmt: skip
     for seed, row in tqdm(todo, desc=run_name):
-        key = f"{row}__{net_tag(args)}__e{args.epochs}{recipe}__seed{seed}.json"
-        path = state / key
+        path = state / state_key(row, seed, args)
         if path.is_file() and not args.quick:
             part = json.loads(path.read_text())
             loaded += 1

@@ -513,6 +513,25 @@ def test_benchmark_row_names_give_the_bhn_options(benchmark_module, monkeypatch)
                             "--state", "unused-state"])  # fmt: skip
 
 
+def test_benchmark_select_keeps_the_final_epoch_and_names_it_in_the_state_key(benchmark_module):
+    ood_benchmark = benchmark_module("ood")
+    x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
+    args = ood_benchmark.Args(arch="cnn", epochs=3, batch_size=10, select="last")
+    _, history = ood_benchmark.train("mc_dropout", (x, y), (x[:10], y[:10]), 10, 0, args)
+    assert history.best_epoch == 2
+    cosine = ood_benchmark.Args(arch="cnn", lr_schedule="cosine", lr_warmup=0.02)
+    # keys of runs from before --select existed (best-NLL epoch) keep their names
+    assert ood_benchmark.state_key("bhn-12-local", 3, cosine) == (
+        "bhn-12-local__cnn__e50__cosine-w0.02__seed3.json"
+    )
+    last = ood_benchmark.Args(arch="cnn", lr_schedule="cosine", lr_warmup=0.02, select="last")
+    assert ood_benchmark.state_key("bhn-12-local", 3, last) == (
+        "bhn-12-local__cnn__e50__cosine-w0.02__select-last__seed3.json"
+    )
+    with pytest.raises(ValueError, match="Did you mean 'last'"):
+        ood_benchmark.main(["--select", "lst", "--out", "unused"])
+
+
 def test_benchmark_trains_the_chosen_architecture(benchmark_module):
     ood_benchmark = benchmark_module("ood")
     x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10

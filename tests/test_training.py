@@ -68,6 +68,27 @@ def test_select_accuracy_keeps_the_first_most_accurate_epoch(mnist_small):
     assert kept["nll"] == pytest.approx(history.val_nll[acc.index(max(acc))], rel=1e-5)
 
 
+def test_select_last_keeps_the_final_weights(mnist_small):
+    """With select="last" the kept weights are the final epoch's: the same as a run with no
+    validation set at all, although validation NLL was lowest at an earlier epoch."""
+    train, val = mnist_small
+    kept, plain = _model("map"), _model("map")
+    history = safety_bhn.fit(kept, train, val, epochs=8, lr=3e-2, select="last", progress=False)
+    safety_bhn.fit(plain, train, epochs=8, lr=3e-2, progress=False)
+    assert history.best_epoch == 7 and history.val_epochs == list(range(8))
+    assert min(history.val_nll) < history.val_nll[-1]  # NLL selection would have kept another
+    for (name, pa), pb in zip(kept.state_dict().items(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, msg=name)
+    final = safety_bhn.evaluate(kept, *val, n_samples=1)["nll"]
+    assert final == pytest.approx(history.val_nll[-1], rel=1e-5)
+
+
+def test_select_last_refuses_patience(mnist_small):
+    train, val = mnist_small
+    with pytest.raises(ValueError, match="patience=2 .* select='last'"):
+        safety_bhn.fit(_model("map"), train, val, epochs=1, select="last", patience=2)
+
+
 def test_fit_accepts_a_dataset(mnist_small):
     (x, y), _ = mnist_small
     ds = torch.utils.data.TensorDataset(x[:200], y[:200])

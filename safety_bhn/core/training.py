@@ -37,6 +37,8 @@ class Selection(str, enum.Enum):
     """the epoch with the lowest validation NLL (default)"""
     ACCURACY = "accuracy"
     """the first epoch with the highest validation accuracy (the BHN authors' protocol)"""
+    LAST = "last"
+    """the final epoch (validation is still recorded in the history, but picks nothing)"""
 
 
 def schedule_factor(schedule: LRSchedule, step: int, total: int, warmup: int = 0) -> float:
@@ -145,9 +147,12 @@ def fit(
         val_samples: posterior samples for the validation predictive.
         eval_every: validate every this many epochs.
         select: ``"nll"`` keeps the epoch with the lowest validation NLL; ``"accuracy"`` the
-            first with the highest validation accuracy. NLL also penalises overconfidence, so
-            with a weak regulariser it can stop long before accuracy peaks. Patience counts
-            validations without improvement of the same metric.
+            first with the highest validation accuracy; ``"last"`` the final epoch. NLL also
+            penalises overconfidence, so with a weak regulariser it can stop long before
+            accuracy peaks. On a small validation set either metric is noisy enough to pick an
+            early, undertrained epoch; with a cosine schedule, whose rate decays to 0, the final
+            weights have settled and ``"last"`` avoids that. Patience counts validations
+            without improvement of the same metric (and cannot be combined with ``"last"``).
         progress: show a tqdm progress bar.
 
     Example:
@@ -167,6 +172,11 @@ def fit(
         raise ValueError(f"kl_anneal must lie in [0, 1], got {kl_anneal!r}")
     schedule = check_lr_recipe(lr_schedule, lr_warmup)
     select = parse_choice(select, Selection, "select")
+    if select is Selection.LAST and patience is not None:
+        raise ValueError(
+            f"patience={patience!r} stops on a validation metric, but select='last' keeps the "
+            "final epoch whatever validation says; pass patience=None, or select='nll'"
+        )
     x, y = as_tensors(train, "train")
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])
@@ -223,7 +233,7 @@ def fit(
             postfix.update(val_nll=f"{metrics['nll']:.4f}", val_acc=f"{metrics['accuracy']:.4f}")
             # lower is better for both scores
             score = metrics["nll"] if select is Selection.NLL else -metrics["accuracy"]
-            if score < best_score:
+            if select is not Selection.LAST and score < best_score:
                 best_score, since_best, history.best_epoch = score, 0, epoch
                 best_state = copy.deepcopy(model.state_dict())
             else:
@@ -234,5 +244,7 @@ def fit(
         bar.set_postfix(postfix)
     if best_state is not None:
         model.load_state_dict(best_state)
+    if select is Selection.LAST:
+        history.best_epoch = history.epochs_run - 1
     history.seconds = time.perf_counter() - start
     return history
