@@ -81,6 +81,8 @@ class Args:
     """learning rate over each retrain: cosine (decays to 0) or constant"""
     lr_warmup: float = 0.05
     """fraction of each retrain's steps with a linear learning-rate warmup"""
+    select: str = "nll"
+    """weights each retrain keeps: nll (best validation NLL), accuracy, or last (final epoch)"""
     pool_subset: int = 2000
     """pool points scored per step"""
     acq_samples: int = 20
@@ -337,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
                     train_steps=args.train_steps,
                     lr_schedule=args.lr_schedule,
                     lr_warmup=args.lr_warmup,
+                    select=args.select,
                     seed=seed,
                     device="cpu",
                 )

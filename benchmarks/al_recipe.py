@@ -51,7 +51,8 @@ class Args:
     methods: list[str] = field(default_factory=lambda: ["bhn", "mc_dropout"])
     """posterior methods"""
     recipes: list[str] = field(default_factory=lambda: ["constant", "cosine", "cosine+warmup"])
-    """learning-rate recipes: a schedule of fit (constant or cosine), "+warmup" adds --warmup"""
+    """retrain recipes: a schedule of fit (constant or cosine); "+warmup" adds --warmup, "+last"
+    keeps the final weights instead of the best-validation-NLL epoch's"""
     warmup: float = 0.05
     """fraction of the steps with a linear warmup, for the "+warmup" recipes"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -87,17 +88,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args = dataclasses.replace(args, seeds=[0], labels=60, train_steps=20, tune_size=300,
                                    samples=3, out=quick_out(args.out))  # fmt: skip
-    recipes = {}  # checked before any data is read: name -> (schedule, warmup)
+    recipes = {}  # checked before any data is read: name -> (schedule, warmup, select)
     for recipe in args.recipes:
-        schedule, plus, extra = recipe.partition("+")
-        if (
-            schedule not in ("constant", "cosine")
-            or extra not in ("", "warmup")
-            or (plus and not extra)
-        ):
+        schedule, *extras = recipe.split("+")
+        if schedule not in ("constant", "cosine") or not set(extras) <= {"warmup", "last"} \
+                or len(set(extras)) < len(extras):  # fmt: skip
             raise SystemExit(f"al_recipe.py: error: unknown recipe {recipe!r}; expected "
-                             "'constant', 'cosine' or either with '+warmup'")  # fmt: skip
-        recipes[recipe] = (schedule, args.warmup if extra else 0.0)
+                             "'constant' or 'cosine', optionally with '+warmup' and/or '+last', "
+                             "e.g. 'cosine+warmup+last'")  # fmt: skip
+        warmup = args.warmup if "warmup" in extras else 0.0
+        recipes[recipe] = (schedule, warmup, "last" if "last" in extras else "nll")
     torch.set_num_threads(1)
     x, y = load_dataset("mnist", "train", args.data_dir)
     x_tune, y_tune = load_dataset("mnist", "extra", args.data_dir)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [(s, m, r) for s in args.seeds for m in args.methods for r in args.recipes]
     rows = []
     for seed, method, recipe in tqdm(runs, desc="runs"):
-        schedule, warmup = recipes[recipe]
+        schedule, warmup, select = recipes[recipe]
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
         val = perm[: args.val_size]
         lab = perm[args.val_size : args.val_size + args.labels]
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         opts = {"coupling_layers": args.coupling_layers, "prior_mean": args.bhn_prior_mean}
         config = ActiveConfig(method=method, arch="cnn", options=opts if method == "bhn" else {},
                               train_steps=args.train_steps, batch_size=args.batch_size,
-                              lr=args.lr, lr_schedule=schedule, lr_warmup=warmup,
+                              lr=args.lr, lr_schedule=schedule, lr_warmup=warmup, select=select,
                               eval_samples=args.samples, device="cpu").validate()  # fmt: skip
         model = safety_bhn.build_model(method, "cnn", seed=seed, device="cpu",
                                        **config.model_options())  # fmt: skip
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         gen = torch.Generator().manual_seed(seed)
         tune = classification_metrics(predictive(model, x_tune, args.samples, gen), y_tune)
         rows.append({"method": method, "recipe": recipe, "lr_schedule": schedule,
-                     "lr_warmup": warmup, "seed": seed,
+                     "lr_warmup": warmup, "select": select, "seed": seed,
                      "labels": args.labels, "epochs": history.epochs_run,
                      "best_epoch": history.best_epoch,
                      "tune_acc": tune["accuracy"], "tune_nll": tune["nll"],
@@ -149,7 +149,8 @@ Command: `{command}`
 Machine: {env["machine"]}; torch {env["torch"]}; date {env["date"]}; seeds {args.seeds}; one thread.
 Setup: CNN (conv-conv-pool-dense) trained from scratch on {args.labels} random MNIST-5000
 images with {args.train_steps} Adam steps (lr {args.lr}, batch {args.batch_size}), the
-best-validation-NLL epoch kept ({args.val_size} validation images), as one step of
+best-validation-NLL epoch kept ({args.val_size} validation images; "+last" recipes keep the
+final epoch instead), as one step of
 `benchmarks/active_learning.py` does; BHN with {args.coupling_layers} couplings and the
 `{args.bhn_prior_mean}` prior. Scored on {len(y_tune)} random `mnist-extra5k` images (a tuning set,
 not the test set) with {args.samples} posterior samples; mean ± std over seeds.

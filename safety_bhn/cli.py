@@ -60,7 +60,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--select",
         default="nll",
-        help="validation metric that picks the kept epoch: nll (default) or accuracy",
+        help="which epoch is kept: nll (lowest validation NLL; default), accuracy (first most "
+        "accurate) or last (the final epoch)",
     )
     p.add_argument("--eval-samples", type=positive_int, default=100)
     p.add_argument(

@@ -322,6 +322,32 @@ def test_lr_schedule_is_checked_and_reaches_fit(monkeypatch):
     assert seen == ["cosine", "cosine", "constant", "constant"]
 
 
+def test_select_is_checked_and_picks_the_weights_each_retrain_keeps(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="Did you mean 'last'"):
+        _tiny(select="lst").validate()
+    kept = []
+    real_fit = safety_bhn.active.loop.fit
+
+    def spying_fit(*args, **kwargs):
+        history = real_fit(*args, **kwargs)
+        kept.append((kwargs["select"], history.best_epoch, history.epochs_run))
+        return history
+
+    monkeypatch.setattr(safety_bhn.active.loop, "fit", spying_fit)
+    x, y = _blobs()
+    ActiveLearner(_tiny(steps=1, select="last"), (x, y), out=tmp_path).run(progress=False)
+    assert [(s, best) for s, best, _ in kept] == [("last", n - 1) for _, _, n in kept]
+    assert saved_config(tmp_path).select == "last"
+    # a run saved before `select` existed kept the best-NLL weights, and resumes so
+    path = tmp_path / "state.json"
+    state = json.loads(path.read_text())
+    del state["config"]["select"]
+    path.write_text(json.dumps(state))
+    assert saved_config(tmp_path).select == "nll"
+    with pytest.raises(ValueError, match="select: saved 'nll', given 'last'"):
+        ActiveLearner(_tiny(steps=2, select="last"), (x, y), out=tmp_path, resume=True)
+
+
 class _InputsOnly(Dataset):
     def __init__(self, x):
         self.x = x

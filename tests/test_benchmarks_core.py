@@ -75,15 +75,18 @@ def test_bhn_prior_rejects_an_unknown_prior_mean(tmp_path):
 
 @pytest.mark.slow
 def test_al_recipe_quick_compares_schedules_on_the_tuning_set(tmp_path, shared_data_dir):
-    rows = quick_rows("al_recipe.py", tmp_path, "--data-dir", shared_data_dir)
-    assert [(r["method"], r["recipe"], float(r["lr_warmup"])) for r in rows] == [
-        ("bhn", "constant", 0.0),
-        ("bhn", "cosine", 0.0),
-        ("bhn", "cosine+warmup", 0.05),
-        ("mc_dropout", "constant", 0.0),
-        ("mc_dropout", "cosine", 0.0),
-        ("mc_dropout", "cosine+warmup", 0.05),
+    rows = quick_rows("al_recipe.py", tmp_path, "--data-dir", shared_data_dir, "--recipes",
+                      "constant", "cosine+warmup", "cosine+warmup+last")  # fmt: skip
+    assert [(r["method"], r["recipe"], float(r["lr_warmup"]), r["select"]) for r in rows] == [
+        ("bhn", "constant", 0.0, "nll"),
+        ("bhn", "cosine+warmup", 0.05, "nll"),
+        ("bhn", "cosine+warmup+last", 0.05, "last"),
+        ("mc_dropout", "constant", 0.0, "nll"),
+        ("mc_dropout", "cosine+warmup", 0.05, "nll"),
+        ("mc_dropout", "cosine+warmup+last", 0.05, "last"),
     ]
+    last = [r for r in rows if r["select"] == "last"]
+    assert all(int(r["best_epoch"]) == int(r["epochs"]) - 1 for r in last)
     assert all(0.0 <= float(r["tune_acc"]) <= 1.0 for r in rows)
     assert "not the test set" in (tmp_path / "al_recipe.md").read_text()
 
@@ -91,6 +94,7 @@ def test_al_recipe_quick_compares_schedules_on_the_tuning_set(tmp_path, shared_d
 @pytest.mark.parametrize(
     ("script", "flag", "good", "bad"),
     [("al_recipe.py", "--recipes", "cosine", "cosin+warmup"),
+     ("al_recipe.py", "--recipes", "cosine+last", "cosine+last+last"),
      ("bhn_recipe.py", "--rows", "bhn-12:cos-200", "bhn-12:cos-2000")],
 )  # fmt: skip
 def test_recipe_scripts_reject_an_unknown_recipe_before_reading_data(

@@ -57,6 +57,7 @@ def test_quickstart_with_one_epoch(tmp_path):
         (["train", "--lr-schedule", "linear", "--out", "x"], "unknown lr_schedule 'linear'"),
         (["train", "--lr-warmup", "2", "--out", "x"], "lr_warmup must lie in [0, 1]"),
         (["train", "--select", "acuracy", "--out", "x"], "Did you mean 'accuracy'"),
+        (["active-learn", "--select", "lst", "--out", "x"], "Did you mean 'last'"),
         (["train", "--method", "map", "--local-draws", "--out", "x"], "['local_draws']"),
         (["evaluate", "runs/does-not-exist"], "no checkpoint"),
         (["evaluate", "x", "--samples", "0"], "must be positive"),

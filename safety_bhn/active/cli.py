@@ -22,7 +22,7 @@ from .plots import learning_curves
 # Flags that set the ActiveConfig field of the same name (with dashes for underscores).
 CONFIG_FLAGS = ("method", "acquisition", "arch", "hidden", "initial", "val_size", "acquire",
                 "steps", "pool_subset", "acq_samples", "eval_samples", "train_steps",
-                "batch_size", "lr", "lr_schedule", "lr_warmup", "warm_start", "seed",
+                "batch_size", "lr", "lr_schedule", "lr_warmup", "select", "warm_start", "seed",
                 "device")  # fmt: skip
 # Flags that become build_model options of the BHN (ActiveConfig.options).
 BHN_FLAGS = ("coupling_layers", "prior_mean", "local_draws")
@@ -94,6 +94,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--lr-warmup", type=float, help="fraction of each retrain with a linear lr warmup (0.05)"
+    )
+    p.add_argument(
+        "--select",
+        help="weights each retrain keeps: nll (lowest validation NLL; default), accuracy, or "
+        "last (the final epoch's)",
     )
     p.add_argument(
         "--warm-start", action="store_true", default=None, help="continue training between steps"

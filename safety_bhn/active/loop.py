@@ -33,7 +33,7 @@ from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method, build_model, default_device, load
 from ..core.metrics import evaluate
-from ..core.training import History, as_tensors, check_lr_recipe, fit
+from ..core.training import History, Selection, as_tensors, check_lr_recipe, fit
 from ..data import embedded_mnist, load_dataset
 from ..runs import environment
 from .acquisition import Acquisition, select
@@ -85,6 +85,10 @@ class ActiveConfig:
     """constant or cosine (lr decays to 0 over each retrain, so the weights settle)"""
     lr_warmup: float = 0.05
     """fraction of each retrain's steps over which lr first rises linearly (see fit)"""
+    select: str = "nll"
+    """which weights each retrain keeps: nll (lowest validation NLL), accuracy or last (the
+    final weights; with the cosine rate they have settled, and a 100-image validation set
+    cannot stop a retrain early); see fit's ``select``"""
     warm_start: bool = False
     """keep training the previous model instead of retraining from scratch"""
     num_configs: int = 2000
@@ -100,6 +104,7 @@ class ActiveConfig:
         parse_choice(self.acquisition, Acquisition, "acquisition")
         parse_choice(self.arch, Arch, "architecture")
         self.lr_schedule = check_lr_recipe(self.lr_schedule, self.lr_warmup).value
+        self.select = parse_choice(self.select, Selection, "select").value
         if "prior_mean" in self.options:
             parse_choice(self.options["prior_mean"], PriorMean, "prior_mean")
         for name in ("initial", "acquire", "acq_samples", "eval_samples", "train_steps",
@@ -130,7 +135,8 @@ def retrain(
     seed: int,
 ) -> History:
     """One retrain of the loop: ``config.train_steps`` Adam steps (whole epochs, at least
-    one) with the config's rate recipe, validating about 20 times (best-NLL weights kept)."""
+    one) with the config's rate recipe, validating about 20 times; ``config.select`` picks
+    the weights kept."""
     batches = math.ceil(len(train[1]) / config.batch_size)
     epochs = max(1, math.ceil(config.train_steps / batches))
     return fit(
@@ -145,6 +151,7 @@ def retrain(
         seed=seed,
         val_samples=config.eval_samples,
         eval_every=max(1, epochs // 20),
+        select=config.select,
         progress=False,
     )
 
@@ -551,6 +558,7 @@ def _read_state(path: Path) -> dict[str, Any]:
     # Runs saved before these settings existed were trained at a constant rate, no warmup.
     state["config"].setdefault("lr_schedule", "constant")
     state["config"].setdefault("lr_warmup", 0.0)
+    state["config"].setdefault("select", "nll")  # and kept the best-validation-NLL weights
     return state
 
 
