@@ -105,11 +105,27 @@ def mnist_splits(
     return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (xt, yt)}
 
 
+def cpu_words(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The host CPU's model and the vector instructions torch's kernels use (e.g. AVX2).
+
+    Trained models are bit-for-bit reproducible on one kind of CPU with a fixed thread
+    count, but not across kinds: AVX2 and AVX-512 kernels sum in different orders.
+    """
+    model = platform.processor() or platform.machine()
+    try:
+        with open(cpuinfo) as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return f"{model}, torch kernels {torch.backends.cpu.get_cpu_capability()}"
+
+
 def environment() -> dict[str, str]:
     """Where a result was measured: host CPU/GPU, versions and date."""
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     return {
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {device}",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus ({cpu_words()}), {device}",
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }

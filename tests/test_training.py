@@ -169,3 +169,16 @@ def test_train_config_validate_names_the_bad_field(field, value, message):
     assert TrainConfig().validate() == TrainConfig()
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value}).validate()
+
+
+def test_results_name_the_cpu_and_the_kernels_torch_uses(tmp_path):
+    """Models trained on CPUs with different vector units (AVX2, AVX-512) differ in the last
+    bits, so every result file names both."""
+    from safety_bhn.runs import cpu_words, environment
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu\n")
+    kernels = torch.backends.cpu.get_cpu_capability()
+    assert cpu_words(info) == f"Test CPU 9000, torch kernels {kernels}"
+    assert cpu_words(tmp_path / "missing").endswith(f", torch kernels {kernels}")
+    assert f"torch kernels {kernels}" in environment()["machine"]
