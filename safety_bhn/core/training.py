@@ -231,16 +231,17 @@ def fit(
             history.val_nll.append(metrics["nll"])
             history.val_accuracy.append(metrics["accuracy"])
             postfix.update(val_nll=f"{metrics['nll']:.4f}", val_acc=f"{metrics['accuracy']:.4f}")
-            # lower is better for both scores
-            score = metrics["nll"] if select is Selection.NLL else -metrics["accuracy"]
-            if select is not Selection.LAST and score < best_score:
-                best_score, since_best, history.best_epoch = score, 0, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                since_best += 1
-                if patience is not None and since_best >= patience:
-                    bar.set_postfix(postfix)
-                    break
+            if select is not Selection.LAST:  # "last" records validation, picks nothing
+                # lower is better for both scores
+                score = metrics["nll"] if select is Selection.NLL else -metrics["accuracy"]
+                if score < best_score:
+                    best_score, since_best, history.best_epoch = score, 0, epoch
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    since_best += 1
+                    if patience is not None and since_best >= patience:
+                        bar.set_postfix(postfix)
+                        break
         bar.set_postfix(postfix)
     if best_state is not None:
         model.load_state_dict(best_state)
