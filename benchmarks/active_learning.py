@@ -6,20 +6,24 @@ interrupted benchmark continues where it stopped when started again with the sam
 
     python benchmarks/active_learning.py            # the issue's full grid
     python benchmarks/active_learning.py --quick    # smoke test, well under a minute
+    python benchmarks/active_learning.py --device cuda --workers 8 --deadline-minutes 50
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import multiprocessing
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
@@ -98,7 +102,14 @@ class Args:
     out_dir: str = str(RESULTS)
     """where active_learning.{md,csv,png} go"""
     threads: int = 1
-    """torch CPU threads (one is much faster for these small models on a busy CPU)"""
+    """torch CPU threads per run (one is much faster for these small models on a busy CPU)"""
+    device: str = "cpu"
+    """torch device for training and scoring: cpu, or cuda on a machine with a GPU"""
+    workers: int = 1
+    """runs in parallel processes (a multi-core CPU, or several runs sharing one GPU)"""
+    deadline_minutes: float = 0.0
+    """take no new step after this many minutes (0: no deadline); every finished step is
+    saved under --runs-dir, so the same command started again continues the runs"""
 
 
 FULL = Args()
@@ -307,48 +318,92 @@ def main(argv: list[str] | None = None) -> None:
     steps = (args.max_labels - args.initial) // args.acquire
     if steps < 1 or args.initial + steps * args.acquire != args.max_labels:
         raise ValueError("max_labels must be initial + acquire * steps with steps >= 1")
+    if args.workers < 1:
+        raise ValueError(f"workers must be at least 1, got {args.workers}")
     run_name = f"active_learning__{'-'.join(map(str, args.seeds))}__{int(time.time())}"
+    out_dir = Path(args.out_dir)
+    jobs = [  # seeds outermost, so a benchmark stopped early has every method and acquisition
+        (seed, method, acq)
+        for seed in args.seeds
+        for method in args.methods
+        for acq in args.acquisitions
+    ]
+    deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
+    curves: dict[tuple[int, str, str], list[dict]] = {}
+    start = time.time()
+
+    def finished(job: tuple[int, str, str], curve: list[dict] | None) -> None:
+        if curve is None:  # stopped at the deadline; its finished steps are saved
+            return
+        curves[job] = curve
+        rows = [r for j in jobs if j in curves for r in curves[j]]
+        write_results(rows, args, out_dir, run_name, command, time.time() - start)
+
+    if args.workers == 1:
+        for job in jobs:
+            finished(job, run_one(args, *job, deadline=deadline, progress=True))
+    else:
+        # spawn: CUDA cannot be used in a forked child
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.workers, mp_context=context) as executor:
+            futures = {executor.submit(run_one, args, *job, deadline=deadline): job for job in jobs}
+            for future in tqdm(as_completed(futures), total=len(futures), desc="runs"):
+                finished(futures[future], future.result())
+    if len(curves) < len(jobs):
+        print(f"deadline: {len(jobs) - len(curves)} of {len(jobs)} runs unfinished; the same "
+              "command continues them")  # fmt: skip
+
+
+def run_one(
+    args: Args,
+    seed: int,
+    method: str,
+    acq: str,
+    deadline: float | None = None,
+    progress: bool = False,
+) -> list[dict] | None:
+    """One active-learning run, resumed from its state folder if it has one.
+
+    Returns its learning curve, or None if the ``deadline`` (a ``time.time()`` value)
+    passed first; each finished step is saved, so a later call continues the run.
+    """
     torch.set_num_threads(args.threads)
+    seed_everything(seed)
     pool, test = mnist_pool()
     if args.test_size:
         test = (test[0][: args.test_size], test[1][: args.test_size])
-    out_dir = Path(args.out_dir)
     bhn_options = {"coupling_layers": args.coupling_layers, "prior_mean": args.bhn_prior_mean}
     if args.bhn_local_draws:
         bhn_options["local_draws"] = True
-    rows: list[dict] = []
-    start = time.time()
-    # Seeds outermost, so a benchmark stopped early still has every method and acquisition.
-    for seed in args.seeds:
-        for method in args.methods:
-            for acq in args.acquisitions:
-                seed_everything(seed)
-                config = ActiveConfig(
-                    method=method,
-                    acquisition=acq,
-                    arch=args.arch,
-                    hidden=args.hidden,
-                    options=bhn_options if method == "bhn" else {},
-                    initial=args.initial,
-                    val_size=args.val_size,
-                    acquire=args.acquire,
-                    steps=steps,
-                    pool_subset=args.pool_subset,
-                    acq_samples=args.acq_samples,
-                    eval_samples=args.eval_samples,
-                    train_steps=args.train_steps,
-                    lr_schedule=args.lr_schedule,
-                    lr_warmup=args.lr_warmup,
-                    select=args.select,
-                    seed=seed,
-                    device="cpu",
-                )
-                folder = Path(args.runs_dir) / f"{method}-{acq}-seed{seed}"
-                resume = (folder / "state.json").is_file()
-                learner = ActiveLearner(config, pool, test=test, out=folder, resume=resume)
-                learner.run(progress=True)
-                rows += learner.curve()
-                write_results(rows, args, out_dir, run_name, command, time.time() - start)
+    config = ActiveConfig(
+        method=method,
+        acquisition=acq,
+        arch=args.arch,
+        hidden=args.hidden,
+        options=bhn_options if method == "bhn" else {},
+        initial=args.initial,
+        val_size=args.val_size,
+        acquire=args.acquire,
+        steps=(args.max_labels - args.initial) // args.acquire,
+        pool_subset=args.pool_subset,
+        acq_samples=args.acq_samples,
+        eval_samples=args.eval_samples,
+        train_steps=args.train_steps,
+        lr_schedule=args.lr_schedule,
+        lr_warmup=args.lr_warmup,
+        select=args.select,
+        seed=seed,
+        device=args.device,
+    )
+    folder = Path(args.runs_dir) / f"{method}-{acq}-seed{seed}"
+    resume = (folder / "state.json").is_file()
+    learner = ActiveLearner(config, pool, test=test, out=folder, resume=resume)
+    if deadline is None:
+        learner.run(progress=progress)
+    else:  # one step at a time, so that no step starts after the deadline
+        while not learner.done and time.time() < deadline:
+            learner.run(progress=progress, max_steps=1)
+    return learner.curve() if learner.done else None
 
 
 def write_results(

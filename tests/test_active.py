@@ -1,11 +1,13 @@
 """Active learning: acquisition scores against direct formulas, BatchBALD, the loop and its CLI."""
 
+import csv
 import itertools
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -517,12 +519,14 @@ def test_cli_resume_refuses_flags_that_contradict_the_saved_run(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_benchmark_quick_runs(tmp_path):
+def test_benchmark_quick_runs_in_parallel_as_in_sequence(tmp_path, benchmark_module):
     result = subprocess.run(
         [
             sys.executable,
             "benchmarks/active_learning.py",
             "--quick",
+            "--workers",
+            "2",
             "--out-dir",
             str(tmp_path),
             "--runs-dir",
@@ -534,11 +538,45 @@ def test_benchmark_quick_runs(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = (tmp_path / "active_learning.csv").read_text().splitlines()
-    assert {"method", "acquisition", "seed", "n_labels", "test_acc"} <= set(rows[0].split(","))
-    assert len(rows) == 1 + 3 * 2 * 3  # methods x acquisitions x (steps + 1), one seed
+    with open(tmp_path / "active_learning.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"method", "acquisition", "seed", "n_labels", "test_acc"} <= set(rows[0])
+    assert len(rows) == 3 * 2 * 3  # methods x acquisitions x (steps + 1), one seed
     assert "REDUCED RUN" in (tmp_path / "active_learning.md").read_text()
     assert (tmp_path / "active_learning.png").is_file()
+    # The worker processes give the same curves, in the same order, as runs in this process.
+    al = benchmark_module("active_learning")
+    args = al.quick_args(al.Args(runs_dir=str(tmp_path / "here")))
+    here = [
+        r
+        for method in args.methods
+        for acq in args.acquisitions
+        for r in al.run_one(args, 0, method, acq)
+    ]
+    keys = ("method", "acquisition", "seed", "n_labels", "test_acc", "test_nll")
+    assert [[str(r[k]) for k in keys] for r in rows] == [[str(r[k]) for k in keys] for r in here]
+
+
+def test_benchmark_deadline_stops_between_steps_and_a_rerun_continues(tmp_path, benchmark_module,
+                                                                      monkeypatch):  # fmt: skip
+    al = benchmark_module("active_learning")
+    args = al.quick_args(al.Args(runs_dir=str(tmp_path / "whole")))
+    whole = al.run_one(args, 0, "mc_dropout", "bald")
+    assert [r["n_labels"] for r in whole] == [20, 30, 40]
+
+    clock = iter([0.0, 0.0, 10.0])  # time.time() before each step: two steps, then too late
+    monkeypatch.setattr(al, "time", SimpleNamespace(time=lambda: next(clock)))
+    args.runs_dir = str(tmp_path / "cut")
+    assert al.run_one(args, 0, "mc_dropout", "bald", deadline=5.0) is None
+    state = json.loads((tmp_path / "cut" / "mc_dropout-bald-seed0" / "state.json").read_text())
+    assert len(state["history"]) == 2  # the finished steps are saved
+    monkeypatch.undo()
+    resumed = al.run_one(args, 0, "mc_dropout", "bald")
+    assert [(r["n_labels"], r["test_acc"]) for r in resumed] == [
+        (r["n_labels"], r["test_acc"]) for r in whole
+    ]
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        al.main(["--quick", "--workers", "0"])
 
 
 def test_benchmark_target_verdicts_on_hand_made_inputs(benchmark_module):
