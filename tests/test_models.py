@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 import safety_bhn
 from safety_bhn.core.factorial import FactorialVI
+from safety_bhn.core.primary import WeightLayer, batched_layer
 
 METHODS = ["bhn", "mc_dropout", "factorial_vi", "map"]
 STOCHASTIC = ["bhn", "mc_dropout", "factorial_vi"]
@@ -367,3 +368,24 @@ def test_prob_clip_survives_save_and_load(tmp_path):
     model = small_model("mc_dropout", prob_clip=0.001)
     model.save(tmp_path / "m.pt")
     assert safety_bhn.load(tmp_path / "m.pt", device="cpu").prob_clip == 0.001
+
+
+@pytest.mark.parametrize("shared_input", [True, False])
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_batched_layer_applies_each_samples_weights_as_a_plain_layer_would(kind, shared_input):
+    g = torch.Generator().manual_seed(0)
+    n_samples, batch = 3, 5
+    if kind == "conv":
+        layer = WeightLayer("conv", 2, 4, 3, (2, 7, 7), 0.0, ())
+        h = torch.randn(1 if shared_input else n_samples, batch, 2, 7, 7, generator=g)
+        weight = torch.randn(n_samples, 4, 2, 3, 3, generator=g)
+    else:
+        layer = WeightLayer("linear", 6, 4, 0, (6,), 0.0, ())
+        h = torch.randn(1 if shared_input else n_samples, batch, 6, generator=g)
+        weight = torch.randn(n_samples, 4, 6, generator=g)
+    bias = torch.randn(n_samples, 4, generator=g)
+    plain = F.conv2d if kind == "conv" else F.linear
+    expected = torch.stack(
+        [plain(h[0 if shared_input else s], weight[s], bias[s]) for s in range(n_samples)]
+    )
+    torch.testing.assert_close(batched_layer(layer, h, weight, bias), expected)

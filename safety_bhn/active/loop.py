@@ -32,7 +32,7 @@ from .._io import atomic_write, atomic_write_json
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method, build_model, default_device, load
-from ..core.metrics import evaluate
+from ..core.metrics import auto_batch_size, evaluate
 from ..core.training import History, Selection, as_tensors, check_lr_recipe, fit
 from ..data import embedded_mnist, load_dataset
 from ..runs import environment
@@ -426,8 +426,9 @@ class ActiveLearner:
         if 0 < cfg.pool_subset < len(pool):
             subset = pool[torch.randperm(len(pool), generator=self.gen)[: cfg.pool_subset]]
         model_gen = torch.Generator(device=model.device).manual_seed(cfg.seed * 100_003 + step)
+        chunk = auto_batch_size(model, cfg.acq_samples)  # activations of a few hundred MB
         with torch.no_grad():
-            logits = model.sample_logits(self.x[subset], cfg.acq_samples, model_gen, 500)
+            logits = model.sample_logits(self.x[subset], cfg.acq_samples, model_gen, chunk)
         probs = F.softmax(logits.double(), dim=-1).cpu()
         picked = select(acquisition, probs, cfg.acquire, self.gen, cfg.num_configs)
         return [int(subset[i]) for i in picked.indices], [float(s) for s in picked.scores]
@@ -437,7 +438,7 @@ class ActiveLearner:
             return {}
         gen = torch.Generator(device=model.device).manual_seed(self.config.seed + 7)
         with torch.no_grad():
-            m = evaluate(model, *self.test, self.config.eval_samples, gen, batch_size=1000)
+            m = evaluate(model, *self.test, self.config.eval_samples, gen)  # auto_batch_size
         return {"test_acc": m["accuracy"], "test_nll": m["nll"]}
 
     def run(self, progress: bool = True, max_steps: int | None = None) -> dict[str, Any]:
