@@ -89,6 +89,31 @@ def test_select_last_refuses_patience(mnist_small):
         safety_bhn.fit(_model("map"), train, val, epochs=1, select="last", patience=2)
 
 
+def test_train_loss_is_the_mean_of_the_step_losses_and_a_non_finite_one_stops_fit(
+    mnist_small, monkeypatch
+):
+    (x, y), _ = mnist_small
+    model = _model("map")
+    seen = []
+    loss = model.loss
+
+    def recorded(xb, yb, n, kl_weight=1.0):
+        out = loss(xb, yb, n, kl_weight)
+        seen.append(out.item() * len(xb))  # Python floats, the reference sum
+        return out
+
+    monkeypatch.setattr(model, "loss", recorded)
+    history = safety_bhn.fit(model, (x[:250], y[:250]), epochs=1, batch_size=64, progress=False)
+    assert len(seen) == 4
+    assert history.train_loss == [sum(seen) / 250]
+
+    monkeypatch.setattr(
+        model, "loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
+    )
+    with pytest.raises(FloatingPointError, match="training loss became nan in epoch 0"):
+        safety_bhn.fit(model, (x[:250], y[:250]), epochs=2, progress=False)
+
+
 def test_fit_accepts_a_dataset(mnist_small):
     (x, y), _ = mnist_small
     ds = torch.utils.data.TensorDataset(x[:200], y[:200])

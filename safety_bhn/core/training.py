@@ -205,22 +205,24 @@ def fit(
     bar = tqdm(range(epochs), desc=f"fit {model.method}", disable=not progress, leave=False)
     for epoch in bar:
         model.train()
-        total = 0.0
+        # summed on the device and read once per epoch: no GPU sync per step
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
         for idx in torch.randperm(n, generator=gen).to(x.device).split(batch_size):
             kl_weight = min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0
             loss = model.loss(x[idx], y[idx], n, kl_weight)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch}; try a smaller lr"
-                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
             scheduler.step()
-            total += loss.item() * len(idx)
+            total += loss.detach().double() * len(idx)
             step += 1
+        total = total.item()
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"training loss became {total / n} in epoch {epoch}; try a smaller lr"
+            )
         history.train_loss.append(total / n)
         history.epochs_run = epoch + 1
         postfix = {"loss": f"{total / n:.4f}"}
