@@ -575,6 +575,8 @@ def test_benchmark_deadline_stops_between_steps_and_a_rerun_continues(tmp_path, 
     assert [(r["n_labels"], r["test_acc"]) for r in resumed] == [
         (r["n_labels"], r["test_acc"]) for r in whole
     ]
+    # a finished run resumed after the deadline still reports its curve
+    assert al.run_one(args, 0, "mc_dropout", "bald", deadline=0.0) == resumed
     with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
         al.main(["--quick", "--workers", "0"])
 

@@ -357,7 +357,7 @@ class ActiveLearner:
         self.gen = _decode_rng(state["rng_state"])
         if keep_pool_source:
             self.pool_source = dict(state.get("pool_source", {}))
-        self.done = False
+        self.done = len(self.history) == self.config.steps + 1
         if self.config.warm_start and self.out is not None and (self.out / MODEL_FILE).is_file():
             self.model = load(self.out / MODEL_FILE, device=self.device)
 
