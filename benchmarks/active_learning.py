@@ -310,6 +310,22 @@ def summarise(rows: list[dict], args: Args) -> tuple[str, list[str]]:
     return md, checks
 
 
+def step_times(rows: list[dict]) -> str:
+    """Markdown table of step times by device and method (runs may move between machines).
+
+    Steps saved before the loop recorded its device (2026-11-28) count as "not recorded".
+    """
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        device = r.get("device") or "not recorded"
+        groups.setdefault((device, r["method"]), []).append(r["step_seconds"])
+    table = [
+        [device, method, len(secs), f"{np.median(secs):.1f}", f"{np.mean(secs):.1f}"]
+        for (device, method), secs in sorted(groups.items())
+    ]
+    return markdown_table(["device", "method", "steps", "median s / step", "mean s / step"], table)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     command = command_line("active_learning.py", argv)
@@ -440,6 +456,7 @@ def write_results(
         "Anchor (Gal et al. 2017, MC-dropout CNN, pool ~60000): labels to 10% / 5% test error: "
         "BALD 145 / 335, variation ratios 120 / 295, max entropy 165 / 355, random 255 / 835.",
     ]
+    lines += ["", "## Step time by device", "", step_times(rows)]
     atomic_write_text(out_dir / "active_learning.md", "\n".join(lines) + "\n")
 
 

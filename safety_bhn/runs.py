@@ -121,6 +121,20 @@ def cpu_words(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     return f"{model}, torch kernels {torch.backends.cpu.get_cpu_capability()}"
 
 
+def device_words(device: torch.device | str) -> str:
+    """What computed on ``device``: the GPU's name, or the CPU's model and torch's thread count.
+
+    The active-learning loop stores it with every step, so that step times of a run resumed
+    on another machine can be told apart.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        return f"cpu: {cpu_words()}, {torch.get_num_threads()} threads"
+    return device.type
+
+
 def environment() -> dict[str, str]:
     """Where a result was measured: host CPU/GPU, versions and date."""
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

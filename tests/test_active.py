@@ -32,6 +32,7 @@ from safety_bhn.active import (
     variation_ratios,
 )
 from safety_bhn.cli import main
+from safety_bhn.runs import cpu_words
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -542,11 +543,13 @@ def test_benchmark_quick_runs_in_parallel_as_in_sequence(tmp_path, benchmark_mod
         rows = list(csv.DictReader(f))
     assert {"method", "acquisition", "seed", "n_labels", "test_acc"} <= set(rows[0])
     assert len(rows) == 3 * 2 * 3  # methods x acquisitions x (steps + 1), one seed
-    assert "REDUCED RUN" in (tmp_path / "active_learning.md").read_text()
+    report = (tmp_path / "active_learning.md").read_text()
+    assert "REDUCED RUN" in report and "## Step time by device" in report
     assert (tmp_path / "active_learning.png").is_file()
     # The worker processes give the same curves, in the same order, as runs in this process.
     al = benchmark_module("active_learning")
     args = al.quick_args(al.Args(runs_dir=str(tmp_path / "here")))
+    assert {r["device"] for r in rows} == {f"cpu: {cpu_words()}, {args.threads} threads"}
     here = [
         r
         for method in args.methods
@@ -612,6 +615,22 @@ def test_benchmark_target_verdicts_on_hand_made_inputs(benchmark_module):
         "UNDECIDED: X beats Y (90%: 100 vs 300; 95%: >= 540 (0/1 seeds reached) vs "
         ">= 540 (0/1 seeds reached))"
     )
+
+
+def test_benchmark_step_times_group_by_device_and_method(benchmark_module):
+    al = benchmark_module("active_learning")
+    rows = [
+        {"method": "bhn", "device": "cuda: GPU", "step_seconds": s} for s in (1.0, 2.0, 6.0)
+    ] + [
+        {"method": "bhn", "device": "cpu: CPU", "step_seconds": 100.0},
+        {"method": "mc_dropout", "device": None, "step_seconds": 4.0},
+    ]
+    table = al.step_times(rows).splitlines()
+    assert table[2:] == [
+        "| cpu: CPU | bhn | 1 | 100.0 | 100.0 |",
+        "| cuda: GPU | bhn | 3 | 2.0 | 3.0 |",
+        "| not recorded | mc_dropout | 1 | 4.0 | 4.0 |",
+    ]
 
 
 def test_benchmark_summary_says_undecided_when_no_run_reaches_the_targets(benchmark_module):

@@ -207,3 +207,13 @@ def test_results_name_the_cpu_and_the_kernels_torch_uses(tmp_path):
     assert cpu_words(info) == f"Test CPU 9000, torch kernels {kernels}"
     assert cpu_words(tmp_path / "missing").endswith(f", torch kernels {kernels}")
     assert f"torch kernels {kernels}" in environment()["machine"]
+
+
+def test_device_words_name_the_cpu_and_its_thread_count_or_the_gpu():
+    from safety_bhn.runs import cpu_words, device_words
+
+    threads = torch.get_num_threads()
+    assert device_words("cpu") == f"cpu: {cpu_words()}, {threads} threads"
+    assert device_words(torch.device("meta")) == "meta"
+    if torch.cuda.is_available():
+        assert device_words("cuda") == f"cuda: {torch.cuda.get_device_name()}"

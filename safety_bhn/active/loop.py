@@ -35,7 +35,7 @@ from ..core.build import Arch, Method, build_model, default_device, load
 from ..core.metrics import auto_batch_size, evaluate
 from ..core.training import History, Selection, as_tensors, check_lr_recipe, fit
 from ..data import embedded_mnist, load_dataset
-from ..runs import environment
+from ..runs import device_words, environment
 from .acquisition import Acquisition, select
 
 STATE_FILE = "state.json"
@@ -458,6 +458,7 @@ class ActiveLearner:
         end = cfg.steps + 1 if max_steps is None else min(cfg.steps + 1, start + max_steps)
         bar = tqdm(range(start, end), desc=f"active {cfg.method}/{cfg.acquisition}",
                    initial=start, total=cfg.steps + 1, disable=not progress)  # fmt: skip
+        device = device_words(self.device)
         for step in bar:
             t0 = time.perf_counter()
             model, train_seconds = self._train(step)
@@ -475,6 +476,7 @@ class ActiveLearner:
                 "train_seconds": train_seconds,
                 "acquire_seconds": t2 - t1,
                 "step_seconds": t2 - t0,
+                "device": device,
                 "acquired": acquired,
                 "scores": scores,
             }
@@ -492,7 +494,7 @@ class ActiveLearner:
     def curve(self) -> list[dict[str, Any]]:
         """One row per completed step: the tidy learning curve."""
         keys = ("step", "n_labels", "test_acc", "test_nll", "train_seconds", "acquire_seconds",
-                "step_seconds")  # fmt: skip
+                "step_seconds", "device")  # fmt: skip
         base = {"method": self.config.method, "acquisition": self.config.acquisition,
                 "seed": self.config.seed}  # fmt: skip
         return [{**base, **{k: r.get(k) for k in keys}} for r in self.history]
@@ -586,5 +588,6 @@ def read_curve(run: str | os.PathLike) -> list[dict[str, Any]]:
     base = {"run": path.parent.name, "method": cfg["method"], "acquisition": cfg["acquisition"],
             "seed": cfg["seed"]}  # fmt: skip
     return [{**base, "n_labels": r["n_labels"], "test_acc": r.get("test_acc"),
-             "test_nll": r.get("test_nll"), "step_seconds": r["step_seconds"]}
+             "test_nll": r.get("test_nll"), "step_seconds": r["step_seconds"],
+             "device": r.get("device")}
             for r in state["history"]]  # fmt: skip
