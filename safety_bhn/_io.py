@@ -5,9 +5,43 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/.lock`` while the block runs (no-op for ``None``).
+
+    A second process (or a second open of the same folder) that tries to take it gets a
+    RuntimeError at once, instead of two writers taking turns on one state file. The lock
+    is ``flock``-based and goes away with the process that held it, even after a crash; where
+    ``fcntl`` is missing (Windows) nothing is locked.
+    """
+    if folder is None or fcntl is None:
+        yield
+        return
+    path = Path(folder) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"{folder} is in use by another run (lock {path} is held); wait for that "
+                "process to finish or choose another folder"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def create_temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:

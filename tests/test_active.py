@@ -260,6 +260,23 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, warm_start):
     assert (tmp_path / "cut" / "curve.csv").read_text().count("\n") == 5
 
 
+def test_a_run_folder_in_use_is_refused_and_free_again_afterwards(tmp_path):
+    """Two processes on one run folder would overwrite each other's state."""
+    fcntl = pytest.importorskip("fcntl")
+    x, y = _blobs()
+    cfg = _tiny(steps=1)
+    ActiveLearner(cfg, (x, y), out=tmp_path / "run").run(progress=False, max_steps=1)
+    with open(tmp_path / "run" / ".lock", "a") as other:  # another process's lock
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = ActiveLearner(cfg, (x, y), out=tmp_path / "run", resume=True)
+        with pytest.raises(RuntimeError, match="is in use by another run"):
+            busy.run(progress=False)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert len(busy.history) == 1  # it took no step
+    busy.run(progress=False)  # the lock is free again: the run finishes
+    assert len(json.loads((tmp_path / "run" / "state.json").read_text())["history"]) == 2
+
+
 def test_finished_run_extended_with_more_steps_equals_a_longer_run(tmp_path):
     x, y = _blobs()
     test = _blobs(60, seed=2)

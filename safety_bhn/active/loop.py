@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .._choices import parse_choice
-from .._io import atomic_write, atomic_write_json
+from .._io import atomic_write, atomic_write_json, folder_lock
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method, build_model, default_device, load
@@ -446,8 +446,13 @@ class ActiveLearner:
 
         Each step trains on the labelled set, evaluates, acquires ``acquire`` points (except
         after the last step) and saves the state atomically, so an interruption loses at most
-        the step in progress.
+        the step in progress. While it runs, the run folder is locked: a second process
+        running the same folder gets a RuntimeError instead of overwriting its state.
         """
+        with folder_lock(self.out):
+            return self._run(progress, max_steps)
+
+    def _run(self, progress: bool, max_steps: int | None) -> dict[str, Any]:
         cfg = self.config
         last = self.history[-1] if self.history else None
         if last is not None and not last["acquired"] and last["step"] < cfg.steps:
