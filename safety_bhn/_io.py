@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename over the target."""
+"""Safe file writes: atomic replacement (temp file, fsync, rename) and a per-folder lock."""
 
 from __future__ import annotations
 
