@@ -326,6 +326,25 @@ def step_times(rows: list[dict]) -> str:
     return markdown_table(["device", "method", "steps", "median s / step", "mean s / step"], table)
 
 
+def class_balance(rows: list[dict], at: Sequence[int] = (70, 120, 220)) -> str:
+    """Markdown table: labels of the least-labelled class after ``at`` labels, mean over seeds.
+
+    A low count means the acquisitions passed a class by (the initial set has two a class).
+    """
+
+    def key(r: dict) -> tuple[str, str, int]:
+        return r["method"], r["acquisition"], r["n_labels"]
+
+    table = []
+    for method, acq in sorted({(r["method"], r["acquisition"]) for r in rows}):
+        cells = []
+        for n in at:
+            counts = [r["rarest_class"] for r in rows if key(r) == (method, acq, n)]
+            cells.append(f"{np.mean(counts):.1f} (n={len(counts)})" if counts else "–")
+        table.append([method, acq, *cells])
+    return markdown_table(["method", "acquisition", *(f"at {n} labels" for n in at)], table)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     command = command_line("active_learning.py", argv)
@@ -456,7 +475,19 @@ def write_results(
         "Anchor (Gal et al. 2017, MC-dropout CNN, pool ~60000): labels to 10% / 5% test error: "
         "BALD 145 / 335, variation ratios 120 / 295, max entropy 165 / 355, random 255 / 835.",
     ]
-    lines += ["", "## Step time by device", "", step_times(rows)]
+    lines += [
+        "",
+        "## Labels of the rarest class",
+        "",
+        "Labels of the least-labelled class among all labels so far (initial set included), "
+        "mean over seeds (n: seeds); 0 means some class was never acquired.",
+        "",
+        class_balance(rows),
+        "",
+        "## Step time by device",
+        "",
+        step_times(rows),
+    ]
     atomic_write_text(out_dir / "active_learning.md", "\n".join(lines) + "\n")
 
 

@@ -25,6 +25,7 @@ from safety_bhn.active import (
     max_entropy,
     mean_std,
     random,
+    rarest_class_counts,
     read_curve,
     saved_config,
     saved_state,
@@ -429,6 +430,16 @@ def test_curve_summaries():
     assert curve_auc(labels, acc) == pytest.approx((0.7 + 0.85 + 0.88) * 10 / 30)
 
 
+def test_rarest_class_counts_known_answers():
+    labels = [0, 1, 2, 0, 0, 2, 2, 1]
+    assert rarest_class_counts(labels, [0, 2, 3, 8], n_classes=3) == [0, 0, 1, 2]
+    assert rarest_class_counts(labels, [8], n_classes=4) == [0]  # class 3 never labelled
+    with pytest.raises(ValueError, match="n_labels must lie in 0..8"):
+        rarest_class_counts(labels, [9], n_classes=3)
+    with pytest.raises(ValueError, match="n_classes must be at least 1"):
+        rarest_class_counts(labels, [1], n_classes=0)
+
+
 # -- CLI and benchmark -------------------------------------------------------------------
 def test_cli_active_learn_and_compare(tmp_path, capsys):
     flags = ["--hidden", "16", "--steps", "2", "--acquire", "5", "--pool-subset", "100",
@@ -440,7 +451,13 @@ def test_cli_active_learn_and_compare(tmp_path, capsys):
                      "--out", str(out), *flags])  # fmt: skip
         assert code == 0
         assert {"state.json", "curve.csv", "curve.png"} <= {p.name for p in out.iterdir()}
-        assert [r["n_labels"] for r in read_curve(out)] == [20, 25, 30]
+        curve = read_curve(out)
+        assert [r["n_labels"] for r in curve] == [20, 25, 30]
+        assert curve[0]["rarest_class"] == 2  # balanced initial set: 2 labels a class
+        labels = json.loads((out / "state.json").read_text())["labels"]
+        assert [r["rarest_class"] for r in curve] == [
+            min(labels[:n].count(k) for k in range(10)) for n in (20, 25, 30)
+        ]
     runs = [str(tmp_path / "al-bald"), str(tmp_path / "al-random")]
     code = main(["active-learn", "--compare", *runs, "--out", str(tmp_path / "cmp")])
     assert code == 0
@@ -647,6 +664,18 @@ def test_benchmark_step_times_group_by_device_and_method(benchmark_module):
         "| cpu: CPU | bhn | 1 | 100.0 | 100.0 |",
         "| cuda: GPU | bhn | 3 | 2.0 | 3.0 |",
         "| not recorded | mc_dropout | 1 | 4.0 | 4.0 |",
+    ]
+
+
+def test_benchmark_class_balance_table(benchmark_module):
+    al = benchmark_module("active_learning")
+    rows = [
+        {"method": "bhn", "acquisition": "bald", "n_labels": 70, "rarest_class": c} for c in (0, 3)
+    ] + [{"method": "bhn", "acquisition": "random", "n_labels": 120, "rarest_class": 7}]
+    table = al.class_balance(rows, at=(70, 120)).splitlines()
+    assert table[2:] == [
+        "| bhn | bald | 1.5 (n=2) | – |",
+        "| bhn | random | – | 7.0 (n=1) |",
     ]
 
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,6 +220,25 @@ def labels_to_reach(
         if acc >= target:
             return int(n)
     return None
+
+
+def rarest_class_counts(
+    labels: Sequence[int], n_labels: Sequence[int], n_classes: int
+) -> list[int]:
+    """For each ``n`` in ``n_labels``, the count of the least-labelled class in ``labels[:n]``.
+
+    ``labels`` are in acquisition order (initial set first). A class never labelled counts 0,
+    so a run whose acquisitions skip a class shows it here.
+
+    >>> rarest_class_counts([0, 1, 1, 1, 2], [2, 5], n_classes=3)
+    [0, 1]
+    """
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be at least 1, got {n_classes}")
+    if any(n > len(labels) or n < 0 for n in n_labels):
+        raise ValueError(f"n_labels must lie in 0..{len(labels)}, got {list(n_labels)}")
+    counts = [Counter(labels[:n]) for n in n_labels]
+    return [min(c[k] for k in range(n_classes)) for c in counts]
 
 
 def curve_auc(n_labels: Sequence[int], accuracy: Sequence[float]) -> float:
@@ -502,7 +522,11 @@ class ActiveLearner:
                 "step_seconds", "device")  # fmt: skip
         base = {"method": self.config.method, "acquisition": self.config.acquisition,
                 "seed": self.config.seed}  # fmt: skip
-        return [{**base, **{k: r.get(k) for k in keys}} for r in self.history]
+        rarest = rarest_class_counts(
+            self.labels, [r["n_labels"] for r in self.history], self._n_classes()
+        )
+        return [{**base, **{k: r.get(k) for k in keys}, "rarest_class": c}
+                for r, c in zip(self.history, rarest, strict=True)]  # fmt: skip
 
     def save(self) -> None:
         """Write state.json and curve.csv atomically (and model.pt with warm start)."""
@@ -592,7 +616,10 @@ def read_curve(run: str | os.PathLike) -> list[dict[str, Any]]:
     cfg = state["config"]
     base = {"run": path.parent.name, "method": cfg["method"], "acquisition": cfg["acquisition"],
             "seed": cfg["seed"]}  # fmt: skip
+    history = state["history"]
+    n_classes = max(2, max(state["labels"] + state["val_labels"]) + 1)
+    rarest = rarest_class_counts(state["labels"], [r["n_labels"] for r in history], n_classes)
     return [{**base, "n_labels": r["n_labels"], "test_acc": r.get("test_acc"),
              "test_nll": r.get("test_nll"), "step_seconds": r["step_seconds"],
-             "device": r.get("device")}
-            for r in state["history"]]  # fmt: skip
+             "device": r.get("device"), "rarest_class": c}
+            for r, c in zip(history, rarest, strict=True)]  # fmt: skip
