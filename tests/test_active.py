@@ -33,6 +33,7 @@ from safety_bhn.active import (
     variation_ratios,
 )
 from safety_bhn.cli import main
+from safety_bhn.core.metrics import evaluate
 from safety_bhn.runs import cpu_words
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,6 +260,31 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, warm_start):
     state = json.loads((tmp_path / "cut" / "state.json").read_text())
     assert state["labelled"] == whole.labelled and len(state["history"]) == 4
     assert (tmp_path / "cut" / "curve.csv").read_text().count("\n") == 5
+
+
+@pytest.mark.parametrize("method", ["bhn", "mc_dropout"])
+def test_model_at_rebuilds_a_past_step_that_scores_as_the_loop_recorded(tmp_path, method):
+    x, y = _blobs()
+    test = _blobs(60, seed=2)
+    options = {"coupling_layers": 2} if method == "bhn" else {}
+    cfg = _tiny(method=method, options=options)
+    ActiveLearner(cfg, (x, y), test=test, out=tmp_path).run(progress=False)
+    learner = ActiveLearner(cfg, (x, y), test=test, out=tmp_path, resume=True)
+    for step in (1, 2):  # after acquisitions: the model saw only the first n_labels labels
+        model = learner.model_at(step)
+        gen = torch.Generator().manual_seed(cfg.seed + 7)  # as the loop's evaluation
+        metrics = evaluate(model, *test, cfg.eval_samples, gen)
+        assert metrics["accuracy"] == learner.history[step]["test_acc"]
+        assert metrics["nll"] == learner.history[step]["test_nll"]
+    with pytest.raises(ValueError, match=r"step 4 has not finished \(finished steps: 0..3\)"):
+        learner.model_at(4)
+    fresh = ActiveLearner(cfg, (x, y), test=test)
+    with pytest.raises(ValueError, match="finished steps: none yet"):
+        fresh.model_at(0)
+    warm = ActiveLearner(_tiny(warm_start=True), (x, y), test=test)
+    warm.run(progress=False, max_steps=1)
+    with pytest.raises(ValueError, match="warm-start"):
+        warm.model_at(0)
 
 
 def test_a_run_folder_in_use_is_refused_and_free_again_afterwards(tmp_path):

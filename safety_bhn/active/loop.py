@@ -406,32 +406,65 @@ class ActiveLearner:
         }
 
     # -- the loop -------------------------------------------------------------------------
-    def _n_classes(self) -> int:
-        known = max(self.labels + self.val_labels) + 1
+    def _n_classes(self, n_labels: int | None = None) -> int:
+        """Classes the model of a step with ``n_labels`` labels (default: all so far) had."""
+        known = max(self.labels[:n_labels] + self.val_labels) + 1
         if self.test is not None:
             known = max(known, int(self.test[1].max()) + 1)
         return max(2, self.n_classes or 0, known)
 
-    def _train(self, step: int) -> tuple[UncertaintyModel, float]:
+    def _fit_step(
+        self, step: int, n_labels: int, model: UncertaintyModel | None
+    ) -> tuple[UncertaintyModel, History]:
+        """Train ``model`` (a fresh one if None) as step ``step`` does, on the first
+        ``n_labels`` labels; returns the model and the retrain's History."""
         cfg = self.config
         seed = cfg.seed * 100_003 + step
-        if self.model is None or not cfg.warm_start:
-            self.model = build_model(
+        if model is None:
+            model = build_model(
                 cfg.method,
                 cfg.arch,
                 tuple(self.x.shape[1:]),
-                self._n_classes(),
+                self._n_classes(n_labels),
                 seed=seed,
                 device=self.device,
                 **cfg.model_options(),
             )
-        idx = torch.as_tensor(self.labelled, dtype=torch.long)
-        train = (self.x[idx], torch.as_tensor(self.labels))
+        idx = torch.as_tensor(self.labelled[:n_labels], dtype=torch.long)
+        train = (self.x[idx], torch.as_tensor(self.labels[:n_labels]))
         val = None
         if self.val:
             val = (self.x[torch.as_tensor(self.val)], torch.as_tensor(self.val_labels))
-        history = retrain(self.model, train, val, cfg, seed)
+        return model, retrain(model, train, val, cfg, seed)
+
+    def _train(self, step: int) -> tuple[UncertaintyModel, float]:
+        keep = self.model if self.config.warm_start else None
+        self.model, history = self._fit_step(step, len(self.labelled), keep)
         return self.model, history.seconds
+
+    def model_at(self, step: int) -> UncertaintyModel:
+        """Retrain the model of a finished step, to inspect it (the loop keeps no models).
+
+        It sees the same labels, seed and settings as that step did, so on the same device
+        and thread count it predicts as that step's model did (its test accuracy equals the
+        step's ``test_acc``). Not for warm-start runs, whose models build on each other.
+
+        Example::
+
+            learner = ActiveLearner(saved_config(out), pool, test=test, out=out, resume=True)
+            model = learner.model_at(10)  # the model trained on the first 120 labels
+        """
+        if self.config.warm_start:
+            raise ValueError(
+                "model_at cannot rebuild a step of a warm-start run (each retrain continues "
+                "the previous model); rerun the loop instead"
+            )
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"step must be an int, got {type(step).__name__}")
+        if not 0 <= step < len(self.history):
+            done = f"0..{len(self.history) - 1}" if self.history else "none yet"
+            raise ValueError(f"step {step} has not finished (finished steps: {done})")
+        return self._fit_step(step, self.history[step]["n_labels"], None)[0]
 
     def _acquire(self, model: UncertaintyModel, step: int) -> tuple[list[int], list[float | None]]:
         cfg = self.config
