@@ -718,3 +718,59 @@ def test_benchmark_summary_says_undecided_when_no_run_reaches_the_targets(benchm
     _, checks = al.summarise(rows, args)
     assert [c.split(":")[0] for c in checks[:3]] == ["UNDECIDED"] * 3
     assert "at least 80" in checks[3]
+
+
+def test_per_class_rows_on_hand_made_samples(benchmark_module):
+    pc = benchmark_module("al_class_accuracy")
+    agree = [0.9, 0.1]
+    probs = torch.tensor(
+        [
+            [agree, agree, [1.0, 0.0]],  # sample 1: images 0, 1 (class 0), image 2 (class 1)
+            [agree, agree, [0.0, 1.0]],  # sample 2 disagrees on image 2 only
+        ],
+        dtype=torch.float64,
+    )
+    rows = pc.per_class(probs, torch.tensor([0, 0, 1]), labels=[0, 0, 0, 1], n_classes=2)
+    assert [(r["digit"], r["labels"], r["test_images"]) for r in rows] == [(0, 3, 2), (1, 1, 1)]
+    assert rows[0]["class_acc"] == 1.0 and rows[0]["mean_bald"] == pytest.approx(0.0, abs=1e-12)
+    # image 2: predictive [0.5, 0.5] (argmax: class 0, wrong), BALD log 2 - 0 = log 2
+    assert rows[1]["class_acc"] == 0.0 and rows[1]["mean_bald"] == pytest.approx(math.log(2))
+
+
+@pytest.mark.slow
+def test_class_accuracy_script_rebuilds_a_cli_run_exactly(tmp_path):
+    out = tmp_path / "runs" / "al"
+    assert main(["active-learn", "--method", "mc_dropout", "--acquisition", "bald", "--out",
+                 str(out), "--hidden", "16", "--steps", "1", "--acquire", "5", "--pool-subset",
+                 "100", "--train-steps", "10", "--acq-samples", "3", "--eval-samples", "2",
+                 "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/al_class_accuracy.py",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--runs",
+            "al",
+            "--steps",
+            "1",
+            "--threads",
+            str(torch.get_num_threads()),
+            "--out-dir",
+            str(tmp_path / "out"),
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "out" / "al_class_accuracy.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["digit"]) for r in rows] == list(range(10))
+    labels = json.loads((out / "state.json").read_text())["labels"][:25]
+    assert [int(r["labels"]) for r in rows] == [labels.count(d) for d in range(10)]
+    report = (tmp_path / "out" / "al_class_accuracy.md").read_text()
+    recorded = read_curve(out)[1]["test_acc"]
+    assert f"| al | 25 | {recorded:.4f} | {recorded:.4f} | yes |" in report
+    assert (tmp_path / "out" / "al_class_accuracy.png").is_file()
