@@ -24,6 +24,8 @@ from safety_bhn.active import (
     labels_to_reach,
     max_entropy,
     mean_std,
+    power_bald,
+    power_sample,
     random,
     rarest_class_counts,
     read_curve,
@@ -178,6 +180,45 @@ def test_batch_bald_avoids_exact_duplicates_where_bald_does_not():
     assert picked[0] in (1, 2) and picked[1] == 3
 
 
+@pytest.mark.parametrize(
+    ("beta", "expected"), [(1.0, [1 / 8, 2 / 8, 5 / 8]), (2.0, [1 / 30, 4 / 30, 25 / 30]),
+                           (0.0, [1 / 3, 1 / 3, 1 / 3])]
+)  # fmt: skip
+def test_power_sample_draws_in_proportion_to_the_powered_values(beta, expected):
+    gen = torch.Generator().manual_seed(0)
+    values = torch.tensor([1.0, 2.0, 5.0])
+    draws = [power_sample(values, 1, beta, gen).item() for _ in range(4000)]
+    freq = [draws.count(i) / len(draws) for i in range(3)]
+    assert freq == pytest.approx(expected, abs=0.025)  # 3 standard errors at most
+
+
+def test_power_sample_is_without_replacement_and_puts_zero_scores_last():
+    gen = torch.Generator().manual_seed(1)
+    values = torch.tensor([0.0, 1.0, 0.0, 3.0])
+    for _ in range(50):
+        assert sorted(power_sample(values, 2, 1.0, gen).tolist()) == [1, 3]
+        three = power_sample(values, 3, 1.0, gen).tolist()
+        assert sorted(three[:2]) == [1, 3] and three[2] in (0, 2)
+    with pytest.raises(ValueError, match="needs a torch.Generator"):
+        power_sample(values, 1)
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0, got -1"):
+        power_sample(values, 1, -1.0, gen)
+    with pytest.raises(ValueError, match="finite, non-negative"):
+        power_sample(torch.tensor([1.0, float("nan")]), 1, 1.0, gen)
+    with pytest.raises(ValueError, match="cannot acquire k=5"):
+        power_sample(values, 5, 1.0, gen)
+
+
+def test_power_bald_samples_bald_scores_and_tends_to_top_k():
+    probs = torch.rand(6, 40, 3, generator=torch.Generator().manual_seed(2)).softmax(-1)
+    sel = select("power_bald", probs, 5, torch.Generator().manual_seed(3))
+    again = select("power_bald", probs, 5, torch.Generator().manual_seed(3))
+    assert torch.equal(sel.indices, again.indices) and len(set(sel.indices.tolist())) == 5
+    assert torch.equal(sel.scores, bald(probs)[sel.indices])
+    greedy = power_bald(probs, 5, beta=1e4, generator=torch.Generator().manual_seed(4))
+    assert greedy.indices.tolist() == select("bald", probs, 5).indices.tolist()
+
+
 # -- the loop on a tiny problem ----------------------------------------------------------
 def _blobs(n=240, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -201,6 +242,7 @@ def _tiny(**kw):
         ("bhn", "bald", {"coupling_layers": 2}),
         ("mc_dropout", "max_entropy", {}),
         ("factorial_vi", "batch_bald", {}),
+        ("mc_dropout", "power_bald", {}),
         ("map", "random", {}),
     ],
 )

@@ -34,6 +34,7 @@ class Acquisition(str, enum.Enum):
     MEAN_STD = "mean_std"
     RANDOM = "random"
     BATCH_BALD = "batch_bald"
+    POWER_BALD = "power_bald"
 
 
 def bald(probs: Tensor) -> Tensor:
@@ -70,13 +71,15 @@ def random(probs: Tensor, generator: torch.Generator | None) -> Tensor:
 def score(
     acquisition: str | Acquisition, probs: Tensor, generator: torch.Generator | None = None
 ) -> Tensor:
-    """The per-point score of ``acquisition`` (``batch_bald`` gives plain BALD per point)."""
+    """The per-point score of ``acquisition`` (``batch_bald`` and ``power_bald`` give plain
+    BALD per point)."""
     acquisition = parse_choice(acquisition, Acquisition, "acquisition")
     if acquisition is Acquisition.RANDOM:
         return random(probs, generator)
     fn = {
         Acquisition.BALD: bald,
         Acquisition.BATCH_BALD: bald,
+        Acquisition.POWER_BALD: bald,
         Acquisition.MAX_ENTROPY: max_entropy,
         Acquisition.VARIATION_RATIOS: variation_ratios,
         Acquisition.MEAN_STD: mean_std,
@@ -109,15 +112,57 @@ def select(
     """Pick ``k`` of the ``batch`` points of ``probs[n_samples, batch, classes]``.
 
     Top-``k`` of the score, except ``batch_bald``, which selects greedily (see
-    :func:`batch_bald`). Ties break towards the lower index.
+    :func:`batch_bald`), and ``power_bald``, which samples (see :func:`power_bald`). Ties break
+    towards the lower index.
     """
     acquisition = parse_choice(acquisition, Acquisition, "acquisition")
     scores.check_probs(probs)
     _check_k(k, probs.shape[1])
     if acquisition is Acquisition.BATCH_BALD:
         return batch_bald(probs, k, num_configs=num_configs, generator=generator)
+    if acquisition is Acquisition.POWER_BALD:
+        return power_bald(probs, k, generator=generator)
     values = score(acquisition, probs, generator)
     order = torch.sort(values, descending=True, stable=True).indices[:k]
+    return Selection(order, values[order])
+
+
+def power_sample(
+    values: Tensor, k: int, beta: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """``k`` distinct positions drawn without replacement with probability ``∝ values ** beta``.
+
+    The Gumbel-top-k trick: the top ``k`` of ``beta * log(values) + Gumbel noise``. Points with
+    a zero value come last (chosen only when fewer than ``k`` values are positive). ``beta``
+    large tends to plain top-``k``; ``beta = 0`` is uniform sampling.
+    """
+    if generator is None:
+        raise ValueError("power sampling needs a torch.Generator (generator=...)")
+    if not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    if values.ndim != 1 or not torch.isfinite(values).all() or (values < 0).any():
+        raise ValueError("values must be a 1-d tensor of finite, non-negative scores")
+    _check_k(k, values.numel())
+    u = torch.rand(values.numel(), generator=generator, device=generator.device).double()
+    gumbel = -torch.log(-torch.log(u.clamp(1e-30, 1.0 - 1e-7))).to(values.device)
+    logs = values.double().clamp_min(1e-300).log()  # finite; zero values are masked below
+    keys = torch.where(values > 0, beta * logs + gumbel, -math.inf)
+    return torch.sort(keys, descending=True, stable=True).indices[:k]
+
+
+def power_bald(
+    probs: Tensor, k: int, beta: float = 1.0, generator: torch.Generator | None = None
+) -> Selection:
+    """PowerBALD (Kirsch et al. 2023, "Stochastic Batch Acquisition"): ``k`` points sampled
+    without replacement with probability ``∝ bald ** beta`` instead of the top ``k``.
+
+    Top-``k`` BALD can pass a whole class by when a few ambiguous images outscore many
+    moderately uncertain ones; sampling spreads the batch over them at no extra cost.
+    Returns the positions and their BALD scores. ``generator`` is required (reproducibility).
+    """
+    scores.check_probs(probs)
+    values = bald(probs)
+    order = power_sample(values, k, beta, generator)
     return Selection(order, values[order])
 
 

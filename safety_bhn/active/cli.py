@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="bhn, mc_dropout, factorial_vi")
     p.add_argument(
         "--acquisition",
-        help="bald, max_entropy, variation_ratios, mean_std, random or batch_bald",
+        help="bald, max_entropy, variation_ratios, mean_std, random, batch_bald or power_bald",
     )
     p.add_argument("--arch", help="mlp or cnn")
     p.add_argument("--hidden", type=positive_int, nargs="+")
