@@ -43,6 +43,7 @@ from safety_bhn.active import (  # noqa: E402
     curve_auc,
     labels_to_reach,
     mnist_pool,
+    read_curve,
 )
 from safety_bhn.active.plots import learning_curves  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
@@ -385,8 +386,36 @@ def main(argv: list[str] | None = None) -> None:
             for future in tqdm(as_completed(futures), total=len(futures), desc="runs"):
                 finished(futures[future], future.result())
     if len(curves) < len(jobs):
+        started = [run_folder(args, *job) for job in jobs if job not in curves]
+        partial = [read_curve(f) for f in started if (f / "state.json").is_file()]
+        partial = [c for c in partial if c]
+        if partial:  # the report lists them apart, with how far each has come
+            rows = [r for j in jobs if j in curves for r in curves[j]]
+            write_results(rows, args, out_dir, run_name, command, time.time() - start, partial)
         print(f"deadline: {len(jobs) - len(curves)} of {len(jobs)} runs unfinished; the same "
               "command continues them")  # fmt: skip
+
+
+def run_folder(args: Args, seed: int, method: str, acq: str) -> Path:
+    """The state folder of one run."""
+    return Path(args.runs_dir) / f"{method}-{acq}-seed{seed}"
+
+
+def unfinished_table(curves: list[list[dict]], steps: int) -> str:
+    """Markdown table of runs stopped before their last step (left out of the summary above)."""
+
+    def reach(curve: list[dict], target: float) -> str:
+        n = labels_to_reach([r["n_labels"] for r in curve], [r["test_acc"] for r in curve], target)
+        return f"not yet (by {curve[-1]['n_labels']})" if n is None else str(n)
+
+    table = [
+        [c[0]["method"], c[0]["acquisition"], c[0]["seed"], f"{len(c)} of {steps + 1}",
+         c[-1]["n_labels"], f"{c[-1]['test_acc']:.4f}", reach(c, 0.90), reach(c, 0.95)]
+        for c in curves
+    ]  # fmt: skip
+    header = ["method", "acquisition", "seed", "steps done", "labels", "test acc", "labels to 90%",
+              "labels to 95%"]  # fmt: skip
+    return markdown_table(header, table)
 
 
 def run_one(
@@ -430,7 +459,7 @@ def run_one(
         seed=seed,
         device=args.device,
     )
-    folder = Path(args.runs_dir) / f"{method}-{acq}-seed{seed}"
+    folder = run_folder(args, seed, method, acq)
     resume = (folder / "state.json").is_file()
     learner = ActiveLearner(config, pool, test=test, out=folder, resume=resume)
     if deadline is None:
@@ -442,11 +471,22 @@ def run_one(
 
 
 def write_results(
-    rows: list[dict], args: Args, out_dir: Path, run_name: str, command: str, secs: float
+    rows: list[dict],
+    args: Args,
+    out_dir: Path,
+    run_name: str,
+    command: str,
+    secs: float,
+    partial: Sequence[list[dict]] = (),
 ) -> None:
-    """Write the tidy CSV, the markdown summary and the plot (after every finished run)."""
+    """Write the tidy CSV, the markdown summary and the plot (after every finished run).
+
+    ``partial``: curves of runs stopped at the deadline; the report lists them in a table of
+    their own, and neither the CSV nor the summary and targets count them.
+    """
     write_csv(rows, out_dir / "active_learning.csv")
-    learning_curves(rows, out_dir / "active_learning.png", hue="acquisition", col="method")
+    if rows:
+        learning_curves(rows, out_dir / "active_learning.png", hue="acquisition", col="method")
     md, checks = summarise(rows, args)
     env = environment()
     reduced = deviations(args)
@@ -470,6 +510,16 @@ def write_results(
     if finished < planned:
         lines += ["", f"**INCOMPLETE**: {finished} of {planned} runs finished so far."]
     lines += ["", md, "## Targets", ""] + [f"- {c}" for c in checks]
+    if partial:
+        lines += [
+            "",
+            "## Unfinished runs",
+            "",
+            "Stopped at the deadline; not in the table, CSV, plot or targets above. The same "
+            "command continues them.",
+            "",
+            unfinished_table(list(partial), (args.max_labels - args.initial) // args.acquire),
+        ]
     lines += [
         "",
         "Anchor (Gal et al. 2017, MC-dropout CNN, pool ~60000): labels to 10% / 5% test error: "

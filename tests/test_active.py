@@ -671,11 +671,23 @@ def test_benchmark_deadline_stops_between_steps_and_a_rerun_continues(tmp_path, 
 
     clock = iter([0.0, 0.0, 10.0])  # time.time() before each step: two steps, then too late
     monkeypatch.setattr(al, "time", SimpleNamespace(time=lambda: next(clock)))
-    args.runs_dir = str(tmp_path / "cut")
+    args.runs_dir = str(tmp_path / "cut" / "quick")  # where main(["--quick", ...]) looks
     assert al.run_one(args, 0, "mc_dropout", "bald", deadline=5.0) is None
-    state = json.loads((tmp_path / "cut" / "mc_dropout-bald-seed0" / "state.json").read_text())
+    state = json.loads(
+        (tmp_path / "cut" / "quick" / "mc_dropout-bald-seed0" / "state.json").read_text()
+    )
     assert len(state["history"]) == 2  # the finished steps are saved
     monkeypatch.undo()
+    # a report written after the deadline lists the cut run apart, with how far it came
+    al.main(["--quick", "--methods", "mc_dropout", "--runs-dir",
+             str(tmp_path / "cut"), "--out-dir", str(tmp_path / "report"),
+             "--deadline-minutes", "1e-9"])  # fmt: skip
+    report = (tmp_path / "report" / "active_learning.md").read_text()
+    labels, acc = state["history"][-1]["n_labels"], state["history"][-1]["test_acc"]
+    assert f"| mc_dropout | bald | 0 | 2 of 3 | {labels} | {acc:.4f} |" in report
+    assert "**INCOMPLETE**: 0 of 2 runs finished so far." in report  # --quick: bald, random
+    assert "| mc_dropout | random |" not in report  # never started: nothing to list
+    assert (tmp_path / "report" / "active_learning.csv").read_text().strip() == ""
     resumed = al.run_one(args, 0, "mc_dropout", "bald")
     assert [(r["n_labels"], r["test_acc"]) for r in resumed] == [
         (r["n_labels"], r["test_acc"]) for r in whole
