@@ -10,6 +10,7 @@ accuracy and the mean mutual information (BALD score) on that digit's test image
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -74,12 +75,18 @@ def per_class(
     return rows
 
 
+@functools.cache
+def _pool(data_dir: str | None, extra: bool) -> tuple:
+    """The runs' pool and test set, read once for all rebuilt steps."""
+    return mnist_pool(data_dir, extra=extra)
+
+
 def rebuild(args: Args, run: str, step: int) -> tuple[list[dict], dict]:
     """Per-class rows of one step of one run, and a summary (recorded vs rebuilt accuracy)."""
     folder = Path(args.runs_dir) / run
     state = saved_state(folder)
     source = state.get("pool_source", {})
-    pool, test = mnist_pool(source.get("data_dir"), extra=source.get("extra", False))
+    pool, test = _pool(source.get("data_dir"), source.get("extra", False))
     config = replace(saved_config(folder), device=args.device)
     learner = ActiveLearner(config, pool, test=test, out=folder, resume=True)
     model = learner.model_at(step)

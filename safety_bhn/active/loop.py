@@ -399,6 +399,7 @@ class ActiveLearner:
             "val_labels": self.val_labels,
             "labelled": self.labelled,
             "labels": self.labels,
+            "n_classes": self._n_classes(),
             "history": self.history,
             "rng_state": _encode_rng(self.gen),
             "pool_source": self.pool_source,
@@ -650,7 +651,8 @@ def read_curve(run: str | os.PathLike) -> list[dict[str, Any]]:
     base = {"run": path.parent.name, "method": cfg["method"], "acquisition": cfg["acquisition"],
             "seed": cfg["seed"]}  # fmt: skip
     history = state["history"]
-    n_classes = max(2, max(state["labels"] + state["val_labels"]) + 1)
+    # saved since 2026-11-28; older states: the classes their labels show
+    n_classes = state.get("n_classes") or max(2, max(state["labels"] + state["val_labels"]) + 1)
     rarest = rarest_class_counts(state["labels"], [r["n_labels"] for r in history], n_classes)
     return [{**base, "n_labels": r["n_labels"], "test_acc": r.get("test_acc"),
              "test_nll": r.get("test_nll"), "step_seconds": r["step_seconds"],
