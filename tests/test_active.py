@@ -769,9 +769,30 @@ def test_benchmark_summary_says_undecided_when_no_run_reaches_the_targets(benchm
         for m in args.methods for a in args.acquisitions
         for n, acc in ((20, 0.5), (40, 0.7), (60, 0.8))
     ]  # fmt: skip
-    _, checks = al.summarise(rows, args)
+    _, checks, others = al.summarise(rows, args)
     assert [c.split(":")[0] for c in checks[:3]] == ["UNDECIDED"] * 3
     assert "at least 80" in checks[3]
+    assert others == []  # only BALD and random: nothing beyond the targets
+
+
+def test_benchmark_summary_checks_other_acquisitions_apart(benchmark_module):
+    al = benchmark_module("active_learning")
+    args = al.Args(methods=["bhn", "mc_dropout"], acquisitions=["bald", "random", "power_bald"],
+                   seeds=[0], initial=20, acquire=20, max_labels=60)  # fmt: skip
+    reach_at = {"bald": 60, "random": 40, "power_bald": 20}  # first step at >= 90%
+    rows = [
+        {"method": m, "acquisition": a, "seed": 0, "n_labels": n,
+         "test_acc": 0.96 if n >= reach_at[a] else 0.5, "step_seconds": 1.0}
+        for m in args.methods for a in args.acquisitions for n in (20, 40, 60)
+    ]  # fmt: skip
+    _, checks, others = al.summarise(rows, args)
+    assert not any("power_bald" in c for c in checks)
+    assert [c.split(" (")[0] for c in others] == [
+        "MET: bhn power_bald needs fewer labels than random",
+        "MET: BHN-power_bald needs no more labels than MC-dropout-BALD",
+        "MET: mc_dropout power_bald needs fewer labels than random",
+    ]
+    assert "90%: 20 vs 40" in others[0] and "95%: 20 vs 60" in others[1]
 
 
 def test_per_class_rows_on_hand_made_samples(benchmark_module):
