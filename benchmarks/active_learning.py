@@ -235,6 +235,32 @@ def target_check(
     return f"{verdict.value}: {claim} ({detail})"
 
 
+def acquisition_checks(
+    stats: dict[tuple[str, str], dict[float, list[int | None]]], acq: str, censored: int
+) -> list[str]:
+    """Target lines for one acquisition: per method, does it need fewer labels than random;
+    and after the BHN's line, does the BHN need no more labels than MC-dropout BALD.
+
+    ``stats`` maps (method, acquisition) to labels to reach each target accuracy per seed, in
+    the table's order; pairs missing from it are skipped.
+    """
+    name = "BALD" if acq == "bald" else acq
+    checks = []
+    for method, a in stats:
+        if a != acq:
+            continue
+        versus = [(f"{method} {name} needs fewer labels than random", (method, "random"), True)]
+        if method == "bhn":
+            claim = f"BHN-{name} needs no more labels than MC-dropout-BALD"
+            versus.append((claim, ("mc_dropout", "bald"), False))
+        for claim, other, strict in versus:
+            if other in stats:
+                checks.append(
+                    target_check(claim, stats[(method, acq)], stats[other], censored, strict)
+                )
+    return checks
+
+
 def summarise(rows: list[dict], args: Args) -> tuple[str, list[str], list[str]]:
     """Markdown table of labels to 90% / 95%, AUC and step time; the issue's target checks;
     and the same checks for the other acquisitions (each against random, and the BHN's
@@ -294,35 +320,19 @@ def summarise(rows: list[dict], args: Args) -> tuple[str, list[str], list[str]]:
         table,
     )
 
-    checks = []
-    for method in args.methods:
-        if (method, "bald") in stats and (method, "random") in stats:
-            b, r = stats[(method, "bald")], stats[(method, "random")]
-            claim = f"{method} BALD needs fewer labels than random"
-            checks.append(target_check(claim, b, r, censored, strict=True))
-    if ("bhn", "bald") in stats and ("mc_dropout", "bald") in stats:
-        b, m = stats[("bhn", "bald")], stats[("mc_dropout", "bald")]
-        claim = "BHN-BALD needs no more labels than MC-dropout-BALD"
-        checks.append(target_check(claim, b, m, censored, strict=False))
+    checks = acquisition_checks(stats, "bald", censored)
     checks.append(
         f"(labels to reach are means over seeds; a seed that never reached the target within "
         f"{args.max_labels} labels needs at least {censored}, so such a mean is only a lower "
         "bound; UNDECIDED: these bounds cannot settle the comparison, e.g. neither run reached "
         "the target within the budget)"
     )
-    others = []
-    for method, acq in stats:  # methods outermost, as in the table
-        if acq in ("bald", "random"):
-            continue
-        versus = [(f"{method} {acq} needs fewer labels than random", (method, "random"), True)]
-        if method == "bhn":
-            claim = f"BHN-{acq} needs no more labels than MC-dropout-BALD"
-            versus.append((claim, ("mc_dropout", "bald"), False))
-        for claim, other, strict in versus:
-            if other in stats:
-                others.append(
-                    target_check(claim, stats[(method, acq)], stats[other], censored, strict)
-                )
+    others = [
+        check
+        for acq in args.acquisitions
+        if acq not in ("bald", "random")
+        for check in acquisition_checks(stats, acq, censored)
+    ]
     return md, checks, others
 
 
