@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import safety_bhn
 from safety_bhn.core.factorial import FactorialVI
-from safety_bhn.core.primary import WeightLayer, batched_layer
+from safety_bhn.core.primary import WeightLayer, batched_layer, max_pool_2x2
 
 METHODS = ["bhn", "mc_dropout", "factorial_vi", "map"]
 STOCHASTIC = ["bhn", "mc_dropout", "factorial_vi"]
@@ -142,12 +142,18 @@ def test_bhn_matches_explicit_weight_norm_network(chunk_elements):
         torch.testing.assert_close(logits[s], h, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("chunk_elements", [2**23, 1, 2000])
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_factorial_vi_matches_explicit_weights_run_one_sample_at_a_time(arch):
+def test_factorial_vi_matches_explicit_weights_run_one_sample_at_a_time(arch, chunk_elements, grad):
+    """Known answer, also with the inputs split into chunks (of 1, and of 2 or more inputs)
+    and without autograd (where pooling takes its fast path)."""
     model = small_model("factorial_vi", arch)
+    model.chunk_elements = chunk_elements
     x, _ = data()
     draw = model.draw(2, gen())
-    logits = model.forward_draw(x, draw)
+    with torch.set_grad_enabled(grad):
+        logits = model.forward_draw(x, draw)
     for s in range(2):
         h = x if arch == "cnn" else x.flatten(1)
         for i, layer in enumerate(model.layers):
@@ -157,6 +163,19 @@ def test_factorial_vi_matches_explicit_weights_run_one_sample_at_a_time(arch):
                 h = {"relu": F.relu, "pool": lambda t: F.max_pool2d(t, 2),
                      "flatten": lambda t: t.flatten(1)}[op](h)  # fmt: skip
         torch.testing.assert_close(logits[s], h, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(6, 6), (7, 5), (22, 22)])
+def test_max_pool_2x2_matches_f_max_pool2d_with_and_without_autograd(size):
+    x = torch.randn(3, 4, 2, *size, generator=gen())
+    expected = F.max_pool2d(x.flatten(0, 1), 2).unflatten(0, (3, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(max_pool_2x2(x), expected, rtol=0, atol=0)
+    leaf = x.clone().requires_grad_()
+    out = max_pool_2x2(leaf)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    out.backward(torch.ones_like(out))
+    assert leaf.grad.sum() == out.numel()  # each window passes its gradient to one input
 
 
 def test_mc_dropout_matches_manual_masks():
