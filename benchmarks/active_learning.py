@@ -11,6 +11,7 @@ interrupted benchmark continues where it stopped when started again with the sam
 
 from __future__ import annotations
 
+import csv
 import enum
 import math
 import multiprocessing
@@ -111,6 +112,10 @@ class Args:
     deadline_minutes: float = 0.0
     """take no new step after this many minutes (0: no deadline); every finished step is
     saved under --runs-dir, so the same command started again continues the runs"""
+    finished_csv: str = ""
+    """an earlier report's active_learning.csv: its finished runs that have no state folder
+    under --runs-dir are taken from it instead of being run, so a report can be rebuilt or
+    extended on a machine that lacks those runs' states"""
 
 
 FULL = Args()
@@ -391,6 +396,10 @@ def main(argv: list[str] | None = None) -> None:
     ]
     deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
     curves: dict[tuple[int, str, str], list[dict]] = {}
+    if args.finished_csv:  # runs finished elsewhere, whose states are not here
+        earlier = read_finished_csv(args.finished_csv, steps)
+        here = {job for job in jobs if (run_folder(args, *job) / "state.json").is_file()}
+        curves = {job: earlier[job] for job in jobs if job in earlier and job not in here}
     start = time.time()
 
     def finished(job: tuple[int, str, str], curve: list[dict] | None) -> None:
@@ -400,14 +409,17 @@ def main(argv: list[str] | None = None) -> None:
         rows = [r for j in jobs if j in curves for r in curves[j]]
         write_results(rows, args, out_dir, run_name, command, time.time() - start)
 
+    todo = [job for job in jobs if job not in curves]
+    if curves:  # report the runs taken from the CSV even if no other run finishes
+        finished(*next(iter(curves.items())))
     if args.workers == 1:
-        for job in jobs:
+        for job in todo:
             finished(job, run_one(args, *job, deadline=deadline, progress=True))
     else:
         # spawn: CUDA cannot be used in a forked child
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.workers, mp_context=context) as executor:
-            futures = {executor.submit(run_one, args, *job, deadline=deadline): job for job in jobs}
+            futures = {executor.submit(run_one, args, *job, deadline=deadline): job for job in todo}
             for future in tqdm(as_completed(futures), total=len(futures), desc="runs"):
                 finished(futures[future], future.result())
     if len(curves) < len(jobs):
@@ -419,6 +431,34 @@ def main(argv: list[str] | None = None) -> None:
             write_results(rows, args, out_dir, run_name, command, time.time() - start, partial)
         print(f"deadline: {len(jobs) - len(curves)} of {len(jobs)} runs unfinished; the same "
               "command continues them")  # fmt: skip
+
+
+#: Column types of the tidy CSV (the rest are strings; an empty device is None).
+CSV_TYPES = {"seed": int, "step": int, "n_labels": int, "rarest_class": int, "test_acc": float,
+             "test_nll": float, "train_seconds": float, "acquire_seconds": float,
+             "step_seconds": float}  # fmt: skip
+
+
+def read_finished_csv(path: str | Path, steps: int) -> dict[tuple[int, str, str], list[dict]]:
+    """The finished runs of an earlier report's tidy CSV: ``{(seed, method, acq): curve}``.
+
+    Each curve must have ``steps + 1`` rows (the CSV holds finished runs only); a run with
+    another length was made with other settings, and is an error.
+    """
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    runs: dict[tuple[int, str, str], list[dict]] = {}
+    for row in rows:
+        typed = {k: CSV_TYPES[k](v) if k in CSV_TYPES else v for k, v in row.items()}
+        typed["device"] = typed.get("device") or None
+        runs.setdefault((typed["seed"], typed["method"], typed["acquisition"]), []).append(typed)
+    for (seed, method, acq), curve in runs.items():
+        if len(curve) != steps + 1:
+            raise ValueError(
+                f"{path}: run {method}-{acq}-seed{seed} has {len(curve)} steps, but these "
+                f"settings make {steps + 1}; pass the settings of the run that wrote it"
+            )
+    return runs
 
 
 def run_folder(args: Args, seed: int, method: str, acq: str) -> Path:

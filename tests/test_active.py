@@ -662,6 +662,42 @@ def test_benchmark_quick_runs_in_parallel_as_in_sequence(tmp_path, benchmark_mod
     assert [[str(r[k]) for k in keys] for r in rows] == [[str(r[k]) for k in keys] for r in here]
 
 
+def test_benchmark_report_is_rebuilt_from_an_earlier_csv(tmp_path, benchmark_module):
+    al = benchmark_module("active_learning")
+    quick = ["--quick", "--methods", "mc_dropout"]  # acquisitions bald and random, seed 0
+    al.main([*quick, "--runs-dir", str(tmp_path / "a"), "--out-dir", str(tmp_path / "first")])
+    earlier = tmp_path / "first" / "active_learning.csv"
+    # a machine with none of the states: nothing runs, and the report is the same
+    al.main([*quick, "--runs-dir", str(tmp_path / "b"), "--out-dir", str(tmp_path / "again"),
+             "--finished-csv", str(earlier), "--deadline-minutes", "1e-9"])  # fmt: skip
+    assert (tmp_path / "again" / "active_learning.csv").read_text() == earlier.read_text()
+    first, again = ((tmp_path / d / "active_learning.md").read_text() for d in ("first", "again"))
+    assert "**INCOMPLETE**" not in again
+    assert again.split("## Targets")[1] == first.split("## Targets")[1]
+    assert not any((tmp_path / "b").rglob("state.json"))
+    # a run whose state is here is taken from its state, not from the CSV
+    with open(earlier, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["test_acc"] = "0.5"
+    edited = tmp_path / "edited.csv"
+    with open(edited, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    al.run_one(al.quick_args(al.Args(runs_dir=str(tmp_path / "b"))), 0, "mc_dropout", "random")
+    al.main([*quick, "--runs-dir", str(tmp_path / "b"), "--out-dir", str(tmp_path / "mixed"),
+             "--finished-csv", str(edited), "--deadline-minutes", "1e-9"])  # fmt: skip
+    with open(tmp_path / "mixed" / "active_learning.csv") as f:
+        mixed = {(r["acquisition"], r["n_labels"]): r["test_acc"] for r in csv.DictReader(f)}
+    with open(earlier) as f:
+        for r in csv.DictReader(f):
+            expected = r["test_acc"] if r["acquisition"] == "random" else "0.5"
+            assert mixed[(r["acquisition"], r["n_labels"])] == expected
+    with pytest.raises(ValueError, match="has 3 steps, but these settings make 4"):
+        al.read_finished_csv(earlier, steps=3)
+
+
 def test_benchmark_deadline_stops_between_steps_and_a_rerun_continues(tmp_path, benchmark_module,
                                                                       monkeypatch):  # fmt: skip
     al = benchmark_module("active_learning")
