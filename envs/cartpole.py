@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 
@@ -14,7 +15,7 @@ class CartPoleCostEnv(CartPoleEnv):
     that step has ``info["cost"] = 1``; every other step has ``info["cost"] = 0``.
     """
 
-    def step(self, action: Any):
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = super().step(action)
         info = dict(info)
         info["cost"] = 1.0 if terminated else 0.0

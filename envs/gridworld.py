@@ -112,12 +112,14 @@ class LavaGridEnv(gymnasium.Env):
         """Every cell the agent can stand on (not wall, not lava)."""
         return [(int(r), int(c)) for r, c in np.argwhere(np.isin(self.grid, [" ", "S", "G"]))]
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self.pos = self.start
         return self.observation_at(self.pos), {"cost": 0.0, "position": self.pos}
 
-    def step(self, action: Any):
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
             raise ValueError(
                 f"action must be an integer in 0..{self.n_actions - 1}, got {action!r}"

@@ -86,13 +86,15 @@ class WheelBanditEnv(gymnasium.Env):
             "cost": 0.0,
         }
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self._t = 0
         self._context = self._sample_context()
         return self._context.copy(), self._info()
 
-    def step(self, action: Any):
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
             raise ValueError(
                 f"action must be an integer in 0..{self.n_actions - 1}, got {action!r}"

@@ -81,7 +81,9 @@ class RandomAgent:
     def act(self, obs: np.ndarray) -> int:
         return int(self.rng.integers(self.n_actions))
 
-    def observe(self, obs, action, reward, next_obs, terminated, cost) -> None:
+    def observe(
+        self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
+    ) -> None:
         return None
 
 
@@ -163,7 +165,9 @@ class NeuralBandit:
         f = self.posterior.sample_function(self.generator)
         return int(f(x.unsqueeze(0))[0].argmax())
 
-    def observe(self, obs, action, reward, next_obs, terminated, cost) -> None:
+    def observe(
+        self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
+    ) -> None:
         self.contexts.append(np.asarray(self._context(obs)))
         self.actions.append(int(action))
         self.rewards.append(float(reward))
@@ -196,7 +200,9 @@ class ReplayBuffer:
         self.size = 0
         self.pos = 0
 
-    def add(self, obs, action, reward, cost, next_obs, done) -> None:
+    def add(
+        self, obs: Any, action: int, reward: float, cost: float, next_obs: Any, done: bool
+    ) -> None:
         i = self.pos
         self.obs[i], self.action[i], self.reward[i] = obs, action, reward
         self.cost[i], self.next_obs[i], self.done[i] = cost, next_obs, float(done)
@@ -384,7 +390,9 @@ class DQNAgent:
         return q.std(0).mean(-1).numpy() if n_samples > 1 else np.zeros(len(x))
 
     # -- learning -----------------------------------------------------------------------
-    def observe(self, obs, action, reward, next_obs, terminated, cost) -> None:
+    def observe(
+        self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
+    ) -> None:
         self._obs(next_obs)
         self.buffer.add(np.asarray(obs, np.float32), int(action), float(reward), float(cost),
                         np.asarray(next_obs, np.float32), bool(terminated))  # fmt: skip
