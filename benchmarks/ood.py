@@ -37,11 +37,11 @@ from common import (  # noqa: E402
     write_csv,
 )
 
-from safety_bhn import build_model, fit  # noqa: E402
+from safety_bhn import UncertaintyModel, build_model, fit  # noqa: E402
 from safety_bhn._choices import parse_choice  # noqa: E402
 from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
 from safety_bhn.core.build import Arch  # noqa: E402
-from safety_bhn.core.training import Selection  # noqa: E402
+from safety_bhn.core.training import History, Selection  # noqa: E402
 from safety_bhn.ood import (  # noqa: E402
     adversarial_curve,
     build_suite,
@@ -159,7 +159,15 @@ def parse_row(row: str) -> tuple[str, dict[str, Any]]:
     return method, options
 
 
-def train(row: str, train_xy, val_xy, n_classes: int, seed: int, args: Args):
+def train(
+    row: str,
+    train_xy: tuple[torch.Tensor, torch.Tensor],
+    val_xy: tuple[torch.Tensor, torch.Tensor],
+    n_classes: int,
+    seed: int,
+    args: Args,
+) -> tuple[UncertaintyModel, History]:
+    """Build the model that ``row`` names and fit it (returns it and its training history)."""
     method, options = parse_row(row)
     net = {"hidden": list(args.hidden)} if args.arch == "mlp" else {}
     model = build_model(method, args.arch, n_classes=n_classes, seed=seed, device="cpu",
