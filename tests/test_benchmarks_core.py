@@ -45,6 +45,17 @@ def test_speed_quick_reports_ratios(tmp_path):
 
 
 @pytest.mark.slow
+def test_speed_quick_times_the_cnn_and_its_pooling(tmp_path):
+    rows = quick_rows("speed.py", tmp_path, "--arch", "cnn", "--samples", "1", "3")
+    measured = {(r["method"], r["measurement"]) for r in rows}
+    assert ("bhn", "predict, 3 separate 1-sample calls") in measured
+    assert ("factorial_vi", "predict, 3 samples, inputs not chunked") in measured
+    assert sum(r["method"] == "kernel" for r in rows) == 2  # max_pool_2x2 and F.max_pool2d
+    report = (tmp_path / "speed.md").read_text()
+    assert "max_pool_2x2 / F.max_pool2d" in report and "(bar" not in report  # bars: MLP only
+
+
+@pytest.mark.slow
 def test_bhn_prior_quick_reports_tuning_accuracy_and_active_units(tmp_path, shared_data_dir):
     rows = quick_rows("bhn_prior.py", tmp_path, "--data-dir", shared_data_dir)
     assert [(r["method"], r["prior_std"]) for r in rows] == [
