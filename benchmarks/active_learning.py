@@ -568,6 +568,13 @@ def write_results(
         f"{args.arch.upper()} retrained from scratch at every step; curves in "
         "active_learning.png, tidy rows in active_learning.csv",
     ]
+    if args.finished_csv:
+        runs = {(r["seed"], r["method"], r["acquisition"]) for r in rows}
+        taken = [run for run in runs if not (run_folder(args, *run) / "state.json").is_file()]
+        lines.append(
+            f"- {len(taken)} of the {len(runs)} finished runs were taken from "
+            f"{args.finished_csv} (their states are not under {args.runs_dir})"
+        )
     if reduced:
         lines += ["", "**REDUCED RUN** (not the issue's full benchmark): " + "; ".join(reduced)]
     planned = len(args.methods) * len(args.acquisitions) * len(args.seeds)

@@ -673,6 +673,7 @@ def test_benchmark_report_is_rebuilt_from_an_earlier_csv(tmp_path, benchmark_mod
     assert (tmp_path / "again" / "active_learning.csv").read_text() == earlier.read_text()
     first, again = ((tmp_path / d / "active_learning.md").read_text() for d in ("first", "again"))
     assert "**INCOMPLETE**" not in again
+    assert f"- 2 of the 2 finished runs were taken from {earlier}" in again
     assert again.split("## Targets")[1] == first.split("## Targets")[1]
     assert not any((tmp_path / "b").rglob("state.json"))
     # a run whose state is here is taken from its state, not from the CSV
