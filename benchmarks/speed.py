@@ -138,19 +138,16 @@ def main(argv: list[str] | None = None) -> None:
     # (samples x images) second-layer activations, by max_pool_2x2 or F.max_pool2d.
     unchunked = build("factorial_vi")
     unchunked.chunk_elements = 2**62
-    jobs[("factorial_vi", f"predict, {most} samples, inputs not chunked")] = predict(
-        unchunked, most
+    jobs[("factorial_vi", f"predict, {most} samples, inputs not chunked")] = lambda: (
+        unchunked.predict_proba(x, most)
     )
     if args.arch == "cnn":
         second = build("map").layers[1]  # its output is pooled
         size = [n - second.kernel_size + 1 for n in second.in_shape[1:]]
         h = torch.rand(most, min(args.n_predict, 100), second.out_features, *size)
-        jobs[("kernel", f"2x2 max pool of {tuple(h.shape)}: max_pool_2x2")] = lambda: max_pool_2x2(
-            h
-        )
-        jobs[("kernel", f"2x2 max pool of {tuple(h.shape)}: F.max_pool2d")] = lambda: F.max_pool2d(
-            h.flatten(0, 1), 2
-        )
+        pool = f"2x2 max pool of {tuple(h.shape)}"
+        jobs[("kernel", f"{pool}: max_pool_2x2")] = lambda: max_pool_2x2(h)
+        jobs[("kernel", f"{pool}: F.max_pool2d")] = lambda: F.max_pool2d(h.flatten(0, 1), 2)
 
     times: dict[tuple[str, str], list[float]] = {k: [] for k in jobs}
     for _ in range(args.repeats):  # interleave methods so drifts in machine speed hit all alike
