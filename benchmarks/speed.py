@@ -138,9 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     # (samples x images) second-layer activations, by max_pool_2x2 or F.max_pool2d.
     unchunked = build("factorial_vi")
     unchunked.chunk_elements = 2**62
-    jobs[("factorial_vi", f"predict, {most} samples, inputs not chunked")] = lambda: (
-        unchunked.predict_proba(x, most)
-    )
+    not_chunked = ("factorial_vi", f"predict, {most} samples, inputs not chunked")
+    jobs[not_chunked] = predict(unchunked, most)
     if args.arch == "cnn":
         second = build("map").layers[1]  # its output is pooled
         size = [n - second.kernel_size + 1 for n in second.in_shape[1:]]

@@ -80,14 +80,17 @@ class FactorialVI(UncertaintyModel):
     def forward_draw(self, x: Tensor, draw: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits ``(S, B, classes)`` under explicit weights, one set per sample.
 
-        The inputs run in chunks that keep one layer's ``(S, chunk, ...)`` activations within
-        ``chunk_elements`` floats, so they stay in the CPU cache from one layer to the next:
-        on Gal et al.'s CNN (20 samples, one thread) chunks of about 5 images ran 1.5 times
-        as fast as the 125-image chunks the evaluation code passed before
-        (``python benchmarks/speed.py --arch cnn`` times it).
+        A CNN's inputs run in chunks that keep one layer's ``(S, chunk, ...)`` activations
+        within ``chunk_elements`` floats, so they stay in the CPU cache from one layer to the
+        next (0.38x the time of one pass on Gal et al.'s CNN with 20 samples: ``python
+        benchmarks/speed.py --arch cnn``). An MLP's inputs run in one pass: there the
+        per-sample weight matrices, read again for every chunk, outweigh the activations, and
+        chunks were slower.
         """
-        widest = max(math.prod(layer.in_shape) for layer in self.layers)
-        chunk = max(1, self.chunk_elements // (draw[0][0].shape[0] * widest))
+        chunk = x.shape[0]
+        if any(layer.kind == "conv" for layer in self.layers):
+            widest = max(math.prod(layer.in_shape) for layer in self.layers)
+            chunk = max(1, self.chunk_elements // (draw[0][0].shape[0] * widest))
         parts = [
             run_layers(self.layers, c, lambda i, layer, h: batched_layer(layer, h, *draw[i]))
             for c in x.split(chunk)
