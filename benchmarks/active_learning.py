@@ -222,32 +222,59 @@ def _reach_text(labels: Sequence[int | None], censored: int) -> str:
     return f">= {low:.0f} ({reached}/{len(labels)} seeds reached)"
 
 
+BELOW_TARGETS = (0.80, 0.85)
+"""Lower accuracies at which a check that 90% / 95% leave UNDECIDED is repeated (not targets)."""
+
+
+def _compare(
+    a: dict[float, list[int | None]],
+    b: dict[float, list[int | None]],
+    censored: int,
+    strict: bool,
+) -> tuple[Verdict, str]:
+    """Verdict over every accuracy in ``a``, and the labels to reach each, A vs B."""
+    verdict = combine_verdicts([fewer_labels_verdict(a[t], b[t], censored, strict) for t in a])
+    detail = "; ".join(
+        f"{t:.0%}: {_reach_text(a[t], censored)} vs {_reach_text(b[t], censored)}" for t in a
+    )
+    return verdict, detail
+
+
 def target_check(
     claim: str,
     a: dict[float, list[int | None]],
     b: dict[float, list[int | None]],
     censored: int,
     strict: bool,
+    below: tuple[dict[float, list[int | None]], dict[float, list[int | None]]] | None = None,
 ) -> str:
     """One line of the Targets section: A needs fewer (no more) labels than B at every accuracy.
 
     ``a`` and ``b`` map each target accuracy to labels to reach it per seed (None: never).
+    ``below``, the same maps for lower accuracies: when the targets leave the check
+    UNDECIDED, the line adds the check at those accuracies, marked as not a target (the
+    verdict at the start of the line stays the targets').
     """
-    verdict = combine_verdicts([fewer_labels_verdict(a[t], b[t], censored, strict) for t in a])
-    detail = "; ".join(
-        f"{t:.0%}: {_reach_text(a[t], censored)} vs {_reach_text(b[t], censored)}" for t in a
-    )
-    return f"{verdict.value}: {claim} ({detail})"
+    verdict, detail = _compare(a, b, censored, strict)
+    line = f"{verdict.value}: {claim} ({detail})"
+    if verdict is Verdict.UNDECIDED and below is not None:
+        low_verdict, low_detail = _compare(*below, censored, strict)
+        line += f"; below the targets (not a target): {low_verdict.value} ({low_detail})"
+    return line
 
 
 def acquisition_checks(
-    stats: dict[tuple[str, str], dict[float, list[int | None]]], acq: str, censored: int
+    stats: dict[tuple[str, str], dict[float, list[int | None]]],
+    acq: str,
+    censored: int,
+    below: dict[tuple[str, str], dict[float, list[int | None]]] | None = None,
 ) -> list[str]:
     """Target lines for one acquisition: per method, does it need fewer labels than random;
     and after the BHN's line, does the BHN need no more labels than MC-dropout BALD.
 
     ``stats`` maps (method, acquisition) to labels to reach each target accuracy per seed, in
-    the table's order; pairs missing from it are skipped.
+    the table's order; pairs missing from it are skipped. ``below``, the same at
+    :data:`BELOW_TARGETS`, is added to checks that the targets leave UNDECIDED.
     """
     name = "BALD" if acq == "bald" else acq
     checks = []
@@ -260,10 +287,19 @@ def acquisition_checks(
             versus.append((claim, ("mc_dropout", "bald"), False))
         for claim, other, strict in versus:
             if other in stats:
+                low = None if below is None else (below[(method, acq)], below[other])
                 checks.append(
-                    target_check(claim, stats[(method, acq)], stats[other], censored, strict)
+                    target_check(claim, stats[(method, acq)], stats[other], censored, strict, low)
                 )
     return checks
+
+
+def _reach_per_seed(curves: list[list[dict]], accuracy: float) -> list[int | None]:
+    """Labels at which each curve (one per seed) first reaches ``accuracy``; None: never."""
+    return [
+        labels_to_reach([r["n_labels"] for r in c], [r["test_acc"] for r in c], accuracy)
+        for c in curves
+    ]
 
 
 def summarise(rows: list[dict], args: Args) -> tuple[str, list[str], list[str]]:
@@ -282,14 +318,12 @@ def summarise(rows: list[dict], args: Args) -> tuple[str, list[str], list[str]]:
                 if curve:
                     runs.setdefault((method, acq), []).append(curve)
     censored = args.max_labels + args.acquire  # "not reached": at least one step past the end
-    table, stats = [], {}
+    table, stats, below = [], {}, {}
     for (method, acq), curves in runs.items():
+        below[(method, acq)] = {level: _reach_per_seed(curves, level) for level in BELOW_TARGETS}
         reach = {}
         for target in (0.90, 0.95):
-            vals = [
-                labels_to_reach([r["n_labels"] for r in c], [r["test_acc"] for r in c], target)
-                for c in curves
-            ]
+            vals = _reach_per_seed(curves, target)
             reached = [v for v in vals if v is not None]
             text = mean_std(reached, "{:.0f}") if reached else "not reached"
             if len(reached) < len(vals):
@@ -325,18 +359,19 @@ def summarise(rows: list[dict], args: Args) -> tuple[str, list[str], list[str]]:
         table,
     )
 
-    checks = acquisition_checks(stats, "bald", censored)
+    checks = acquisition_checks(stats, "bald", censored, below)
     checks.append(
         f"(labels to reach are means over seeds; a seed that never reached the target within "
         f"{args.max_labels} labels needs at least {censored}, so such a mean is only a lower "
         "bound; UNDECIDED: these bounds cannot settle the comparison, e.g. neither run reached "
-        "the target within the budget)"
+        "the target within the budget; then the check is repeated at "
+        f"{' and '.join(f'{t:.0%}' for t in BELOW_TARGETS)} accuracy, which is not a target)"
     )
     others = [
         check
         for acq in args.acquisitions
         if acq not in ("bald", "random")
-        for check in acquisition_checks(stats, acq, censored)
+        for check in acquisition_checks(stats, acq, censored, below)
     ]
     return md, checks, others
 

@@ -766,6 +766,17 @@ def test_benchmark_target_verdicts_on_hand_made_inputs(benchmark_module):
         "UNDECIDED: X beats Y (90%: 100 vs 300; 95%: >= 540 (0/1 seeds reached) vs "
         ">= 540 (0/1 seeds reached))"
     )
+    never = {0.9: [None], 0.95: [None]}
+    below = ({0.8: [300], 0.85: [400]}, {0.8: [200], 0.85: [None]})
+    line = al.target_check("X beats Y", never, never, censored=540, strict=True, below=below)
+    assert line.startswith("UNDECIDED: X beats Y (90%: >= 540")  # the targets' verdict first
+    assert line.endswith(
+        "; below the targets (not a target): MISSED (80%: 300 vs 200; "
+        "85%: 400 vs >= 540 (0/1 seeds reached))"
+    )
+    a, b = {0.9: [100], 0.95: [200]}, {0.9: [300], 0.95: [400]}
+    decided = al.target_check("X beats Y", a, b, censored=540, strict=True, below=below)
+    assert decided == "MET: X beats Y (90%: 100 vs 300; 95%: 200 vs 400)"
 
 
 def test_benchmark_step_times_group_by_device_and_method(benchmark_module):
@@ -809,6 +820,10 @@ def test_benchmark_summary_says_undecided_when_no_run_reaches_the_targets(benchm
     _, checks, others = al.summarise(rows, args)
     assert [c.split(":")[0] for c in checks[:3]] == ["UNDECIDED"] * 3
     assert "at least 80" in checks[3]
+    assert checks[0].endswith(  # every curve reaches 80% at 60 labels: BALD is not fewer
+        "below the targets (not a target): MISSED (80%: 60 vs 60; "
+        "85%: >= 80 (0/1 seeds reached) vs >= 80 (0/1 seeds reached))"
+    )
     assert others == []  # only BALD and random: nothing beyond the targets
 
 
