@@ -532,6 +532,11 @@ def test_cli_active_learn_and_compare(tmp_path, capsys):
     assert (tmp_path / "cmp" / "compare.png").is_file()
     table = capsys.readouterr().out
     assert "al-bald" in table and "al-random" in table
+    missing = str(tmp_path / "al-none")
+    assert main(["active-learn", "--compare", *runs, missing, "--out", str(tmp_path / "c2")]) == 2
+    streams = capsys.readouterr()
+    assert streams.out == ""  # every run is read before the table starts
+    assert f"no active-learning state file at {missing}" in streams.err
     assert main(["active-learn", "--acquisition", "bladd", "--out", str(tmp_path / "x")]) == 2
     assert "Did you mean 'bald'" in capsys.readouterr().err
 

@@ -206,15 +206,16 @@ def _active_learn(args: argparse.Namespace) -> int:
 
 
 def _compare(runs: list[str], out: Path) -> int:
-    rows = []
+    curves = [read_curve(run) for run in runs]  # every run is checked before anything prints
+    for run, curve in zip(runs, curves, strict=True):
+        if not curve or curve[-1]["test_acc"] is None:
+            raise ValueError(f"{run} has no test accuracy to compare")
     print(
         f"{'run':<28}{'method':<14}{'acquisition':<18}{'labels':>7}{'acc':>8}"
         f"{'to 90%':>8}{'to 95%':>8}{'AUC':>8}"
     )
-    for run in runs:
-        curve = read_curve(run)
-        if not curve or curve[-1]["test_acc"] is None:
-            raise ValueError(f"{run} has no test accuracy to compare")
+    rows = []
+    for curve in curves:
         rows += curve
         n = [r["n_labels"] for r in curve]
         acc = [r["test_acc"] for r in curve]
