@@ -133,9 +133,10 @@ def main(argv: list[str] | None = None) -> None:
             jobs[(method, f"predict, {n} samples")] = predict(model, n)
         if method != "map":
             jobs[(method, f"predict, {most} separate 1-sample calls")] = separate(model, most)
-    # Same-run comparisons of two speed-ups of sampled CNN prediction against what they
-    # replaced: factorial VI's inputs chunked or not, and the 2x2 max pool of the CNN's
-    # (samples x images) second-layer activations, by max_pool_2x2 or F.max_pool2d.
+    # Same-run comparisons of speed-ups against what they replaced: factorial VI's inputs
+    # chunked or not; the 2x2 max pool of the CNN's (samples x images) second-layer
+    # activations, by max_pool_2x2 or F.max_pool2d; and the same pool's forward and backward
+    # on one training batch (one draw), as in a training step.
     unchunked = build("factorial_vi")
     unchunked.chunk_elements = 2**62
     not_chunked = ("factorial_vi", f"predict, {most} samples, inputs not chunked")
@@ -147,12 +148,20 @@ def main(argv: list[str] | None = None) -> None:
         pool = f"2x2 max pool of {tuple(h.shape)}"
         jobs[("kernel", f"{pool}: max_pool_2x2")] = lambda: max_pool_2x2(h)
         jobs[("kernel", f"{pool}: F.max_pool2d")] = lambda: F.max_pool2d(h.flatten(0, 1), 2)
+        ht = torch.rand(1, args.batch_size, *h.shape[2:], requires_grad=True)
+        pool_t = f"2x2 max pool forward and backward of {tuple(ht.shape)}"
+        jobs[("kernel", f"{pool_t}: max_pool_2x2")] = lambda: max_pool_2x2(ht).sum().backward()
+        jobs[("kernel", f"{pool_t}: F.max_pool2d")] = lambda: (
+            F.max_pool2d(ht[0], 2).sum().backward()
+        )
 
     times: dict[tuple[str, str], list[float]] = {k: [] for k in jobs}
     for _ in range(args.repeats):  # interleave methods so drifts in machine speed hit all alike
         for key, fn in jobs.items():
             if "train" in key[1]:
                 times[key].append(median_seconds(fn, 1) / args.train_steps)
+            elif "backward" in key[1]:
+                times[key].append(median_seconds(fn, 1))
             else:
                 with torch.no_grad():
                     times[key].append(median_seconds(fn, 1))
@@ -189,9 +198,9 @@ def main(argv: list[str] | None = None) -> None:
              ("factorial_vi", predict_most),
              ("factorial_vi", f"{predict_most}, inputs not chunked")),
     ]  # fmt: skip
-    pools = [k for k in seconds if k[0] == "kernel"]
-    if pools:
-        lines.append(line(f"{pools[0][1].split(':')[0]}, max_pool_2x2 / F.max_pool2d", *pools))
+    pools = [k for k in seconds if k[0] == "kernel"]  # (max_pool_2x2, F.max_pool2d) pairs
+    for mine, ref in zip(pools[0::2], pools[1::2], strict=True):
+        lines.append(line(f"{mine[1].split(':')[0]}, max_pool_2x2 / F.max_pool2d", mine, ref))
     env = environment()
     net = f"MLP 784-{args.hidden}-10" if args.arch == "mlp" else "Gal et al.'s CNN"
     md = (

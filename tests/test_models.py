@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import safety_bhn
+from safety_bhn.core import primary
 from safety_bhn.core.factorial import FactorialVI
 from safety_bhn.core.primary import WeightLayer, batched_layer, max_pool_2x2
 
@@ -176,6 +177,46 @@ def test_max_pool_2x2_matches_f_max_pool2d_with_and_without_autograd(size):
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     out.backward(torch.ones_like(out))
     assert leaf.grad.sum() == out.numel()  # each window passes its gradient to one input
+
+
+@pytest.mark.parametrize("size", [(6, 6), (7, 5), (22, 22)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_2x2_gradient_is_bit_identical_to_f_max_pool2d(size, ties):
+    # ReLU zeros, and small integers, put several equal maxima in many windows: the gradient
+    # must reach the same input as F.max_pool2d's (the first in row-major order), with the
+    # same sign of zero everywhere else, so that training is unchanged to the last bit.
+    g = gen()
+    x = torch.randn(3, 4, 2, *size, generator=g)
+    x = (x * 2).round().relu() if ties else x
+    up = torch.randn(3, 4, 2, size[0] // 2, size[1] // 2, generator=g)
+    mine, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    max_pool_2x2(mine).backward(up)
+    F.max_pool2d(ref.flatten(0, 1), 2).unflatten(0, (3, 4)).backward(up)
+    assert torch.equal(mine.grad, ref.grad)
+    assert torch.equal(torch.signbit(mine.grad), torch.signbit(ref.grad))
+    crop = x[..., : size[0] // 2 * 2, : size[1] // 2 * 2]
+    window_max = max_pool_2x2(x).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    n_maxima = int((crop == window_max).sum())
+    assert (n_maxima > up.numel()) == ties  # some windows hold equal maxima, or none do
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cnn_training_is_unchanged_by_the_max_pool_backward(method, monkeypatch):
+    # Trained weights must equal, to the last bit, those trained with F.max_pool2d's backward.
+    x, y = data(n=32)
+
+    def trained():
+        model = small_model(method, "cnn")
+        safety_bhn.fit(model, (x, y), epochs=2, batch_size=8, lr=1e-2, progress=False)
+        return model.state_dict()
+
+    mine = trained()
+    reference = lambda h: primary.per_sample(lambda t: F.max_pool2d(t, 2), h)  # noqa: E731
+    monkeypatch.setattr(primary._MaxPool2x2, "apply", reference)
+    ref = trained()
+    assert mine.keys() == ref.keys()
+    assert all(torch.equal(mine[k], ref[k]) for k in mine)
+    assert not all(torch.equal(mine[k], small_model(method, "cnn").state_dict()[k]) for k in mine)
 
 
 def test_mc_dropout_matches_manual_masks():

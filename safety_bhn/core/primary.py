@@ -127,21 +127,65 @@ def batched_layer(layer: WeightLayer, h: Tensor, weight: Tensor, bias: Tensor) -
     return torch.stack([F.conv2d(h[i], weight[i], bias[i]) for i in range(s)])
 
 
+def _windows(h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four positions of every 2x2 window, in row-major order (odd last row/column off)."""
+    h = h[..., : h.shape[-2] // 2 * 2, : h.shape[-1] // 2 * 2]
+    return h[..., 0::2, 0::2], h[..., 0::2, 1::2], h[..., 1::2, 0::2], h[..., 1::2, 1::2]
+
+
+def _window_max(h: Tensor) -> Tensor:
+    """Maximum of every 2x2 window: two elementwise maxima of strided views."""
+    a, b, c, d = _windows(h)
+    return torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    """2x2 max pooling whose backward sends each window's gradient to its first maximum.
+
+    "First" is row-major order, the input that ``F.max_pool2d`` picks among equal values
+    (its kernels keep the running maximum unless a later value is strictly larger), so the
+    gradient is bit-identical to ``F.max_pool2d``'s for finite inputs (with a NaN in a window
+    it goes to the window's last position, where ``F.max_pool2d`` picks a NaN).
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor) -> Tensor:  # type: ignore[override]
+        out = _window_max(h)
+        ctx.save_for_backward(h, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        h, out = ctx.saved_tensors
+        odd = h.shape[-2] % 2 or h.shape[-1] % 2  # a dropped row or column gets no gradient
+        grad_in = torch.zeros_like(h) if odd else torch.empty_like(h)
+        targets = _windows(grad_in)
+        taken = torch.zeros_like(out, dtype=torch.bool)  # window whose maximum has its gradient
+        for view, target in zip(_windows(h)[:3], targets[:3], strict=True):
+            first = (view == out) & ~taken
+            torch.mul(grad, first, out=target)
+            taken |= first
+        torch.mul(grad, ~taken, out=targets[3])
+        return grad_in.add_(0.0)  # -0.0 (a negative gradient times False) becomes 0.0
+
+
 def max_pool_2x2(h: Tensor) -> Tensor:
     """2x2 max pooling with stride 2 over the last two axes: ``F.max_pool2d(h, 2)``'s values.
 
     ``h`` is ``(S, B, C, H, W)``; an odd last row or column is dropped, as ``F.max_pool2d``
-    does. Without autograd, two elementwise maxima of strided views give the same values
-    about ten times as fast as ``F.max_pool2d`` on CPU tensors in NCHW layout (torch 2.13, one
-    thread); this is most of the time saved in sampled CNN prediction (``python
-    benchmarks/speed.py --arch cnn``). Under autograd ``F.max_pool2d`` stays, because the
-    backward of ``torch.maximum`` costs more than the forward saves.
+    does. Two elementwise maxima of strided views give the same values about ten times as
+    fast as ``F.max_pool2d`` on CPU tensors in NCHW layout (torch 2.13, one thread); this is
+    most of the time saved in sampled CNN prediction (``python benchmarks/speed.py --arch
+    cnn``). Under autograd on a CPU, a custom backward gives the same gradients as
+    ``F.max_pool2d`` (see :class:`_MaxPool2x2`); on other devices, where it has not been
+    timed, ``F.max_pool2d`` stays under autograd.
     """
     if torch.is_grad_enabled() and h.requires_grad:
+        if h.device.type == "cpu":
+            return _MaxPool2x2.apply(h)
         return per_sample(lambda t: F.max_pool2d(t, 2), h)
-    h = h[..., : h.shape[-2] // 2 * 2, : h.shape[-1] // 2 * 2]
-    rows = torch.maximum(h[..., 0::2, :], h[..., 1::2, :])
-    return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+    return _window_max(h)
 
 
 def apply_after(layer: WeightLayer, h: Tensor) -> Tensor:
