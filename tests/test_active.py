@@ -906,3 +906,49 @@ def test_class_accuracy_script_rebuilds_a_cli_run_exactly(tmp_path):
     recorded = read_curve(out)[1]["test_acc"]
     assert f"| al | 25 | {recorded:.4f} | {recorded:.4f} | yes |" in report
     assert (tmp_path / "out" / "al_class_accuracy.png").is_file()
+
+
+def test_score_noise_agreement_and_rank_correlation_known_answers(benchmark_module):
+    sn = benchmark_module("al_score_noise")
+    a = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+    assert sn.top_k_agreement(a, a, 3) == 1.0
+    assert sn.top_k_agreement(a, -a, 2) == 0.0  # opposite orders share no top-2 point
+    assert sn.top_k_agreement(a, torch.tensor([5.0, 1.0, 3.0, 2.0, 4.0]), 2) == 0.5
+    with pytest.raises(ValueError, match="k must lie in 1..5"):
+        sn.top_k_agreement(a, a, 6)
+    with pytest.raises(ValueError, match="one shape"):
+        sn.top_k_agreement(a, a[:4], 2)
+    assert sn.spearman(a, a) == pytest.approx(1.0)
+    assert sn.spearman(a, -a) == pytest.approx(-1.0)
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(200, generator=g), torch.randn(200, generator=g)
+    y = x + y  # correlated, so the value is not near zero by chance
+    expected = stats.spearmanr(x.numpy(), y.numpy()).statistic
+    assert sn.spearman(x, y) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_score_noise_script_on_a_cli_run(tmp_path):
+    out = tmp_path / "runs" / "al"
+    assert main(["active-learn", "--method", "mc_dropout", "--acquisition", "random", "--out",
+                 str(out), "--hidden", "16", "--steps", "1", "--acquire", "5",
+                 "--train-steps", "10", "--eval-samples", "2", "--no-progress",
+                 "--device", "cpu"]) == 0  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "benchmarks/al_score_noise.py", "--runs-dir", str(tmp_path / "runs"),
+         "--runs", "al", "--steps", "0", "1", "--methods", "mc_dropout", "bhn", "--samples", "3",
+         "--reference-samples", "6", "--subset", "60", "--top-k", "5",
+         "--out-dir", str(tmp_path / "out")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "out" / "al_score_noise.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["n_labels"]), r["method"]) for r in rows] == [
+        (20, "mc_dropout"), (20, "bhn"), (25, "mc_dropout"), (25, "bhn")
+    ]  # fmt: skip
+    for r in rows:
+        assert -1.0 <= float(r["spearman"]) <= 1.0
+        assert float(r["top_k_two_draws"]) * 5 in (0, 1, 2, 3, 4, 5)
+    assert "top-5 agreement" in (tmp_path / "out" / "al_score_noise.md").read_text()
