@@ -952,3 +952,43 @@ def test_score_noise_script_on_a_cli_run(tmp_path):
         assert -1.0 <= float(r["spearman"]) <= 1.0
         assert float(r["top_k_two_draws"]) * 5 in (0, 1, 2, 3, 4, 5)
     assert "top-5 agreement" in (tmp_path / "out" / "al_score_noise.md").read_text()
+
+
+def test_fvi_kl_weight_scales_only_the_kl_term(benchmark_module):
+    fk = benchmark_module("fvi_kl")
+    model = safety_bhn.build_model("factorial_vi", "mlp", hidden=[8], seed=0, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(5, 1, 28, 28, generator=g), torch.tensor([0, 1, 2, 3, 4])
+
+    def loss(m, *args, **kw):
+        torch.manual_seed(0)  # the same weight noise in every call
+        return m.loss(x, y, 50, *args, **kw)
+
+    full = loss(model)
+    nll = full - model.kl() / 50
+    fk.with_kl_weight(model, 0.1)
+    torch.testing.assert_close(loss(model), nll + 0.1 * model.kl() / 50)
+    torch.testing.assert_close(loss(model, kl_weight=0.5), nll + 0.05 * model.kl() / 50)
+    other = safety_bhn.build_model("factorial_vi", "mlp", hidden=[8], seed=0, device="cpu")
+    torch.testing.assert_close(loss(other), full)  # other instances keep the full KL term
+
+
+@pytest.mark.slow
+def test_fvi_kl_script_repeats_the_loop_at_weight_one(tmp_path):
+    out = tmp_path / "runs" / "al"
+    assert main(["active-learn", "--method", "factorial_vi", "--acquisition", "random", "--out",
+                 str(out), "--hidden", "16", "--steps", "1", "--acquire", "5",
+                 "--train-steps", "10", "--eval-samples", "2", "--no-progress",
+                 "--device", "cpu"]) == 0  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "benchmarks/fvi_kl.py", "--runs-dir", str(tmp_path / "runs"),
+         "--run", "al", "--steps", "1", "--kl-weights", "1", "0.01",
+         "--threads", str(torch.get_num_threads()), "--out-dir", str(tmp_path / "out")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "out" / "fvi_kl.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["n_labels"]), float(r["kl_weight"])) for r in rows] == [(25, 1.0), (25, 0.01)]
+    assert float(rows[0]["test_acc"]) == float(rows[0]["recorded_test_acc"])  # the loop's model
+    assert float(rows[0]["kl_per_label"]) > 0
