@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, command_line, markdown_table, mean_std, parse_args, write_csv  # noqa: E402
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
-from safety_bhn.active import bald, mnist_pool, saved_config  # noqa: E402
-from safety_bhn.active.loop import retrain, saved_state  # noqa: E402
-from safety_bhn.core.build import build_model  # noqa: E402
+from safety_bhn.active import ActiveLearner, bald, mnist_pool, saved_config  # noqa: E402
+from safety_bhn.active.loop import step_seed  # noqa: E402
 from safety_bhn.core.metrics import auto_batch_size  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
 
@@ -99,27 +98,20 @@ def bald_scores(model, x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return bald(F.softmax(logits.double(), dim=-1).cpu())
 
 
-def measure(args: Args, run: str, step: int, method: str) -> dict:
+def measure(args: Args, data: tuple, run: str, step: int, method: str) -> dict:
     """Train ``method`` on the labels of ``run`` at ``step`` and compare BALD estimates."""
     folder = Path(args.runs_dir) / run
-    state = saved_state(folder)
-    pool, _ = mnist_pool()
-    x = pool[0]
-    base = saved_config(folder)
+    base = replace(saved_config(folder), device="cpu")
+    learner = ActiveLearner(base, data[0], test=data[1], out=folder, resume=True)
     options = {"coupling_layers": args.coupling_layers, "prior_mean": args.bhn_prior_mean}
-    cfg = replace(base, method=method, options=options if method == "bhn" else {}, device="cpu")
-    n_labels = cfg.initial + cfg.acquire * step
-    seed = cfg.seed * 100_003 + step  # as the loop's retrain of that step
-    model = build_model(cfg.method, cfg.arch, tuple(x.shape[1:]), state["n_classes"], seed=seed,
-                        device="cpu", **cfg.model_options())  # fmt: skip
-    idx = torch.as_tensor(state["labelled"][:n_labels])
-    val = (x[torch.as_tensor(state["val"])], torch.as_tensor(state["val_labels"]))
-    retrain(model, (x[idx], torch.as_tensor(state["labels"][:n_labels])), val, cfg, seed)
+    cfg = replace(base, method=method, options=options if method == "bhn" else {})
+    model = learner.model_at(step, config=cfg)
     model.eval()
-    taken = set(state["labelled"][:n_labels]) | set(state["val"])
-    unlabelled = torch.tensor([i for i in range(x.shape[0]) if i not in taken])
+    n_labels, seed = learner.history[step]["n_labels"], step_seed(cfg, step)
+    taken = set(learner.labelled[:n_labels]) | set(learner.val)
+    unlabelled = torch.tensor([i for i in range(learner.x.shape[0]) if i not in taken])
     pick = torch.randperm(len(unlabelled), generator=torch.Generator().manual_seed(seed))
-    points = x[unlabelled[pick[: args.subset]]]
+    points = learner.x[unlabelled[pick[: args.subset]]]
     first = bald_scores(model, points, args.samples, seed + 1)
     second = bald_scores(model, points, args.samples, seed + 2)
     reference = bald_scores(model, points, args.reference_samples, seed + 3)
@@ -139,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     start = time.time()
     jobs = [(r, s, m) for r in args.runs for s in args.steps for m in args.methods]
-    rows = [measure(args, *job) for job in tqdm(jobs, desc="trained models")]
+    data = mnist_pool()  # (pool, test), read once
+    rows = [measure(args, data, *job) for job in tqdm(jobs, desc="trained models")]
     out = Path(args.out_dir)
     write_csv(rows, out / "al_score_noise.csv")
     env = environment()

@@ -24,9 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, command_line, markdown_table, parse_args, write_csv  # noqa: E402
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
-from safety_bhn.active import mnist_pool, saved_config  # noqa: E402
-from safety_bhn.active.loop import retrain, saved_state  # noqa: E402
-from safety_bhn.core.build import build_model  # noqa: E402
+from safety_bhn.active import ActiveLearner, mnist_pool, saved_config  # noqa: E402
 from safety_bhn.core.factorial import FactorialVI  # noqa: E402
 from safety_bhn.core.metrics import auto_batch_size, classification_metrics  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
@@ -61,23 +59,17 @@ def with_kl_weight(model: FactorialVI, weight: float) -> FactorialVI:
     return model
 
 
-def measure(args: Args, step: int, weight: float) -> dict:
+def measure(args: Args, data: tuple, step: int, weight: float) -> dict:
     """Retrain on the run's labels at ``step`` with KL weight ``weight``; test accuracy etc."""
     folder = Path(args.runs_dir) / args.run
-    state = saved_state(folder)
     cfg = replace(saved_config(folder), device="cpu")
     if cfg.method != "factorial_vi":
         raise ValueError(f"{args.run} is a {cfg.method} run; pass a factorial_vi run")
-    pool, test = mnist_pool()
-    x = pool[0]
-    n_labels = cfg.initial + cfg.acquire * step
-    seed = cfg.seed * 100_003 + step  # as the loop's retrain of that step
-    model = build_model(cfg.method, cfg.arch, tuple(x.shape[1:]), state["n_classes"], seed=seed,
-                        device="cpu", **cfg.model_options())  # fmt: skip
-    idx = torch.as_tensor(state["labelled"][:n_labels])
-    train = (x[idx], torch.as_tensor(state["labels"][:n_labels]))
-    val = (x[torch.as_tensor(state["val"])], torch.as_tensor(state["val_labels"]))
-    retrain(with_kl_weight(model, weight), train, val, cfg, seed)
+    learner = ActiveLearner(cfg, data[0], test=data[1], out=folder, resume=True)
+    model = learner.model_at(step, prepare=lambda m: with_kl_weight(m, weight))
+    n_labels, test = learner.history[step]["n_labels"], data[1]
+    idx = torch.as_tensor(learner.labelled[:n_labels])
+    train = (learner.x[idx], torch.as_tensor(learner.labels[:n_labels]))
     model.eval()
     gen = torch.Generator().manual_seed(cfg.seed + 7)  # as the loop's test evaluation
     with torch.no_grad():
@@ -88,7 +80,7 @@ def measure(args: Args, step: int, weight: float) -> dict:
         train_probs = F.softmax(model.sample_logits(train[0], cfg.eval_samples, gen), -1).mean(0)
         train_nll = F.nll_loss(train_probs.clamp_min(1e-12).log(), train[1])
         kl_per_label = model.kl() / n_labels
-    recorded = state["history"][step].get("test_acc")
+    recorded = learner.history[step].get("test_acc")
     return {
         "run": args.run, "step": step, "n_labels": n_labels, "kl_weight": weight,
         "test_acc": classification_metrics(probs, test[1])["accuracy"],
@@ -103,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     start = time.time()
     jobs = [(s, w) for s in args.steps for w in args.kl_weights]
-    rows = [measure(args, *job) for job in tqdm(jobs, desc="retrains")]
+    data = mnist_pool()  # (pool, test), read once
+    rows = [measure(args, data, *job) for job in tqdm(jobs, desc="retrains")]
     out = Path(args.out_dir)
     write_csv(rows, out / "fvi_kl.csv")
     env = environment()

@@ -1,6 +1,7 @@
 """Active learning: acquisition scores against direct formulas, BatchBALD, the loop and its CLI."""
 
 import csv
+import dataclasses
 import itertools
 import json
 import math
@@ -327,6 +328,23 @@ def test_model_at_rebuilds_a_past_step_that_scores_as_the_loop_recorded(tmp_path
     warm.run(progress=False, max_steps=1)
     with pytest.raises(ValueError, match="warm-start"):
         warm.model_at(0)
+
+
+def test_model_at_retrains_with_other_settings_or_a_prepared_model(tmp_path):
+    x, y = _blobs()
+    test = _blobs(60, seed=2)
+    cfg = _tiny(method="mc_dropout")
+    ActiveLearner(cfg, (x, y), test=test, out=tmp_path).run(progress=False)
+    learner = ActiveLearner(cfg, (x, y), test=test, out=tmp_path, resume=True)
+    gen = lambda: torch.Generator().manual_seed(cfg.seed + 7)  # noqa: E731
+    recorded = learner.history[1]["test_acc"]
+    seen = []
+    model = learner.model_at(1, prepare=lambda m: seen.append(m) or m)
+    assert seen == [model]  # the fresh model, handed over before training
+    assert evaluate(model, *test, cfg.eval_samples, gen())["accuracy"] == recorded
+    other = learner.model_at(1, config=dataclasses.replace(cfg, method="map"))
+    assert other.method == "map"
+    assert learner.config.method == "mc_dropout"  # the learner's own settings are untouched
 
 
 def test_a_run_folder_in_use_is_refused_and_free_again_afterwards(tmp_path):
@@ -852,6 +870,16 @@ def test_benchmark_summary_checks_other_acquisitions_apart(benchmark_module):
     assert "90%: 20 vs 40" in others[0] and "95%: 20 vs 60" in others[1]
 
 
+def tiny_cli_run(tmp_path: Path, method: str, acquisition: str, *flags: str) -> Path:
+    """A one-step CLI run of a tiny MLP in ``tmp_path/runs/al``, for the inspection scripts."""
+    out = tmp_path / "runs" / "al"
+    args = ["--method", method, "--acquisition", acquisition, "--out", str(out), "--hidden", "16",
+            "--steps", "1", "--acquire", "5", "--train-steps", "10", "--eval-samples", "2",
+            "--no-progress", "--device", "cpu"]  # fmt: skip
+    assert main(["active-learn", *args, *flags]) == 0
+    return out
+
+
 def test_per_class_rows_on_hand_made_samples(benchmark_module):
     pc = benchmark_module("al_class_accuracy")
     agree = [0.9, 0.1]
@@ -871,11 +899,7 @@ def test_per_class_rows_on_hand_made_samples(benchmark_module):
 
 @pytest.mark.slow
 def test_class_accuracy_script_rebuilds_a_cli_run_exactly(tmp_path):
-    out = tmp_path / "runs" / "al"
-    assert main(["active-learn", "--method", "mc_dropout", "--acquisition", "bald", "--out",
-                 str(out), "--hidden", "16", "--steps", "1", "--acquire", "5", "--pool-subset",
-                 "100", "--train-steps", "10", "--acq-samples", "3", "--eval-samples", "2",
-                 "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
+    out = tiny_cli_run(tmp_path, "mc_dropout", "bald", "--pool-subset", "100", "--acq-samples", "3")
     result = subprocess.run(
         [
             sys.executable,
@@ -930,11 +954,7 @@ def test_score_noise_agreement_and_rank_correlation_known_answers(benchmark_modu
 
 @pytest.mark.slow
 def test_score_noise_script_on_a_cli_run(tmp_path):
-    out = tmp_path / "runs" / "al"
-    assert main(["active-learn", "--method", "mc_dropout", "--acquisition", "random", "--out",
-                 str(out), "--hidden", "16", "--steps", "1", "--acquire", "5",
-                 "--train-steps", "10", "--eval-samples", "2", "--no-progress",
-                 "--device", "cpu"]) == 0  # fmt: skip
+    tiny_cli_run(tmp_path, "mc_dropout", "random")
     result = subprocess.run(
         [sys.executable, "benchmarks/al_score_noise.py", "--runs-dir", str(tmp_path / "runs"),
          "--runs", "al", "--steps", "0", "1", "--methods", "mc_dropout", "bhn", "--samples", "3",
@@ -975,11 +995,7 @@ def test_fvi_kl_weight_scales_only_the_kl_term(benchmark_module):
 
 @pytest.mark.slow
 def test_fvi_kl_script_repeats_the_loop_at_weight_one(tmp_path):
-    out = tmp_path / "runs" / "al"
-    assert main(["active-learn", "--method", "factorial_vi", "--acquisition", "random", "--out",
-                 str(out), "--hidden", "16", "--steps", "1", "--acquire", "5",
-                 "--train-steps", "10", "--eval-samples", "2", "--no-progress",
-                 "--device", "cpu"]) == 0  # fmt: skip
+    tiny_cli_run(tmp_path, "factorial_vi", "random")
     result = subprocess.run(
         [sys.executable, "benchmarks/fvi_kl.py", "--runs-dir", str(tmp_path / "runs"),
          "--run", "al", "--steps", "1", "--kl-weights", "1", "0.01",

@@ -128,6 +128,11 @@ class ActiveConfig:
         return opts
 
 
+def step_seed(config: ActiveConfig, step: int) -> int:
+    """Seed of step ``step``'s retrain and acquisition scores, distinct per run seed and step."""
+    return config.seed * 100_003 + step
+
+
 def retrain(
     model: UncertaintyModel,
     train: tuple[Tensor, Tensor],
@@ -415,12 +420,18 @@ class ActiveLearner:
         return max(2, self.n_classes or 0, known)
 
     def _fit_step(
-        self, step: int, n_labels: int, model: UncertaintyModel | None
+        self,
+        step: int,
+        n_labels: int,
+        model: UncertaintyModel | None,
+        config: ActiveConfig | None = None,
+        prepare: Callable[[UncertaintyModel], UncertaintyModel] | None = None,
     ) -> tuple[UncertaintyModel, History]:
         """Train ``model`` (a fresh one if None) as step ``step`` does, on the first
-        ``n_labels`` labels; returns the model and the retrain's History."""
-        cfg = self.config
-        seed = cfg.seed * 100_003 + step
+        ``n_labels`` labels; returns the model and the retrain's History. ``config`` and
+        ``prepare``: see :meth:`model_at`."""
+        cfg = config or self.config
+        seed = step_seed(cfg, step)
         if model is None:
             model = build_model(
                 cfg.method,
@@ -431,6 +442,8 @@ class ActiveLearner:
                 device=self.device,
                 **cfg.model_options(),
             )
+        if prepare is not None:
+            model = prepare(model)
         idx = torch.as_tensor(self.labelled[:n_labels], dtype=torch.long)
         train = (self.x[idx], torch.as_tensor(self.labels[:n_labels]))
         val = None
@@ -443,12 +456,20 @@ class ActiveLearner:
         self.model, history = self._fit_step(step, len(self.labelled), keep)
         return self.model, history.seconds
 
-    def model_at(self, step: int) -> UncertaintyModel:
+    def model_at(
+        self,
+        step: int,
+        config: ActiveConfig | None = None,
+        prepare: Callable[[UncertaintyModel], UncertaintyModel] | None = None,
+    ) -> UncertaintyModel:
         """Retrain the model of a finished step, to inspect it (the loop keeps no models).
 
         It sees the same labels, seed and settings as that step did, so on the same device
         and thread count it predicts as that step's model did (its test accuracy equals the
         step's ``test_acc``). Not for warm-start runs, whose models build on each other.
+        For diagnostics, ``config`` retrains with other settings on the same labels (another
+        method, say), and ``prepare`` is applied to the fresh model before it trains (to
+        change its loss, say).
 
         Example::
 
@@ -465,7 +486,7 @@ class ActiveLearner:
         if not 0 <= step < len(self.history):
             done = f"0..{len(self.history) - 1}" if self.history else "none yet"
             raise ValueError(f"step {step} has not finished (finished steps: {done})")
-        return self._fit_step(step, self.history[step]["n_labels"], None)[0]
+        return self._fit_step(step, self.history[step]["n_labels"], None, config, prepare)[0]
 
     def _acquire(self, model: UncertaintyModel, step: int) -> tuple[list[int], list[float | None]]:
         cfg = self.config
@@ -479,7 +500,7 @@ class ActiveLearner:
         subset = pool
         if 0 < cfg.pool_subset < len(pool):
             subset = pool[torch.randperm(len(pool), generator=self.gen)[: cfg.pool_subset]]
-        model_gen = torch.Generator(device=model.device).manual_seed(cfg.seed * 100_003 + step)
+        model_gen = torch.Generator(device=model.device).manual_seed(step_seed(cfg, step))
         chunk = auto_batch_size(model, cfg.acq_samples)  # activations of a few hundred MB
         with torch.no_grad():
             logits = model.sample_logits(self.x[subset], cfg.acq_samples, model_gen, chunk)

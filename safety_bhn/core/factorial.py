@@ -82,7 +82,7 @@ class FactorialVI(UncertaintyModel):
 
         A CNN's inputs run in chunks that keep one layer's ``(S, chunk, ...)`` activations
         within ``chunk_elements`` floats, so they stay in the CPU cache from one layer to the
-        next (0.38x the time of one pass on Gal et al.'s CNN with 20 samples: ``python
+        next (0.37x the time of one pass on Gal et al.'s CNN with 20 samples: ``python
         benchmarks/speed.py --arch cnn``). An MLP's inputs run in one pass: there the
         per-sample weight matrices, read again for every chunk, outweigh the activations, and
         chunks were slower.
