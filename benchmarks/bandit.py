@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -39,6 +40,13 @@ from safety_bhn.explore import NeuralBandit, RandomAgent, make_env, run_agent, s
 from safety_bhn.explore.plots import plot_regret  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
 
+#: Each agent's exploration setting (``epsilon``, ``bhn_init_scale``, ``fvi_init_std``,
+#: ``mc_dropout_p``, defaults below) was chosen on tuning seeds, never the reported 0-2: among
+#: three or four values per agent, all agents alike, the one with the lowest mean over
+#: delta = 0.9, 0.95 (seeds 10-14) and 0.99 (seeds 10-19) of the mean normalised regret
+#: (benchmarks/results/bandit_tuning/). The agents' library defaults, which the
+#: safe-exploration benchmark keeps, were the first value of each sweep.
+
 #: (row name, exploration, method) of every agent besides the uniform one.
 AGENTS = {
     "bhn": ("thompson", "bhn"),
@@ -46,6 +54,22 @@ AGENTS = {
     "factorial_vi": ("thompson", "factorial_vi"),
     "epsilon_greedy": ("epsilon_greedy", "map"),
 }
+
+
+class RingCounter(gymnasium.Wrapper):
+    """Counts the decisions whose context lies in the outer ring (``ring_contexts``) and
+    those where the chosen action paid the ring's large reward (``ring_payouts``)."""
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        self.ring_reward = env.unwrapped.mu[2]
+        self.ring_contexts = self.ring_payouts = 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.ring_contexts += info["optimal_expected_reward"] == self.ring_reward
+        self.ring_payouts += info["expected_reward"] == self.ring_reward
+        return obs, reward, terminated, truncated, info
 
 
 @dataclass
@@ -71,8 +95,15 @@ class Args:
     """minibatch size of each retraining step (Riquelme et al. 2018 used 512)"""
     lr: float = 1e-3
     """Adam learning rate of the reward model"""
-    epsilon: float = 0.05
+    epsilon: float = 0.1
     """random-action probability of the epsilon-greedy baseline"""
+    bhn_init_scale: float = 0.5
+    """initial std of the BHN's q around its mean (wider: more exploration before the data
+    narrow it)"""
+    fvi_init_std: float = 0.02
+    """initial posterior std of every factorial-VI weight"""
+    mc_dropout_p: float = 0.5
+    """MC dropout's rate on the hidden layer"""
     quick: bool = False
     """smoke test: two deltas, one seed, 300 decisions, 20 steps per retraining"""
     out: str = str(RESULTS)
@@ -94,9 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     rows, curves = [], []
     jobs = [(d, s) for d in args.deltas for s in args.seeds]
     for delta, seed in tqdm(jobs, desc=run_name, disable=not args.progress):
-        env = make_env("safety_bhn/WheelBandit-v0", delta=delta)
         results = {}
         for name in ["uniform", *args.agents]:
+            env = RingCounter(make_env("safety_bhn/WheelBandit-v0", delta=delta))
             seed_everything(seed)
             start = time.perf_counter()
             if name == "uniform":
@@ -107,10 +138,13 @@ def main(argv: list[str] | None = None) -> None:
                     5, 2, method, exploration, epsilon=args.epsilon, hidden=args.hidden,
                     train_every=args.train_every, train_steps=args.train_steps,
                     batch_size=args.batch_size, lr=args.lr, seed=seed,
+                    model_options=model_options(args, method),
                 )  # fmt: skip
             episodes = run_agent(env, agent, args.steps, seed=seed, progress=False)
             results[name] = summarize(episodes)
             results[name]["seconds"] = time.perf_counter() - start
+            results[name]["ring_contexts"] = env.ring_contexts
+            results[name]["ring_payouts"] = env.ring_payouts
             curves += [{**e, "agent": name, "delta": delta, "seed": seed} for e in episodes]
         uniform = results["uniform"]["cumulative_regret"]
         for name, r in results.items():
@@ -122,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
                 "steps": r["steps"],
                 "cumulative_regret": round(r["cumulative_regret"], 3),
                 "normalized_regret": round(r["cumulative_regret"] / uniform, 4),
+                "ring_contexts": r["ring_contexts"],
+                "ring_payouts": r["ring_payouts"],
                 "seconds": round(r["seconds"], 2),
             })  # fmt: skip
     write_csv(rows, out / "bandit.csv")
@@ -130,6 +166,15 @@ def main(argv: list[str] | None = None) -> None:
     text = report(args, rows, run_name, command_line("bandit.py", argv))
     atomic_write_text(out / "bandit.md", text)
     print(text)
+
+
+def model_options(args: Args, method: str) -> dict[str, float]:
+    """The posterior-width option of ``method`` that ``args`` sets (none for MAP)."""
+    return {
+        "bhn": {"init_scale": args.bhn_init_scale},
+        "factorial_vi": {"init_std": args.fvi_init_std},
+        "mc_dropout": {"p_hidden": args.mc_dropout_p},
+    }.get(method, {})
 
 
 def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
@@ -152,6 +197,17 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
                             if r["method"] == name and r["delta"] == delta])  # fmt: skip
             verdict = "met" if mine < eps else "missed"
             checks.append([delta, name, f"{100 * mine:.1f}", f"{100 * eps:.1f}", verdict])
+    ring = []
+    for name in names:
+        cells = []
+        for delta in args.deltas:
+            runs = [r for r in rows if r["method"] == name and r["delta"] == delta]
+            paid = sum(r["ring_payouts"] for r in runs)
+            found = sum(r["ring_payouts"] > 0 for r in runs)
+            cells.append(
+                f"{paid} / {sum(r['ring_contexts'] for r in runs)} ({found} of {len(runs)})"
+            )
+        ring.append([name, *cells])
     seconds = sum(r["seconds"] for r in rows)
     return (
         f"# Wheel bandit: normalised cumulative regret\n\n"
@@ -163,8 +219,8 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
         f"retrained every {args.train_every} decisions with {args.train_steps} Adam steps "
         f"(batch {args.batch_size}, lr {args.lr:g}, learned Gaussian noise), epsilon-greedy "
         f"epsilon={args.epsilon} with a MAP network; BHN with 4 couplings (32 hidden) and "
-        f"initial q std 0.05, factorial VI with initial std 0.02, MC dropout p=0.1 on the "
-        f"hidden layer.\n\n"
+        f"initial q std {args.bhn_init_scale:g}, factorial VI with initial std "
+        f"{args.fvi_init_std:g}, MC dropout p={args.mc_dropout_p:g} on the hidden layer.\n\n"
         f"Cumulative regret (expected reward of the optimal minus the chosen action, summed) as "
         f"% of the uniform agent's on the same contexts (lower is better; mean ± std over "
         f"seeds):\n\n"
@@ -172,6 +228,10 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
         + "\nTarget: every Thompson agent's normalised regret below epsilon-greedy's for "
         "δ ≥ 0.9.\n\n"
         + markdown_table(["δ", "agent", "regret %", "ε-greedy %", "target"], checks)
+        + "\nOuter-ring payouts: decisions whose chosen action paid the ring's reward of 50, "
+        "out of the decisions whose context lay in the ring, summed over seeds (in brackets: "
+        "the runs with at least one payout, i.e. that found the ring):\n\n"
+        + markdown_table(["agent", *[f"δ={d}" for d in args.deltas]], ring)
         + "\nPer-run rows: `bandit.csv`; regret curves: `bandit.png` (data `bandit.curves.csv`)."
         "\n"
     )

@@ -53,6 +53,42 @@ def test_safe_exploration_quick(tmp_path):
     assert "fewer violations" in (tmp_path / "safe_exploration.md").read_text()
 
 
+def test_bandit_ring_counter_on_known_actions(benchmark_module):
+    from safety_bhn.explore import make_env
+
+    bandit = benchmark_module("bandit")
+    # delta = 0: every context lies in the outer ring; delta = 1: none does
+    env = bandit.RingCounter(make_env("safety_bhn/WheelBandit-v0", delta=0.0))
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):  # the ring's paying action, then action 0 (pays 1.2)
+        obs, *_ = env.step(int(env.unwrapped.expected_rewards(obs).argmax()))
+    for _ in range(3):
+        obs, *_ = env.step(0)
+    assert (env.ring_contexts, env.ring_payouts) == (8, 5)
+    env = bandit.RingCounter(make_env("safety_bhn/WheelBandit-v0", delta=1.0))
+    env.reset(seed=0)
+    for action in range(5):
+        env.step(action)
+    assert (env.ring_contexts, env.ring_payouts) == (0, 0)
+
+
+def test_bandit_posterior_width_flags_reach_the_agents_models(benchmark_module):
+    from safety_bhn.explore import NeuralBandit
+
+    bandit = benchmark_module("bandit")
+    args = bandit.parse_args(
+        bandit.Args, ["--bhn-init-scale", "0.3", "--fvi-init-std", "0.1", "--mc-dropout-p", "0.4"]
+    )
+    expected = {"bhn": ("init_scale", 0.3), "factorial_vi": ("init_std", 0.1),
+                "mc_dropout": ("p_hidden", 0.4)}  # fmt: skip
+    for method, (key, value) in expected.items():
+        agent = NeuralBandit(
+            5, 2, method, hidden=[8], model_options=bandit.model_options(args, method)
+        )
+        assert agent.posterior.model.config["options"][key] == value
+    assert bandit.model_options(args, "map") == {}
+
+
 def test_safe_exploration_verdicts_on_hand_made_inputs(benchmark_module):
     se = benchmark_module("safe_exploration")
     assert se.violation_verdict(66.7, 17.0) == "met"
@@ -94,3 +130,35 @@ def test_mean_std_reports_one_run_without_a_spread(benchmark_module):
     common = benchmark_module("common")
     assert common.mean_std([1.0, 2.0, 3.0], "{:.2f}") == "2.00 ± 1.00"
     assert common.mean_std([96.08], "{:.2f}") == "96.08 (one run)"
+
+
+def test_bandit_tuning_summary_chooses_the_lowest_mean_over_deltas(benchmark_module, tmp_path):
+    tuning = benchmark_module("bandit_tuning")
+    args = tuning.Args(out=str(tmp_path), high_seeds=[10], low_seeds=[10])
+    todo = [job for job in tuning.jobs(args) if job[0] == "mc_dropout"]
+    # hand-made regrets (% of uniform) per value at delta 0.9, 0.95, 0.99: 0.3 has the lowest
+    # mean (40) though 0.1 is best at 0.99 alone
+    made = {"0.1": (60, 60, 30), "0.3": (30, 30, 60), "0.5": (50, 50, 50)}
+    for _, value, argv in todo:
+        folder = Path(argv[argv.index("--out") + 1])
+        deltas = argv[argv.index("--deltas") + 1 : argv.index("--seeds")]
+        folder.mkdir(parents=True)
+        lines = ["method,delta,seed,normalized_regret"]
+        for d in deltas:
+            regret = made[value][["0.9", "0.95", "0.99"].index(d)] / 100
+            lines += [f"uniform,{d},10,1.0", f"mc_dropout,{d},10,{regret}"]
+        (folder / "bandit.csv").write_text("\n".join(lines) + "\n")
+    text = tuning.summary(args, todo, "python benchmarks/bandit_tuning.py")
+    assert "| mc_dropout | 0.3 | 30.0 | 30.0 | 60.0 | 40.0 |" in text
+    assert "Chosen (lowest mean): mc_dropout --mc-dropout-p 0.3." in text
+
+
+@pytest.mark.slow
+def test_bandit_tuning_quick(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bandit_tuning.py"), "--quick", "--out",
+           str(tmp_path)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (tmp_path / "bandit_tuning.md").read_text()
+    assert "| bhn | 0.05 |" in text and "| bhn | 0.2 |" in text and "Chosen" in text
+    assert (tmp_path / "lower_deltas" / "bhn-0.2" / "bandit.csv").exists()

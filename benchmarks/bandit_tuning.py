@@ -1,0 +1,128 @@
+"""Choose each wheel-bandit agent's exploration setting on tuning seeds (not the reported ones).
+
+Sweeps one setting per agent (BHN's initial q std, factorial VI's initial std, MC dropout's
+rate, epsilon-greedy's epsilon) with `benchmarks/bandit.py`, one run folder per value: at
+delta = 0.99 on seeds 10-19 (`OUT/NAME/`) and at delta = 0.9 and 0.95 on seeds 10-14
+(`OUT/lower_deltas/NAME/`); δ = 0.99 gets more seeds because a run there either finds the
+outer ring or not, so its regret varies most. Then writes `OUT/bandit_tuning.md`: per value,
+the mean normalised regret at each delta and their mean, which chooses (lowest wins). Runs
+whose `bandit.csv` already exists are not repeated. Run from the project root:
+
+    python benchmarks/bandit_tuning.py            # the sweep (about an hour on 2 cores)
+    python benchmarks/bandit_tuning.py --quick    # a smoke test: tiny runs, two values
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, command_line, markdown_table, parse_args  # noqa: E402
+
+from safety_bhn._io import atomic_write_text  # noqa: E402
+
+#: agent -> (bandit.py flag, values swept; the first is the agents' library default)
+SWEEP = {
+    "bhn": ("--bhn-init-scale", [0.05, 0.2, 0.5, 1.0]),
+    "mc_dropout": ("--mc-dropout-p", [0.1, 0.3, 0.5]),
+    "factorial_vi": ("--fvi-init-std", [0.02, 0.1, 0.3]),
+    "epsilon_greedy": ("--epsilon", [0.05, 0.1, 0.2]),
+}
+
+
+@dataclass
+class Args:
+    """Wheel bandit: choose each agent's exploration setting on tuning seeds."""
+
+    high_seeds: list[int] = field(default_factory=lambda: list(range(10, 20)))
+    """tuning seeds at delta = 0.99"""
+    low_seeds: list[int] = field(default_factory=lambda: list(range(10, 15)))
+    """tuning seeds at delta = 0.9 and 0.95"""
+    workers: int = 2
+    """bandit.py runs at once (each uses one thread)"""
+    quick: bool = False
+    """smoke test: 200 decisions, one seed, the first two values of BHN's sweep only (written
+    to runs/bench-quick/bandit_tuning unless --out is given)"""
+    out: str = str(RESULTS / "bandit_tuning")
+    """folder of the run folders and bandit_tuning.md"""
+
+
+def jobs(args: Args) -> list[tuple[str, str, list[str]]]:
+    """(agent, value, bandit.py arguments) of every run of the sweep."""
+    sweep = {"bhn": (SWEEP["bhn"][0], SWEEP["bhn"][1][:2])} if args.quick else SWEEP
+    extra = ["--steps", "200", "--train-steps", "5"] if args.quick else []
+    out = []
+    for agent, (flag, values) in sweep.items():
+        for value in values:
+            name = f"{agent}-{value}"
+            for sub, deltas, seeds in (
+                (name, ["0.99"], args.high_seeds),
+                (f"lower_deltas/{name}", ["0.9", "0.95"], args.low_seeds),
+            ):
+                argv = ["--deltas", *deltas, "--seeds", *map(str, seeds), "--no-progress",
+                        "--out", str(Path(args.out) / sub), "--agents", agent, flag, str(value),
+                        *extra]  # fmt: skip
+                out.append((agent, str(value), argv))
+    return out
+
+
+def run(argv: list[str]) -> None:
+    if (Path(argv[argv.index("--out") + 1]) / "bandit.csv").exists():
+        return
+    script = Path(__file__).resolve().parent / "bandit.py"
+    result = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"bandit.py {' '.join(argv)} failed:\n{result.stderr[-2000:]}")
+
+
+def summary(args: Args, todo: list[tuple[str, str, list[str]]], command: str) -> str:
+    """The table of mean regret per agent, value and delta, and each agent's choice."""
+    regret: dict[tuple[str, str], dict[str, float]] = {}
+    for agent, value, argv in todo:
+        with open(Path(argv[argv.index("--out") + 1]) / "bandit.csv") as f:
+            for r in csv.DictReader(f):
+                if r["method"] == agent:
+                    cell = regret.setdefault((agent, value), {}).setdefault(r["delta"], [])
+                    cell.append(100 * float(r["normalized_regret"]))
+    rows, chosen = [], {}
+    for (agent, value), by_delta in regret.items():
+        means = [float(np.mean(by_delta[d])) for d in ("0.9", "0.95", "0.99")]
+        rows.append([agent, value, *(f"{m:.1f}" for m in means), f"{np.mean(means):.1f}"])
+        if agent not in chosen or np.mean(means) < chosen[agent][1]:
+            chosen[agent] = (value, float(np.mean(means)))
+    picks = ", ".join(f"{a} {SWEEP[a][0]} {v}" for a, (v, _) in chosen.items())
+    return (
+        "# Wheel bandit: exploration settings chosen on tuning seeds\n\n"
+        f"Command: `{command}`. Each row's runs are in the folders `AGENT-VALUE/` (δ = 0.99, "
+        f"seeds {args.high_seeds}) and `lower_deltas/AGENT-VALUE/` (δ = 0.9 and 0.95, seeds "
+        f"{args.low_seeds}), each with its own command, machine and date.\n\n"
+        "Mean normalised regret (% of the uniform agent's) over the tuning seeds:\n\n"
+        + markdown_table(["agent", "value", "δ=0.9", "δ=0.95", "δ=0.99", "mean"], rows)
+        + f"\nChosen (lowest mean): {picks}.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
+    if args.quick:  # never over the committed sweep
+        default = Args().out
+        out = "runs/bench-quick/bandit_tuning" if args.out == default else args.out
+        args = dataclasses.replace(args, high_seeds=[10], low_seeds=[10], out=out)
+    todo = jobs(args)
+    with ThreadPoolExecutor(max(1, args.workers)) as pool:
+        list(pool.map(run, [argv for _, _, argv in todo]))
+    text = summary(args, todo, command_line("bandit_tuning.py", argv))
+    atomic_write_text(Path(args.out) / "bandit_tuning.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
