@@ -57,18 +57,27 @@ AGENTS = {
 
 
 class RingCounter(gymnasium.Wrapper):
-    """Counts the decisions whose context lies in the outer ring (``ring_contexts``) and
-    those where the chosen action paid the ring's large reward (``ring_payouts``)."""
+    """Counts the decisions whose context lies in the outer ring (``ring_contexts``), those
+    where the chosen action paid the ring's large reward (``ring_payouts``), and the ring's
+    quadrants (each paid by its own action) where that happened at least once
+    (``quadrants_found``, 0-4)."""
 
     def __init__(self, env: gymnasium.Env) -> None:
         super().__init__(env)
         self.ring_reward = env.unwrapped.mu[2]
         self.ring_contexts = self.ring_payouts = 0
+        self.paid_actions: set[int] = set()
+
+    @property
+    def quadrants_found(self) -> int:
+        return len(self.paid_actions)
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.ring_contexts += info["optimal_expected_reward"] == self.ring_reward
-        self.ring_payouts += info["expected_reward"] == self.ring_reward
+        if info["expected_reward"] == self.ring_reward:
+            self.ring_payouts += 1
+            self.paid_actions.add(int(action))
         return obs, reward, terminated, truncated, info
 
 
@@ -145,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             results[name]["seconds"] = time.perf_counter() - start
             results[name]["ring_contexts"] = env.ring_contexts
             results[name]["ring_payouts"] = env.ring_payouts
+            results[name]["quadrants_found"] = env.quadrants_found
             curves += [{**e, "agent": name, "delta": delta, "seed": seed} for e in episodes]
         uniform = results["uniform"]["cumulative_regret"]
         for name, r in results.items():
@@ -158,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                 "normalized_regret": round(r["cumulative_regret"] / uniform, 4),
                 "ring_contexts": r["ring_contexts"],
                 "ring_payouts": r["ring_payouts"],
+                "quadrants_found": r["quadrants_found"],
                 "seconds": round(r["seconds"], 2),
             })  # fmt: skip
     write_csv(rows, out / "bandit.csv")
@@ -204,9 +215,9 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
             runs = [r for r in rows if r["method"] == name and r["delta"] == delta]
             paid = sum(r["ring_payouts"] for r in runs)
             found = sum(r["ring_payouts"] > 0 for r in runs)
-            cells.append(
-                f"{paid} / {sum(r['ring_contexts'] for r in runs)} ({found} of {len(runs)})"
-            )
+            quadrants = np.mean([r["quadrants_found"] for r in runs])
+            contexts = sum(r["ring_contexts"] for r in runs)
+            cells.append(f"{paid} / {contexts} ({found} of {len(runs)}; {quadrants:.1f})")
         ring.append([name, *cells])
     seconds = sum(r["seconds"] for r in rows)
     return (
@@ -230,7 +241,9 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
         + markdown_table(["δ", "agent", "regret %", "ε-greedy %", "target"], checks)
         + "\nOuter-ring payouts: decisions whose chosen action paid the ring's reward of 50, "
         "out of the decisions whose context lay in the ring, summed over seeds (in brackets: "
-        "the runs with at least one payout, i.e. that found the ring):\n\n"
+        "the runs with at least one payout, i.e. that found the ring, and the mean number of "
+        "the ring's four quadrants found; each quadrant is paid by its own action, so each "
+        "must be found on its own):\n\n"
         + markdown_table(["agent", *[f"δ={d}" for d in args.deltas]], ring)
         + "\nPer-run rows: `bandit.csv`; regret curves: `bandit.png` (data `bandit.curves.csv`)."
         "\n"

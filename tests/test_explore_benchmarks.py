@@ -60,11 +60,15 @@ def test_bandit_ring_counter_on_known_actions(benchmark_module):
     # delta = 0: every context lies in the outer ring; delta = 1: none does
     env = bandit.RingCounter(make_env("safety_bhn/WheelBandit-v0", delta=0.0))
     obs, _ = env.reset(seed=0)
+    paid = set()
     for _ in range(5):  # the ring's paying action, then action 0 (pays 1.2)
-        obs, *_ = env.step(int(env.unwrapped.expected_rewards(obs).argmax()))
+        action = int(env.unwrapped.expected_rewards(obs).argmax())
+        paid.add(action)
+        obs, *_ = env.step(action)
     for _ in range(3):
         obs, *_ = env.step(0)
     assert (env.ring_contexts, env.ring_payouts) == (8, 5)
+    assert env.paid_actions == paid and env.quadrants_found == len(paid) >= 1
     env = bandit.RingCounter(make_env("safety_bhn/WheelBandit-v0", delta=1.0))
     env.reset(seed=0)
     for action in range(5):
