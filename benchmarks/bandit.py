@@ -40,12 +40,12 @@ from safety_bhn.explore import NeuralBandit, RandomAgent, make_env, run_agent, s
 from safety_bhn.explore.plots import plot_regret  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
 
-#: Each agent's exploration setting (``epsilon``, ``bhn_init_scale``, ``fvi_init_std``,
-#: ``mc_dropout_p``, defaults below) was chosen on tuning seeds, never the reported 0-2: among
-#: three or four values per agent, all agents alike, the one with the lowest mean over
-#: delta = 0.9, 0.95 (seeds 10-14) and 0.99 (seeds 10-19) of the mean normalised regret
-#: (benchmarks/results/bandit_tuning/). The agents' library defaults, which the
-#: safe-exploration benchmark keeps, were the first value of each sweep.
+# Each agent's exploration setting (``epsilon``, ``bhn_init_scale``, ``fvi_init_std``,
+# ``mc_dropout_p``, defaults of Args below) was chosen on tuning seeds, never the reported
+# 0-2: among three or four values per agent, all agents alike, the one with the lowest mean
+# over delta = 0.9, 0.95 (seeds 10-14) and 0.99 (seeds 10-19) of the mean normalised regret
+# (benchmarks/bandit_tuning.py). The agents' library defaults, which the safe-exploration
+# benchmark keeps, were the first value of each sweep.
 
 #: (row name, exploration, method) of every agent besides the uniform one.
 AGENTS = {
@@ -54,6 +54,10 @@ AGENTS = {
     "factorial_vi": ("thompson", "factorial_vi"),
     "epsilon_greedy": ("epsilon_greedy", "map"),
 }
+
+
+#: The per-run counts of RingCounter written to bandit.csv.
+RING_FIELDS = ("ring_contexts", "ring_payouts", "quadrants_found")
 
 
 class RingCounter(gymnasium.Wrapper):
@@ -152,9 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             episodes = run_agent(env, agent, args.steps, seed=seed, progress=False)
             results[name] = summarize(episodes)
             results[name]["seconds"] = time.perf_counter() - start
-            results[name]["ring_contexts"] = env.ring_contexts
-            results[name]["ring_payouts"] = env.ring_payouts
-            results[name]["quadrants_found"] = env.quadrants_found
+            results[name].update({f: getattr(env, f) for f in RING_FIELDS})
             curves += [{**e, "agent": name, "delta": delta, "seed": seed} for e in episodes]
         uniform = results["uniform"]["cumulative_regret"]
         for name, r in results.items():
@@ -166,9 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                 "steps": r["steps"],
                 "cumulative_regret": round(r["cumulative_regret"], 3),
                 "normalized_regret": round(r["cumulative_regret"] / uniform, 4),
-                "ring_contexts": r["ring_contexts"],
-                "ring_payouts": r["ring_payouts"],
-                "quadrants_found": r["quadrants_found"],
+                **{f: r[f] for f in RING_FIELDS},
                 "seconds": round(r["seconds"], 2),
             })  # fmt: skip
     write_csv(rows, out / "bandit.csv")

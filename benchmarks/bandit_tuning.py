@@ -21,6 +21,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,49 +56,64 @@ class Args:
     """folder of the run folders and bandit_tuning.md"""
 
 
-def jobs(args: Args) -> list[tuple[str, str, list[str]]]:
-    """(agent, value, bandit.py arguments) of every run of the sweep."""
+#: the deltas of the high-seed runs and of the low-seed runs (the target's deltas)
+HIGH_DELTAS, LOW_DELTAS = ["0.99"], ["0.9", "0.95"]
+
+
+class Job(NamedTuple):
+    """One bandit.py run of the sweep: an agent at one value, written to ``out``."""
+
+    agent: str
+    value: str
+    out: Path
+    argv: list[str]
+
+
+def jobs(args: Args) -> list[Job]:
+    """Every run of the sweep."""
     sweep = {"bhn": (SWEEP["bhn"][0], SWEEP["bhn"][1][:2])} if args.quick else SWEEP
     extra = ["--steps", "200", "--train-steps", "5"] if args.quick else []
     out = []
     for agent, (flag, values) in sweep.items():
-        for value in values:
+        for value in map(str, values):
             name = f"{agent}-{value}"
             for sub, deltas, seeds in (
-                (name, ["0.99"], args.high_seeds),
-                (f"lower_deltas/{name}", ["0.9", "0.95"], args.low_seeds),
+                (name, HIGH_DELTAS, args.high_seeds),
+                (f"lower_deltas/{name}", LOW_DELTAS, args.low_seeds),
             ):
+                folder = Path(args.out) / sub
                 argv = ["--deltas", *deltas, "--seeds", *map(str, seeds), "--no-progress",
-                        "--out", str(Path(args.out) / sub), "--agents", agent, flag, str(value),
-                        *extra]  # fmt: skip
-                out.append((agent, str(value), argv))
+                        "--out", str(folder), "--agents", agent, flag, value, *extra]  # fmt: skip
+                out.append(Job(agent, value, folder, argv))
     return out
 
 
-def run(argv: list[str]) -> None:
-    if (Path(argv[argv.index("--out") + 1]) / "bandit.csv").exists():
+def run(job: Job) -> None:
+    if (job.out / "bandit.csv").exists():
         return
     script = Path(__file__).resolve().parent / "bandit.py"
-    result = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    cmd = [sys.executable, str(script), *job.argv]
+    result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"bandit.py {' '.join(argv)} failed:\n{result.stderr[-2000:]}")
+        raise SystemExit(f"bandit.py {' '.join(job.argv)} failed:\n{result.stderr[-2000:]}")
 
 
-def summary(args: Args, todo: list[tuple[str, str, list[str]]], command: str) -> str:
+def summary(args: Args, todo: list[Job], command: str) -> str:
     """The table of mean regret per agent, value and delta, and each agent's choice."""
-    regret: dict[tuple[str, str], dict[str, float]] = {}
-    for agent, value, argv in todo:
-        with open(Path(argv[argv.index("--out") + 1]) / "bandit.csv") as f:
+    regret: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for job in todo:
+        with open(job.out / "bandit.csv") as f:
             for r in csv.DictReader(f):
-                if r["method"] == agent:
-                    cell = regret.setdefault((agent, value), {}).setdefault(r["delta"], [])
+                if r["method"] == job.agent:
+                    cell = regret.setdefault((job.agent, job.value), {}).setdefault(r["delta"], [])
                     cell.append(100 * float(r["normalized_regret"]))
     rows, chosen = [], {}
     for (agent, value), by_delta in regret.items():
-        means = [float(np.mean(by_delta[d])) for d in ("0.9", "0.95", "0.99")]
-        rows.append([agent, value, *(f"{m:.1f}" for m in means), f"{np.mean(means):.1f}"])
-        if agent not in chosen or np.mean(means) < chosen[agent][1]:
-            chosen[agent] = (value, float(np.mean(means)))
+        means = [float(np.mean(by_delta[d])) for d in LOW_DELTAS + HIGH_DELTAS]
+        overall = float(np.mean(means))
+        rows.append([agent, value, *(f"{m:.1f}" for m in means), f"{overall:.1f}"])
+        if agent not in chosen or overall < chosen[agent][1]:
+            chosen[agent] = (value, overall)
     picks = ", ".join(f"{a} {SWEEP[a][0]} {v}" for a, (v, _) in chosen.items())
     return (
         "# Wheel bandit: exploration settings chosen on tuning seeds\n\n"
@@ -118,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         args = dataclasses.replace(args, high_seeds=[10], low_seeds=[10], out=out)
     todo = jobs(args)
     with ThreadPoolExecutor(max(1, args.workers)) as pool:
-        list(pool.map(run, [argv for _, _, argv in todo]))
+        list(pool.map(run, todo))
     text = summary(args, todo, command_line("bandit_tuning.py", argv))
     atomic_write_text(Path(args.out) / "bandit_tuning.md", text)
     print(text)

@@ -139,19 +139,18 @@ def test_mean_std_reports_one_run_without_a_spread(benchmark_module):
 def test_bandit_tuning_summary_chooses_the_lowest_mean_over_deltas(benchmark_module, tmp_path):
     tuning = benchmark_module("bandit_tuning")
     args = tuning.Args(out=str(tmp_path), high_seeds=[10], low_seeds=[10])
-    todo = [job for job in tuning.jobs(args) if job[0] == "mc_dropout"]
+    todo = [job for job in tuning.jobs(args) if job.agent == "mc_dropout"]
     # hand-made regrets (% of uniform) per value at delta 0.9, 0.95, 0.99: 0.3 has the lowest
     # mean (40) though 0.1 is best at 0.99 alone
     made = {"0.1": (60, 60, 30), "0.3": (30, 30, 60), "0.5": (50, 50, 50)}
-    for _, value, argv in todo:
-        folder = Path(argv[argv.index("--out") + 1])
-        deltas = argv[argv.index("--deltas") + 1 : argv.index("--seeds")]
-        folder.mkdir(parents=True)
+    for job in todo:
+        deltas = job.argv[job.argv.index("--deltas") + 1 : job.argv.index("--seeds")]
+        job.out.mkdir(parents=True)
         lines = ["method,delta,seed,normalized_regret"]
         for d in deltas:
-            regret = made[value][["0.9", "0.95", "0.99"].index(d)] / 100
+            regret = made[job.value][["0.9", "0.95", "0.99"].index(d)] / 100
             lines += [f"uniform,{d},10,1.0", f"mc_dropout,{d},10,{regret}"]
-        (folder / "bandit.csv").write_text("\n".join(lines) + "\n")
+        (job.out / "bandit.csv").write_text("\n".join(lines) + "\n")
     text = tuning.summary(args, todo, "python benchmarks/bandit_tuning.py")
     assert "| mc_dropout | 0.3 | 30.0 | 30.0 | 60.0 | 40.0 |" in text
     assert "Chosen (lowest mean): mc_dropout --mc-dropout-p 0.3." in text
