@@ -1,5 +1,6 @@
-"""Two checks behind README's safe-exploration notes: where MC dropout's Q samples trap it on
-the shifted gridworld, and how often ``resample_on_revisit`` fires on CartPole.
+"""Two checks behind the safe-exploration notes of benchmarks/results/README.md: where MC
+dropout's Q samples trap it on the shifted gridworld, and how often ``resample_on_revisit``
+fires on CartPole.
 
     python benchmarks/explore_diagnostics.py            # prints both, writes explore_diagnostics.md
     python benchmarks/explore_diagnostics.py --quick    # smoke test

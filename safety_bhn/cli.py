@@ -37,7 +37,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--local-draws",
         action="store_true",
         help="BHN: draw the scales per training image, not per minibatch (better OOD "
-        "detection with the CNN: see README)",
+        "detection with the CNN: see benchmarks/results/README.md)",
     )
     p.add_argument("--epochs", type=positive_int, default=100)
     p.add_argument("--lr", type=positive_float, default=1e-3)

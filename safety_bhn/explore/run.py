@@ -167,7 +167,8 @@ def shift_detection_auroc(agent: DQNAgent, n_samples: int = 20) -> float:
 #: The gridworld keeps only its last 1000 transitions: after the lava moves, transitions from
 #: cells that look the same in both layouts but now lead elsewhere must leave the buffer, or
 #: the stale Q-values trap Thompson agents in a loop (chosen on tuning seeds 10-12 with a
-#: script that was not committed; README's safe-exploration section says what it found).
+#: script that was not committed; the safe-exploration section of benchmarks/results/README.md
+#: says what it found).
 #: Thompson agents there also draw a new Q sample when they revisit a cell within an episode
 #: (``resample_on_revisit``): the grid is deterministic, so a held sample that revisits a cell
 #: would loop until the step limit (benchmarks/results/safe_exploration_tuning compares, on
