@@ -64,6 +64,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the batch of the authors' MNIST-5000 launcher (batch 32, lr0 1e-3 of their grid, 200
     # epochs, constant rate): 3.1 times the steps of const-200, each on a noisier gradient
     "bs32-200": {"epochs": 200, "batch_size": 32},
+    "bs32-cos-500": {"epochs": 500, "batch_size": 32, **COS},
     "cos-200-samples4": {"epochs": 200, "train_samples": 4, **COS},
     "cos-200-anneal": {"epochs": 200, "lr_schedule": "cosine", "kl_anneal": 0.25},
     "cos-200-clip10": {"epochs": 200, "grad_clip": 10.0, **COS},
