@@ -2,6 +2,9 @@
 
 import csv
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +41,8 @@ from safety_bhn.ood import (
     unregister_ood_set,
 )
 from safety_bhn.ood.scores import SCORE_FUNCTIONS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- brute-force references ------------------------------------------------------------------
@@ -430,20 +435,27 @@ def test_cli_missing_run(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_benchmark_quick_runs(tmp_path, shared_data_dir):
-    import subprocess
-    import sys
-    from pathlib import Path
+QUICK_RECIPE = ["--threads", "1", "--lr-schedule", "cosine", "--lr-warmup", "0.1"]
 
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "benchmarks/ood.py", "--quick", "--out", str(tmp_path),
-         "--data-dir", str(shared_data_dir), "--threads", "1", "--lr-schedule", "cosine",
-         "--lr-warmup", "0.1"],
-        cwd=root, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+
+def run_benchmark(script: str, *args: str) -> None:
+    """Run ``benchmarks/SCRIPT --quick ARGS`` as a user would; it must succeed."""
+    result = subprocess.run([sys.executable, f"benchmarks/{script}", "--quick", *args],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def ood_quick(tmp_path_factory, shared_data_dir):
+    """The folder of one ``benchmarks/ood.py --quick`` run, shared by the tests that read it."""
+    out = tmp_path_factory.mktemp("ood-quick")
+    run_benchmark("ood.py", "--out", str(out), "--data-dir", str(shared_data_dir), *QUICK_RECIPE)
+    return out
+
+
+@pytest.mark.slow
+def test_benchmark_quick_runs(ood_quick):
+    tmp_path = ood_quick
     with open(tmp_path / "ood.csv") as f:
         rows = list(csv.DictReader(f))
     assert {"method", "ood_set", "score", "seed", "auroc", "aupr_in", "aupr_out", "fpr95"} <= set(
@@ -459,6 +471,29 @@ def test_benchmark_quick_runs(tmp_path, shared_data_dir):
     assert "3 runs trained with 1 torch thread," in report
     for plot in ("ood_auroc.png", "ood_shift_rotation.png", "ood_adversarial.png"):
         assert (tmp_path / plot).is_file()
+
+
+@pytest.mark.slow
+def test_noise_score_split_retrains_the_benchmarks_models(ood_quick, tmp_path, shared_data_dir):
+    run_benchmark("ood_noise_scores.py", "--out", str(tmp_path), "--data-dir",
+                  str(shared_data_dir), "--select", "nll", "--reference",
+                  str(ood_quick / "ood.csv"), *QUICK_RECIPE)  # fmt: skip
+    with open(tmp_path / "ood_noise_scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    first = [r for r in rows if r["samples"] == "4"]
+    # Same models and draws as the benchmark: its AUROCs come back exactly, for every score
+    # that both report.
+    shared = [r for r in first if r["score"] != "expected_entropy"]
+    assert len(shared) == 2 * 4 * 3 and all(r["benchmark_auroc"] == r["auroc"] for r in shared)
+    assert "agree with it exactly" in (tmp_path / "ood_noise_scores.md").read_text()
+    # Entropy splits into expected entropy and mutual information, on average too.
+    for key in {(r["method"], r["samples"], r["ood_set"]) for r in rows}:
+        means = {r["score"]: r for r in rows if (r["method"], r["samples"], r["ood_set"]) == key}
+        for side in ("mean_in", "mean_out"):
+            parts = float(means["expected_entropy"][side]) + float(
+                means["mutual_information"][side]
+            )
+            assert float(means["entropy"][side]) == pytest.approx(parts, abs=1e-6)
 
 
 def test_benchmark_reports_the_thread_counts_its_runs_used(benchmark_module):

@@ -1,0 +1,311 @@
+"""Why mutual information trails max-softmax on noise: each OOD set's uncertainty, split.
+
+Retrains the OOD benchmark's models exactly as ``benchmarks/ood.py`` does (same splits, seeds,
+recipe and posterior draws; with the same thread count on the same machine they are the same
+models, which ``--reference`` checks against a committed ``ood.csv``). It scores the
+in-distribution test images and each OOD set, and splits every input's predictive entropy
+``H[E p]`` into its aleatoric part ``E H[p]`` (each posterior sample is unsure) and its
+epistemic part, the mutual information ``H[E p] - E H[p]`` (the samples disagree). It reports
+each score's AUROC and mean per set, the AUROC against the correctly classified test images
+only, and the AUROCs again from more posterior samples (fresh draws).
+
+    python benchmarks/ood_noise_scores.py           # BHN-12 (local draws) and MC dropout CNNs
+    python benchmarks/ood_noise_scores.py --quick   # a smoke test in well under a minute
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ood  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    command_line,
+    markdown_table,
+    mean_std,
+    parse_args,
+    seed_everything,
+    write_csv,
+)
+
+from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
+from safety_bhn.core import scores as core_scores  # noqa: E402
+from safety_bhn.core.metrics import auto_batch_size  # noqa: E402
+from safety_bhn.ood import build_suite  # noqa: E402
+from safety_bhn.ood.metrics import auroc  # noqa: E402
+from safety_bhn.ood.scores import sample_probs  # noqa: E402
+from safety_bhn.runs import environment, mnist_splits  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# Higher = more anomalous. Predictive entropy = expected entropy + mutual information.
+SCORES = {
+    "max_softmax": core_scores.max_softmax,
+    "entropy": core_scores.predictive_entropy,
+    "expected_entropy": core_scores.expected_entropy,
+    "mutual_information": core_scores.mutual_information,
+}
+NOISE_SETS = ("uniform_noise", "gaussian_noise")
+
+
+@dataclass
+class Args:
+    """Aleatoric and epistemic parts of the OOD benchmark's scores, per OOD set and method."""
+
+    rows: list[str] = field(default_factory=lambda: ["bhn-12-local", "mc_dropout"])
+    """methods, named as in benchmarks/ood.py's --rows"""
+    arch: str = "cnn"
+    """mlp or cnn, as in benchmarks/ood.py"""
+    hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    """MLP hidden layers (ignored with --arch cnn)"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """seeds, as in benchmarks/ood.py (each sets the split, the weights and the OOD sets)"""
+    epochs: int = 50
+    """training epochs"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    lr_schedule: str = "cosine"
+    """constant or cosine"""
+    lr_warmup: float = 0.02
+    """fraction of all steps over which the learning rate first rises linearly"""
+    batch_size: int = 100
+    """minibatch size"""
+    select: str = "last"
+    """which epoch's weights to keep: nll, accuracy or last"""
+    val_size: int = 500
+    """images of the 5000 held out for validation"""
+    n_test: int = 2000
+    """in-distribution test images (and images per generated OOD set)"""
+    samples: list[int] = field(default_factory=lambda: [30, 100, 300])
+    """posterior sample counts; the first is scored under benchmarks/ood.py's own draw, the
+    others under fresh draws from the same generator"""
+    data_dir: str = str(ROOT.parent / "shared" / "data")
+    """folder with fashion-mnist/"""
+    reference: str = str(RESULTS / "ood-cnn-last-10seeds" / "ood.csv")
+    """an ood.csv from benchmarks/ood.py with these settings; its AUROCs are set beside this
+    script's at the first sample count (empty: none)"""
+    threads: int = 1
+    """torch CPU threads (the thread count changes the trained model; see ood.py)"""
+    state: str = str(ROOT / "runs" / "ood-noise-scores")
+    """folder for per-(method, seed) results, so an interrupted run resumes"""
+    out: str = str(RESULTS / "ood_noise_scores")
+    """folder for ood_noise_scores.{csv,md}"""
+    quick: bool = False
+    """smoke test: benchmarks/ood.py --quick's models (tiny MLP, 1 epoch, the rate and --select
+    given), scored with 4 and 8 samples"""
+
+
+def ood_args(args: Args) -> ood.Args:
+    """The benchmarks/ood.py arguments that train the same models."""
+    shared = {f.name for f in dataclasses.fields(ood.Args)} & {
+        f.name for f in dataclasses.fields(Args)
+    }
+    return dataclasses.replace(ood.Args(), **{k: getattr(args, k) for k in shared})
+
+
+def split_rows(
+    probs_in: torch.Tensor, y_in: torch.Tensor, probs_out: dict[str, torch.Tensor]
+) -> list[dict[str, Any]]:
+    """One row per (OOD set, score) from posterior-sample probabilities ``(samples, batch,
+    classes)``: AUROC against every test input and against the correctly classified ones, and
+    the score's mean on each side.
+
+    Example:
+        >>> agree = torch.tensor([[[0.9, 0.1]], [[0.9, 0.1]]]).repeat(1, 2, 1)
+        >>> split = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]]).repeat(1, 2, 1)
+        >>> rows = split_rows(agree, torch.tensor([0, 0]), {"odd": split})
+        >>> [(r["score"], r["auroc"], round(r["mean_out"], 3)) for r in rows][2:]
+        [('expected_entropy', 0.0, 0.0), ('mutual_information', 1.0, 0.693)]
+    """
+    correct = (probs_in.mean(0).argmax(-1) == y_in).numpy()
+    values_in = {s: f(probs_in.double()).numpy() for s, f in SCORES.items()}
+    rows = []
+    for name, probs in probs_out.items():
+        for score, f in SCORES.items():
+            s_in, s_out = values_in[score], f(probs.double()).numpy()
+            rows.append({
+                "ood_set": name, "score": score, "auroc": auroc(s_in, s_out),
+                "auroc_correct_in": auroc(s_in[correct], s_out) if correct.any() else np.nan,
+                "mean_in": float(s_in.mean()), "mean_out": float(s_out.mean()),
+            })  # fmt: skip
+    return rows
+
+
+def run_one(row: str, seed: int, args: Args) -> list[dict[str, Any]]:
+    """Train ``row`` as benchmarks/ood.py does and score it at every sample count."""
+    oargs = ood_args(args)
+    splits = mnist_splits(None, args.val_size, seed)
+    xt, yt = splits["test"]
+    gen = torch.Generator().manual_seed(seed)  # as ood.run_one: its first use is the draw
+    model, history = ood.train(row, splits["train"], splits["val"], 10, seed, oargs)
+    suite = build_suite(xt, yt, "mnist", n=args.n_test, seed=seed, data_dir=args.data_dir)
+    rows = []
+    for n in args.samples:
+        draw = model.draw(model.check_samples(n), gen)  # as ood.evaluate_ood
+        batch = auto_batch_size(model, n)
+        probs_in = sample_probs(model, suite.x_in, n, batch_size=batch, draw=draw)
+        probs_out = {name: sample_probs(model, x, n, batch_size=batch, draw=draw)
+                     for name, x in suite}  # fmt: skip
+        accuracy = float((probs_in.mean(0).argmax(-1) == suite.y_in).double().mean())
+        rows += [{"method": row, "seed": seed, "samples": n, **r, "in_accuracy": accuracy,
+                  "best_epoch": history.best_epoch, "threads": torch.get_num_threads()}
+                 for r in split_rows(probs_in, suite.y_in, probs_out)]  # fmt: skip
+    return rows
+
+
+def add_reference(rows: list[dict[str, Any]], path: str, first: int) -> int:
+    """Set the reference ood.csv's AUROC beside each row at sample count ``first``
+    (``benchmark_auroc``); returns how many rows found one."""
+    if not path:
+        return 0
+    with open(path) as f:
+        ref = {(r["method"], int(r["seed"]), r["ood_set"], r["score"]): float(r["auroc"])
+               for r in csv.DictReader(f)}  # fmt: skip
+    found = 0
+    for r in rows:
+        key = (r["method"], r["seed"], r["ood_set"], r["score"])
+        r["benchmark_auroc"] = ref.get(key, np.nan) if r["samples"] == first else np.nan
+        found += not np.isnan(r["benchmark_auroc"])
+    return found
+
+
+def pick(rows: list[dict], **match: Any) -> list[dict]:
+    """The rows whose fields equal ``match``."""
+    return [r for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+def mean_of(rows: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def auroc_table(rows: list[dict], args: Args, sets: list[str]) -> str:
+    """Per method and set, each score's AUROC at the first sample count (mean ± std)."""
+    correct = ("max_softmax", "mutual_information")
+    table = []
+    for method in args.rows:
+        for s in sets:
+            at = {sc: pick(rows, method=method, ood_set=s, score=sc, samples=args.samples[0])
+                  for sc in SCORES}  # fmt: skip
+            cells = [mean_std([r["auroc"] for r in at[sc]], "{:.3f}") for sc in SCORES]
+            cells += [mean_std([r["auroc_correct_in"] for r in at[sc]], "{:.3f}") for sc in correct]
+            table.append([method, s, *cells])
+    header = ["method", "OOD set", *SCORES, *(f"{sc}, correct in" for sc in correct)]
+    return markdown_table(header, table)
+
+
+def parts_table(rows: list[dict], args: Args, sets: list[str]) -> str:
+    """Per method, the mean entropy and its two parts on the test images and on each set."""
+    parts = ("entropy", "expected_entropy", "mutual_information")
+    table = []
+    for method in args.rows:
+        at = {sc: pick(rows, method=method, score=sc, samples=args.samples[0]) for sc in parts}
+        means = [mean_of(pick(at[sc], ood_set=sets[0]), "mean_in") for sc in parts]
+        table.append([method, "in-distribution test", *means])
+        for s in sets:
+            table.append(
+                [method, s, *(mean_of(pick(at[sc], ood_set=s), "mean_out") for sc in parts)]
+            )
+    cells = [[m, s, *(f"{v:.3f}" for v in vals), f"{vals[2] / vals[0]:.2f}"]
+             for m, s, *vals in table]  # fmt: skip
+    return markdown_table(["method", "inputs", *parts, "MI / entropy"], cells)
+
+
+def count_table(rows: list[dict], args: Args, sets: list[str]) -> str:
+    """Per method and noise set, max-softmax's and MI's AUROC at every sample count."""
+    scores = ("max_softmax", "mutual_information")
+    table = []
+    for method in args.rows:
+        for s in [s for s in sets if s in NOISE_SETS]:
+            cells = [pick(rows, method=method, ood_set=s, score=sc, samples=n)
+                     for n in args.samples for sc in scores]  # fmt: skip
+            table.append([method, s, *(mean_std([r["auroc"] for r in c], "{:.3f}") for c in cells)])
+    header = ["method", "OOD set", *(f"{sc} ({n})" for n in args.samples for sc in scores)]
+    return markdown_table(header, table)
+
+
+def summarise(rows: list[dict], args: Args, command: str, found: int) -> str:
+    env = environment()
+    first = args.samples[0]
+    sets = list(dict.fromkeys(r["ood_set"] for r in rows))
+    compared = [r for r in rows if not np.isnan(r.get("benchmark_auroc", np.nan))]
+    if compared:
+        gap = max(abs(r["auroc"] - r["benchmark_auroc"]) for r in compared)
+        reference = (
+            f"All {found} AUROCs at {first} samples that `{args.reference}` also holds agree "
+            "with it exactly: these are the benchmark's models and draws."
+            if gap == 0
+            else f"The {found} AUROCs at {first} samples that `{args.reference}` also holds "
+            f"differ from it by up to {gap:.2g}: these models are not the benchmark's (another "
+            "machine or thread count trains different ones)."
+        )
+    else:
+        reference = "No reference ood.csv rows matched: the models were not checked against one."
+    return (
+        "# Aleatoric and epistemic parts of the OOD scores\n\n"
+        f"Command: `{command}`  \n"
+        f"Models: benchmarks/ood.py's `--arch {args.arch} --epochs {args.epochs} --lr-schedule "
+        f"{args.lr_schedule} --lr-warmup {args.lr_warmup:g} --select {args.select}`; seeds "
+        f"{args.seeds}; {args.n_test} test images and as many per OOD set.  \n"
+        f"Machine: {env['machine']}, torch {env['torch']}, {args.threads} thread(s); "
+        f"{env['date']}.\n\n{reference}\n\n"
+        f"## AUROC of each score at {first} samples (mean ± std over seeds)\n\n"
+        "Entropy = expected entropy (aleatoric) + mutual information (epistemic). The last two "
+        "columns compare each OOD set with the correctly classified test images only.\n\n"
+        + auroc_table(rows, args, sets)
+        + f"\n## Mean of each part (nats) at {first} samples\n\n"
+        + parts_table(rows, args, sets)
+        + "\n## Noise-set AUROC by posterior sample count (later counts: fresh draws)\n\n"
+        + count_table(rows, args, sets)
+        + "\nPer-run rows: ood_noise_scores.csv.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
+    command = command_line("ood_noise_scores.py", argv)
+    for row in args.rows:  # a misspelt row fails here, not after an hour of training
+        ood.parse_row(row)
+    if args.quick:
+        out = args.out if args.out != str(RESULTS / "ood_noise_scores") else "runs/bench-quick"
+        args = dataclasses.replace(
+            args, rows=["bhn-2", "mc_dropout"], arch="mlp", hidden=[16], seeds=[0], epochs=1,
+            n_test=100, samples=[4, 8], out=out, state=str(Path(out) / "state"),
+        )  # fmt: skip
+    if not args.samples or min(args.samples) < 1:
+        raise ValueError(f"--samples must be positive counts, got {args.samples}")
+    torch.set_num_threads(args.threads)
+    key_args = ood_args(args)
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for seed, row in tqdm([(s, r) for s in args.seeds for r in args.rows], desc="runs"):
+        counts = "-".join(map(str, args.samples))
+        path = Path(args.state) / f"s{counts}__{ood.state_key(row, seed, key_args)}"
+        if path.is_file():
+            part = json.loads(path.read_text())
+        else:
+            seed_everything(seed)
+            part = run_one(row, seed, args)
+            atomic_write_json(path, part)
+        rows += part
+    found = add_reference(rows, args.reference, args.samples[0])
+    out = Path(args.out)
+    write_csv(rows, out / "ood_noise_scores.csv")
+    text = summarise(rows, args, command, found)
+    text += f"Wall time of this invocation: {time.perf_counter() - start:.0f} s.\n"
+    atomic_write_text(out / "ood_noise_scores.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
