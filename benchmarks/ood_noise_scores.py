@@ -182,6 +182,12 @@ def add_reference(rows: list[dict[str, Any]], path: str, first: int) -> int:
     return found
 
 
+def project_path(path: str) -> str:
+    """``path`` relative to the project root where it lies inside it (for reports)."""
+    full = Path(path).resolve()
+    return str(full.relative_to(ROOT) if full.is_relative_to(ROOT) else full)
+
+
 def pick(rows: list[dict], **match: Any) -> list[dict]:
     """The rows whose fields equal ``match``."""
     return [r for r in rows if all(r[k] == v for k, v in match.items())]
@@ -236,13 +242,41 @@ def count_table(rows: list[dict], args: Args, sets: list[str]) -> str:
     return markdown_table(header, table)
 
 
+def parts_plot(rows: list[dict], args: Args, sets: list[str], path: Path) -> Path:
+    """Stacked bars per method: each set's mean entropy as expected entropy + MI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(args.rows), figsize=(4.5 * len(args.rows), 3.6), sharey=True)
+    for ax, method in zip(np.atleast_1d(axes), args.rows, strict=True):
+        at = {sc: pick(rows, method=method, score=sc, samples=args.samples[0])
+              for sc in ("expected_entropy", "mutual_information")}  # fmt: skip
+        labels = ["test digits", *sets]
+        parts = {sc: [mean_of(pick(at[sc], ood_set=sets[0]), "mean_in")]
+                 + [mean_of(pick(at[sc], ood_set=s), "mean_out") for s in sets]
+                 for sc in at}  # fmt: skip
+        ax.bar(labels, parts["expected_entropy"], label="expected entropy (aleatoric)")
+        ax.bar(labels, parts["mutual_information"], bottom=parts["expected_entropy"],
+               label="mutual information (epistemic)")  # fmt: skip
+        ax.set_title(method)
+        ax.tick_params(axis="x", rotation=30)
+    np.atleast_1d(axes)[0].set_ylabel(f"mean entropy (nats), {args.samples[0]} samples")
+    np.atleast_1d(axes)[-1].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def summarise(rows: list[dict], args: Args, command: str, found: int) -> str:
     env = environment()
     first = args.samples[0]
     sets = list(dict.fromkeys(r["ood_set"] for r in rows))
     compared = [r for r in rows if not np.isnan(r.get("benchmark_auroc", np.nan))]
-    ref = Path(args.reference).resolve()
-    ref_name = ref.relative_to(ROOT) if ref.is_relative_to(ROOT) else ref
+    ref_name = project_path(args.reference)
     if compared:
         gap = max(abs(r["auroc"] - r["benchmark_auroc"]) for r in compared)
         reference = (
@@ -272,7 +306,7 @@ def summarise(rows: list[dict], args: Args, command: str, found: int) -> str:
         + parts_table(rows, args, sets)
         + "\n## Noise-set AUROC by posterior sample count (later counts: fresh draws)\n\n"
         + count_table(rows, args, sets)
-        + "\nPer-run rows: ood_noise_scores.csv.\n"
+        + "\nPer-run rows: ood_noise_scores.csv. Plot of the parts: ood_noise_scores.png.\n"
     )
 
 
@@ -292,12 +326,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     key_args = ood_args(args)
     rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    for seed, row in tqdm([(s, r) for s in args.seeds for r in args.rows], desc="runs"):
+    start, loaded = time.perf_counter(), 0
+    todo = [(s, r) for s in args.seeds for r in args.rows]
+    for seed, row in tqdm(todo, desc="runs"):
         counts = "-".join(map(str, args.samples))
         path = Path(args.state) / f"s{counts}__{ood.state_key(row, seed, key_args)}"
         if path.is_file():
             part = json.loads(path.read_text())
+            loaded += 1
         else:
             seed_everything(seed)
             part = run_one(row, seed, args)
@@ -306,8 +342,12 @@ def main(argv: list[str] | None = None) -> None:
     found = add_reference(rows, args.reference, args.samples[0])
     out = Path(args.out)
     write_csv(rows, out / "ood_noise_scores.csv")
+    parts_plot(rows, args, list(dict.fromkeys(r["ood_set"] for r in rows)),
+               out / "ood_noise_scores.png")  # fmt: skip
     text = summarise(rows, args, command, found)
-    text += f"Wall time of this invocation: {time.perf_counter() - start:.0f} s.\n"
+    text += (f"Wall time of this invocation: {time.perf_counter() - start:.0f} s; {loaded} of "
+             f"{len(todo)} (method, seed) runs loaded from {project_path(args.state)}, "
+             "computed earlier by this script with the same settings.\n")  # fmt: skip
     atomic_write_text(out / "ood_noise_scores.md", text)
     print(text)
 

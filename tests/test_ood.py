@@ -488,6 +488,7 @@ def test_noise_score_split_retrains_the_benchmarks_models(ood_quick, tmp_path, s
     assert all(float(r["benchmark_auroc"]) == pytest.approx(float(r["auroc"]), abs=1e-9)
                for r in shared)  # fmt: skip
     assert "models and draws." in (tmp_path / "ood_noise_scores.md").read_text()
+    assert (tmp_path / "ood_noise_scores.png").stat().st_size > 1000
     # Entropy splits into expected entropy and mutual information, on average too.
     for key in {(r["method"], r["samples"], r["ood_set"]) for r in rows}:
         means = {r["score"]: r for r in rows if (r["method"], r["samples"], r["ood_set"]) == key}
