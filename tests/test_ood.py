@@ -123,6 +123,7 @@ def test_scores_share_the_core_definitions():
     assert SCORE_FUNCTIONS[Score.MUTUAL_INFORMATION] is core_scores.mutual_information
     assert SCORE_FUNCTIONS[Score.MAX_SOFTMAX] is core_scores.max_softmax
     assert SCORE_FUNCTIONS[Score.VARIATION_RATIO] is core_scores.variation_ratio
+    assert SCORE_FUNCTIONS[Score.EXPECTED_ENTROPY] is core_scores.expected_entropy
     assert set(SCORE_FUNCTIONS) == set(Score)
 
 
@@ -143,6 +144,10 @@ def test_scores_on_hand_made_samples():
     assert d[Score.ENTROPY].item() == pytest.approx(math.log(2))
     assert d[Score.VARIATION_RATIO].item() == pytest.approx(0.5)
     assert d[Score.VOTE_RATIO].item() == pytest.approx(0.5)
+    assert d[Score.EXPECTED_ENTROPY].item() == 0.0  # each sample is certain: no aleatoric part
+    for probs in (agree, uniform):  # agreeing samples: all of the entropy is aleatoric
+        c = compute_scores(probs)
+        assert c[Score.EXPECTED_ENTROPY].item() == pytest.approx(c[Score.ENTROPY].item())
 
 
 def test_identical_samples_have_exactly_zero_mutual_information():
@@ -463,7 +468,8 @@ def test_benchmark_quick_runs(ood_quick):
     )
     assert {r["ood_set"] for r in rows} == {"fashion_mnist", "uniform_noise", "gaussian_noise",
                                             "inverted", "held_out_classes"}  # fmt: skip
-    assert len(rows) == 3 * 5 * len(Score)  # methods x sets x scores
+    assert len(rows) == 3 * 5 * 5  # methods x sets x the benchmark's scores (not expected_entropy)
+    assert "expected_entropy" not in {r["score"] for r in rows}
     report = (tmp_path / "ood.md").read_text()
     assert "## Targets (issue 4)" in report
     assert "cosine rate, linear warmup over the first 10% of steps" in report

@@ -23,6 +23,9 @@ class Score(str, enum.Enum):
     ``max_softmax`` and ``variation_ratio`` share one definition in
     :mod:`safety_bhn.core.scores` (``1 - max`` of the predictive), so they always agree;
     ``vote_ratio`` is the sample-counting variant (``1 -`` modal votes / samples).
+    ``expected_entropy`` is the aleatoric part of ``entropy`` (``entropy =
+    expected_entropy + mutual_information``); on noise, these nets' samples agree that an input
+    is ambiguous, so it can detect noise better than either (benchmarks/ood_noise_scores.py).
     """
 
     MAX_SOFTMAX = "max_softmax"
@@ -30,6 +33,7 @@ class Score(str, enum.Enum):
     MUTUAL_INFORMATION = "mutual_information"
     VARIATION_RATIO = "variation_ratio"
     VOTE_RATIO = "vote_ratio"
+    EXPECTED_ENTROPY = "expected_entropy"
 
 
 RESOLUTION_DECIMALS = 10
@@ -39,6 +43,7 @@ SCORE_FUNCTIONS: dict[Score, Callable[[Tensor], Tensor]] = {
     Score.MUTUAL_INFORMATION: core_scores.mutual_information,
     Score.VARIATION_RATIO: core_scores.variation_ratio,
     Score.VOTE_RATIO: core_scores.sample_vote_ratio,
+    Score.EXPECTED_ENTROPY: core_scores.expected_entropy,
 }
 
 
