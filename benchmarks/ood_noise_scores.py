@@ -263,8 +263,9 @@ def parts_plot(rows: list[dict], args: Args, sets: list[str], path: Path) -> Pat
         ax.set_title(method)
         ax.tick_params(axis="x", rotation=30)
     np.atleast_1d(axes)[0].set_ylabel(f"mean entropy (nats), {args.samples[0]} samples")
-    np.atleast_1d(axes)[-1].legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    handles, names = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=2, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -281,8 +282,8 @@ def summarise(rows: list[dict], args: Args, command: str, found: int) -> str:
         gap = max(abs(r["auroc"] - r["benchmark_auroc"]) for r in compared)
         reference = (
             f"All {found} AUROCs at {first} samples that `{ref_name}` also holds agree "
-            f"with it (largest difference {gap:.2g}, float rounding): these are the benchmark's "
-            "models and draws."
+            f"with it (largest difference {gap:.2g}, within float rounding): these are the "
+            "benchmark's models and draws."
             if gap <= SAME
             else f"The {found} AUROCs at {first} samples that `{ref_name}` also holds "
             f"differ from it by up to {gap:.2g}: these models are not the benchmark's (another "
