@@ -576,6 +576,25 @@ def test_benchmark_select_keeps_the_final_epoch_and_names_it_in_the_state_key(be
         ood_benchmark.main(["--select", "lst", "--out", "unused"])
 
 
+def test_benchmark_scores_beyond_the_default_are_named_in_the_state_key(benchmark_module):
+    ood_benchmark = benchmark_module("ood")
+    default = ood_benchmark.Args()
+    assert "expected_entropy" not in default.scores
+    assert (
+        ood_benchmark.state_key("mc_dropout", 0, default)
+        == "mc_dropout__h256-256-256__e50__seed0.json"
+    )
+    more = ood_benchmark.Args(scores=[*default.scores, "expected_entropy"])
+    assert ood_benchmark.state_key("mc_dropout", 0, more).endswith(
+        "__scores-max_softmax-entropy-mutual_information-variation_ratio-vote_ratio-"
+        "expected_entropy__seed0.json"
+    )
+    with pytest.raises(ValueError, match="expected_entropy"):  # did you mean
+        ood_benchmark.main(["--scores", "expected_entropi", "--out", "unused"])
+    with pytest.raises(ValueError, match="lacks mutual_information"):
+        ood_benchmark.main(["--scores", "entropy", "expected_entropy", "--out", "unused"])
+
+
 def test_benchmark_trains_the_chosen_architecture(benchmark_module):
     ood_benchmark = benchmark_module("ood")
     x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
