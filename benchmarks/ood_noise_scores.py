@@ -109,10 +109,11 @@ class Args:
 
 
 def ood_args(args: Args) -> ood.Args:
-    """The benchmarks/ood.py arguments that train the same models."""
+    """The benchmarks/ood.py arguments that train the same models (``samples`` is a list here,
+    one count there, and only scoring uses it)."""
     shared = {f.name for f in dataclasses.fields(ood.Args)} & {
         f.name for f in dataclasses.fields(Args)
-    }
+    } - {"samples"}
     return dataclasses.replace(ood.Args(), **{k: getattr(args, k) for k in shared})
 
 
@@ -324,6 +325,11 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
     if not args.samples or min(args.samples) < 1:
         raise ValueError(f"--samples must be positive counts, got {args.samples}")
+    if args.reference and not Path(args.reference).is_file():
+        raise FileNotFoundError(
+            f"--reference {args.reference}: no such file; pass an ood.csv from "
+            "benchmarks/ood.py, or --reference '' for none"
+        )
     torch.set_num_threads(args.threads)
     key_args = ood_args(args)
     rows: list[dict[str, Any]] = []
