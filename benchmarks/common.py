@@ -72,6 +72,17 @@ def command_line(script: str, argv: Sequence[str] | None = None, drop: Sequence[
     return shlex.join(["python", f"benchmarks/{script}", *(a for a in given if a not in drop)])
 
 
+def project_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the project root where it lies inside it, for reports.
+
+    >>> project_path(RESULTS / "ood")
+    'benchmarks/results/ood'
+    """
+    full = Path(path).resolve()
+    return str(full.relative_to(RESULTS.parents[1]) if full.is_relative_to(RESULTS.parents[1])
+               else full)  # fmt: skip
+
+
 def seed_everything(seed: int) -> None:
     """The seeding block: Python, NumPy and torch RNGs."""
     random.seed(seed)

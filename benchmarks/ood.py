@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     markdown_table,
     mean_std,
     parse_args,
+    project_path,
     seed_everything,
     write_csv,
 )
@@ -345,8 +346,6 @@ def threads_words(rows: list[dict]) -> str:
 def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, command: str,
               seconds: float, loaded: int) -> str:  # fmt: skip
     env = environment()
-    state_name = Path(args.state).relative_to(ROOT) if Path(args.state).is_relative_to(ROOT) \
-        else args.state  # fmt: skip
     train_minutes = sum({(r["method"], r["seed"], r["ood_set"] == "held_out_classes"):
                          r["train_seconds"] for r in rows}.values()) / 60  # fmt: skip
     sets = [s for s in SETS if any(r["ood_set"] == s for r in rows)]
@@ -431,7 +430,7 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
         f"{threads_words(rows)}, CPU shared with other jobs; training time "
         f"{train_minutes:.0f} min in all; this invocation {seconds / 60:.1f} min "
         f"({loaded} of {len({(r['method'], r['seed']) for r in rows})} (method, seed) runs loaded "
-        f"from {state_name}, "
+        f"from {project_path(args.state)}, "
         "computed earlier by this script with the same settings).  \n"
         f"Models: {net_words(args)} trained on the embedded "
         f"MNIST-5000 ({args.val_size} held out for validation; a different split per seed), "

@@ -36,26 +36,22 @@ from common import (  # noqa: E402
     markdown_table,
     mean_std,
     parse_args,
+    project_path,
     seed_everything,
     write_csv,
 )
 
 from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
-from safety_bhn.core import scores as core_scores  # noqa: E402
 from safety_bhn.core.metrics import auto_batch_size  # noqa: E402
 from safety_bhn.ood import build_suite  # noqa: E402
 from safety_bhn.ood.metrics import auroc  # noqa: E402
-from safety_bhn.ood.scores import sample_probs  # noqa: E402
+from safety_bhn.ood.scores import SCORE_FUNCTIONS, Score, sample_probs  # noqa: E402
 from safety_bhn.runs import environment, mnist_splits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Higher = more anomalous. Predictive entropy = expected entropy + mutual information.
-SCORES = {
-    "max_softmax": core_scores.max_softmax,
-    "entropy": core_scores.predictive_entropy,
-    "expected_entropy": core_scores.expected_entropy,
-    "mutual_information": core_scores.mutual_information,
-}
+SPLIT = (Score.MAX_SOFTMAX, Score.ENTROPY, Score.EXPECTED_ENTROPY, Score.MUTUAL_INFORMATION)
+SCORES = {s.value: SCORE_FUNCTIONS[s] for s in SPLIT}
 NOISE_SETS = ("uniform_noise", "gaussian_noise")
 # AUROCs this close come from the same scores (the CSVs round-trip floats with 1e-16 error).
 SAME = 1e-9
@@ -181,12 +177,6 @@ def add_reference(rows: list[dict[str, Any]], path: str, first: int) -> int:
         r["benchmark_auroc"] = ref.get(key, np.nan) if r["samples"] == first else np.nan
         found += not np.isnan(r["benchmark_auroc"])
     return found
-
-
-def project_path(path: str) -> str:
-    """``path`` relative to the project root where it lies inside it (for reports)."""
-    full = Path(path).resolve()
-    return str(full.relative_to(ROOT) if full.is_relative_to(ROOT) else full)
 
 
 def pick(rows: list[dict], **match: Any) -> list[dict]:
