@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import inspect
 import io
+import json
 import os
 import random
 import shlex
@@ -20,7 +21,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 import numpy as np
 import torch
 
-from safety_bhn._io import atomic_write_text
+from safety_bhn._io import atomic_write_json, atomic_write_text
 
 T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,6 +82,46 @@ def project_path(path: str | os.PathLike) -> str:
     full = Path(path).resolve()
     return str(full.relative_to(RESULTS.parents[1]) if full.is_relative_to(RESULTS.parents[1])
                else full)  # fmt: skip
+
+
+def run_settings(args: Any, ignore: Sequence[str]) -> dict[str, Any]:
+    """The fields of a benchmark's argument dataclass that shape one cached run's results:
+    every field but those in ``ignore`` (which runs, where files go, thread counts, labels)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)
+            if f.name not in ignore}  # fmt: skip
+
+
+def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
+    """The result cached at ``path`` by :func:`save_run`, or ``None`` if there is none.
+
+    A run cached with other ``settings`` (say 30 posterior samples where 100 are asked for)
+    raises ValueError naming them, instead of mixing two recipes in one table. Files from
+    before settings were stored hold the bare result; they are returned as they are (their
+    file names name the training recipe).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if not (isinstance(data, dict) and set(data) == {"settings", "result"}):
+        return data
+    wanted = json.loads(json.dumps(settings))
+    differ = sorted(k for k in wanted.keys() | data["settings"].keys()
+                    if wanted.get(k) != data["settings"].get(k))  # fmt: skip
+    if differ:
+        was = ", ".join(f"{k}={data['settings'].get(k)!r}" for k in differ)
+        now = ", ".join(f"{k}={wanted.get(k)!r}" for k in differ)
+        raise ValueError(
+            f"{path} was run with {was}, but this invocation asks for {now}; pass another "
+            "--state folder for these settings, or delete the file to rerun it"
+        )
+    return data["result"]
+
+
+def save_run(path: str | os.PathLike, result: Any, settings: dict[str, Any]) -> Path:
+    """Cache one run's JSON-able ``result`` at ``path`` atomically, with the ``settings`` that
+    :func:`load_run` checks."""
+    return atomic_write_json(path, {"settings": settings, "result": result})
 
 
 def seed_everything(seed: int) -> None:

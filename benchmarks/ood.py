@@ -14,7 +14,6 @@ Run from the project root:
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections import Counter
@@ -30,17 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
     command_line,
+    load_run,
     markdown_table,
     mean_std,
     parse_args,
     project_path,
+    run_settings,
+    save_run,
     seed_everything,
     write_csv,
 )
 
 from safety_bhn import UncertaintyModel, build_model, fit  # noqa: E402
 from safety_bhn._choices import parse_choice  # noqa: E402
-from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
+from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.core.build import Arch  # noqa: E402
 from safety_bhn.core.training import History, Selection  # noqa: E402
 from safety_bhn.ood import (  # noqa: E402
@@ -64,6 +66,10 @@ ISSUE_MEASURED = {
 }  # fmt: skip
 # Hendrycks & Gimpel (2017), max-softmax AUROC, same network trained on all of MNIST.
 HENDRYCKS_GIMPEL = {"uniform_noise": 0.979, "gaussian_noise": 0.883}
+# Arguments that do not change a (method, seed) run's results (which runs, where files go,
+# threads, the report's label); every other one is stored with the cached run and checked.
+RUN_IGNORE = ("rows", "seeds", "data_dir", "threads", "out", "state", "cached_only", "label",
+              "quick")  # fmt: skip
 # The scores every committed run was scored with, the default of --scores. Later scores
 # (expected_entropy) are opt-in, so that the committed commands still give their tables.
 BENCHMARK_SCORES = ["max_softmax", "entropy", "mutual_information", "variation_ratio", "vote_ratio"]
@@ -128,7 +134,8 @@ class Args:
     out: str = str(RESULTS)
     """folder for ood.{csv,md} and the plots"""
     state: str = str(ROOT / "runs" / "bench-ood")
-    """folder for per-(method, seed) results, so an interrupted run resumes"""
+    """folder for per-(method, seed) results, so an interrupted run resumes; each file keeps the
+    settings it was run with, and a later invocation with other settings is refused"""
     cached_only: bool = False
     """train nothing: summarise only the (method, seed) runs already in the state folder"""
     label: str = ""
@@ -500,18 +507,21 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     results: dict[str, list[dict]] = {"detection": [], "shift": [], "adversarial": []}
     todo = [(seed, row) for seed in args.seeds for row in args.rows]
+    settings = run_settings(args, RUN_IGNORE)
+    if args.arch != "mlp":  # the MLP's layers do not shape a CNN run
+        del settings["hidden"]
     loaded = 0
     for seed, row in tqdm(todo, desc=run_name):
         path = state / state_key(row, seed, args)
-        if path.is_file() and not args.quick:
-            part = json.loads(path.read_text())
+        part = None if args.quick else load_run(path, settings)
+        if part is not None:
             loaded += 1
         elif args.cached_only:
             continue
         else:
             seed_everything(seed)
             part = run_one(row, seed, args)
-            atomic_write_json(path, part)
+            save_run(path, part, settings)
         for k in results:
             results[k] += part[k]
     seconds = time.perf_counter() - start

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,15 +32,18 @@ import ood  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,
     command_line,
+    load_run,
     markdown_table,
     mean_std,
     parse_args,
     project_path,
+    run_settings,
+    save_run,
     seed_everything,
     write_csv,
 )
 
-from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
+from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.core.metrics import auto_batch_size  # noqa: E402
 from safety_bhn.ood import build_suite  # noqa: E402
 from safety_bhn.ood.metrics import auroc  # noqa: E402
@@ -322,19 +324,23 @@ def main(argv: list[str] | None = None) -> None:
         )
     torch.set_num_threads(args.threads)
     key_args = ood_args(args)
+    settings = run_settings(args, ("rows", "seeds", "data_dir", "reference", "threads", "state",
+                                   "out", "quick"))  # fmt: skip
+    if args.arch != "mlp":  # the MLP's layers do not shape a CNN run
+        del settings["hidden"]
     rows: list[dict[str, Any]] = []
     start, loaded = time.perf_counter(), 0
     todo = [(s, r) for s in args.seeds for r in args.rows]
     for seed, row in tqdm(todo, desc="runs"):
         counts = "-".join(map(str, args.samples))
         path = Path(args.state) / f"s{counts}__{ood.state_key(row, seed, key_args)}"
-        if path.is_file():
-            part = json.loads(path.read_text())
+        part = load_run(path, settings)
+        if part is not None:
             loaded += 1
         else:
             seed_everything(seed)
             part = run_one(row, seed, args)
-            atomic_write_json(path, part)
+            save_run(path, part, settings)
         rows += part
     found = add_reference(rows, args.reference, args.samples[0])
     out = Path(args.out)

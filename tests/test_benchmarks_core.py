@@ -175,3 +175,22 @@ def test_command_line_quotes_flags_so_the_shell_gives_them_back(benchmark_module
     assert shlex.split(line)[2:] == argv[:-1]
     monkeypatch.setattr(sys, "argv", ["ood.py", "--seeds", "0", "1"])
     assert common.command_line("ood.py") == "python benchmarks/ood.py --seeds 0 1"
+
+
+def test_cached_runs_keep_their_settings_and_refuse_others(benchmark_module, tmp_path):
+    common, ood = benchmark_module("common"), benchmark_module("ood")
+    path = tmp_path / "state" / "run.json"
+    settings = common.run_settings(ood.Args(samples=100), ood.RUN_IGNORE)
+    assert "samples" in settings and "n_test" in settings
+    assert "seeds" not in settings and "threads" not in settings
+    assert common.load_run(path, settings) is None  # nothing cached yet
+    result = {"detection": [{"auroc": 0.9}], "shift": [], "adversarial": []}
+    common.save_run(path, result, settings)
+    assert common.load_run(path, settings) == result
+    # the same run asked for with 30 scoring samples: an error naming both counts
+    fewer = common.run_settings(ood.Args(samples=30), ood.RUN_IGNORE)
+    with pytest.raises(ValueError, match=r"samples=100, but this invocation asks for samples=30"):
+        common.load_run(path, fewer)
+    # a file from before settings were stored holds the bare result
+    path.write_text('{"detection": [], "shift": [], "adversarial": []}')
+    assert common.load_run(path, fewer) == {"detection": [], "shift": [], "adversarial": []}
