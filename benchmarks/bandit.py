@@ -57,19 +57,24 @@ AGENTS = {
 
 
 #: The per-run counts of RingCounter written to bandit.csv.
-RING_FIELDS = ("ring_contexts", "ring_payouts", "quadrants_found")
+RING_FIELDS = (
+    "ring_contexts", "ring_payouts", "quadrants_found", "ring_regret", "inner_optimal",
+)  # fmt: skip
 
 
 class RingCounter(gymnasium.Wrapper):
     """Counts the decisions whose context lies in the outer ring (``ring_contexts``), those
     where the chosen action paid the ring's large reward (``ring_payouts``), and the ring's
     quadrants (each paid by its own action) where that happened at least once
-    (``quadrants_found``, 0-4)."""
+    (``quadrants_found``, 0-4). It also splits the regret: ``ring_regret`` is the part earned
+    on ring contexts (the rest was earned in the inner disc), and ``inner_optimal`` counts
+    the inner-disc decisions that took the optimal action there."""
 
     def __init__(self, env: gymnasium.Env) -> None:
         super().__init__(env)
         self.ring_reward = env.unwrapped.mu[2]
-        self.ring_contexts = self.ring_payouts = 0
+        self.ring_contexts = self.ring_payouts = self.inner_optimal = 0
+        self.ring_regret = 0.0
         self.paid_actions: set[int] = set()
 
     @property
@@ -78,7 +83,11 @@ class RingCounter(gymnasium.Wrapper):
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self.ring_contexts += info["optimal_expected_reward"] == self.ring_reward
+        in_ring = info["optimal_expected_reward"] == self.ring_reward
+        regret = info["optimal_expected_reward"] - info["expected_reward"]
+        self.ring_contexts += in_ring
+        self.ring_regret += regret if in_ring else 0.0
+        self.inner_optimal += not in_ring and regret == 0
         if info["expected_reward"] == self.ring_reward:
             self.ring_payouts += 1
             self.paid_actions.add(int(action))
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
                 "steps": r["steps"],
                 "cumulative_regret": round(r["cumulative_regret"], 3),
                 "normalized_regret": round(r["cumulative_regret"] / uniform, 4),
-                **{f: r[f] for f in RING_FIELDS},
+                **{f: round(r[f], 3) for f in RING_FIELDS},
                 "seconds": round(r["seconds"], 2),
             })  # fmt: skip
     write_csv(rows, out / "bandit.csv")
@@ -219,6 +228,21 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
             contexts = sum(r["ring_contexts"] for r in runs)
             cells.append(f"{paid} / {contexts} ({found} of {len(runs)}; {quadrants:.1f})")
         ring.append([name, *cells])
+    split = []
+    for name in names:
+        cells = []
+        for delta in args.deltas:
+            runs = [r for r in rows if r["method"] == name and r["delta"] == delta]
+            ring_regret = np.mean([r["ring_regret"] for r in runs])
+            inner = np.mean([r["cumulative_regret"] - r["ring_regret"] for r in runs])
+            optimal = sum(r["inner_optimal"] for r in runs) / sum(
+                r["steps"] - r["ring_contexts"] for r in runs
+            )
+            found = [r["inner_optimal"] / (r["steps"] - r["ring_contexts"])
+                     for r in runs if r["ring_payouts"] > 0]  # fmt: skip
+            after = f"{100 * np.mean(found):.0f}%" if found else "-"
+            cells.append(f"{ring_regret:.0f} / {inner:.0f} ({100 * optimal:.0f}%; {after})")
+        split.append([name, *cells])
     seconds = sum(r["seconds"] for r in rows)
     return (
         f"# Wheel bandit: normalised cumulative regret\n\n"
@@ -245,6 +269,11 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
         "the ring's four quadrants found; each quadrant is paid by its own action, so each "
         "must be found on its own):\n\n"
         + markdown_table(["agent", *[f"δ={d}" for d in args.deltas]], ring)
+        + "\nWhere the regret comes from: mean regret per run earned on ring contexts / in "
+        "the inner disc (in brackets: the inner-disc decisions that took its optimal action, "
+        "0, over all runs; then the mean of that share over the runs that found the ring, '-' "
+        "if none did):\n\n"
+        + markdown_table(["agent", *[f"δ={d}" for d in args.deltas]], split)
         + "\nPer-run rows: `bandit.csv`; regret curves: `bandit.png` (data `bandit.curves.csv`)."
         "\n"
     )

@@ -69,11 +69,15 @@ def test_bandit_ring_counter_on_known_actions(benchmark_module):
         obs, *_ = env.step(0)
     assert (env.ring_contexts, env.ring_payouts) == (8, 5)
     assert env.paid_actions == paid and env.quadrants_found == len(paid) >= 1
+    mu_action0, _, mu_ring = env.unwrapped.mu
+    assert env.ring_regret == pytest.approx(3 * (mu_ring - mu_action0))  # the three action-0s
+    assert env.inner_optimal == 0
     env = bandit.RingCounter(make_env("safety_bhn/WheelBandit-v0", delta=1.0))
     env.reset(seed=0)
     for action in range(5):
         env.step(action)
     assert (env.ring_contexts, env.ring_payouts) == (0, 0)
+    assert env.ring_regret == 0.0 and env.inner_optimal == 1  # only action 0 is optimal there
 
 
 def test_bandit_posterior_width_flags_reach_the_agents_models(benchmark_module):
