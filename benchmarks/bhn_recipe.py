@@ -76,6 +76,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "cos-200-acc": {"epochs": 200, "select": "accuracy", **COS},
     "cos-200-acc-prior1.5": {"epochs": 200, "select": "accuracy", "prior_std": 1.5, **COS},
     "cos-200-acc-prior3": {"epochs": 200, "select": "accuracy", "prior_std": 3.0, **COS},
+    # a prior centred on the data-dependent initial scales rather than on 0: the zero-centred
+    # prior prunes all but a few dozen of the 800 hidden units (bhn_prior.md), this one none
+    "cos-200-acc-init": {"epochs": 200, "select": "accuracy", "prior_mean": "init", **COS},
     # the authors' likelihood: the true class's probability clipped to [0.001, 0.999]
     "cos-200-pclip": {"epochs": 200, "prob_clip": 0.001, **COS},
     # a draw of the scales per image rather than per minibatch (the same ELBO, less variance)
@@ -157,7 +160,8 @@ def run_one(row: str, args: Args) -> dict[str, Any]:
     method, layers, name = parse_row(row)
     recipe = {"lr": 1e-3, "batch_size": 100, "lr_schedule": "constant", "lr_warmup": 0.0,
               "kl_anneal": 0.0, "grad_clip": 100.0, "train_samples": 1, "extra_val": False,
-              "select": "nll", "prior_std": 1.0, "prob_clip": 0.0, "local_draws": False,
+              "select": "nll", "prior_std": 1.0, "prior_mean": "zero", "prob_clip": 0.0,
+              "local_draws": False,
               **RECIPES[name]}  # fmt: skip
     if args.quick:
         recipe["epochs"] = 1
@@ -168,7 +172,8 @@ def run_one(row: str, args: Args) -> dict[str, Any]:
         opts["prob_clip"] = recipe["prob_clip"]
     if method == "bhn":
         opts.update(coupling_layers=layers, train_samples=recipe["train_samples"],
-                    prior_std=recipe["prior_std"], local_draws=recipe["local_draws"])  # fmt: skip
+                    prior_std=recipe["prior_std"], prior_mean=recipe["prior_mean"],
+                    local_draws=recipe["local_draws"])  # fmt: skip
     model = safety_bhn.build_model(method, seed=args.seed, device=args.device, **opts)
     start = time.perf_counter()
     history = safety_bhn.fit(model, train, val, seed=args.seed, progress=False,
