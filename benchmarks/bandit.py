@@ -117,6 +117,11 @@ class Args:
     """minibatch size of each retraining step (Riquelme et al. 2018 used 512)"""
     lr: float = 1e-3
     """Adam learning rate of the reward model"""
+    noise_std: float = 0.1
+    """the reward model's Gaussian noise std, in units of the largest reward seen so far (its
+    starting value when --learn-noise)"""
+    learn_noise: bool = True
+    """learn the noise std, one per action (else hold it at --noise-std)"""
     epsilon: float = 0.1
     """random-action probability of the epsilon-greedy baseline"""
     bhn_init_scale: float = 0.5
@@ -159,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
                 agent = NeuralBandit(
                     5, 2, method, exploration, epsilon=args.epsilon, hidden=args.hidden,
                     train_every=args.train_every, train_steps=args.train_steps,
-                    batch_size=args.batch_size, lr=args.lr, seed=seed,
+                    batch_size=args.batch_size, lr=args.lr, noise_std=args.noise_std,
+                    learn_noise=args.learn_noise, seed=seed,
                     model_options=model_options(args, method),
                 )  # fmt: skip
             episodes = run_agent(env, agent, args.steps, seed=seed, progress=False)
@@ -195,6 +201,15 @@ def model_options(args: Args, method: str) -> dict[str, float]:
         "factorial_vi": {"init_std": args.fvi_init_std},
         "mc_dropout": {"p_hidden": args.mc_dropout_p},
     }.get(method, {})
+
+
+def noise_words(args: Args) -> str:
+    """The reward model's likelihood in words, for bandit.md."""
+    if args.learn_noise:
+        if args.noise_std == Args.noise_std:  # the wording of the runs that predate the flag
+            return "learned Gaussian noise"
+        return f"Gaussian noise learned per action from std {args.noise_std:g}"
+    return f"Gaussian noise of fixed std {args.noise_std:g} × the largest reward seen"
 
 
 def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
@@ -252,7 +267,7 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
         f"Command: `{command}`. Settings: "
         f"{args.steps} decisions per run, seeds {args.seeds}, reward MLP 2-{args.hidden}-5, "
         f"retrained every {args.train_every} decisions with {args.train_steps} Adam steps "
-        f"(batch {args.batch_size}, lr {args.lr:g}, learned Gaussian noise), epsilon-greedy "
+        f"(batch {args.batch_size}, lr {args.lr:g}, {noise_words(args)}), epsilon-greedy "
         f"epsilon={args.epsilon} with a MAP network; BHN with 4 couplings (32 hidden) and "
         f"initial q std {args.bhn_init_scale:g}, factorial VI with initial std "
         f"{args.fvi_init_std:g}, MC dropout p={args.mc_dropout_p:g} on the hidden layer.\n\n"

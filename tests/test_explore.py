@@ -131,6 +131,19 @@ def test_bandit_initial_pulls_round_robin_then_training():
     assert agent.posterior.steps_done == 4 and agent.posterior.output_scale == 4.0
 
 
+@pytest.mark.parametrize("learn_noise", [True, False])
+def test_bandit_noise_std_is_learned_or_held(learn_noise):
+    agent = NeuralBandit(2, 2, "map", hidden=[8], train_every=4, train_steps=5,
+                         noise_std=0.05, learn_noise=learn_noise)  # fmt: skip
+    start = agent.posterior.log_noise.detach().clone()
+    assert torch.allclose(start.exp(), torch.full((2,), 0.05))
+    for t in range(8):
+        a = agent.act(np.zeros(2, np.float32))
+        agent.observe(np.zeros(2), a, float(t % 3), None, False, 0.0)
+    assert agent.posterior.steps_done == 10
+    assert torch.equal(agent.posterior.log_noise, start) is not learn_noise
+
+
 def _dqn(**kw):
     kw = {"hidden": [16], "learning_starts": 0, "epsilon_start": 0.0, "seed": 0, **kw}
     return DQNAgent(44, 4, kw.pop("method", "mc_dropout"), **kw)

@@ -95,7 +95,9 @@ class NeuralBandit:
     ``method="map"``), uniformly random with probability ``epsilon``. The first
     ``initial_pulls`` rounds play every action in turn; then the model is retrained with
     ``train_steps`` minibatch steps on all data every ``train_every`` decisions.
-    Rewards are divided by the largest absolute reward seen so far before fitting.
+    Rewards are divided by the largest absolute reward seen so far before fitting, and the
+    reward model's Gaussian noise std (``noise_std``, in those units) is learned per action
+    unless ``learn_noise=False`` holds it fixed.
 
     Example:
         >>> agent = NeuralBandit(n_actions=5, context_dim=2, method="map", hidden=[8])
@@ -119,6 +121,8 @@ class NeuralBandit:
         batch_size: int = 64,
         initial_pulls: int = 2,
         lr: float = 1e-3,
+        noise_std: float = 0.1,
+        learn_noise: bool = True,
         seed: int = 0,
         model_options: dict[str, Any] | None = None,
     ) -> None:
@@ -134,8 +138,8 @@ class NeuralBandit:
         self.batch_size = _check_int("batch_size", batch_size)
         self.initial_pulls = _check_int("initial_pulls", initial_pulls, minimum=0)
         self.posterior = _posterior(
-            self.method, context_dim, n_actions, hidden, seed, lr=lr, learn_noise=True,
-            model_options=model_options or {},
+            self.method, context_dim, n_actions, hidden, seed, lr=lr, noise_std=noise_std,
+            learn_noise=bool(learn_noise), model_options=model_options or {},
         )  # fmt: skip
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
