@@ -122,6 +122,9 @@ class Args:
     starting value when --learn-noise)"""
     learn_noise: bool = True
     """learn the noise std, one per action (else hold it at --noise-std)"""
+    fixed_noise: list[str] = field(default_factory=list)
+    """agents whose reward model holds its noise std fixed whatever --learn-noise says, as
+    AGENT=STD (e.g. factorial_vi=0.01; STD in the units of --noise-std)"""
     epsilon: float = 0.1
     """random-action probability of the epsilon-greedy baseline"""
     bhn_init_scale: float = 0.5
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args.agents) - set(AGENTS)
     if unknown:
         raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
+    fixed = fixed_noise(args)
     run_name = f"bandit__{'quick' if args.quick else 'full'}__{int(time.time())}"
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     out = Path(args.out)
@@ -164,8 +168,9 @@ def main(argv: list[str] | None = None) -> None:
                 agent = NeuralBandit(
                     5, 2, method, exploration, epsilon=args.epsilon, hidden=args.hidden,
                     train_every=args.train_every, train_steps=args.train_steps,
-                    batch_size=args.batch_size, lr=args.lr, noise_std=args.noise_std,
-                    learn_noise=args.learn_noise, seed=seed,
+                    batch_size=args.batch_size, lr=args.lr,
+                    noise_std=fixed.get(name, args.noise_std),
+                    learn_noise=args.learn_noise and name not in fixed, seed=seed,
                     model_options=model_options(args, method),
                 )  # fmt: skip
             episodes = run_agent(env, agent, args.steps, seed=seed, progress=False)
@@ -203,13 +208,35 @@ def model_options(args: Args, method: str) -> dict[str, float]:
     }.get(method, {})
 
 
+def fixed_noise(args: Args) -> dict[str, float]:
+    """``--fixed-noise`` as ``{agent: noise std}``; a malformed entry stops the run."""
+    fixed = {}
+    for entry in args.fixed_noise:
+        agent, _, value = entry.partition("=")
+        try:
+            std = float(value)
+        except ValueError:
+            std = float("nan")
+        if agent not in AGENTS or not std > 0 or not np.isfinite(std):
+            raise SystemExit(
+                f"--fixed-noise {entry!r}: expected AGENT=STD with AGENT one of {list(AGENTS)} "
+                "and STD a positive number, e.g. factorial_vi=0.01"
+            )
+        fixed[agent] = std
+    return fixed
+
+
 def noise_words(args: Args) -> str:
     """The reward model's likelihood in words, for bandit.md."""
     if args.learn_noise:
         if args.noise_std == Args.noise_std:  # the wording of the runs that predate the flag
-            return "learned Gaussian noise"
-        return f"Gaussian noise learned per action from std {args.noise_std:g}"
-    return f"Gaussian noise of fixed std {args.noise_std:g} × the largest reward seen"
+            words = "learned Gaussian noise"
+        else:
+            words = f"Gaussian noise learned per action from std {args.noise_std:g}"
+    else:
+        words = f"Gaussian noise of fixed std {args.noise_std:g} × the largest reward seen"
+    held = [f"{agent} {std:g}" for agent, std in fixed_noise(args).items()]
+    return words + (f"; noise std held fixed for {', '.join(held)}" if held else "")
 
 
 def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:

@@ -169,3 +169,29 @@ def test_bandit_tuning_quick(tmp_path):
     text = (tmp_path / "bandit_tuning.md").read_text()
     assert "| bhn | 0.05 |" in text and "| bhn | 0.2 |" in text and "Chosen" in text
     assert (tmp_path / "lower_deltas" / "bhn-0.2" / "bandit.csv").exists()
+
+
+@pytest.mark.slow
+def test_bandit_fixed_noise_for_one_agent_equals_fixing_it_for_all(tmp_path):
+    def regrets(out, *flags):
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "bandit.py"), "--quick", "--out",
+               str(out), "--no-progress", "--agents", "factorial_vi", "epsilon_greedy",
+               "--deltas", "0.9", "--steps", "150", *flags]  # fmt: skip
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        with open(out / "bandit.csv") as f:
+            return {r["method"]: r["cumulative_regret"] for r in csv.DictReader(f)}
+
+    one = regrets(tmp_path / "one", "--fixed-noise", "factorial_vi=0.01")
+    every = regrets(tmp_path / "all", "--no-learn-noise", "--noise-std", "0.01")
+    learned = regrets(tmp_path / "learned")
+    assert one["factorial_vi"] == every["factorial_vi"]  # the same model, the same run
+    assert one["epsilon_greedy"] == learned["epsilon_greedy"]  # the others still learn it
+    assert one["epsilon_greedy"] != every["epsilon_greedy"]  # and learning it matters
+
+
+def test_bandit_rejects_a_malformed_fixed_noise(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bandit.py"), "--quick", "--out",
+           str(tmp_path), "--fixed-noise", "factorial_vi=-1"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "expected AGENT=STD" in result.stderr
