@@ -195,3 +195,25 @@ def test_bandit_rejects_a_malformed_fixed_noise(tmp_path):
            str(tmp_path), "--fixed-noise", "factorial_vi=-1"]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "expected AGENT=STD" in result.stderr
+
+
+@pytest.mark.slow
+def test_bandit_noise_quick_tabulates_each_agents_likelihood(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bandit_noise.py"), "--quick", "--out",
+           str(tmp_path)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stdout = result.stdout
+    text = (tmp_path / "bandit_noise.md").read_text()
+    assert "| bhn | fixed 0.01 |" in text and "Chosen (lowest mean)" in text
+    assert (tmp_path / "fixed-0.01" / "bandit.csv").is_file()
+    assert (tmp_path / "lower_deltas" / "fixed-0.01" / "bandit.csv").is_file()
+    assert "fixed 0.01" in stdout
+
+
+def test_bandit_noise_reads_the_tuning_runs_at_the_chosen_settings(benchmark_module):
+    noise = benchmark_module("bandit_noise")
+    folders = noise.learned_folders(noise.Args())
+    assert set(folders) == {"bhn", "mc_dropout", "factorial_vi", "epsilon_greedy"}
+    for paths in folders.values():  # bandit.py's defaults are values that were swept
+        assert all((p / "bandit.csv").is_file() for p in paths), paths

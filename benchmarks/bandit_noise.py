@@ -1,0 +1,143 @@
+"""Choose each wheel-bandit agent's reward-model likelihood (learned or fixed noise std) on
+tuning seeds, with every agent at its tuned exploration setting.
+
+At δ = 0.99 the noise std that the reward model learns for an action grows large once that
+action has paid the outer ring's 50 (the ring's payouts look like noise to a model that
+cannot yet fit them), which keeps a Thompson agent's posterior wide in the inner disc. This
+sweep holds the std fixed instead, at each of ``--values`` (in units of the largest reward
+seen), for all agents at once: `benchmarks/bandit.py --no-learn-noise --noise-std V` on the
+tuning seeds of `bandit_tuning.py` (δ = 0.99 on seeds 10-19 in `OUT/fixed-V/`, δ = 0.9 and
+0.95 on seeds 10-14 in `OUT/lower_deltas/fixed-V/`). The learned-noise rows are the runs of
+`bandit_tuning.py` at each agent's chosen setting. `OUT/bandit_noise.md` gives each agent's
+mean normalised regret per δ and likelihood; the lowest mean over the three δ chooses, as for
+the exploration settings. Runs whose `bandit.csv` exists are not repeated.
+
+    python benchmarks/bandit_noise.py            # about 40 CPU-minutes
+    python benchmarks/bandit_noise.py --quick    # smoke test: tiny runs, one value
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bandit  # noqa: E402
+import bandit_tuning  # noqa: E402
+from common import RESULTS, command_line, markdown_table, parse_args  # noqa: E402
+
+from safety_bhn._io import atomic_write_text  # noqa: E402
+
+
+@dataclass
+class Args:
+    """Wheel bandit: choose each agent's reward-model likelihood on tuning seeds."""
+
+    values: list[float] = field(default_factory=lambda: [0.01, 0.05])
+    """fixed noise stds to try, in units of the largest reward seen"""
+    high_seeds: list[int] = field(default_factory=lambda: list(range(10, 20)))
+    """tuning seeds at delta = 0.99"""
+    low_seeds: list[int] = field(default_factory=lambda: list(range(10, 15)))
+    """tuning seeds at delta = 0.9 and 0.95"""
+    tuning: str = str(RESULTS / "bandit_tuning")
+    """the folder of bandit_tuning.py's sweep, whose runs at each agent's chosen setting give
+    the learned-noise rows"""
+    workers: int = 2
+    """bandit.py runs at once (each uses one thread)"""
+    quick: bool = False
+    """smoke test: 200 decisions, one seed, one value, no learned-noise rows (written to
+    runs/bench-quick/bandit_noise unless --out is given)"""
+    out: str = str(RESULTS / "bandit_noise")
+    """folder of the run folders and bandit_noise.md"""
+
+
+def jobs(args: Args) -> list[bandit_tuning.Job]:
+    """The fixed-noise runs: every agent at once, at each value, high and lower deltas."""
+    extra = ["--steps", "200", "--train-steps", "5"] if args.quick else []
+    out = []
+    for value in map(str, args.values):
+        for sub, deltas, seeds in (
+            (f"fixed-{value}", bandit_tuning.HIGH_DELTAS, args.high_seeds),
+            (f"lower_deltas/fixed-{value}", bandit_tuning.LOW_DELTAS, args.low_seeds),
+        ):
+            folder = Path(args.out) / sub
+            argv = ["--deltas", *deltas, "--seeds", *map(str, seeds), "--no-learn-noise",
+                    "--noise-std", value, "--out", str(folder), "--no-progress",
+                    *extra]  # fmt: skip
+            out.append(bandit_tuning.Job("all", f"fixed {value}", folder, argv))
+    return out
+
+
+def learned_folders(args: Args) -> dict[str, list[Path]]:
+    """Each agent's bandit_tuning.py run folders at its chosen setting (bandit.py's default)."""
+    defaults = bandit.Args()
+    chosen = {"bhn": defaults.bhn_init_scale, "mc_dropout": defaults.mc_dropout_p,
+              "factorial_vi": defaults.fvi_init_std,
+              "epsilon_greedy": defaults.epsilon}  # fmt: skip
+    tuning = Path(args.tuning)
+    return {agent: [tuning / f"{agent}-{value:g}", tuning / "lower_deltas" / f"{agent}-{value:g}"]
+            for agent, value in chosen.items()}  # fmt: skip
+
+
+def regret(folders: list[Path], agent: str) -> dict[str, list[float]]:
+    """Normalised regret (%) of ``agent`` per delta over the runs in ``folders``."""
+    out: dict[str, list[float]] = {}
+    for folder in folders:
+        with open(folder / "bandit.csv") as f:
+            for r in csv.DictReader(f):
+                if r["method"] == agent:
+                    out.setdefault(r["delta"], []).append(100 * float(r["normalized_regret"]))
+    return out
+
+
+def summary(args: Args, todo: list[bandit_tuning.Job], command: str) -> str:
+    deltas = bandit_tuning.LOW_DELTAS + bandit_tuning.HIGH_DELTAS
+    rows, chosen = [], {}
+    learned = {} if args.quick else learned_folders(args)
+    for agent in bandit.AGENTS:
+        options = ([("learned", learned[agent])] if learned else []) + [
+            (job.value, [j.out for j in todo if j.value == job.value])
+            for job in todo if job.out.parent.name != "lower_deltas"
+        ]  # fmt: skip
+        for name, folders in options:
+            by_delta = regret(folders, agent)
+            means = [float(np.mean(by_delta[d])) for d in deltas if d in by_delta]
+            overall = float(np.mean(means))
+            rows.append([agent, name, *(f"{m:.1f}" for m in means), f"{overall:.1f}"])
+            if agent not in chosen or overall < chosen[agent][1]:
+                chosen[agent] = (name, overall)
+    picks = ", ".join(f"{agent} {name}" for agent, (name, _) in chosen.items())
+    return (
+        "# Wheel bandit: reward-model likelihood chosen on tuning seeds\n\n"
+        f"Command: `{command}`. Fixed-noise runs: `fixed-V/` (δ = 0.99, seeds "
+        f"{args.high_seeds}) and `lower_deltas/fixed-V/` (δ = 0.9 and 0.95, seeds "
+        f"{args.low_seeds}), each with its own command, machine and date; learned-noise rows: "
+        f"`{Path(args.tuning).name}/AGENT-VALUE/` at each agent's chosen exploration setting.\n\n"
+        "Mean normalised regret (% of the uniform agent's) over the tuning seeds:\n\n"
+        + markdown_table(["agent", "noise std", "δ=0.9", "δ=0.95", "δ=0.99", "mean"], rows)
+        + f"\nChosen (lowest mean): {picks}.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
+    if args.quick:  # never over the committed sweep
+        out = "runs/bench-quick/bandit_noise" if args.out == Args().out else args.out
+        args = dataclasses.replace(args, values=args.values[:1], high_seeds=[10],
+                                   low_seeds=[10], out=out)  # fmt: skip
+    todo = jobs(args)
+    with ThreadPoolExecutor(max(1, args.workers)) as pool:
+        list(pool.map(bandit_tuning.run, todo))
+    text = summary(args, todo, command_line("bandit_noise.py", argv))
+    atomic_write_text(Path(args.out) / "bandit_noise.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
