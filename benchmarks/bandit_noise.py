@@ -10,7 +10,8 @@ tuning seeds of `bandit_tuning.py` (δ = 0.99 on seeds 10-19 in `OUT/fixed-V/`, 
 0.95 on seeds 10-14 in `OUT/lower_deltas/fixed-V/`). The learned-noise rows are the runs of
 `bandit_tuning.py` at each agent's chosen setting. `OUT/bandit_noise.md` gives each agent's
 mean normalised regret per δ and likelihood; the lowest mean over the three δ chooses, as for
-the exploration settings. Runs whose `bandit.csv` exists are not repeated.
+the exploration settings (a tie at the table's precision keeps the learned noise). Runs
+whose `bandit.csv` exists are not repeated.
 
     python benchmarks/bandit_noise.py            # about 40 CPU-minutes
     python benchmarks/bandit_noise.py --quick    # smoke test: tiny runs, one value
@@ -108,9 +109,9 @@ def summary(args: Args, todo: list[bandit_tuning.Job], command: str) -> str:
         for name, folders in options:
             by_delta = regret(folders, agent)
             means = [float(np.mean(by_delta[d])) for d in deltas if d in by_delta]
-            overall = float(np.mean(means))
+            overall = round(float(np.mean(means)), 1)  # ties at the printed precision
             rows.append([agent, name, *(f"{m:.1f}" for m in means), f"{overall:.1f}"])
-            if agent not in chosen or overall < chosen[agent][1]:
+            if agent not in chosen or overall < chosen[agent][1]:  # keep the first (learned)
                 chosen[agent] = (name, overall)
     picks = ", ".join(f"{agent} {name}" for agent, (name, _) in chosen.items())
     return (
@@ -121,7 +122,8 @@ def summary(args: Args, todo: list[bandit_tuning.Job], command: str) -> str:
         f"`{Path(args.tuning).name}/AGENT-VALUE/` at each agent's chosen exploration setting.\n\n"
         "Mean normalised regret (% of the uniform agent's) over the tuning seeds:\n\n"
         + markdown_table(["agent", "noise std", "δ=0.9", "δ=0.95", "δ=0.99", "mean"], rows)
-        + f"\nChosen (lowest mean): {picks}.\n"
+        + f"\nChosen (lowest mean; on a tie, the first row, the learned noise that "
+        f"bandit.py uses by default): {picks}.\n"
     )
 
 
