@@ -505,6 +505,22 @@ def test_noise_score_split_retrains_the_benchmarks_models(ood_quick, tmp_path, s
             assert float(means["entropy"][side]) == pytest.approx(parts, abs=1e-6)
 
 
+@pytest.mark.slow
+def test_noise_score_split_of_held_out_digits_retrains_the_benchmarks_models(
+    ood_quick, tmp_path, shared_data_dir
+):
+    run_benchmark("ood_noise_scores.py", "--held-out", "--out", str(tmp_path), "--data-dir",
+                  str(shared_data_dir), "--select", "nll", "--reference",
+                  str(ood_quick / "ood.csv"), *QUICK_RECIPE)  # fmt: skip
+    with open(tmp_path / "ood_noise_scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["ood_set"] for r in rows} == {"held_out_classes"}
+    shared = [r for r in rows if r["samples"] == "4" and r["score"] != "expected_entropy"]
+    assert len(shared) == 2 * 3  # the digits-0-4 models ood.py trains second, the same draws
+    assert all(float(r["benchmark_auroc"]) == pytest.approx(float(r["auroc"]), abs=1e-9)
+               for r in shared)  # fmt: skip
+
+
 def test_benchmark_reports_the_thread_counts_its_runs_used(benchmark_module):
     words = benchmark_module("ood").threads_words
     row = {"method": "map", "seed": 0}
