@@ -205,7 +205,7 @@ def test_bandit_noise_quick_tabulates_each_agents_likelihood(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     stdout = result.stdout
     text = (tmp_path / "bandit_noise.md").read_text()
-    assert "| bhn | fixed 0.01 |" in text and "Chosen (lowest mean)" in text
+    assert "| bhn | fixed 0.01 |" in text and "Chosen (lowest mean;" in text
     assert (tmp_path / "fixed-0.01" / "bandit.csv").is_file()
     assert (tmp_path / "lower_deltas" / "fixed-0.01" / "bandit.csv").is_file()
     assert "fixed 0.01" in stdout
