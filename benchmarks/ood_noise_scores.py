@@ -43,8 +43,9 @@ from common import (  # noqa: E402
     write_csv,
 )
 
-from safety_bhn import build_model  # noqa: E402
+from safety_bhn import UncertaintyModel, build_model  # noqa: E402
 from safety_bhn._io import atomic_write_text  # noqa: E402
+from safety_bhn.core.bhn import BHN  # noqa: E402
 from safety_bhn.core.metrics import auto_batch_size  # noqa: E402
 from safety_bhn.ood import build_suite, held_out_split  # noqa: E402
 from safety_bhn.ood.metrics import auroc  # noqa: E402
@@ -182,9 +183,22 @@ def run_one(row: str, seed: int, args: Args) -> list[dict[str, Any]]:
                      for name, x in suite}  # fmt: skip
         accuracy = float((probs_in.mean(0).argmax(-1) == suite.y_in).double().mean())
         rows += [{"method": row, "seed": seed, "samples": n, **r, "in_accuracy": accuracy,
-                  "best_epoch": history.best_epoch, "threads": torch.get_num_threads()}
+                  "best_epoch": history.best_epoch, "threads": torch.get_num_threads(),
+                  "active_units": active_units(model)}
                  for r in split_rows(probs_in, suite.y_in, probs_out)]  # fmt: skip
     return rows
+
+
+def active_units(model: UncertaintyModel, n_draws: int = 2000) -> str:
+    """A BHN's active units per hidden layer, ``"a/b/c"``: those whose scale has
+    ``|mean| / std > 2`` under q (as in bhn_prior.py); ``""`` for other methods. Draws from
+    its own generator, so the scored draws are untouched."""
+    if not isinstance(model, BHN):
+        return ""
+    with torch.no_grad():
+        g, _ = model.draw(n_draws, torch.Generator().manual_seed(0))
+    layers = g.split(model.sizes, dim=-1)[:-1]  # the last layer's scales are the outputs'
+    return "/".join(str(int((x.mean(0).abs() / x.std(0) > 2).sum())) for x in layers)
 
 
 def add_reference(rows: list[dict[str, Any]], path: str, first: int) -> int:
@@ -256,6 +270,24 @@ def count_table(rows: list[dict], args: Args, sets: list[str]) -> str:
             table.append([method, s, *(mean_std([r["auroc"] for r in c], "{:.3f}") for c in cells)])
     header = ["method", "OOD set", *(f"{sc} ({n})" for n in args.samples for sc in scores)]
     return markdown_table(header, table)
+
+
+def units_table(rows: list[dict], args: Args, sets: list[str]) -> str:
+    """Per BHN run: its active hidden units per layer and each set's entropy AUROC ("" when
+    no row records active units, as in runs cached before they were counted)."""
+    runs = {(r["method"], r["seed"]): r["active_units"] for r in rows if r.get("active_units")}
+    if not runs:
+        return ""
+    table = []
+    for (method, seed), units in runs.items():
+        at = pick(rows, method=method, seed=seed, score="entropy", samples=args.samples[0])
+        table.append([method, seed, units, *(f"{pick(at, ood_set=s)[0]['auroc']:.3f}"
+                                             for s in sets)])  # fmt: skip
+    return (
+        f"\n## BHN runs: active hidden units per layer (|mean| / std of the scale > 2 under q) "
+        f"and entropy AUROC at {args.samples[0]} samples\n\n"
+        + markdown_table(["method", "seed", "active units", *sets], table)
+    )
 
 
 def parts_plot(rows: list[dict], args: Args, sets: list[str], path: Path) -> Path:
@@ -337,6 +369,7 @@ def summarise(rows: list[dict], args: Args, command: str, found: int) -> str:
         + f"\n## {'Held-out-digit' if args.held_out else 'Noise-set'} AUROC by posterior "
         "sample count (later counts: fresh draws)\n\n"
         + count_table(rows, args, sets)
+        + units_table(rows, args, sets)
         + "\nPer-run rows: ood_noise_scores.csv. Plot of the parts: ood_noise_scores.png.\n"
     )
 
