@@ -1,10 +1,10 @@
 """Choose each wheel-bandit agent's reward-model likelihood (learned or fixed noise std) on
 tuning seeds, with every agent at its tuned exploration setting.
 
-At δ = 0.99 the noise std that the reward model learns for an action grows large once that
-action has paid the outer ring's 50 (the ring's payouts look like noise to a model that
-cannot yet fit them), which keeps a Thompson agent's posterior wide in the inner disc. This
-sweep holds the std fixed instead, at each of ``--values`` (in units of the largest reward
+The reward model learns one noise std per action, so at δ = 0.99 the outer ring's rare 50s,
+which the small net cannot yet fit, can be absorbed as noise of the actions that paid them,
+and a wide likelihood keeps a Thompson agent's posterior wide in the inner disc. This sweep
+holds the std fixed instead, at each of ``--values`` (in units of the largest reward
 seen), for all agents at once: `benchmarks/bandit.py --no-learn-noise --noise-std V` on the
 tuning seeds of `bandit_tuning.py` (δ = 0.99 on seeds 10-19 in `OUT/fixed-V/`, δ = 0.9 and
 0.95 on seeds 10-14 in `OUT/lower_deltas/fixed-V/`). The learned-noise rows are the runs of
