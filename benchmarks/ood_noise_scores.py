@@ -281,12 +281,18 @@ def units_table(rows: list[dict], args: Args, sets: list[str]) -> str:
     table = []
     for (method, seed), units in runs.items():
         at = pick(rows, method=method, seed=seed, score="entropy", samples=args.samples[0])
-        table.append([method, seed, units, *(f"{pick(at, ood_set=s)[0]['auroc']:.3f}"
-                                             for s in sets)])  # fmt: skip
+        cells = [f"{r['auroc']:.3f} / {r['mean_out']:.2f}"
+                 for r in (pick(at, ood_set=s)[0] for s in sets)]  # fmt: skip
+        table.append([method, seed, units, f"{at[0]['in_accuracy']:.4f}",
+                      f"{at[0]['mean_in']:.3f}", *cells])  # fmt: skip
     return (
-        f"\n## BHN runs: active hidden units per layer (|mean| / std of the scale > 2 under q) "
-        f"and entropy AUROC at {args.samples[0]} samples\n\n"
-        + markdown_table(["method", "seed", "active units", *sets], table)
+        f"\n## BHN runs: active hidden units per layer (|mean| / std of the scale > 2 under q), "
+        f"test accuracy, and the entropy at {args.samples[0]} samples: its mean on the test "
+        "digits, then per set its AUROC / its mean (nats)\n\n"
+        + markdown_table(
+            ["method", "seed", "active units", "test accuracy", "entropy on test digits", *sets],
+            table,
+        )  # fmt: skip
     )
 
 
