@@ -2,6 +2,7 @@
 
 import csv
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -493,7 +494,12 @@ def test_noise_score_split_retrains_the_benchmarks_models(ood_quick, tmp_path, s
     assert len(shared) == 2 * 4 * 3
     assert all(float(r["benchmark_auroc"]) == pytest.approx(float(r["auroc"]), abs=1e-9)
                for r in shared)  # fmt: skip
-    assert "models and draws." in (tmp_path / "ood_noise_scores.md").read_text()
+    report = (tmp_path / "ood_noise_scores.md").read_text()
+    assert "models and draws." in report
+    # the BHN's active hidden units (at most its 16), counted only for BHN rows
+    units = {r["method"]: r["active_units"] for r in rows}
+    assert units["mc_dropout"] == "" and 0 <= int(units["bhn-2"]) <= 16
+    assert re.search(rf"\| bhn-2 \| 0 \| {units['bhn-2']} \| 0\.\d{{4}} \|", report)
     assert (tmp_path / "ood_noise_scores.png").stat().st_size > 1000
     # Entropy splits into expected entropy and mutual information, on average too.
     for key in {(r["method"], r["samples"], r["ood_set"]) for r in rows}:
