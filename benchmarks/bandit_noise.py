@@ -19,14 +19,11 @@ whose `bandit.csv` exists are not repeated.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bandit  # noqa: E402
@@ -76,41 +73,28 @@ def jobs(args: Args) -> list[bandit_tuning.Job]:
 
 
 def learned_folders(args: Args) -> dict[str, list[Path]]:
-    """Each agent's bandit_tuning.py run folders at its chosen setting (bandit.py's default)."""
-    defaults = bandit.Args()
-    chosen = {"bhn": defaults.bhn_init_scale, "mc_dropout": defaults.mc_dropout_p,
-              "factorial_vi": defaults.fvi_init_std,
-              "epsilon_greedy": defaults.epsilon}  # fmt: skip
-    tuning = Path(args.tuning)
-    return {agent: [tuning / f"{agent}-{value:g}", tuning / "lower_deltas" / f"{agent}-{value:g}"]
-            for agent, value in chosen.items()}  # fmt: skip
-
-
-def regret(folders: list[Path], agent: str) -> dict[str, list[float]]:
-    """Normalised regret (%) of ``agent`` per delta over the runs in ``folders``."""
-    out: dict[str, list[float]] = {}
-    for folder in folders:
-        with open(folder / "bandit.csv") as f:
-            for r in csv.DictReader(f):
-                if r["method"] == agent:
-                    out.setdefault(r["delta"], []).append(100 * float(r["normalized_regret"]))
-    return out
+    """Each agent's bandit_tuning.py run folders at its chosen setting (bandit.py's default
+    for the flag that bandit_tuning.py swept)."""
+    defaults, tuning = bandit.Args(), Path(args.tuning)
+    folders = {}
+    for agent, (flag, _) in bandit_tuning.SWEEP.items():
+        name = f"{agent}-{getattr(defaults, flag.removeprefix('--').replace('-', '_')):g}"
+        folders[agent] = [tuning / name, tuning / "lower_deltas" / name]
+    return folders
 
 
 def summary(args: Args, todo: list[bandit_tuning.Job], command: str) -> str:
-    deltas = bandit_tuning.LOW_DELTAS + bandit_tuning.HIGH_DELTAS
-    rows, chosen = [], {}
+    fixed: dict[str, list[Path]] = {}
+    for job in todo:
+        fixed.setdefault(job.value, []).append(job.out)
     learned = {} if args.quick else learned_folders(args)
+    rows, chosen = [], {}
     for agent in bandit.AGENTS:
-        options = ([("learned", learned[agent])] if learned else []) + [
-            (job.value, [j.out for j in todo if j.value == job.value])
-            for job in todo if job.out.parent.name != "lower_deltas"
-        ]  # fmt: skip
+        options = ([("learned", learned[agent])] if learned else []) + list(fixed.items())
         for name, folders in options:
-            by_delta = regret(folders, agent)
-            means = [float(np.mean(by_delta[d])) for d in deltas if d in by_delta]
-            overall = round(float(np.mean(means)), 1)  # ties at the printed precision
-            rows.append([agent, name, *(f"{m:.1f}" for m in means), f"{overall:.1f}"])
+            row, overall = bandit_tuning.mean_row(agent, name, folders)
+            overall = round(overall, 1)  # ties at the printed precision
+            rows.append(row)
             if agent not in chosen or overall < chosen[agent][1]:  # keep the first (learned)
                 chosen[agent] = (name, overall)
     picks = ", ".join(f"{agent} {name}" for agent, (name, _) in chosen.items())

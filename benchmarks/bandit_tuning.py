@@ -98,20 +98,35 @@ def run(job: Job) -> None:
         raise SystemExit(f"bandit.py {' '.join(job.argv)} failed:\n{result.stderr[-2000:]}")
 
 
+def regret(folders: list[Path], agent: str) -> dict[str, list[float]]:
+    """Normalised regret (%) of ``agent`` per delta over the runs in ``folders``."""
+    out: dict[str, list[float]] = {}
+    for folder in folders:
+        with open(folder / "bandit.csv") as f:
+            for r in csv.DictReader(f):
+                if r["method"] == agent:
+                    out.setdefault(r["delta"], []).append(100 * float(r["normalized_regret"]))
+    return out
+
+
+def mean_row(agent: str, name: str, folders: list[Path]) -> tuple[list[str], float]:
+    """A table row (agent, name, mean regret at delta = 0.9, 0.95, 0.99, and their mean) from
+    ``agent``'s runs in ``folders``, and that last mean."""
+    by_delta = regret(folders, agent)
+    means = [float(np.mean(by_delta[d])) for d in LOW_DELTAS + HIGH_DELTAS]
+    overall = float(np.mean(means))
+    return [agent, name, *(f"{m:.1f}" for m in means), f"{overall:.1f}"], overall
+
+
 def summary(args: Args, todo: list[Job], command: str) -> str:
     """The table of mean regret per agent, value and delta, and each agent's choice."""
-    regret: dict[tuple[str, str], dict[str, list[float]]] = {}
+    folders: dict[tuple[str, str], list[Path]] = {}
     for job in todo:
-        with open(job.out / "bandit.csv") as f:
-            for r in csv.DictReader(f):
-                if r["method"] == job.agent:
-                    cell = regret.setdefault((job.agent, job.value), {}).setdefault(r["delta"], [])
-                    cell.append(100 * float(r["normalized_regret"]))
+        folders.setdefault((job.agent, job.value), []).append(job.out)
     rows, chosen = [], {}
-    for (agent, value), by_delta in regret.items():
-        means = [float(np.mean(by_delta[d])) for d in LOW_DELTAS + HIGH_DELTAS]
-        overall = float(np.mean(means))
-        rows.append([agent, value, *(f"{m:.1f}" for m in means), f"{overall:.1f}"])
+    for (agent, value), where in folders.items():
+        row, overall = mean_row(agent, value, where)
+        rows.append(row)
         if agent not in chosen or overall < chosen[agent][1]:
             chosen[agent] = (value, overall)
     picks = ", ".join(f"{a} {SWEEP[a][0]} {v}" for a, (v, _) in chosen.items())

@@ -77,13 +77,18 @@ class Args:
     """smoke test: tiny net, 1 epoch, 2 priors, 500 tuning images, written to runs/bench-quick"""
 
 
-def active_units(model: safety_bhn.UncertaintyModel, n_draws: int = 2000) -> tuple[int, int]:
-    """Hidden scales with ``|mean| / std > 2`` under ``q`` (over ``n_draws`` draws), and all."""
+def active_units_per_layer(model: safety_bhn.UncertaintyModel, n_draws: int = 2000) -> list[int]:
+    """A BHN's active units per hidden layer: those whose scale has ``|mean| / std > 2`` under
+    ``q`` (over ``n_draws`` draws from a generator of its own, so no other draw moves)."""
     with torch.no_grad():
         g, _ = model.draw(n_draws, torch.Generator(device=model.device).manual_seed(0))
-    hidden = g[:, : model.sizes[0]]
-    snr = hidden.mean(0).abs() / hidden.std(0)
-    return int((snr > 2).sum()), hidden.shape[1]
+    layers = g.split(model.sizes, dim=-1)[:-1]  # the last layer's scales are the outputs'
+    return [int((x.mean(0).abs() / x.std(0) > 2).sum()) for x in layers]
+
+
+def active_units(model: safety_bhn.UncertaintyModel, n_draws: int = 2000) -> tuple[int, int]:
+    """The first hidden layer's active units (see :func:`active_units_per_layer`), and all."""
+    return active_units_per_layer(model, n_draws)[0], model.sizes[0]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -175,6 +175,23 @@ def parse_row(row: str) -> tuple[str, dict[str, Any]]:
     return method, options
 
 
+def build(row: str, n_classes: int, seed: int, args: Args) -> UncertaintyModel:
+    """The untrained model that ``row`` names, on the network ``args`` choose."""
+    method, options = parse_row(row)
+    net = {"hidden": list(args.hidden)} if args.arch == "mlp" else {}
+    return build_model(method, args.arch, n_classes=n_classes, seed=seed, device="cpu",
+                       **net, **options)  # fmt: skip
+
+
+def cache_settings(args: Any, ignore: tuple[str, ...] = RUN_IGNORE) -> dict[str, Any]:
+    """The settings stored with (and checked against) each cached run: every argument but
+    those in ``ignore``, and the MLP's layers only on an MLP."""
+    settings = run_settings(args, ignore)
+    if args.arch != "mlp":  # the MLP's layers do not shape a CNN run
+        del settings["hidden"]
+    return settings
+
+
 def train(
     row: str,
     train_xy: tuple[torch.Tensor, torch.Tensor],
@@ -184,10 +201,7 @@ def train(
     args: Args,
 ) -> tuple[UncertaintyModel, History]:
     """Build the model that ``row`` names and fit it (returns it and its training history)."""
-    method, options = parse_row(row)
-    net = {"hidden": list(args.hidden)} if args.arch == "mlp" else {}
-    model = build_model(method, args.arch, n_classes=n_classes, seed=seed, device="cpu",
-                        **net, **options)  # fmt: skip
+    model = build(row, n_classes, seed, args)
     history = fit(model, train_xy, val_xy, epochs=args.epochs, lr=args.lr,
                   lr_schedule=args.lr_schedule, lr_warmup=args.lr_warmup,
                   batch_size=args.batch_size, seed=seed, select=args.select,
@@ -507,9 +521,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     results: dict[str, list[dict]] = {"detection": [], "shift": [], "adversarial": []}
     todo = [(seed, row) for seed in args.seeds for row in args.rows]
-    settings = run_settings(args, RUN_IGNORE)
-    if args.arch != "mlp":  # the MLP's layers do not shape a CNN run
-        del settings["hidden"]
+    settings = cache_settings(args)
     loaded = 0
     for seed, row in tqdm(todo, desc=run_name):
         path = state / state_key(row, seed, args)

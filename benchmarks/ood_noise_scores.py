@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ood  # noqa: E402
+from bhn_prior import active_units_per_layer  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,
     command_line,
@@ -37,13 +38,11 @@ from common import (  # noqa: E402
     mean_std,
     parse_args,
     project_path,
-    run_settings,
     save_run,
     seed_everything,
     write_csv,
 )
 
-from safety_bhn import UncertaintyModel, build_model  # noqa: E402
 from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.core.bhn import BHN  # noqa: E402
 from safety_bhn.core.metrics import auto_batch_size  # noqa: E402
@@ -161,10 +160,7 @@ def run_one(row: str, seed: int, args: Args) -> list[dict[str, Any]]:
     if args.held_out:
         # ood.run_one draws the ten-class model's samples from ``gen`` before this model's;
         # replay that draw on an untrained copy (its random numbers depend only on shapes)
-        method, options = ood.parse_row(row)
-        net = {"hidden": list(args.hidden)} if args.arch == "mlp" else {}
-        ten = build_model(method, args.arch, n_classes=10, seed=seed, device="cpu", **net,
-                          **options)  # fmt: skip
+        ten = ood.build(row, 10, seed, oargs)
         with torch.no_grad():
             ten.draw(ten.check_samples(args.samples[0]), gen)
         known = (*held_out_split(*splits["train"])[:2],)
@@ -174,6 +170,7 @@ def run_one(row: str, seed: int, args: Args) -> list[dict[str, Any]]:
     else:
         model, history = ood.train(row, splits["train"], splits["val"], 10, seed, oargs)
         suite = build_suite(xt, yt, "mnist", n=args.n_test, seed=seed, data_dir=args.data_dir)
+    units = "/".join(map(str, active_units_per_layer(model))) if isinstance(model, BHN) else ""
     rows = []
     for n in args.samples:
         draw = model.draw(model.check_samples(n), gen)  # as ood.evaluate_ood
@@ -184,21 +181,9 @@ def run_one(row: str, seed: int, args: Args) -> list[dict[str, Any]]:
         accuracy = float((probs_in.mean(0).argmax(-1) == suite.y_in).double().mean())
         rows += [{"method": row, "seed": seed, "samples": n, **r, "in_accuracy": accuracy,
                   "best_epoch": history.best_epoch, "threads": torch.get_num_threads(),
-                  "active_units": active_units(model)}
+                  "active_units": units}
                  for r in split_rows(probs_in, suite.y_in, probs_out)]  # fmt: skip
     return rows
-
-
-def active_units(model: UncertaintyModel, n_draws: int = 2000) -> str:
-    """A BHN's active units per hidden layer, ``"a/b/c"``: those whose scale has
-    ``|mean| / std > 2`` under q (as in bhn_prior.py); ``""`` for other methods. Draws from
-    its own generator, so the scored draws are untouched."""
-    if not isinstance(model, BHN):
-        return ""
-    with torch.no_grad():
-        g, _ = model.draw(n_draws, torch.Generator().manual_seed(0))
-    layers = g.split(model.sizes, dim=-1)[:-1]  # the last layer's scales are the outputs'
-    return "/".join(str(int((x.mean(0).abs() / x.std(0) > 2).sum())) for x in layers)
 
 
 def add_reference(rows: list[dict[str, Any]], path: str, first: int) -> int:
@@ -400,10 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     torch.set_num_threads(args.threads)
     key_args = ood_args(args)
-    settings = run_settings(args, ("rows", "seeds", "data_dir", "reference", "threads", "state",
-                                   "out", "quick"))  # fmt: skip
-    if args.arch != "mlp":  # the MLP's layers do not shape a CNN run
-        del settings["hidden"]
+    settings = ood.cache_settings(args, (*ood.RUN_IGNORE, "reference"))
     rows: list[dict[str, Any]] = []
     start, loaded = time.perf_counter(), 0
     todo = [(s, r) for s in args.seeds for r in args.rows]

@@ -11,17 +11,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _quick(script, out):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out),
-           "--no-progress"]  # fmt: skip
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+def _run(script, *args):
+    """Run ``benchmarks/SCRIPT *args`` as a user would; the finished process."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _quick(script, out, *flags):
+    """``SCRIPT --quick --out OUT *flags``, which must succeed; its stdout."""
+    result = _run(script, "--quick", "--out", out, *flags)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
 
 @pytest.mark.slow
 def test_bandit_quick(tmp_path):
-    stdout = _quick("bandit.py", tmp_path)
+    stdout = _quick("bandit.py", tmp_path, "--no-progress")
     with open(tmp_path / "bandit.csv") as f:
         rows = list(csv.DictReader(f))
     needed = {"method", "delta", "seed", "cumulative_regret", "normalized_regret"}
@@ -34,7 +39,7 @@ def test_bandit_quick(tmp_path):
 
 
 def test_explore_diagnostics_quick(tmp_path):
-    stdout = _quick("explore_diagnostics.py", tmp_path)
+    stdout = _quick("explore_diagnostics.py", tmp_path, "--no-progress")
     text = (tmp_path / "explore_diagnostics.md").read_text()
     assert text in stdout + "\n" and "| cell | action | Q up |" in text
     assert re.search(r"again \d+ times in 300 steps", text)
@@ -42,7 +47,7 @@ def test_explore_diagnostics_quick(tmp_path):
 
 @pytest.mark.slow
 def test_safe_exploration_quick(tmp_path):
-    _quick("safe_exploration.py", tmp_path)
+    _quick("safe_exploration.py", tmp_path, "--no-progress")
     with open(tmp_path / "safe_exploration.csv") as f:
         rows = list(csv.DictReader(f))
     needed = {"env", "method", "safe", "seed", "episode_return", "violations"}
@@ -162,10 +167,7 @@ def test_bandit_tuning_summary_chooses_the_lowest_mean_over_deltas(benchmark_mod
 
 @pytest.mark.slow
 def test_bandit_tuning_quick(tmp_path):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bandit_tuning.py"), "--quick", "--out",
-           str(tmp_path)]  # fmt: skip
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    _quick("bandit_tuning.py", tmp_path)
     text = (tmp_path / "bandit_tuning.md").read_text()
     assert "| bhn | 0.05 |" in text and "| bhn | 0.2 |" in text and "Chosen" in text
     assert (tmp_path / "lower_deltas" / "bhn-0.2" / "bandit.csv").exists()
@@ -174,11 +176,8 @@ def test_bandit_tuning_quick(tmp_path):
 @pytest.mark.slow
 def test_bandit_fixed_noise_for_one_agent_equals_fixing_it_for_all(tmp_path):
     def regrets(out, *flags):
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "bandit.py"), "--quick", "--out",
-               str(out), "--no-progress", "--agents", "factorial_vi", "epsilon_greedy",
-               "--deltas", "0.9", "--steps", "150", *flags]  # fmt: skip
-        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr[-2000:]
+        _quick("bandit.py", out, "--no-progress", "--agents", "factorial_vi", "epsilon_greedy",
+               "--deltas", "0.9", "--steps", "150", *flags)  # fmt: skip
         with open(out / "bandit.csv") as f:
             return {r["method"]: r["cumulative_regret"] for r in csv.DictReader(f)}
 
@@ -191,19 +190,13 @@ def test_bandit_fixed_noise_for_one_agent_equals_fixing_it_for_all(tmp_path):
 
 
 def test_bandit_rejects_a_malformed_fixed_noise(tmp_path):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bandit.py"), "--quick", "--out",
-           str(tmp_path), "--fixed-noise", "factorial_vi=-1"]  # fmt: skip
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = _run("bandit.py", "--quick", "--out", tmp_path, "--fixed-noise", "factorial_vi=-1")
     assert result.returncode != 0 and "expected AGENT=STD" in result.stderr
 
 
 @pytest.mark.slow
 def test_bandit_noise_quick_tabulates_each_agents_likelihood(tmp_path):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bandit_noise.py"), "--quick", "--out",
-           str(tmp_path)]  # fmt: skip
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    stdout = result.stdout
+    stdout = _quick("bandit_noise.py", tmp_path)
     text = (tmp_path / "bandit_noise.md").read_text()
     assert "| bhn | fixed 0.01 |" in text and "Chosen (lowest mean;" in text
     assert (tmp_path / "fixed-0.01" / "bandit.csv").is_file()
