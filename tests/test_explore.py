@@ -51,6 +51,39 @@ def test_map_loss_matches_gaussian_nll_by_hand():
     assert post.loss((x, a, y)).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_heteroscedastic_loss_matches_gaussian_nll_by_hand():
+    post = _posterior("map", noise_std=0.5, heteroscedastic=True, min_noise_std=0.45)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(10, 3, generator=gen), torch.randn(10, generator=gen)
+    a = torch.randint(0, 2, (10,), generator=gen)
+    raw = post.model.forward_draw(x, 1)[0]
+    assert raw.shape == (10, 4)  # two means, then two log-std offsets
+    rows = torch.arange(10)
+    sigma = (0.5 * raw[rows, 2 + a].exp()).clamp(min=0.45)
+    assert (sigma == 0.45).any() and (sigma > 0.45).any()  # both sides of the floor are tested
+    expected = (0.5 * ((y - raw[rows, a]) / sigma) ** 2 + sigma.log()).mean()
+    expected = expected + post.model.weight_penalty()
+    assert post.loss((x, a, y)).item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(post.sample_function()(x), raw[:, :2])
+    torch.testing.assert_close(post.noise_std(x)[0], (0.5 * raw[:, 2:].exp()).clamp(min=0.45))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_heteroscedastic_posterior_learns_where_the_noise_is(method):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1024, 3, generator=gen) * 2 - 1
+    a = torch.randint(0, 2, (1024,), generator=gen)
+    noisy = x[:, 0] > 0
+    y = torch.where(noisy, torch.randn(1024, generator=gen), torch.zeros(1024))
+    post = _posterior(method, lr=1e-2, noise_std=0.3, learn_noise=True, heteroscedastic=True)
+    post.update((x, a, y), steps=400, n_data=1024)
+    std = post.noise_std(x, 20, torch.Generator().manual_seed(1)).mean(0)
+    taken = std[torch.arange(1024), a]
+    quiet_std, noisy_std = taken[~noisy].median().item(), taken[noisy].median().item()
+    assert noisy_std > 2.5 * quiet_std, f"{method}: noise std {noisy_std:.3f} vs {quiet_std:.3f}"
+    assert 0.5 < noisy_std < 2.0
+
+
 def test_output_scale_divides_targets_and_multiplies_outputs():
     post = _posterior("map", output_scale=10.0)
     x = torch.randn(4, 3)
@@ -104,6 +137,8 @@ def test_posterior_bad_input_messages():
         RegressionPosterior("bhm", 3, 2)
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
         post.sample_functions(0)
+    with pytest.raises(ValueError, match="min_noise_std must be a positive number"):
+        RegressionPosterior("map", 3, 2, heteroscedastic=True, min_noise_std=0)
 
 
 def test_bandit_thompson_acts_greedily_under_its_sample():

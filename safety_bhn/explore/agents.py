@@ -97,7 +97,8 @@ class NeuralBandit:
     ``train_steps`` minibatch steps on all data every ``train_every`` decisions.
     Rewards are divided by the largest absolute reward seen so far before fitting, and the
     reward model's Gaussian noise std (``noise_std``, in those units) is learned per action
-    unless ``learn_noise=False`` holds it fixed.
+    unless ``learn_noise=False`` holds it fixed; ``heteroscedastic=True`` lets the reward
+    model predict its noise per context as well (see :class:`RegressionPosterior`).
 
     Example:
         >>> agent = NeuralBandit(n_actions=5, context_dim=2, method="map", hidden=[8])
@@ -123,6 +124,7 @@ class NeuralBandit:
         lr: float = 1e-3,
         noise_std: float = 0.1,
         learn_noise: bool = True,
+        heteroscedastic: bool = False,
         seed: int = 0,
         model_options: dict[str, Any] | None = None,
     ) -> None:
@@ -139,7 +141,8 @@ class NeuralBandit:
         self.initial_pulls = _check_int("initial_pulls", initial_pulls, minimum=0)
         self.posterior = _posterior(
             self.method, context_dim, n_actions, hidden, seed, lr=lr, noise_std=noise_std,
-            learn_noise=bool(learn_noise), model_options=model_options or {},
+            learn_noise=bool(learn_noise), heteroscedastic=bool(heteroscedastic),
+            model_options=model_options or {},
         )  # fmt: skip
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)

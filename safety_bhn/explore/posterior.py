@@ -36,6 +36,11 @@ class RegressionPosterior:
         hidden: MLP hidden units.
         noise_std: likelihood noise std, in units of ``output_scale``.
         learn_noise: learn one noise std per output (starting at ``noise_std``).
+        heteroscedastic: the network also predicts a log noise std per output and input,
+            added to the per-output one, so the likelihood can be tight where rewards are
+            predictable and loose where they are not (Nix & Weigend 1994). The extra outputs
+            are drawn from the posterior with the rest and used only for training.
+        min_noise_std: floor of the heteroscedastic noise std (same units as ``noise_std``).
         output_scale: the network predicts ``y / output_scale`` (keeps targets O(1)).
         lr: Adam learning rate.
         train_samples: posterior draws per gradient step (BHN / factorial VI).
@@ -63,6 +68,8 @@ class RegressionPosterior:
         *,
         noise_std: float = 0.1,
         learn_noise: bool = False,
+        heteroscedastic: bool = False,
+        min_noise_std: float = 1e-3,
         output_scale: float = 1.0,
         lr: float = 1e-3,
         train_samples: int = 1,
@@ -75,7 +82,12 @@ class RegressionPosterior:
         for name, value in (("in_dim", in_dim), ("n_outputs", n_outputs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name, value in (("noise_std", noise_std), ("output_scale", output_scale), ("lr", lr)):
+        for name, value in (
+            ("noise_std", noise_std),
+            ("min_noise_std", min_noise_std),
+            ("output_scale", output_scale),
+            ("lr", lr),
+        ):
             if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if (
@@ -90,11 +102,13 @@ class RegressionPosterior:
         if not (isinstance(kl_weight, int | float) and kl_weight >= 0):
             raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
         self.kl_weight = float(kl_weight)
+        self.heteroscedastic = bool(heteroscedastic)
+        self.min_log_noise = math.log(min_noise_std)
         self.model: UncertaintyModel = build_model(
             self.method,
             "mlp",
             in_shape=(in_dim,),
-            n_classes=max(n_outputs, 2),
+            n_classes=max(n_outputs * (2 if self.heteroscedastic else 1), 2),
             hidden=list(hidden),
             seed=seed,
             device=device,
@@ -161,6 +175,24 @@ class RegressionPosterior:
 
         return f
 
+    def _log_noise(self, out: Tensor) -> Tensor:
+        """Log noise std per output, ``out.shape[:-1] + (n_outputs,)``, from raw outputs."""
+        n = self.n_outputs
+        log_sigma = self.log_noise.expand(out[..., :n].shape)
+        if self.heteroscedastic:
+            log_sigma = (log_sigma + out[..., n : 2 * n]).clamp(min=self.min_log_noise)
+        return log_sigma
+
+    @torch.no_grad()
+    def noise_std(
+        self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The likelihood's noise std under ``n_samples`` posterior draws, in target units:
+        ``(n_samples, batch, n_outputs)`` (the same for every input unless heteroscedastic)."""
+        n_samples = self.model.check_samples(n_samples)
+        out = self.model.forward_draw(self.check_x(x), self.model.draw(n_samples, generator))
+        return self._log_noise(out).exp() * self.output_scale
+
     # -- training -----------------------------------------------------------------------
     def _check_batch(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         if not isinstance(batch, tuple | list) or len(batch) not in (2, 3):
@@ -206,8 +238,8 @@ class RegressionPosterior:
         if n_data < 1:
             raise ValueError(f"n_data must be >= 1, got {n_data}")
         out, kl = self._kl_and_outputs(x)
+        log_sigma = self._log_noise(out)
         out = out[..., : self.n_outputs]
-        log_sigma = self.log_noise.expand(out.shape)
         target = (y / self.output_scale).unsqueeze(0)
         if a is not None:
             index = a.view(1, -1, 1).expand(out.shape[0], -1, 1)
