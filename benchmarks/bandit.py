@@ -125,6 +125,9 @@ class Args:
     fixed_noise: list[str] = field(default_factory=list)
     """agents whose reward model holds its noise std fixed whatever --learn-noise says, as
     AGENT=STD (e.g. factorial_vi=0.01; STD in the units of --noise-std)"""
+    heteroscedastic: list[str] = field(default_factory=list)
+    """agents whose reward model also predicts a noise std per context, added to the learned
+    or fixed one per action (`all` for every agent)"""
     epsilon: float = 0.1
     """random-action probability of the epsilon-greedy baseline"""
     bhn_init_scale: float = 0.5
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
     fixed = fixed_noise(args)
+    varying = heteroscedastic_agents(args)
     run_name = f"bandit__{'quick' if args.quick else 'full'}__{int(time.time())}"
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     out = Path(args.out)
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
                     train_every=args.train_every, train_steps=args.train_steps,
                     batch_size=args.batch_size, lr=args.lr,
                     noise_std=fixed.get(name, args.noise_std),
-                    learn_noise=args.learn_noise and name not in fixed, seed=seed,
+                    learn_noise=args.learn_noise and name not in fixed,
+                    heteroscedastic=name in varying, seed=seed,
                     model_options=model_options(args, method),
                 )  # fmt: skip
             episodes = run_agent(env, agent, args.steps, seed=seed, progress=False)
@@ -226,6 +231,17 @@ def fixed_noise(args: Args) -> dict[str, float]:
     return fixed
 
 
+def heteroscedastic_agents(args: Args) -> set[str]:
+    """``--heteroscedastic`` as a set of agents; an unknown name stops the run."""
+    names = set(AGENTS) if "all" in args.heteroscedastic else set(args.heteroscedastic)
+    unknown = sorted(names - set(AGENTS))
+    if unknown:
+        raise SystemExit(
+            f"--heteroscedastic {unknown}: unknown agents; choose from {list(AGENTS)} or all"
+        )
+    return names
+
+
 def noise_words(args: Args) -> str:
     """The reward model's likelihood in words, for bandit.md."""
     if args.learn_noise:
@@ -236,7 +252,11 @@ def noise_words(args: Args) -> str:
     else:
         words = f"Gaussian noise of fixed std {args.noise_std:g} × the largest reward seen"
     held = [f"{agent} {std:g}" for agent, std in fixed_noise(args).items()]
-    return words + (f"; noise std held fixed for {', '.join(held)}" if held else "")
+    words += f"; noise std held fixed for {', '.join(held)}" if held else ""
+    varying = [agent for agent in AGENTS if agent in heteroscedastic_agents(args)]
+    return words + (
+        f"; noise std also predicted per context for {', '.join(varying)}" if varying else ""
+    )
 
 
 def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:

@@ -1,5 +1,5 @@
-"""Choose each wheel-bandit agent's reward-model likelihood (learned or fixed noise std) on
-tuning seeds, with every agent at its tuned exploration setting.
+"""Choose each wheel-bandit agent's reward-model likelihood (learned, fixed or per-context
+noise std) on tuning seeds, with every agent at its tuned exploration setting.
 
 The reward model learns one noise std per action, so at δ = 0.99 the outer ring's rare 50s,
 which the small net cannot yet fit, can be absorbed as noise of the actions that paid them,
@@ -7,13 +7,16 @@ and a wide likelihood keeps a Thompson agent's posterior wide in the inner disc.
 holds the std fixed instead, at each of ``--values`` (in units of the largest reward
 seen), for all agents at once: `benchmarks/bandit.py --no-learn-noise --noise-std V` on the
 tuning seeds of `bandit_tuning.py` (δ = 0.99 on seeds 10-19 in `OUT/fixed-V/`, δ = 0.9 and
-0.95 on seeds 10-14 in `OUT/lower_deltas/fixed-V/`). The learned-noise rows are the runs of
+0.95 on seeds 10-14 in `OUT/lower_deltas/fixed-V/`). With ``--heteroscedastic`` it also lets
+the reward model predict its noise std per context (`bandit.py --heteroscedastic all`, in
+`OUT/heteroscedastic/`), tight in the inner disc while the ring's 50s stay noisy. The
+learned-noise rows are the runs of
 `bandit_tuning.py` at each agent's chosen setting. `OUT/bandit_noise.md` gives each agent's
 mean normalised regret per δ and likelihood; the lowest mean over the three δ chooses, as for
 the exploration settings (a tie at the table's precision keeps the learned noise). Runs
 whose `bandit.csv` exists are not repeated.
 
-    python benchmarks/bandit_noise.py            # about 40 CPU-minutes
+    python benchmarks/bandit_noise.py            # about 60 CPU-minutes
     python benchmarks/bandit_noise.py --quick    # smoke test: tiny runs, one value
 """
 
@@ -39,6 +42,8 @@ class Args:
 
     values: list[float] = field(default_factory=lambda: [0.01, 0.05])
     """fixed noise stds to try, in units of the largest reward seen"""
+    heteroscedastic: bool = True
+    """also try noise predicted per context (on top of the learned per-action std)"""
     high_seeds: list[int] = field(default_factory=lambda: list(range(10, 20)))
     """tuning seeds at delta = 0.99"""
     low_seeds: list[int] = field(default_factory=lambda: list(range(10, 15)))
@@ -49,26 +54,32 @@ class Args:
     workers: int = 2
     """bandit.py runs at once (each uses one thread)"""
     quick: bool = False
-    """smoke test: 200 decisions, one seed, one value, no learned-noise rows (written to
+    """smoke test: 200 decisions, one seed, one value, no learned-noise or heteroscedastic
+    rows (written to
     runs/bench-quick/bandit_noise unless --out is given)"""
     out: str = str(RESULTS / "bandit_noise")
     """folder of the run folders and bandit_noise.md"""
 
 
 def jobs(args: Args) -> list[bandit_tuning.Job]:
-    """The fixed-noise runs: every agent at once, at each value, high and lower deltas."""
+    """The runs of each likelihood tried: every agent at once, high and lower deltas."""
     extra = ["--steps", "200", "--train-steps", "5"] if args.quick else []
+    likelihoods = [
+        (f"fixed-{value}", f"fixed {value}", ["--no-learn-noise", "--noise-std", str(value)])
+        for value in args.values
+    ]
+    if args.heteroscedastic:
+        likelihoods.append(("heteroscedastic", "per context", ["--heteroscedastic", "all"]))
     out = []
-    for value in map(str, args.values):
+    for name, label, flags in likelihoods:
         for sub, deltas, seeds in (
-            (f"fixed-{value}", bandit_tuning.HIGH_DELTAS, args.high_seeds),
-            (f"lower_deltas/fixed-{value}", bandit_tuning.LOW_DELTAS, args.low_seeds),
+            (name, bandit_tuning.HIGH_DELTAS, args.high_seeds),
+            (f"lower_deltas/{name}", bandit_tuning.LOW_DELTAS, args.low_seeds),
         ):
             folder = Path(args.out) / sub
-            argv = ["--deltas", *deltas, "--seeds", *map(str, seeds), "--no-learn-noise",
-                    "--noise-std", value, "--out", str(folder), "--no-progress",
-                    *extra]  # fmt: skip
-            out.append(bandit_tuning.Job("all", f"fixed {value}", folder, argv))
+            argv = ["--deltas", *deltas, "--seeds", *map(str, seeds), *flags,
+                    "--out", str(folder), "--no-progress", *extra]  # fmt: skip
+            out.append(bandit_tuning.Job("all", label, folder, argv))
     return out
 
 
@@ -84,13 +95,13 @@ def learned_folders(args: Args) -> dict[str, list[Path]]:
 
 
 def summary(args: Args, todo: list[bandit_tuning.Job], command: str) -> str:
-    fixed: dict[str, list[Path]] = {}
+    tried: dict[str, list[Path]] = {}
     for job in todo:
-        fixed.setdefault(job.value, []).append(job.out)
+        tried.setdefault(job.value, []).append(job.out)
     learned = {} if args.quick else learned_folders(args)
     rows, chosen = [], {}
     for agent in bandit.AGENTS:
-        options = ([("learned", learned[agent])] if learned else []) + list(fixed.items())
+        options = ([("learned", learned[agent])] if learned else []) + list(tried.items())
         for name, folders in options:
             row, overall = bandit_tuning.mean_row(agent, name, folders)
             overall = round(overall, 1)  # ties at the printed precision
@@ -102,7 +113,14 @@ def summary(args: Args, todo: list[bandit_tuning.Job], command: str) -> str:
         "# Wheel bandit: reward-model likelihood chosen on tuning seeds\n\n"
         f"Command: `{command}`. Fixed-noise runs: `fixed-V/` (δ = 0.99, seeds "
         f"{args.high_seeds}) and `lower_deltas/fixed-V/` (δ = 0.9 and 0.95, seeds "
-        f"{args.low_seeds}), each with its own command, machine and date; learned-noise rows: "
+        f"{args.low_seeds}), each with its own command, machine and date"
+        + (
+            '; noise std also predicted per context ("per context"): `heteroscedastic/` and '
+            "`lower_deltas/heteroscedastic/`"
+            if args.heteroscedastic
+            else ""
+        )
+        + "; learned-noise rows: "
         f"`{Path(args.tuning).name}/AGENT-VALUE/` at each agent's chosen exploration setting.\n\n"
         "Mean normalised regret (% of the uniform agent's) over the tuning seeds:\n\n"
         + markdown_table(["agent", "noise std", "δ=0.9", "δ=0.95", "δ=0.99", "mean"], rows)
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:  # never over the committed sweep
         out = "runs/bench-quick/bandit_noise" if args.out == Args().out else args.out
         args = dataclasses.replace(args, values=args.values[:1], high_seeds=[10],
-                                   low_seeds=[10], out=out)  # fmt: skip
+                                   low_seeds=[10], heteroscedastic=False, out=out)  # fmt: skip
     todo = jobs(args)
     with ThreadPoolExecutor(max(1, args.workers)) as pool:
         list(pool.map(bandit_tuning.run, todo))

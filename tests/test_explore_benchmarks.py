@@ -194,6 +194,30 @@ def test_bandit_rejects_a_malformed_fixed_noise(tmp_path):
     assert result.returncode != 0 and "expected AGENT=STD" in result.stderr
 
 
+def test_bandit_rejects_an_unknown_heteroscedastic_agent(tmp_path):
+    result = _run("bandit.py", "--quick", "--out", tmp_path, "--heteroscedastic", "bnh")
+    assert result.returncode != 0 and "--heteroscedastic ['bnh']: unknown agents" in result.stderr
+
+
+def test_bandit_heteroscedastic_reaches_only_the_named_agents(benchmark_module):
+    bandit = benchmark_module("bandit")
+    args = bandit.Args(heteroscedastic=["bhn"])
+    assert bandit.heteroscedastic_agents(args) == {"bhn"}
+    assert "predicted per context for bhn" in bandit.noise_words(args)
+    every = bandit.heteroscedastic_agents(bandit.Args(heteroscedastic=["all"]))
+    assert every == set(bandit.AGENTS)
+    assert "per context" not in bandit.noise_words(bandit.Args())
+
+
+def test_bandit_noise_tries_the_heteroscedastic_likelihood_for_every_agent(benchmark_module):
+    noise = benchmark_module("bandit_noise")
+    het = [job for job in noise.jobs(noise.Args()) if job.value == "per context"]
+    assert [job.out.name for job in het] == ["heteroscedastic", "heteroscedastic"]
+    assert all(job.argv[job.argv.index("--heteroscedastic") + 1] == "all" for job in het)
+    assert not any("--no-learn-noise" in job.argv for job in het)
+    assert not [j for j in noise.jobs(noise.Args(heteroscedastic=False)) if "hetero" in str(j.out)]
+
+
 @pytest.mark.slow
 def test_bandit_noise_quick_tabulates_each_agents_likelihood(tmp_path):
     stdout = _quick("bandit_noise.py", tmp_path)
