@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -16,6 +17,7 @@ from safety_bhn.explore import (
     NeuralBandit,
     RandomAgent,
     RegressionPosterior,
+    bandit_preset,
     make_agent,
     make_env,
     run_agent,
@@ -354,6 +356,44 @@ def test_cli_explore_writes_csv_summary_and_plots(tmp_path, capsys):
     assert summary["steps"] == 120
     assert (out / "training.png").stat().st_size > 0 and (out / "regret.png").exists()
     assert "cumulative regret" in capsys.readouterr().out
+
+
+def test_bandit_presets_are_the_benchmarks_tuned_choices(benchmark_module):
+    bandit = benchmark_module("bandit")
+    args = bandit.Args()
+    for name, (exploration, method) in bandit.AGENTS.items():
+        preset = bandit_preset(exploration, method)
+        options = bandit.model_options(args, method)
+        assert preset.get("model_options", {}) == options, name
+    assert bandit_preset("epsilon_greedy", "map")["epsilon"] == args.epsilon
+    noise = benchmark_module("bandit_noise")  # its table chose fixed 0.01 for factorial VI only
+    text = (Path(noise.Args().out) / "bandit_noise.md").read_text()
+    assert (
+        "bhn learned, mc_dropout learned, factorial_vi fixed 0.01, epsilon_greedy learned" in text
+    )
+    fvi = bandit_preset("thompson", "factorial_vi")
+    assert fvi["noise_std"] == 0.01 and fvi["learn_noise"] is False
+    assert all("noise_std" not in bandit_preset("thompson", m) for m in ("bhn", "mc_dropout"))
+    assert bandit_preset("random", "bhn") == {}
+    with pytest.raises(ValueError, match="unknown method"):
+        bandit_preset("thompson", "bnh")
+
+
+def test_cli_explore_gives_the_wheel_bandit_its_tuned_settings(tmp_path, monkeypatch):
+    import safety_bhn.explore.run as run_module
+
+    made = {}
+
+    def spy(env, agent, method, **kw):
+        made.update(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(run_module, "make_agent", spy)
+    argv = ["explore", "--method", "factorial_vi", "--steps", "5", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert made["noise_std"] == 0.01 and made["learn_noise"] is False
+    assert made["model_options"] == {"init_std": 0.02}
 
 
 def test_cli_explore_reports_bad_threshold(tmp_path, capsys):

@@ -4,6 +4,9 @@ from .agents import DQNAgent, Exploration, NeuralBandit, RandomAgent, ReplayBuff
 from .posterior import RegressionPosterior
 from .run import (
     ENV_PRESETS,
+    WHEEL_BANDIT_EPSILON,
+    WHEEL_BANDIT_PRESETS,
+    bandit_preset,
     is_bandit,
     make_agent,
     make_env,
@@ -20,6 +23,9 @@ __all__ = [
     "RandomAgent",
     "RegressionPosterior",
     "ReplayBuffer",
+    "WHEEL_BANDIT_EPSILON",
+    "WHEEL_BANDIT_PRESETS",
+    "bandit_preset",
     "is_bandit",
     "make_agent",
     "make_env",

@@ -18,7 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "explore",
         help="run a Thompson-sampling (optionally safe) or baseline agent on a gymnasium env",
         description="Run an agent, count its safety violations while it learns, and save a "
-        "per-episode CSV (return, cost, regret), a summary JSON and plots in --out.",
+        "per-episode CSV (return, cost, regret), a summary JSON and plots in --out. Each "
+        "environment uses the settings its benchmark chose (the wheel bandit: per method, on "
+        "tuning seeds).",
     )
     p.add_argument("--env", default="safety_bhn/WheelBandit-v0",
                    help="gymnasium id, e.g. safety_bhn/WheelBandit-v0, safety_bhn/LavaGrid-v0, "
@@ -42,14 +44,24 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .plots import plot_regret, plot_training
-    from .run import ENV_PRESETS, is_bandit, make_agent, make_env, run_agent, summarize
+    from .run import (
+        ENV_PRESETS,
+        bandit_preset,
+        is_bandit,
+        make_agent,
+        make_env,
+        run_agent,
+        summarize,
+    )
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     env_kwargs = {} if args.delta is None else {"delta": args.delta}
     env = make_env(args.env, **env_kwargs)
     kwargs = {} if args.hidden is None else {"hidden": args.hidden}
-    if not is_bandit(env) and args.agent != "random":
+    if is_bandit(env):
+        kwargs.update(bandit_preset(args.agent, args.method))
+    elif args.agent != "random":
         kwargs.update(ENV_PRESETS.get(args.env, {}))
         kwargs.update(threshold=args.threshold, quantile=args.quantile)
     agent = make_agent(env, args.agent, args.method, safe=args.safe, seed=args.seed, **kwargs)
