@@ -1,6 +1,7 @@
 """Training: loss goes down, accuracy well above chance, seeded runs reproduce, early stopping."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -31,6 +32,18 @@ def test_short_training_lowers_the_loss_and_beats_chance(method, mnist_small):
     assert history.train_loss[-1] < history.train_loss[0]
     metrics = safety_bhn.evaluate(model, *val, n_samples=10)
     assert metrics["accuracy"] > 0.7  # chance is 0.1
+
+
+def test_fit_warns_when_validation_holds_classes_training_lacks():
+    x, y = embedded_mnist("train")  # grouped by class: the tail is all nines
+    model = _model("map")
+    with pytest.warns(UserWarning, match=r"classes \[9\] that the training labels lack"):
+        safety_bhn.fit(model, (x[:200], y[:200]), (x[-50:], y[-50:]), epochs=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a shuffled split is silent
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+        safety_bhn.fit(model, (x[perm[:200]], y[perm[:200]]), (x[perm[200:300]], y[perm[200:300]]),
+                       epochs=1, progress=False)  # fmt: skip
 
 
 def test_fit_is_reproducible_with_a_seed(mnist_small):

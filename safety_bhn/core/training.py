@@ -6,6 +6,7 @@ import copy
 import enum
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,6 +105,20 @@ def as_tensors(data: Data, name: str = "data") -> tuple[Tensor, Tensor]:
     return x, y
 
 
+def _warn_if_classes_differ(y_train: Tensor, y_val: Tensor) -> None:
+    """Warn when the validation labels hold classes the training labels lack: a split of
+    data sorted by class (say the first 90% for training) validates on digits never seen."""
+    seen, val = set(torch.unique(y_train).tolist()), set(torch.unique(y_val).tolist())
+    unseen = sorted(val - seen)
+    if unseen:
+        warnings.warn(
+            f"the validation labels include classes {unseen} that the training labels lack, "
+            "so validation cannot pick good weights; is the data sorted by class? Shuffle "
+            "before splitting (e.g. safety_bhn.runs.mnist_splits)",
+            stacklevel=3,
+        )
+
+
 def fit(
     model: UncertaintyModel,
     train: Data,
@@ -184,6 +199,7 @@ def fit(
     if val is not None:
         xv, yv = as_tensors(val, "val")
         xv = model.check_input(xv)
+        _warn_if_classes_differ(y, yv)
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
