@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,7 +104,10 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         options={"local_draws": True} if args.local_draws else {},
     )  # train_and_evaluate validates it before loading any data
-    metrics = train_and_evaluate(config, args.out, progress=not args.no_progress).metrics
+    run = train_and_evaluate(
+        config, args.out, progress=not args.no_progress, overwrite=args.overwrite
+    )
+    metrics = run.metrics
     _print_table({args.method: metrics["test"]})
     print(f"saved {Path(args.out) / 'model.pt'} and {Path(args.out) / 'metrics.json'}")
     return 0
@@ -126,15 +131,24 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("safety-bhn")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safety-bhn", description="Calibrated uncertainty with Bayesian hypernetworks."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model on MNIST and save it with its test metrics")
     _add_train_flags(p)
     p.add_argument("--out", required=True, help="run folder, e.g. runs/bhn")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already saved in --out")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="test-set accuracy, NLL, ECE and Brier of a saved run")
@@ -170,7 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("safety-bhn: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
+    except BrokenPipeError:  # `safety-bhn ... | head`: the reader left early; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ValueError, TypeError, OSError, FloatingPointError) as err:
         print(f"safety-bhn: error: {err}", file=sys.stderr)
         return 2
 

@@ -27,7 +27,10 @@ def quickstart(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train BHN (12 couplings) and MC dropout, print a table, save a reliability diagram."""
+    """Train BHN (12 couplings) and MC dropout, print a table, save a reliability diagram.
+
+    Running it again replaces the models of the earlier quickstart in ``out``.
+    """
     from .plots import reliability_diagram
 
     out = Path(out)
@@ -38,7 +41,7 @@ def quickstart(
     for method in ("bhn", "mc_dropout"):
         print(f"training {method} on the embedded MNIST-5000 ({epochs} epochs) ...", flush=True)
         config = TrainConfig(method=method, epochs=epochs, device=device, eval_samples=100)
-        run = train_and_evaluate(config, out / method, progress=progress)
+        run = train_and_evaluate(config, out / method, progress=progress, overwrite=True)
         results[method] = run.metrics
         predictions[method] = (run.test_probs, yt)
     plot = reliability_diagram(predictions, out / "reliability.png")

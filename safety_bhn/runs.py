@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -14,9 +13,9 @@ import torch
 from torch import Tensor
 
 from ._choices import parse_choice
-from ._io import atomic_write_json
+from ._io import atomic_write_json, read_json
 from .core.base import UncertaintyModel
-from .core.build import Arch, Method, build_model, default_device, load
+from .core.build import Arch, Method, build_model, load, resolve_device
 from .core.metrics import classification_metrics, evaluate, predictive
 from .core.training import Selection, check_lr_recipe, fit
 from .data import embedded_mnist, load_dataset
@@ -154,16 +153,41 @@ class RunResult:
     test_probs: Tensor
 
 
+def check_run_folder(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Make sure ``out`` can take a new run before any training: create it, and refuse (with
+    an error naming the fix) a path that is a file, or a folder holding a run already, unless
+    ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a run folder; choose another --out")
+    if (out / "model.pt").exists() and not overwrite:
+        raise ValueError(
+            f"{out} holds a trained run already ({out / 'model.pt'}); choose another --out, "
+            "or pass --overwrite (overwrite=True) to replace it"
+        )
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable place fails here, not after training
+    return out
+
+
 def train_and_evaluate(
-    config: TrainConfig, out: str | os.PathLike | None = None, progress: bool = True
+    config: TrainConfig,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Train one model and evaluate it on the test set; write ``out/{model.pt,metrics.json}``."""
+    """Train one model and evaluate it on the test set; write ``out/{model.pt,metrics.json}``.
+
+    A folder that holds a run already is refused unless ``overwrite`` (see
+    :func:`check_run_folder`); the check comes before training.
+    """
     config.validate()
-    splits = mnist_splits(config.data_dir, config.val_size, config.seed)
-    device = torch.device(config.device) if config.device else default_device()
-    model = build_model(
+    device = resolve_device(config.device)
+    model = build_model(  # checks the options, and seeds its own RNG: the order is free
         config.method, config.arch, seed=config.seed, device=device, **config.model_options()
     )
+    if out is not None:
+        out = check_run_folder(out, overwrite)
+    splits = mnist_splits(config.data_dir, config.val_size, config.seed)
     history = fit(
         model,
         splits["train"],
@@ -190,7 +214,6 @@ def train_and_evaluate(
         "environment": environment(),
     }
     if out is not None:
-        out = Path(out)
         model.save(out / "model.pt")
         atomic_write_json(out / "metrics.json", metrics)
     return RunResult(model, metrics, probs)
@@ -204,13 +227,15 @@ def evaluate_run(
 ) -> dict[str, float]:
     """Test-set accuracy, NLL, ECE and Brier of the model saved in ``run_dir``."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():  # the checkpoint itself was named
+        run_dir = run_dir.parent
     if not (run_dir / "model.pt").is_file():
         raise FileNotFoundError(f"no checkpoint {run_dir / 'model.pt'}; train one with "
                                 f"'safety-bhn train --out {run_dir}'")  # fmt: skip
     model = load(run_dir / "model.pt", device=device)
     config = {}
     if (run_dir / "metrics.json").is_file():
-        config = json.loads((run_dir / "metrics.json").read_text()).get("config", {})
+        config = read_json(run_dir / "metrics.json").get("config", {})
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
     xt, yt = mnist_splits(data_dir, 0)["test"]
     gen = torch.Generator(device=model.device).manual_seed(0)

@@ -61,10 +61,25 @@ def test_quickstart_with_one_epoch(tmp_path):
         (["train", "--method", "map", "--local-draws", "--out", "x"], "['local_draws']"),
         (["evaluate", "runs/does-not-exist"], "no checkpoint"),
         (["evaluate", "x", "--samples", "0"], "must be positive"),
+        (["train", "--device", "gpu", "--out", "x"], "did you mean 'cuda'"),
+        (["train", "--out", "afile"], "afile is a file, not a run folder"),
+        (["train", "--out", "done"], "holds a trained run already"),
+        (["evaluate", "broken"], "broken/metrics.json is damaged (not valid JSON"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_nonzero_exit(args, message, tmp_path):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "model.pt").write_text("a run the user wants to keep")
+    safety_bhn.build_model("map", hidden=[8], device="cpu").save(tmp_path / "broken" / "model.pt")
+    (tmp_path / "broken" / "metrics.json").write_text("{")
     res = subprocess.run([*EXE.split(), *args], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode != 0
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+    assert (tmp_path / "done" / "model.pt").read_text() == "a run the user wants to keep"
+
+
+def test_version():
+    res = run("--version")
+    assert res.returncode == 0 and res.stdout.startswith("safety-bhn 0.")

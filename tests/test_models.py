@@ -325,6 +325,40 @@ class TestBadInput:
         with pytest.raises(ValueError, match="not a safety_bhn checkpoint"):
             safety_bhn.load(tmp_path / "other.pt")
 
+    def test_damaged_checkpoints_get_one_clear_error(self, tmp_path):
+        model = small_model("bhn")
+        model.save(tmp_path / "good.pt")
+        payload = torch.load(tmp_path / "good.pt", weights_only=True)
+        (tmp_path / "empty.pt").write_bytes(b"")
+        (tmp_path / "garbage.pt").write_text("garbage")
+        broken = dict(payload, state_dict={k: v for k, v in payload["state_dict"].items()
+                                           if k != "initialized"})  # fmt: skip
+        torch.save(broken, tmp_path / "missing_key.pt")
+        torch.save(dict(payload, config={}), tmp_path / "no_config.pt")
+        torch.save(dict(payload, format_version=99), tmp_path / "newer.pt")
+        cases = {
+            "empty.pt": "is empty",
+            "garbage.pt": "not a readable safety_bhn checkpoint",
+            "missing_key.pt": "damaged safety_bhn checkpoint",
+            "no_config.pt": "damaged safety_bhn checkpoint",
+            "newer.pt": "by a newer safety_bhn",
+        }
+        for name, message in cases.items():
+            with pytest.raises(ValueError, match=message) as err:
+                safety_bhn.load(tmp_path / name)
+            assert str(tmp_path / name) in str(err.value)
+            assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
+
+    def test_unknown_or_absent_devices_are_named(self, tmp_path):
+        with pytest.raises(ValueError, match="unknown device 'gpu'.*did you mean 'cuda'"):
+            safety_bhn.build_model("map", hidden=[8], device="gpu")
+        small_model("map").save(tmp_path / "m.pt")
+        with pytest.raises(ValueError, match="unknown device 'tpu'"):
+            safety_bhn.load(tmp_path / "m.pt", device="tpu")
+        if not torch.cuda.is_available():
+            with pytest.raises(ValueError, match="no CUDA device; use device 'cpu'"):
+                safety_bhn.build_model("map", hidden=[8], device="cuda")
+
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_bhn_per_input_draws_match_running_each_input_alone(arch):

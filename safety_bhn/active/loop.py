@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import json
 import math
 import os
 import time
@@ -29,7 +28,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .._choices import parse_choice
-from .._io import atomic_write, atomic_write_json, folder_lock
+from .._io import atomic_write, atomic_write_json, folder_lock, read_json
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method, build_model, default_device, load
@@ -639,7 +638,9 @@ def _state_path(run: str | os.PathLike) -> Path:
 def _read_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no active-learning state file at {path}")
-    state = json.loads(path.read_text())
+    state = read_json(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not an active-learning state file")
     if state.get("format_version") != STATE_VERSION:
         raise ValueError(f"{path} is not an active-learning state file")
     # Runs saved before these settings existed were trained at a constant rate, no warmup.

@@ -53,6 +53,35 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` (``None``: :func:`default_device`), checked early.
+
+    Raises ValueError naming the problem for a string torch does not know (``"gpu"``) and
+    for a CUDA device on a machine without one, instead of torch's error on first use.
+    """
+    if device is None:
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'"
+            + (" (did you mean 'cuda'?)" if str(device).lower() == "gpu" else "")
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r} asked for, but this torch build or machine has no "
+                "CUDA device; use device 'cpu'"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(device)!r} asked for, but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
+
+
 def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
     values = [values] if isinstance(values, int) else list(values)
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
@@ -91,6 +120,7 @@ def build_model(
     """
     method = parse_choice(method, Method, "method")
     arch = parse_choice(arch, Arch, "architecture")
+    target = resolve_device(device)
     in_shape = tuple(_positive_ints("in_shape", in_shape))
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
         raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
@@ -132,30 +162,53 @@ def build_model(
         if seed is not None:
             torch.manual_seed(seed)
         model = cls(layers, config, **method_opts)
-    return model.to(default_device() if device is None else torch.device(device))
+    return model.to(target)
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = None) -> UncertaintyModel:
-    """Load a model written by :meth:`UncertaintyModel.save` (``weights_only=True``)."""
+    """Load a model written by :meth:`UncertaintyModel.save` (``weights_only=True``).
+
+    A damaged, truncated or foreign file raises ValueError naming the file and what is wrong.
+    """
+    target = resolve_device(device)
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty, not a safety_bhn checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable safety_bhn checkpoint: {err}") from None
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+    except Exception as err:  # torch's message may suggest weights_only=False: never do that
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path} is not a readable safety_bhn checkpoint (damaged, truncated or not "
+            f"written by model.save): {first[:200]}"
+        ) from None
+    version = payload.get("format_version") if isinstance(payload, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was saved in checkpoint format {version} by a newer safety_bhn; this "
+            f"version reads format {FORMAT_VERSION}: upgrade safety_bhn"
+        )
+    if version != FORMAT_VERSION:
         raise ValueError(f"{path} is not a safety_bhn checkpoint (format {FORMAT_VERSION})")
-    config = payload["config"]
-    model = build_model(
-        config["method"],
-        config["arch"],
-        config["in_shape"],
-        config["n_classes"],
-        device="cpu",
-        **config["options"],
-    )
-    model.load_state_dict(payload["state_dict"])
-    return model.to(default_device() if device is None else torch.device(device))
+    try:
+        config = payload["config"]
+        model = build_model(
+            config["method"],
+            config["arch"],
+            config["in_shape"],
+            config["n_classes"],
+            device="cpu",
+            **config["options"],
+        )
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path} is a damaged safety_bhn checkpoint (its configuration or weights do not "
+            f"match a model): {type(err).__name__}: {first[:200]}"
+        ) from None
+    return model.to(target)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 
 from .._argtypes import positive_int
-from .._io import atomic_write_text
+from .._io import atomic_write_text, read_json
 from ..core.base import UncertaintyModel
 from ..core.build import load
 from ..data import embedded_mnist, load_dataset
@@ -65,7 +64,7 @@ def _load_run(run: str, device: str | None) -> tuple[UncertaintyModel, dict[str,
     config: dict[str, Any] = {}
     metrics = checkpoint.parent / "metrics.json"
     if metrics.is_file():
-        config = json.loads(metrics.read_text()).get("config", {})
+        config = read_json(metrics).get("config", {})
     return load(checkpoint, device=device), config
 
 
