@@ -1008,3 +1008,12 @@ def test_fvi_kl_script_repeats_the_loop_at_weight_one(tmp_path):
     assert [(int(r["n_labels"]), float(r["kl_weight"])) for r in rows] == [(25, 1.0), (25, 0.01)]
     assert float(rows[0]["test_acc"]) == float(rows[0]["recorded_test_acc"])  # the loop's model
     assert float(rows[0]["kl_per_label"]) > 0
+
+
+@pytest.mark.parametrize("acquisition", ["bald", "batch_bald", "power_bald", "variation_ratios",
+                                         "mean_std"])  # fmt: skip
+def test_map_is_refused_for_acquisitions_that_need_posterior_samples(acquisition):
+    with pytest.raises(ValueError, match="method 'map' is a single network"):
+        ActiveConfig(method="map", acquisition=acquisition).validate()
+    ActiveConfig(method="map", acquisition="max_entropy").validate()  # these need no samples
+    ActiveConfig(method="map", acquisition="random").validate()

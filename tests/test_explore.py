@@ -396,6 +396,35 @@ def test_cli_explore_gives_the_wheel_bandit_its_tuned_settings(tmp_path, monkeyp
     assert made["model_options"] == {"init_std": 0.02}
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--threshold", "5"], "threshold must lie in [0, 1], got 5.0"),
+        (["--safe"], "--safe needs costs, and the wheel bandit has none"),
+        (["--agent", "random", "--safe"], "the random agent has no cost model"),
+        (["--agent", "random", "--method", "bhm"], "Did you mean 'bhn'"),
+        (["--method", "map"], "use --agent epsilon_greedy for the MAP baseline"),
+    ],
+)
+def test_cli_explore_checks_every_flag_on_the_bandit_too(flags, message, tmp_path, capsys):
+    argv = ["explore", "--steps", "5", "--out", str(tmp_path), "--no-progress", *flags]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_cli_explore_records_the_settings_it_used(tmp_path):
+    argv = ["explore", "--agent", "random", "--steps", "20", "--out", str(tmp_path),
+            "--no-progress", "--delta", "0.7"]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((tmp_path / "summary.json").read_text())["config"]
+    assert config["delta"] == 0.7 and config["settings"] == {}
+    out = tmp_path / "default"
+    assert main(["explore", "--agent", "random", "--steps", "20", "--out", str(out)]) == 0
+    config = json.loads((out / "summary.json").read_text())["config"]
+    assert config["delta"] == gymnasium.make("safety_bhn/WheelBandit-v0").unwrapped.delta
+
+
 def test_cli_explore_reports_bad_threshold(tmp_path, capsys):
     argv = ["explore", "--env", "safety_bhn/LavaGrid-v0", "--safe", "--threshold", "2",
             "--out", str(tmp_path)]  # fmt: skip

@@ -47,6 +47,13 @@ RESUMABLE = ("steps", "device")
 Oracle = Callable[[Tensor], Any]
 
 
+#: acquisitions scored from the disagreement between posterior samples (all 0 for MAP)
+NEEDS_SAMPLES = frozenset({
+    Acquisition.BALD, Acquisition.BATCH_BALD, Acquisition.POWER_BALD,
+    Acquisition.VARIATION_RATIOS, Acquisition.MEAN_STD,
+})  # fmt: skip
+
+
 @dataclass
 class ActiveConfig:
     """Settings of one active-learning run (the CLI's ``active-learn`` flags)."""
@@ -100,8 +107,15 @@ class ActiveConfig:
 
     def validate(self) -> ActiveConfig:
         """Check every field; raises a ValueError naming the first bad one."""
-        parse_choice(self.method, Method, "method")
-        parse_choice(self.acquisition, Acquisition, "acquisition")
+        method = parse_choice(self.method, Method, "method")
+        acquisition = parse_choice(self.acquisition, Acquisition, "acquisition")
+        if method is Method.MAP and acquisition in NEEDS_SAMPLES:
+            raise ValueError(
+                f"acquisition {acquisition.value!r} measures how posterior samples disagree, "
+                "but method 'map' is a single network, so every score would be 0 and the "
+                "choice arbitrary; with map use max_entropy or random, or pick a Bayesian "
+                "method (bhn, mc_dropout, factorial_vi)"
+            )
         parse_choice(self.arch, Arch, "architecture")
         self.lr_schedule = check_lr_recipe(self.lr_schedule, self.lr_warmup).value
         self.select = parse_choice(self.select, Selection, "select").value

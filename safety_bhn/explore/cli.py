@@ -7,9 +7,14 @@ import csv
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._argtypes import positive_int
 from .._io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from ..core.build import Method
+    from .agents import Exploration
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,10 +44,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_choices(args: argparse.Namespace) -> tuple[Exploration, Method]:
+    """The agent and method, checked before any environment is made (whatever the agent)."""
+    from .._choices import parse_choice
+    from ..core.build import Method
+    from .agents import Exploration
+
+    exploration = parse_choice(args.agent, Exploration, "agent")
+    method = parse_choice(args.method, Method, "method")
+    for name in ("threshold", "quantile"):
+        value = getattr(args, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    if exploration is Exploration.RANDOM and args.safe:
+        raise ValueError("the random agent has no cost model to be safe with; drop --safe, or "
+                         "use --agent thompson or epsilon_greedy")  # fmt: skip
+    if exploration is Exploration.THOMPSON and method is Method.MAP:
+        raise ValueError(
+            "Thompson sampling draws from a posterior, and 'map' has none; use --agent "
+            "epsilon_greedy for the MAP baseline, or a Bayesian --method"
+        )
+    return exploration, method
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the agent and write ``episodes.csv``, ``summary.json`` and ``training.png``."""
     import torch
 
+    from .agents import Exploration
     from .plots import plot_regret, plot_training
     from .run import (
         ENV_PRESETS,
@@ -54,18 +83,25 @@ def run(args: argparse.Namespace) -> int:
         summarize,
     )
 
+    exploration, method = check_choices(args)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     env_kwargs = {} if args.delta is None else {"delta": args.delta}
     env = make_env(args.env, **env_kwargs)
     kwargs = {} if args.hidden is None else {"hidden": args.hidden}
     if is_bandit(env):
-        kwargs.update(bandit_preset(args.agent, args.method))
-    elif args.agent != "random":
+        if args.safe:
+            raise ValueError("--safe needs costs, and the wheel bandit has none")
+        kwargs.update(bandit_preset(exploration, method))
+    elif exploration is not Exploration.RANDOM:
         kwargs.update(ENV_PRESETS.get(args.env, {}))
         kwargs.update(threshold=args.threshold, quantile=args.quantile)
-    agent = make_agent(env, args.agent, args.method, safe=args.safe, seed=args.seed, **kwargs)
-    label = f"{args.agent}/{args.method}" + ("/safe" if args.safe else "")
+    agent = make_agent(env, exploration, method, safe=args.safe, seed=args.seed, **kwargs)
+    label = (
+        "random"
+        if exploration is Exploration.RANDOM
+        else f"{exploration.value}/{method.value}" + ("/safe" if args.safe else "")
+    )
     rows = run_agent(env, agent, args.steps, seed=args.seed, progress=not args.no_progress,
                      desc=label)  # fmt: skip
     out = Path(args.out)
@@ -76,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / "episodes.csv", buf.getvalue())
     summary = summarize(rows)
     config = {k: v for k, v in vars(args).items() if k != "func"}
+    config["settings"] = dict(kwargs)  # the presets and flags the agent was built with
+    if is_bandit(env):
+        config["delta"] = float(env.unwrapped.delta)
     atomic_write_json(out / "summary.json", {"config": config, "summary": summary})
     for r in rows:
         r["agent"] = label
