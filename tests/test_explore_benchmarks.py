@@ -199,6 +199,18 @@ def test_bandit_rejects_an_unknown_heteroscedastic_agent(tmp_path):
     assert result.returncode != 0 and "--heteroscedastic ['bnh']: unknown agents" in result.stderr
 
 
+def test_bandit_paired_difference_matches_seeds(benchmark_module):
+    bandit = benchmark_module("bandit")
+
+    def row(method, seed, regret, delta=0.99):
+        return {"method": method, "seed": seed, "delta": delta, "normalized_regret": regret}
+
+    rows = [row("epsilon_greedy", 0, 0.80), row("bhn", 0, 0.70), row("epsilon_greedy", 1, 0.5),
+            row("bhn", 1, 0.65), row("bhn", 2, 0.1, delta=0.9)]  # fmt: skip
+    diff = bandit.paired_difference(rows, "bhn", 0.99)
+    assert diff.tolist() == pytest.approx([-10.0, 15.0])
+
+
 def test_bandit_heteroscedastic_reaches_only_the_named_agents(benchmark_module):
     bandit = benchmark_module("bandit")
     args = bandit.Args(heteroscedastic=["bhn"])

@@ -349,6 +349,17 @@ class TestBadInput:
             assert str(tmp_path / name) in str(err.value)
             assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
 
+    def test_float64_inputs_are_cast_and_zero_samples_refused_everywhere(self):
+        model = small_model("mc_dropout")
+        x, y = data()
+        gen = torch.Generator().manual_seed(0)
+        probs = model.predict_proba(x.double(), 3, gen)
+        torch.testing.assert_close(
+            probs, model.predict_proba(x, 3, torch.Generator().manual_seed(0))
+        )
+        with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+            safety_bhn.evaluate(model, x, y, n_samples=0)
+
     def test_unknown_or_absent_devices_are_named(self, tmp_path):
         with pytest.raises(ValueError, match="unknown device 'gpu'.*did you mean 'cuda'"):
             safety_bhn.build_model("map", hidden=[8], device="gpu")

@@ -280,8 +280,10 @@ def test_suite_errors():
         suite.add("nan", torch.full((2, 1, 28, 28), float("nan")))
     with pytest.raises(ValueError, match="Did you mean 'inverted'"):
         build_suite(x, y, ["inverterd"])
-    with pytest.raises(ValueError, match="unknown OOD suite"):
+    with pytest.raises(ValueError, match="unknown OOD suite.*Did you mean 'mnist'"):
         build_suite(x, y, "mnsit")
+    with pytest.raises(ValueError, match="sets .*fashion_mnist.*Did you mean 'fashion_mnist'"):
+        build_suite(x, y, "fashion")  # a set where a suite was expected is named too
     with pytest.raises(ValueError, match="non-empty batch"):
         OODSuite(torch.zeros(0, 1, 28, 28))
     with pytest.raises(ValueError, match="built-in"):

@@ -58,7 +58,12 @@ class UncertaintyModel(nn.Module, ABC):
 
     @abstractmethod
     def loss(self, x: Tensor, y: Tensor, n_data: int, kl_weight: float = 1.0) -> Tensor:
-        """Training loss per data point (negative ELBO for the Bayesian methods)."""
+        """Training loss per data point (negative ELBO for the Bayesian methods).
+
+        It runs every training step, so it checks nothing: pass inputs through
+        :meth:`check_input` and :meth:`check_targets`, and ``n_data >= 1``, as
+        :func:`safety_bhn.fit` does.
+        """
 
     # -- shared behaviour ---------------------------------------------------------------
     def nll(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -102,7 +107,8 @@ class UncertaintyModel(nn.Module, ABC):
             raise ValueError("x is an empty batch (shape[0] == 0)")
         if not torch.isfinite(x).all():
             raise ValueError("x contains NaN or infinite values")
-        return x.to(self.device)
+        dtype = next(self.parameters()).dtype  # float64 input (e.g. from numpy) is cast
+        return x.to(device=self.device, dtype=dtype)
 
     def check_targets(self, y: Tensor, batch: int) -> Tensor:
         if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32, torch.uint8):

@@ -83,7 +83,7 @@ def predictive(
     batch_size: int | None = None,
 ) -> Tensor:
     """Posterior predictive ``(batch, classes)`` on the CPU, inputs chunked to bound memory."""
-    n = model.default_samples if n_samples is None else n_samples
+    n = model.default_samples if n_samples is None else model.check_samples(n_samples)
     was_training = model.training
     model.eval()
     probs = model.predict_proba(x, n, generator, batch_size=batch_size or auto_batch_size(model, n))

@@ -287,6 +287,16 @@ def _resolve_sets(sets: str | Sequence[str]) -> tuple[list[str], bool]:
         if sets.strip().lower() == "all":
             return available_sets(), False
         if "," not in sets and sets not in _REGISTRY:
+            suites = [c.value for c in SuiteName]
+            if sets.strip().lower().replace("-", "_") not in suites:
+                import difflib
+
+                close = difflib.get_close_matches(sets, suites + list(_REGISTRY), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"unknown OOD suite or set {sets!r}; suites: {', '.join(suites)}; sets "
+                    f"(one, or several joined by commas): {', '.join(_REGISTRY)}; or 'all'.{hint}"
+                )
             suite = parse_choice(sets, SuiteName, "OOD suite (or set)")
             if suite is SuiteName.MNIST:
                 return list(MNIST_SETS), False
