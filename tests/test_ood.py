@@ -429,6 +429,7 @@ def test_cli_with_fashion_mnist(tiny_runs, tmp_path, shared_data_dir):
     "extra, message",
     [(["--scores", "entrpy"], "Did you mean 'entropy'"),
      (["--suite", "mnsit"], "unknown OOD suite"),
+     (["--suite", "mnist_held_out"], "has 10 classes, so it was trained on them"),
      (["SECOND"], "pass --compare")],
 )  # fmt: skip
 def test_cli_errors(tiny_runs, tmp_path, capsys, extra, message):

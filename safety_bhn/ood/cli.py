@@ -16,7 +16,7 @@ from ..core.build import load
 from ..data import embedded_mnist, load_dataset
 from .report import OODReport, evaluate_ood, rows_to_csv, rows_to_markdown
 from .scores import parse_scores
-from .suite import available_sets, build_suite
+from .suite import HELD_OUT_KNOWN, available_sets, build_suite, set_names
 
 
 def add_parser(subparsers: Any) -> None:
@@ -85,6 +85,13 @@ def _report_for(run: str, name: str, args: argparse.Namespace) -> OODReport:
     model, config = _load_run(run, args.device)
     data_dir = args.data_dir if args.data_dir is not None else config.get("data_dir")
     x, y = _mnist_test(model, data_dir)
+    if "held_out_classes" in set_names(args.suite) and model.n_classes > len(HELD_OUT_KNOWN):
+        raise ValueError(
+            f"the held-out-classes set treats digits {len(HELD_OUT_KNOWN)}-9 as novel, but "
+            f"{run} has {model.n_classes} classes, so it was trained on them; score a model "
+            f"trained on digits 0-{len(HELD_OUT_KNOWN) - 1} only (benchmarks/ood.py trains "
+            "one), or use --suite mnist"
+        )
     suite = build_suite(x, y, args.suite, n=args.n, seed=args.seed, data_dir=data_dir)
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     return evaluate_ood(model, suite, args.scores, args.samples, gen, name=name,

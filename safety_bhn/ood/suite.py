@@ -281,6 +281,15 @@ def _make(name: str, source: SetSource, ctx: SetContext) -> Tensor | Dataset:
     return source(ctx) if takes_context else source()
 
 
+def set_names(sets: str | Sequence[str]) -> list[str]:
+    """The OOD set names that ``sets`` (as :func:`build_suite` takes it) stands for.
+
+    >>> set_names("mnist_held_out")[0]
+    'held_out_classes'
+    """
+    return _resolve_sets(sets)[0]
+
+
 def _resolve_sets(sets: str | Sequence[str]) -> tuple[list[str], bool]:
     """Names of the sets to build, and whether the suite needs the held-out class split."""
     if isinstance(sets, str):
