@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -12,13 +13,15 @@ BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """The project's offline data folder, ``../shared/data`` from the project root."""
-    if not (SHARED_DATA_DIR / "mnist").is_dir():
+    """The offline data folder: ``$SAFETY_BHN_DATA`` if set, else ``../shared/data`` from the
+    project root (this project's layout)."""
+    folder = Path(os.environ.get("SAFETY_BHN_DATA") or SHARED_DATA_DIR)
+    if not (folder / "mnist").is_dir():
         pytest.skip(
-            f"shared data folder not found at {SHARED_DATA_DIR} (expected ../shared/data next "
-            "to the project root, holding mnist/, mnist-extra5k/ and fashion-mnist/)"
+            f"data folder not found at {folder} (set SAFETY_BHN_DATA, or put ../shared/data "
+            "next to the project root, holding mnist/, mnist-extra5k/ and fashion-mnist/)"
         )
-    return SHARED_DATA_DIR
+    return folder
 
 
 @pytest.fixture(autouse=True, scope="session")
