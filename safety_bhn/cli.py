@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._argtypes import non_negative_int, positive_float, positive_int
 from .core.build import Method
@@ -131,6 +132,33 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless the help text already speaks of it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        shown = not (default is None or default is False or default == argparse.SUPPRESS)
+        shown = shown and bool(action.option_strings)
+        if shown and "default" not in text and "%(default)" not in text:
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every sub-command's parser shows defaults in its help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        default = kwargs.get("default")
+        if kwargs.get("help") is None and not (default is None or default is False):
+            kwargs["help"] = "(default: %(default)s)"  # argparse lists no help-less default
+        return super().add_argument(*args, **kwargs)
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("safety-bhn")
@@ -143,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="safety-bhn", description="Calibrated uncertainty with Bayesian hypernetworks."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model on MNIST and save it with its test metrics")
     _add_train_flags(p)

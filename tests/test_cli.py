@@ -83,3 +83,9 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(args, message, tmp_path
 def test_version():
     res = run("--version")
     assert res.returncode == 0 and res.stdout.startswith("safety-bhn 0.")
+
+
+def test_help_shows_defaults():
+    res = run("train", "--help")
+    assert "--epochs EPOCHS       (default: 100)" in res.stdout
+    assert "--seed SEED           (default: 0)" in res.stdout  # 0 is a default too
