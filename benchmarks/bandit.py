@@ -259,6 +259,21 @@ def noise_words(args: Args) -> str:
     )
 
 
+#: columns of the target table in bandit.md
+CHECK_COLUMNS = ["δ", "agent", "regret %", "ε-greedy %", "lower on seeds", "paired difference",
+                 "target"]  # fmt: skip
+
+
+def paired_difference(rows: list[dict], agent: str, delta: float) -> np.ndarray:
+    """Per seed at ``delta``: ``agent``'s normalised regret minus epsilon-greedy's, in
+    percentage points (both agents saw the seed's contexts)."""
+    eps = {r["seed"]: r["normalized_regret"] for r in rows
+           if r["method"] == "epsilon_greedy" and r["delta"] == delta}  # fmt: skip
+    mine = {r["seed"]: r["normalized_regret"] for r in rows
+            if r["method"] == agent and r["delta"] == delta}  # fmt: skip
+    return np.array([100 * (mine[s] - eps[s]) for s in sorted(mine) if s in eps])
+
+
 def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
     env = environment()
     names = ["uniform", *args.agents]
@@ -278,7 +293,13 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
             mine = np.mean([r["normalized_regret"] for r in rows
                             if r["method"] == name and r["delta"] == delta])  # fmt: skip
             verdict = "met" if mine < eps else "missed"
-            checks.append([delta, name, f"{100 * mine:.1f}", f"{100 * eps:.1f}", verdict])
+            diff = paired_difference(rows, name, delta)
+            lower = f"{int((diff < 0).sum())} of {len(diff)}"
+            paired = f"{diff.mean():+.1f}"
+            if len(diff) > 1:  # a standard error needs two seeds
+                paired += f" ± {diff.std(ddof=1) / np.sqrt(len(diff)):.1f}"
+            checks.append([delta, name, f"{100 * mine:.1f}", f"{100 * eps:.1f}", lower, paired,
+                           verdict])  # fmt: skip
     ring = []
     for name in names:
         cells = []
@@ -324,7 +345,10 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
         + markdown_table(["agent", *[f"δ={d}" for d in args.deltas]], table)
         + "\nTarget: every Thompson agent's normalised regret below epsilon-greedy's for "
         "δ ≥ 0.9.\n\n"
-        + markdown_table(["δ", "agent", "regret %", "ε-greedy %", "target"], checks)
+        + "Each seed gives every agent the same contexts, so the comparison is also paired: "
+        "the seeds where the agent's regret is below ε-greedy's, and the mean over seeds of "
+        "the difference (percentage points) ± its standard error.\n\n"
+        + markdown_table(CHECK_COLUMNS, checks)
         + "\nOuter-ring payouts: decisions whose chosen action paid the ring's reward of 50, "
         "out of the decisions whose context lay in the ring, summed over seeds (in brackets: "
         "the runs with at least one payout, i.e. that found the ring, and the mean number of "
