@@ -42,6 +42,14 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         help="BHN: draw the scales per training image, not per minibatch (better OOD "
         "detection with the CNN: see benchmarks/results/README.md)",
     )
+    p.add_argument(
+        "--classes",
+        type=non_negative_int,
+        nargs="+",
+        default=None,
+        help="train on these digits only, e.g. 0 1 2 3 4 (then 'safety-bhn ood RUN --suite "
+        "mnist_held_out' scores 5-9 as novel classes); default: all ten",
+    )
     p.add_argument("--epochs", type=positive_int, default=100)
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument(
@@ -104,6 +112,7 @@ def _train(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         device=args.device,
         options={"local_draws": True} if args.local_draws else {},
+        classes=args.classes,
     )  # train_and_evaluate validates it before loading any data
     run = train_and_evaluate(
         config, args.out, progress=not args.no_progress, overwrite=args.overwrite

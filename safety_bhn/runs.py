@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from .core.base import UncertaintyModel
 from .core.build import Arch, Method, build_model, load, resolve_device
 from .core.metrics import classification_metrics, evaluate, predictive
 from .core.training import Selection, check_lr_recipe, fit
-from .data import embedded_mnist, load_dataset
+from .data import embedded_mnist, load_dataset, select_classes
 
 Split = tuple[Tensor, Tensor]
 
@@ -63,6 +64,9 @@ class TrainConfig:
     """cpu or cuda (None: cuda when available)"""
     options: dict[str, Any] = field(default_factory=dict)
     """further method options, e.g. {"prior_std": 1.0}"""
+    classes: list[int] | None = None
+    """train and test on these digits only, relabelled 0..K-1 (None: all ten); e.g. [0, 1, 2,
+    3, 4] leaves 5-9 unseen for the held-out-classes OOD set"""
 
     def validate(self) -> TrainConfig:
         """Check the names and fractions; raises a ValueError naming the first bad one.
@@ -73,7 +77,20 @@ class TrainConfig:
         parse_choice(self.arch, Arch, "architecture")
         check_lr_recipe(self.lr_schedule, self.lr_warmup)
         parse_choice(self.select, Selection, "select")
+        if self.classes is not None:
+            digits = list(self.classes)
+            if (
+                len(digits) < 2
+                or len(set(digits)) != len(digits)
+                or not set(digits) <= set(range(10))
+            ):
+                raise ValueError(f"classes must be at least 2 distinct digits 0-9, got {digits}")
         return self
+
+    @property
+    def n_classes(self) -> int:
+        """Outputs of the model: the digits trained on."""
+        return 10 if self.classes is None else len(self.classes)
 
     def model_options(self) -> dict[str, Any]:
         opts = dict(self.options)
@@ -85,11 +102,15 @@ class TrainConfig:
 
 
 def mnist_splits(
-    data_dir: str | os.PathLike | None = None, val_size: int = 500, seed: int = 0
+    data_dir: str | os.PathLike | None = None,
+    val_size: int = 500,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
 ) -> dict[str, Split]:
     """MNIST train / val / test: ``val_size`` random training images held out for validation.
 
     ``data_dir=None`` uses the embedded MNIST-5000 copy (5000 train, 10000 test images).
+    ``classes`` keeps those digits only, relabelled ``0..K-1`` (:func:`select_classes`).
     """
     if data_dir is None:
         x, y = embedded_mnist("train")
@@ -97,6 +118,8 @@ def mnist_splits(
     else:
         x, y = load_dataset("mnist", "train", data_dir)
         xt, yt = load_dataset("mnist", "test", data_dir)
+    if classes is not None:
+        (x, y), (xt, yt) = select_classes(x, y, classes), select_classes(xt, yt, classes)
     if not 0 <= val_size < x.shape[0]:
         raise ValueError(f"val_size must lie in [0, {x.shape[0]}), got {val_size}")
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -183,11 +206,16 @@ def train_and_evaluate(
     config.validate()
     device = resolve_device(config.device)
     model = build_model(  # checks the options, and seeds its own RNG: the order is free
-        config.method, config.arch, seed=config.seed, device=device, **config.model_options()
+        config.method,
+        config.arch,
+        n_classes=config.n_classes,
+        seed=config.seed,
+        device=device,
+        **config.model_options(),
     )
     if out is not None:
         out = check_run_folder(out, overwrite)
-    splits = mnist_splits(config.data_dir, config.val_size, config.seed)
+    splits = mnist_splits(config.data_dir, config.val_size, config.seed, config.classes)
     history = fit(
         model,
         splits["train"],
@@ -237,6 +265,6 @@ def evaluate_run(
     if (run_dir / "metrics.json").is_file():
         config = read_json(run_dir / "metrics.json").get("config", {})
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
-    xt, yt = mnist_splits(data_dir, 0)["test"]
+    xt, yt = mnist_splits(data_dir, 0, classes=config.get("classes"))["test"]
     gen = torch.Generator(device=model.device).manual_seed(0)
     return evaluate(model, xt, yt, n_samples=n_samples, generator=gen)

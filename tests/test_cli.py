@@ -39,6 +39,29 @@ def test_train_then_evaluate(tmp_path):
 
 
 @pytest.mark.slow
+def test_train_on_five_digits_then_score_the_held_out_five(tmp_path):
+    out = tmp_path / "digits04"
+    res = run("train", "--method", "mc_dropout", "--hidden", 32, "--epochs", 2, "--classes",
+              0, 1, 2, 3, 4, "--eval-samples", 5, "--out", out, "--no-progress", "--device",
+              "cpu")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert safety_bhn.load(out).n_classes == 5
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["classes"] == [0, 1, 2, 3, 4] and metrics["test"]["accuracy"] > 0.8
+    res = run("evaluate", out, "--samples", 5, "--json", "--device", "cpu")
+    assert json.loads(res.stdout)["accuracy"] == pytest.approx(
+        metrics["test"]["accuracy"], abs=0.02
+    )
+    report = tmp_path / "report"
+    res = run("ood", out, "--suite", "held_out_classes,uniform_noise", "--n", 200,
+              "--samples", 5, "--scores", "max_softmax", "--out", report, "--no-progress",
+              "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    text = (report / "ood.md").read_text()
+    assert "held_out_classes" in text and "uniform_noise" in text
+
+
+@pytest.mark.slow
 def test_quickstart_with_one_epoch(tmp_path):
     res = run("quickstart", "--epochs", 1, "--out", tmp_path / "qs", "--no-progress",
               "--device", "cpu")  # fmt: skip
@@ -63,6 +86,8 @@ def test_quickstart_with_one_epoch(tmp_path):
         (["evaluate", "x", "--samples", "0"], "must be positive"),
         (["train", "--device", "gpu", "--out", "x"], "did you mean 'cuda'"),
         (["train", "--out", "afile"], "afile is a file, not a run folder"),
+        (["train", "--classes", "3", "--out", "x"], "at least 2 distinct digits 0-9"),
+        (["train", "--classes", "3", "12", "--out", "x"], "at least 2 distinct digits 0-9"),
         (["train", "--out", "done"], "holds a trained run already"),
         (["evaluate", "broken"], "broken/metrics.json is damaged (not valid JSON"),
     ],

@@ -415,3 +415,17 @@ def test_download_rejects_extra_split(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown split 'extra'"):
         download("mnist", tmp_path, splits=("extra",))
     assert not (tmp_path / "mnist").exists()
+
+
+def test_select_classes_relabels_in_the_given_order_and_names_bad_input():
+    from safety_bhn.data import select_classes
+
+    x, y = torch.arange(6.0).unsqueeze(1), torch.tensor([4, 0, 9, 4, 2, 9])
+    xs, ys = select_classes(x, y, [9, 4])
+    assert xs.squeeze(1).tolist() == [0.0, 2.0, 3.0, 5.0] and ys.tolist() == [1, 0, 1, 0]
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        select_classes(x, y, [4, 4])
+    with pytest.raises(ValueError, match="no example has a label in"):
+        select_classes(x, y, [5, 6])
+    with pytest.raises(TypeError, match="1-D integer tensor"):
+        select_classes(x, y.float(), [0, 4])

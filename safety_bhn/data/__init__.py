@@ -1,6 +1,13 @@
 """Data layer: IDX files, MNIST / Fashion-MNIST loading, download and the embedded MNIST copy."""
 
-from .datasets import DatasetName, download, embedded_mnist, load_dataset, resolve_data_dir
+from .datasets import (
+    DatasetName,
+    download,
+    embedded_mnist,
+    load_dataset,
+    resolve_data_dir,
+    select_classes,
+)
 from .idx import DataError, read_idx, write_idx
 
 __all__ = [
@@ -11,5 +18,6 @@ __all__ = [
     "load_dataset",
     "read_idx",
     "resolve_data_dir",
+    "select_classes",
     "write_idx",
 ]

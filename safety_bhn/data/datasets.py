@@ -389,3 +389,36 @@ def download(
         for stem in (img_stem, lbl_stem):
             _download_file(ds, folder, f"{folder_name}/{stem}.gz")
     return root
+
+
+def select_classes(
+    x: torch.Tensor, y: torch.Tensor, classes: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples whose label is one of ``classes``, relabelled ``0..K-1`` in that order,
+    so that a model with ``n_classes=K`` can learn them (e.g. digits 0-4 only, with 5-9 kept
+    back as novel classes for OOD detection).
+
+    >>> x, y = torch.rand(5, 2), torch.tensor([3, 0, 7, 3, 1])
+    >>> select_classes(x, y, [3, 7])[1].tolist()
+    [0, 1, 0]
+    """
+    if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dim() != 1:
+        raise TypeError("y must be a 1-D integer tensor of class labels")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+    wanted = list(classes)
+    if (
+        len(wanted) < 2
+        or len(set(wanted)) != len(wanted)
+        or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in wanted)
+    ):
+        raise ValueError(f"classes must be at least 2 distinct non-negative labels, got {wanted}")
+    known = torch.as_tensor(wanted, dtype=torch.long)
+    y = y.long()
+    mask = torch.isin(y, known)
+    if not mask.any():
+        raise ValueError(f"no example has a label in {wanted}; the labels present are "
+                         f"{y.unique().tolist()}")  # fmt: skip
+    relabel = torch.full((max(int(y.max()), max(wanted)) + 1,), -1, dtype=torch.long)
+    relabel[known] = torch.arange(len(wanted))
+    return x[mask], relabel[y[mask]]

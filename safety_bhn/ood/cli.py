@@ -85,14 +85,20 @@ def _report_for(run: str, name: str, args: argparse.Namespace) -> OODReport:
     model, config = _load_run(run, args.device)
     data_dir = args.data_dir if args.data_dir is not None else config.get("data_dir")
     x, y = _mnist_test(model, data_dir)
-    if "held_out_classes" in set_names(args.suite) and model.n_classes > len(HELD_OUT_KNOWN):
-        raise ValueError(
-            f"the held-out-classes set treats digits {len(HELD_OUT_KNOWN)}-9 as novel, but "
-            f"{run} has {model.n_classes} classes, so it was trained on them; score a model "
-            f"trained on digits 0-{len(HELD_OUT_KNOWN) - 1} only (benchmarks/ood.py trains "
-            "one), or use --suite mnist"
-        )
-    suite = build_suite(x, y, args.suite, n=args.n, seed=args.seed, data_dir=data_dir)
+    known = config.get("classes")  # the digits a 'safety-bhn train --classes' run learned
+    if known is None and "held_out_classes" in set_names(args.suite):
+        if model.n_classes > len(HELD_OUT_KNOWN):
+            raise ValueError(
+                f"the held-out-classes set treats digits {len(HELD_OUT_KNOWN)}-9 as novel, but "
+                f"{run} has {model.n_classes} classes, so it was trained on them; train with "
+                f"'safety-bhn train --classes {' '.join(map(str, HELD_OUT_KNOWN))}', or use "
+                "--suite mnist"
+            )
+    if known is not None and len(known) != model.n_classes:
+        raise ValueError(f"{run}'s metrics.json names classes {known}, but its model has "
+                         f"{model.n_classes} outputs")  # fmt: skip
+    suite = build_suite(x, y, args.suite, known_classes=known, n=args.n, seed=args.seed,
+                        data_dir=data_dir)  # fmt: skip
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     return evaluate_ood(model, suite, args.scores, args.samples, gen, name=name,
                         progress=not args.no_progress)  # fmt: skip

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._choices import parse_choice
-from ..data import load_dataset
+from ..data import load_dataset, select_classes
 
 SetSource = Tensor | Dataset | Callable[..., "Tensor | Dataset"]
 
@@ -352,9 +352,8 @@ def held_out_split(
             f"known_classes {list(known_classes)} must split the labels into known and novel "
             f"classes; the labels present are {y.unique().tolist()}"
         )
-    relabel = torch.full((int(y.max()) + 1,), -1, dtype=torch.long)
-    relabel[known[known <= y.max()]] = torch.arange(known.numel())[known <= y.max()]
-    return x[mask], relabel[y[mask]], x[~mask]
+    x_known, y_known = select_classes(x, y, [int(c) for c in known_classes])
+    return x_known, y_known, x[~mask]
 
 
 def build_suite(
