@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    DATA_DIR,
     RESULTS,
     command_line,
     markdown_table,
@@ -75,7 +76,7 @@ class Args:
     """mnist-extra5k images scored (a fixed random subset; the file is sorted by class)"""
     samples: int = 10
     """posterior samples for the tuning-set predictive"""
-    data_dir: str = str(ROOT.parent / "shared" / "data")
+    data_dir: str = DATA_DIR
     """folder with mnist/ and mnist-extra5k/"""
     out: str = str(RESULTS)
     """folder for al_recipe.{csv,md}"""

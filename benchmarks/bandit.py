@@ -30,6 +30,7 @@ from common import (  # noqa: E402
     markdown_table,
     mean_std,
     parse_args,
+    quick_out,
     run_kind,
     seed_everything,
     write_csv,
@@ -147,8 +148,12 @@ class Args:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
-    if args.quick:
-        args = dataclasses.replace(args, deltas=[0.5, 0.95], seeds=[0], steps=300, train_steps=20)
+    if args.quick:  # never over the committed results
+        args = dataclasses.replace(args, deltas=[0.5, 0.95], seeds=[0], steps=300, train_steps=20,
+                                   out=quick_out(args.out))  # fmt: skip
+    bad = [d for d in args.deltas if not 0.0 < d < 1.0]
+    if bad:
+        raise SystemExit(f"--deltas {bad}: the wheel's delta must lie in (0, 1)")
     unknown = set(args.agents) - set(AGENTS)
     if unknown:
         raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")

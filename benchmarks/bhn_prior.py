@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    DATA_DIR,
     RESULTS,
     command_line,
     markdown_table,
@@ -69,7 +70,7 @@ class Args:
     """seed for the train/validation split, the weights and training"""
     samples: int = 100
     """posterior samples for the tuning-set predictive"""
-    data_dir: str = str(ROOT.parent / "shared" / "data")
+    data_dir: str = DATA_DIR
     """folder with mnist/ and mnist-extra5k/"""
     out: str = str(RESULTS)
     """folder for bhn_prior.{csv,md}"""

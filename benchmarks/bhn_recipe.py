@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bhn_prior import active_units  # noqa: E402
 from common import (  # noqa: E402
+    DATA_DIR,
     RESULTS,
     command_line,
     markdown_table,
@@ -108,7 +109,7 @@ class Args:
     """seed for the validation split, the weights and training"""
     samples: int = 100
     """posterior samples for the tuning-set predictive"""
-    data_dir: str = str(ROOT.parent / "shared" / "data")
+    data_dir: str = DATA_DIR
     """folder with mnist/ and mnist-extra5k/"""
     device: str | None = None
     """cpu or cuda (default: cuda when available)"""

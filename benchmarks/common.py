@@ -25,6 +25,9 @@ from safety_bhn._io import atomic_write_json, atomic_write_text
 
 T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
+#: the data folder the benchmarks read: $SAFETY_BHN_DATA if set, else this project's
+#: ../shared/data (mnist/, mnist-extra5k/, fashion-mnist/)
+DATA_DIR = os.environ.get("SAFETY_BHN_DATA") or str(RESULTS.parents[2] / "shared" / "data")
 
 
 def _field_docs(cls: type) -> dict[str, str]:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    DATA_DIR,
     RESULTS,
     command_line,
     load_run,
@@ -127,7 +128,7 @@ class Args:
     """FGSM step sizes"""
     attack_samples: int = 10
     """posterior samples in the FGSM gradient"""
-    data_dir: str = str(ROOT.parent / "shared" / "data")
+    data_dir: str = DATA_DIR
     """folder with fashion-mnist/ (MNIST itself comes from the embedded MNIST-5000 copy)"""
     threads: int = 2
     """torch CPU threads"""

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ood  # noqa: E402
 from bhn_prior import active_units_per_layer  # noqa: E402
 from common import (  # noqa: E402
+    DATA_DIR,
     RESULTS,
     command_line,
     load_run,
@@ -94,7 +95,7 @@ class Args:
     samples: list[int] = field(default_factory=lambda: [30, 100])
     """posterior sample counts; the first is scored under benchmarks/ood.py's own draw, the
     others under fresh draws from the same generator"""
-    data_dir: str = str(ROOT.parent / "shared" / "data")
+    data_dir: str = DATA_DIR
     """folder with fashion-mnist/"""
     held_out: bool = False
     """split the held-out-classes set instead: each method trained on digits 0-4 as

@@ -35,6 +35,7 @@ from common import (  # noqa: E402
     markdown_table,
     mean_std,
     parse_args,
+    quick_out,
     run_kind,
     seed_everything,
     write_csv,
@@ -163,12 +164,16 @@ def run_one(args: Args, env_name: str, name: str, safe: bool, seed: int) -> tupl
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
-    if args.quick:
+    if args.quick:  # never over the committed results
         args = dataclasses.replace(args, seeds=[0], agents=["bhn", "epsilon_greedy"],
-                                   grid_steps=300, shift_steps=100, cartpole_steps=200)  # fmt: skip
+                                   grid_steps=300, shift_steps=100, cartpole_steps=200,
+                                   out=quick_out(args.out))  # fmt: skip
     unknown = set(args.agents) - set(AGENTS)
     if unknown:
         raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
+    unknown = set(args.envs) - {"gridworld", "cartpole"}
+    if unknown:
+        raise SystemExit(f"unknown --envs {sorted(unknown)}; choose from gridworld, cartpole")
     run_name = f"safe_exploration__{'quick' if args.quick else 'full'}__{int(time.time())}"
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     jobs = [(e, "random", False, s) for e in args.envs for s in args.seeds]

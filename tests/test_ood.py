@@ -630,3 +630,37 @@ def test_benchmark_trains_the_chosen_architecture(benchmark_module):
     assert ood_benchmark.net_tag(ood_benchmark.Args(hidden=[8, 4])) == "h8-4"  # old state keys
     with pytest.raises(ValueError, match="cnn"):
         ood_benchmark.main(["--arch", "cnnn", "--out", "unused"])
+
+
+def test_attacks_and_shifts_refuse_inputs_on_another_scale():
+    import numpy as np
+
+    from safety_bhn.ood import fgsm, shift_curve
+
+    model = safety_bhn.build_model("map", hidden=[8], seed=0, device="cpu")
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r"outside pixel_range \[0, 1\]"):
+        fgsm(model, 255 * x, y, 0.01)
+    with pytest.raises(ValueError, match="outside pixel_range"):
+        shift_curve(model, (x - 0.13) / 0.31, y, "noise", [0.0], progress=False)
+    with pytest.raises(ValueError, match="low < high"):
+        shift_curve(model, x, y, "noise", [0.0], pixel_range=(1, 0), progress=False)
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        fgsm(model, x, y, float("inf"))
+    with pytest.raises(ValueError, match="noise stds >= 0"):
+        shift_curve(model, x, y, "noise", [-0.1], progress=False)
+    z = (x - 0.13) / 0.31  # standardised images work once their range is given
+    adv = fgsm(model, z, y, 0.01, pixel_range=(float(z.min()), float(z.max())))
+    assert (adv - z).abs().max() <= 0.01 + 1e-6
+    rows = shift_curve(model, x, y, "rotation", np.arange(0, 91, 45), progress=False)
+    assert [r["level"] for r in rows] == [0.0, 45.0, 90.0]
+
+
+def test_fashion_mnist_gets_the_digits_preprocessing(shared_data_dir):
+    from safety_bhn.data import embedded_mnist
+
+    x, y = embedded_mnist("test")
+    z = (x[:200] - 0.1307) / 0.3081  # standardised digits
+    plain = build_suite(x[:200], y[:200], "fashion_mnist", data_dir=shared_data_dir)
+    scaled = build_suite(z, y[:200], "fashion_mnist", data_dir=shared_data_dir)
+    torch.testing.assert_close(scaled["fashion_mnist"], (plain["fashion_mnist"] - 0.1307) / 0.3081)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +16,7 @@ from ..core.base import UncertaintyModel
 from ..core.metrics import accuracy, auto_batch_size, nll
 from .metrics import detection_metrics
 from .scores import Score, compute_scores, parse_scores, sample_probs
+from .suite import check_in_range
 
 EPSILONS = (0.0, 0.05, 0.1, 0.2, 0.3)
 
@@ -42,11 +45,12 @@ def fgsm(
         >>> ((fgsm(model, x, y, 0.1) - x).abs().max() <= 0.1 + 1e-6).item()
         True
     """
-    if not 0.0 <= float(eps):
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 <= eps < math.inf:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     device = x.device if isinstance(x, Tensor) else None
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])
+    check_in_range(x, pixel_range)
     if eps == 0:
         return x.detach().clone().to(device)
     n = model.default_samples if n_samples is None else n_samples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from .._choices import parse_choice
 from ..core.base import UncertaintyModel
 from ..core.metrics import accuracy, auto_batch_size, expected_calibration_error, nll
 from .scores import Score, compute_scores, parse_scores, sample_probs
+from .suite import check_in_range
 
 ROTATIONS = tuple(range(0, 181, 15))
 NOISE_STDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
@@ -106,10 +108,18 @@ def shift_curve(
     kind = parse_choice(kind, ShiftKind, "shift kind")
     x = _check_images(x)
     y = model.check_targets(y, x.shape[0]).cpu()
+    check_in_range(x, pixel_range)
     if levels is None:
         levels = ROTATIONS if kind is ShiftKind.ROTATION else NOISE_STDS
+    if isinstance(levels, numbers.Real):
+        levels = [levels]
     if len(levels) == 0:
         raise ValueError("levels is empty")
+    floor = -math.inf if kind is ShiftKind.ROTATION else 0.0  # angles may be negative
+    bad = [v for v in levels if not (isinstance(v, numbers.Real) and floor <= v < math.inf)]
+    if bad:
+        what = "finite angles in degrees" if kind is ShiftKind.ROTATION else "noise stds >= 0"
+        raise ValueError(f"levels must be {what}, got {bad}")
     chosen = parse_scores(scores)
     n = model.default_samples if n_samples is None else n_samples
     batch_size = auto_batch_size(model, n)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,8 +67,13 @@ class SetContext:
 
 
 def _fashion_mnist(ctx: SetContext) -> Tensor:
+    """Fashion-MNIST test images, mapped from [0, 1] onto the in-distribution pixel range:
+    any affine preprocessing of the digits (0-255 pixels, standardising) maps [0, 1] onto
+    that range, so the clothes get the digits' preprocessing, and not a scale of their own."""
     x, _ = load_dataset("fashion_mnist", "test", ctx.data_dir)
-    return x[torch.randperm(x.shape[0], generator=ctx.generator)[: ctx.n]]
+    x = x[torch.randperm(x.shape[0], generator=ctx.generator)[: ctx.n]]
+    lo, hi = ctx.pixel_range
+    return x if (lo, hi) == (0.0, 1.0) else (lo + (hi - lo) * x).to(ctx.x_in.dtype)
 
 
 def _uniform_noise(ctx: SetContext) -> Tensor:
@@ -197,6 +203,25 @@ def check_set(
             "detector could otherwise spot the range, not the content)"
         )
     return x.to(x_in.dtype)
+
+
+def check_in_range(x: Tensor, pixel_range: tuple[float, float], what: str = "x") -> None:
+    """Raise a ValueError unless ``pixel_range`` is ``(low, high)`` with low < high and ``x``
+    lies inside it: an attack or shift that clips to the range would otherwise rescale
+    inputs on another scale (0-255 pixels, standardised images) without a word."""
+    try:
+        lo, hi = (float(v) for v in pixel_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"pixel_range must be (low, high), got {pixel_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"pixel_range must be (low, high) with low < high, got {pixel_range}")
+    x_lo, x_hi = float(x.min()), float(x.max())
+    if x_lo < lo - 1e-6 or x_hi > hi + 1e-6:
+        raise ValueError(
+            f"{what} has values in [{x_lo:g}, {x_hi:g}], outside pixel_range [{lo:g}, {hi:g}]; "
+            "pass the range your inputs use (e.g. pixel_range=(x.min(), x.max()) for "
+            "standardised images), or scale them (e.g. x.float() / 255)"
+        )
 
 
 def _pixel_range(x_in: Tensor, pixel_range: tuple[float, float] | None) -> tuple[float, float]:
