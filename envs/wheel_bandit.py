@@ -40,7 +40,14 @@ class WheelBanditEnv(gymnasium.Env):
         episode_length: int = 100,
         mu: tuple[float, float, float] = (1.2, 1.0, 50.0),
         sigma: float = 0.01,
+        render_mode: str | None = None,
     ) -> None:
+        if render_mode is not None:
+            raise ValueError(
+                f"render_mode={render_mode!r}: the wheel bandit has nothing to draw (a context "
+                "is two numbers); plot its contexts or regret instead"
+            )
+        self.render_mode = None
         if not 0.0 <= float(delta) <= 1.0:
             raise ValueError(f"delta must lie in [0, 1], got {delta!r}")
         if isinstance(episode_length, bool) or not isinstance(episode_length, int):

@@ -430,3 +430,26 @@ def test_cli_explore_reports_bad_threshold(tmp_path, capsys):
             "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 2
     assert "threshold must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_agents_refuse_non_finite_rewards_and_costs_before_storing_them():
+    bandit = NeuralBandit(2, 2, "map", hidden=[8])
+    with pytest.raises(ValueError, match="must be finite"):
+        bandit.observe(np.zeros(2), 0, float("nan"), None, False, 0.0)
+    assert bandit.rewards == []  # nothing stored, so later retraining still works
+    dqn = _dqn(method="map", safe=True)
+    obs = np.zeros(44, np.float32)
+    with pytest.raises(ValueError, match="must be finite"):
+        dqn.observe(obs, 0, 0.0, obs, False, float("inf"))
+
+
+def test_make_agent_refuses_actions_that_do_not_start_at_zero():
+    env = gymnasium.make("CartPole-v1")
+    env.action_space = gymnasium.spaces.Discrete(2, start=1)
+    with pytest.raises(ValueError, match="actions start at 1"):
+        make_agent(env, "thompson", "bhn")
+
+
+def test_wheel_bandit_names_a_render_mode_it_cannot_draw():
+    with pytest.raises(ValueError, match="nothing to draw"):
+        make_env("safety_bhn/WheelBandit-v0", render_mode="rgb_array")

@@ -51,6 +51,15 @@ def _check_int(name: str, value: int, minimum: int = 1) -> int:
     return value
 
 
+def _check_outcome(reward: float, cost: float) -> tuple[float, float]:
+    """A step's reward and cost as floats; NaN or infinite ones are refused here, before they
+    reach the data every later retraining uses."""
+    reward, cost = float(reward), float(cost)
+    if not (math.isfinite(reward) and math.isfinite(cost)):
+        raise ValueError(f"reward {reward} and cost {cost} must be finite numbers")
+    return reward, cost
+
+
 def _posterior(
     method: Method, in_dim: int, n_outputs: int, hidden: Sequence[int], seed: int, **kw: Any
 ) -> RegressionPosterior:
@@ -175,9 +184,10 @@ class NeuralBandit:
     def observe(
         self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
     ) -> None:
+        reward, _ = _check_outcome(reward, cost)
         self.contexts.append(np.asarray(self._context(obs)))
         self.actions.append(int(action))
-        self.rewards.append(float(reward))
+        self.rewards.append(reward)
         if len(self.actions) % self.train_every == 0:
             self.train()
 
@@ -401,7 +411,8 @@ class DQNAgent:
         self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
     ) -> None:
         self._obs(next_obs)
-        self.buffer.add(np.asarray(obs, np.float32), int(action), float(reward), float(cost),
+        reward, cost = _check_outcome(reward, cost)
+        self.buffer.add(np.asarray(obs, np.float32), int(action), reward, cost,
                         np.asarray(next_obs, np.float32), bool(terminated))  # fmt: skip
         self.steps += 1
         if self.steps >= max(self.learning_starts, 1) and self.steps % self.train_every == 0:

@@ -68,6 +68,11 @@ def make_agent(
     obs_space = env.observation_space
     if not isinstance(obs_space, gymnasium.spaces.Box) or len(obs_space.shape) != 1:
         raise ValueError(f"the agents need a flat Box observation space, got {obs_space}")
+    if int(env.action_space.start) != 0:
+        raise ValueError(
+            f"the agents choose actions 0..n-1, but this environment's actions start at "
+            f"{int(env.action_space.start)} ({env.action_space}); wrap it to shift them"
+        )
     n_actions, obs_dim = int(env.action_space.n), int(obs_space.shape[0])
     if exploration is Exploration.RANDOM:
         return RandomAgent(n_actions, seed=seed)
