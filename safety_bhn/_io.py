@@ -16,6 +16,10 @@ except ImportError:  # Windows
     fcntl = None
 
 
+class FolderInUseError(RuntimeError):
+    """Another process holds a run folder's lock."""
+
+
 @contextmanager
 def folder_lock(folder: str | os.PathLike | None) -> Iterator[None]:
     """Hold an exclusive lock on ``folder/.lock`` while the block runs (no-op for ``None``).
@@ -34,7 +38,7 @@ def folder_lock(folder: str | os.PathLike | None) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(
+            raise FolderInUseError(
                 f"{folder} is in use by another run (lock {path} is held); wait for that "
                 "process to finish or choose another folder"
             ) from None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._argtypes import non_negative_int, positive_float, positive_int
+from ._io import FolderInUseError
 from .core.build import Method
 
 # Modules that add a sub-command: each defines add_parser(subparsers) -> None, whose parser
@@ -224,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `safety-bhn ... | head`: the reader left early; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, TypeError, OSError, FloatingPointError) as err:
+    except (ValueError, TypeError, OSError, FloatingPointError, FolderInUseError) as err:
         print(f"safety-bhn: error: {err}", file=sys.stderr)
         return 2
 

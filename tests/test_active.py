@@ -1017,3 +1017,46 @@ def test_map_is_refused_for_acquisitions_that_need_posterior_samples(acquisition
         ActiveConfig(method="map", acquisition=acquisition).validate()
     ActiveConfig(method="map", acquisition="max_entropy").validate()  # these need no samples
     ActiveConfig(method="map", acquisition="random").validate()
+
+
+def test_names_are_saved_in_their_canonical_spelling():
+    cfg = ActiveConfig(method="MC-Dropout", acquisition="BALD", arch="MLP").validate()
+    assert (cfg.method, cfg.acquisition, cfg.arch) == ("mc_dropout", "bald", "mlp")
+
+
+def test_initial_labels_are_saved_before_step_0_trains(tmp_path, monkeypatch):
+    x, y = _blobs()
+    asked = []
+
+    def oracle(indices):
+        asked.append(len(indices))
+        return y[indices]
+
+    learner = ActiveLearner(_tiny(), x, oracle=oracle, out=tmp_path / "run")
+
+    def crash(step):
+        raise KeyboardInterrupt  # killed while training step 0
+
+    monkeypatch.setattr(learner, "_train", crash)
+    with pytest.raises(KeyboardInterrupt):
+        learner.run(progress=False)
+    saved = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert saved["history"] == [] and len(saved["labelled"]) == 6 and len(saved["val"]) == 12
+    monkeypatch.undo()
+    again = ActiveLearner(_tiny(), x, oracle=oracle, out=tmp_path / "run", resume=True)
+    again.run(progress=False)
+    assert asked[:2] == [12, 6] and sum(asked[2:]) == 4 * 3  # nothing was asked twice
+    fresh = ActiveLearner(_tiny(), x, oracle=lambda i: y[i]).run(progress=False)
+    assert again.state()["labelled"] == fresh["labelled"]  # as if never interrupted
+
+
+def test_warm_start_model_file_is_named_by_the_state_it_belongs_to(tmp_path):
+    x, y = _blobs()
+    out = tmp_path / "run"
+    learner = ActiveLearner(_tiny(warm_start=True), (x, y), out=out)
+    learner.run(progress=False, max_steps=2)
+    state = json.loads((out / "state.json").read_text())
+    assert state["model_file"] == "model-step2.pt"
+    assert sorted(p.name for p in out.glob("model*.pt")) == ["model-step2.pt"]
+    resumed = ActiveLearner(_tiny(warm_start=True), (x, y), out=out, resume=True)
+    assert resumed.model is not None

@@ -109,6 +109,7 @@ class ActiveConfig:
         """Check every field; raises a ValueError naming the first bad one."""
         method = parse_choice(self.method, Method, "method")
         acquisition = parse_choice(self.acquisition, Acquisition, "acquisition")
+        self.method, self.acquisition = method.value, acquisition.value  # saved as canonical
         if method is Method.MAP and acquisition in NEEDS_SAMPLES:
             raise ValueError(
                 f"acquisition {acquisition.value!r} measures how posterior samples disagree, "
@@ -116,7 +117,7 @@ class ActiveConfig:
                 "choice arbitrary; with map use max_entropy or random, or pick a Bayesian "
                 "method (bhn, mc_dropout, factorial_vi)"
             )
-        parse_choice(self.arch, Arch, "architecture")
+        self.arch = parse_choice(self.arch, Arch, "architecture").value
         self.lr_schedule = check_lr_recipe(self.lr_schedule, self.lr_warmup).value
         self.select = parse_choice(self.select, Selection, "select").value
         if "prior_mean" in self.options:
@@ -396,8 +397,10 @@ class ActiveLearner:
         if keep_pool_source:
             self.pool_source = dict(state.get("pool_source", {}))
         self.done = len(self.history) == self.config.steps + 1
-        if self.config.warm_start and self.out is not None and (self.out / MODEL_FILE).is_file():
-            self.model = load(self.out / MODEL_FILE, device=self.device)
+        # the checkpoint written with this state (runs saved before model_file: model.pt)
+        model_file = state.get("model_file", MODEL_FILE)
+        if self.config.warm_start and self.out is not None and (self.out / model_file).is_file():
+            self.model = load(self.out / model_file, device=self.device)
 
     # -- views ----------------------------------------------------------------------------
     @property
@@ -548,6 +551,8 @@ class ActiveLearner:
             # the last); redo it, now acquiring, as a run with more steps would have.
             self.history.pop()
         start = len(self.history)
+        if start == 0:  # keep the initial and validation labels before training anything
+            self.save()
         end = cfg.steps + 1 if max_steps is None else min(cfg.steps + 1, start + max_steps)
         bar = tqdm(range(start, end), desc=f"active {cfg.method}/{cfg.acquisition}",
                    initial=start, total=cfg.steps + 1, disable=not progress)  # fmt: skip
@@ -597,18 +602,30 @@ class ActiveLearner:
                 for r, c in zip(self.history, rarest, strict=True)]  # fmt: skip
 
     def save(self) -> None:
-        """Write state.json and curve.csv atomically (and model.pt with warm start)."""
+        """Write state.json and curve.csv atomically (and, with warm start, the model).
+
+        The warm-start model goes to a file named for its step, which state.json names and
+        is written after: a crash in between leaves the previous state with its own model,
+        never a new model beside an old state. Older model files are removed afterwards.
+        """
         if self.out is None:
             return
+        state = self.state()
         if self.config.warm_start and self.model is not None:
-            self.model.save(self.out / MODEL_FILE)
+            state["model_file"] = f"model-step{len(self.history)}.pt"
+            self.model.save(self.out / state["model_file"])
         rows = self.curve()
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(self.out / CURVE_FILE, lambda f: f.write(buf.getvalue().encode()))
-        atomic_write_json(self.out / STATE_FILE, self.state())
+        if rows:  # none yet when the initial labels are saved, before step 0
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write(self.out / CURVE_FILE, lambda f: f.write(buf.getvalue().encode()))
+        atomic_write_json(self.out / STATE_FILE, state)
+        if "model_file" in state:
+            for old in [*self.out.glob("model-step*.pt"), self.out / MODEL_FILE]:
+                if old.name != state["model_file"] and old.is_file():
+                    old.unlink()
 
 
 def _balanced(candidates: Tensor, y: Tensor, size: int) -> Tensor:
