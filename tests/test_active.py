@@ -1060,3 +1060,24 @@ def test_warm_start_model_file_is_named_by_the_state_it_belongs_to(tmp_path):
     assert sorted(p.name for p in out.glob("model*.pt")) == ["model-step2.pt"]
     resumed = ActiveLearner(_tiny(warm_start=True), (x, y), out=out, resume=True)
     assert resumed.model is not None
+
+
+def test_pools_of_one_tuples_and_oracles_that_answer_nonsense():
+    x, y = _blobs()
+    learner = ActiveLearner(_tiny(steps=1), torch.utils.data.TensorDataset(x),
+                            oracle=lambda i: y[i])  # fmt: skip
+    assert learner.run(progress=False)["history"][-1]["n_labels"] == 10
+    nothing = lambda i: None  # noqa: E731
+    booleans = lambda i: torch.ones(len(i), dtype=torch.bool)  # noqa: E731
+    for oracle, message in [(nothing, "integer labels, got None"), (booleans, "integer labels")]:
+        with pytest.raises(ValueError, match=message):
+            ActiveLearner(_tiny(), x, oracle=oracle)
+
+
+def test_resume_names_step_counts_it_cannot_honour(tmp_path):
+    x, y = _blobs()
+    ActiveLearner(_tiny(steps=3), (x, y), out=tmp_path / "run").run(progress=False)
+    with pytest.raises(ValueError, match="it has run 3 steps already; pass steps >= 3"):
+        ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match="and the pool has 240"):
+        ActiveLearner(_tiny(steps=100), (x, y), out=tmp_path / "run", resume=True)

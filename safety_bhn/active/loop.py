@@ -207,8 +207,12 @@ def _pool_inputs(pool: Tensor | tuple | Dataset) -> tuple[Tensor, Tensor | None]
         if len(pool) == 0:
             raise ValueError("pool is empty")
         first = pool[0]
-        if isinstance(first, tuple | list):
+        if isinstance(first, tuple | list) and len(first) == 2:
             x, y = as_tensors(pool, "pool")
+        elif isinstance(first, tuple | list) and len(first) == 1:  # e.g. TensorDataset(x)
+            x, y = torch.stack([torch.as_tensor(pool[i][0]) for i in range(len(pool))]), None
+        elif isinstance(first, tuple | list):
+            raise ValueError(f"pool items must be inputs or (x, y) pairs, got {len(first)}-tuples")
         else:
             x, y = torch.stack([torch.as_tensor(pool[i]) for i in range(len(pool))]), None
     else:
@@ -335,8 +339,18 @@ class ActiveLearner:
         if self.oracle is None:
             labels = self.y[indices]
         else:
-            labels = torch.as_tensor(self.oracle(indices.clone()))
-        if labels.shape != (len(indices),) or labels.is_floating_point():
+            answer = self.oracle(indices.clone())
+            try:
+                labels = torch.as_tensor(answer)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(
+                    f"oracle must return {len(indices)} integer labels, got {answer!r:.80}"
+                ) from None
+        if (
+            labels.shape != (len(indices),)
+            or labels.is_floating_point()
+            or labels.dtype == torch.bool
+        ):
             raise ValueError(
                 f"oracle must return {len(indices)} integer labels for {len(indices)} indices, "
                 f"got {labels.dtype} of shape {tuple(labels.shape)}"
@@ -389,6 +403,19 @@ class ActiveLearner:
             raise ValueError(
                 f"cannot resume {path}: it was run on a pool of {state['pool_size']} points, "
                 f"this pool has {self.x.shape[0]}"
+            )
+        cfg = self.config
+        done = len(state["history"])
+        if done > cfg.steps + 1:
+            raise ValueError(
+                f"cannot resume {path} with steps={cfg.steps}: it has run {done - 1} steps "
+                f"already; pass steps >= {done - 1}"
+            )
+        needed = cfg.initial + cfg.val_size + cfg.acquire * cfg.steps
+        if needed > self.x.shape[0]:
+            raise ValueError(
+                f"cannot resume {path} with steps={cfg.steps}: it would need {needed} points "
+                f"(initial + val_size + acquire*steps), and the pool has {self.x.shape[0]}"
             )
         self.val, self.val_labels = state["val"], state["val_labels"]
         self.labelled, self.labels = state["labelled"], state["labels"]
