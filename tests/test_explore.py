@@ -139,6 +139,10 @@ def test_posterior_bad_input_messages():
         RegressionPosterior("bhm", 3, 2)
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
         post.sample_functions(0)
+    with pytest.raises(ValueError, match="grad_clip must be a positive number"):
+        post.update((torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(2)), grad_clip=-1)
+    with pytest.raises(ValueError, match="kl_weight must be a finite number"):
+        RegressionPosterior("map", 3, 2, kl_weight=math.inf)
     with pytest.raises(ValueError, match="min_noise_std must be a positive number"):
         RegressionPosterior("map", 3, 2, heteroscedastic=True, min_noise_std=0)
 

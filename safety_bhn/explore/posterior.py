@@ -99,8 +99,8 @@ class RegressionPosterior:
         self.in_dim, self.n_outputs = in_dim, n_outputs
         self.output_scale = float(output_scale)
         self.train_samples = train_samples
-        if not (isinstance(kl_weight, int | float) and kl_weight >= 0):
-            raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
+        if not (isinstance(kl_weight, int | float) and 0 <= kl_weight < math.inf):
+            raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
         self.kl_weight = float(kl_weight)
         self.heteroscedastic = bool(heteroscedastic)
         self.min_log_noise = math.log(min_noise_std)
@@ -262,6 +262,9 @@ class RegressionPosterior:
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if not (isinstance(grad_clip, int | float) and 0 < grad_clip <= math.inf):
+            raise ValueError(f"grad_clip must be a positive number (inf: no clipping), got "
+                             f"{grad_clip!r}")  # fmt: skip
         self.model.train()
         value = 0.0
         for _ in range(steps):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections import deque
 from typing import Any
 
@@ -101,8 +102,9 @@ def run_agent(
     running totals ``violations`` (cumulative cost) and ``fallbacks`` (all-masked decisions).
     A tqdm bar shows the running mean return of the last 10 episodes and the violations.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = int(steps)  # numpy integers too
     rows: list[dict[str, Any]] = []
     recent: deque[float] = deque(maxlen=10)
     violations = 0.0
