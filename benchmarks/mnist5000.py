@@ -10,6 +10,7 @@ several seeds. Writes benchmarks/results/mnist5000.{csv,md,png}. Run from the pr
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -224,6 +225,10 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
+    bad = [r for r in args.rows if not re.fullmatch(r"bhn-\d+|mc_dropout|factorial_vi|map", r)]
+    if bad:
+        raise SystemExit(f"--rows {bad}: expected bhn-K (K coupling layers, e.g. bhn-12), "
+                         "mc_dropout, factorial_vi or map")  # fmt: skip
     if args.quick:
         args = dataclasses.replace(args, hidden=[64], seeds=[0], epochs=1, eval_samples=10,
                                    rows=["bhn-2", "mc_dropout", "factorial_vi", "map"],

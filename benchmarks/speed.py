@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.arch not in ("mlp", "cnn"):
         raise SystemExit(f"--arch must be mlp or cnn, got {args.arch!r}")
+    if args.repeats < 1:
+        raise SystemExit(
+            f"--repeats must be at least 1 (the median of the timings), got {args.repeats}"
+        )
     if args.quick:
         args = dataclasses.replace(args, hidden=32, coupling_layers=2, n_predict=50, repeats=2,
                                    train_steps=2, out=quick_out(args.out))  # fmt: skip

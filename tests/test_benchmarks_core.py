@@ -194,3 +194,14 @@ def test_cached_runs_keep_their_settings_and_refuse_others(benchmark_module, tmp
     # a file from before settings were stored holds the bare result
     path.write_text('{"detection": [], "shift": [], "adversarial": []}')
     assert common.load_run(path, fewer) == {"detection": [], "shift": [], "adversarial": []}
+
+
+@pytest.mark.parametrize(
+    "script, flags, message",
+    [("mnist5000.py", ["--rows", "bhn-x"], "expected bhn-K"),
+     ("speed.py", ["--repeats", "0"], "--repeats must be at least 1")],
+)  # fmt: skip
+def test_benchmarks_name_a_bad_value(script, flags, message):
+    result = run(script, *flags)
+    assert result.returncode != 0 and message in result.stderr
+    assert "Traceback" not in result.stderr
