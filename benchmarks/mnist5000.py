@@ -229,9 +229,12 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         raise SystemExit(f"--rows {bad}: expected bhn-K (K coupling layers, e.g. bhn-12), "
                          "mc_dropout, factorial_vi or map")  # fmt: skip
-    if args.quick:
-        args = dataclasses.replace(args, hidden=[64], seeds=[0], epochs=1, eval_samples=10,
-                                   rows=["bhn-2", "mc_dropout", "factorial_vi", "map"],
+    if args.quick:  # tiny budgets; rows and seeds the user named are kept
+        given = {
+            k: getattr(args, k) for k in ("rows", "seeds") if getattr(args, k) != getattr(Args(), k)
+        }
+        quick = {"rows": ["bhn-2", "mc_dropout", "factorial_vi", "map"], "seeds": [0], **given}
+        args = dataclasses.replace(args, hidden=[64], epochs=1, eval_samples=10, **quick,
                                    out=quick_out(args.out), resume=False)  # fmt: skip
     seed_everything(args.seeds[0])
     out = Path(args.out)

@@ -205,3 +205,10 @@ def test_benchmarks_name_a_bad_value(script, flags, message):
     result = run(script, *flags)
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_mnist5000_quick_keeps_the_rows_and_seeds_it_was_given(tmp_path):
+    result = run("mnist5000.py", "--rows", "map", "--seeds", "7", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "mnist5000.csv") as f:
+        assert [(r["row"], r["seed"]) for r in csv.DictReader(f)] == [("map", "7")]
