@@ -99,15 +99,13 @@ def summary(args: Args, todo: list[bandit_tuning.Job], command: str) -> str:
     for job in todo:
         tried.setdefault(job.value, []).append(job.out)
     learned = {} if args.quick else learned_folders(args)
-    rows, chosen = [], {}
-    for agent in bandit.AGENTS:
-        options = ([("learned", learned[agent])] if learned else []) + list(tried.items())
-        for name, folders in options:
-            row, overall = bandit_tuning.mean_row(agent, name, folders)
-            overall = round(overall, 1)  # ties at the printed precision
-            rows.append(row)
-            if agent not in chosen or overall < chosen[agent][1]:  # keep the first (learned)
-                chosen[agent] = (name, overall)
+    options = [
+        (agent, name, folders)
+        for agent in bandit.AGENTS
+        for name, folders in ([("learned", learned[agent])] if learned else [])
+        + list(tried.items())
+    ]
+    rows, chosen = bandit_tuning.choose(options, precision=1)  # a tie keeps the learned noise
     picks = ", ".join(f"{agent} {name}" for agent, (name, _) in chosen.items())
     return (
         "# Wheel bandit: reward-model likelihood chosen on tuning seeds\n\n"

@@ -118,17 +118,28 @@ def mean_row(agent: str, name: str, folders: list[Path]) -> tuple[list[str], flo
     return [agent, name, *(f"{m:.1f}" for m in means), f"{overall:.1f}"], overall
 
 
+def choose(
+    options: list[tuple[str, str, list[Path]]], precision: int | None = None
+) -> tuple[list[list[str]], dict[str, tuple[str, float]]]:
+    """Table rows for ``(agent, name, folders)`` options, and each agent's choice: the
+    option with the lowest mean regret (rounded to ``precision`` decimals when given, so that
+    a tie at the printed precision keeps the agent's first option)."""
+    rows, chosen = [], {}
+    for agent, name, folders in options:
+        row, overall = mean_row(agent, name, folders)
+        overall = overall if precision is None else round(overall, precision)
+        rows.append(row)
+        if agent not in chosen or overall < chosen[agent][1]:
+            chosen[agent] = (name, overall)
+    return rows, chosen
+
+
 def summary(args: Args, todo: list[Job], command: str) -> str:
     """The table of mean regret per agent, value and delta, and each agent's choice."""
     folders: dict[tuple[str, str], list[Path]] = {}
     for job in todo:
         folders.setdefault((job.agent, job.value), []).append(job.out)
-    rows, chosen = [], {}
-    for (agent, value), where in folders.items():
-        row, overall = mean_row(agent, value, where)
-        rows.append(row)
-        if agent not in chosen or overall < chosen[agent][1]:
-            chosen[agent] = (value, overall)
+    rows, chosen = choose([(agent, value, where) for (agent, value), where in folders.items()])
     picks = ", ".join(f"{a} {SWEEP[a][0]} {v}" for a, (v, _) in chosen.items())
     return (
         "# Wheel bandit: exploration settings chosen on tuning seeds\n\n"

@@ -247,6 +247,22 @@ def train_and_evaluate(
     return RunResult(model, metrics, probs)
 
 
+def load_run(
+    run: str | os.PathLike, device: str | None = None
+) -> tuple[UncertaintyModel, dict[str, Any]]:
+    """The model of a run folder written by :func:`train_and_evaluate` (or its ``model.pt``
+    path) and the training config in its ``metrics.json`` (``{}`` when there is none)."""
+    path = Path(run)
+    checkpoint = path / "model.pt" if path.is_dir() or not path.suffix else path
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint {checkpoint}; train one with 'safety-bhn train --out {run}'"
+        )
+    metrics = checkpoint.parent / "metrics.json"
+    config = read_json(metrics).get("config", {}) if metrics.is_file() else {}
+    return load(checkpoint, device=device), config
+
+
 def evaluate_run(
     run_dir: str | os.PathLike,
     n_samples: int | None = None,
@@ -254,16 +270,7 @@ def evaluate_run(
     device: str | None = None,
 ) -> dict[str, float]:
     """Test-set accuracy, NLL, ECE and Brier of the model saved in ``run_dir``."""
-    run_dir = Path(run_dir)
-    if run_dir.is_file():  # the checkpoint itself was named
-        run_dir = run_dir.parent
-    if not (run_dir / "model.pt").is_file():
-        raise FileNotFoundError(f"no checkpoint {run_dir / 'model.pt'}; train one with "
-                                f"'safety-bhn train --out {run_dir}'")  # fmt: skip
-    model = load(run_dir / "model.pt", device=device)
-    config = {}
-    if (run_dir / "metrics.json").is_file():
-        config = read_json(run_dir / "metrics.json").get("config", {})
+    model, config = load_run(run_dir, device)
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
     xt, yt = mnist_splits(data_dir, 0, classes=config.get("classes"))["test"]
     gen = torch.Generator(device=model.device).manual_seed(0)

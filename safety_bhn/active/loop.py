@@ -697,9 +697,7 @@ def _read_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no active-learning state file at {path}")
     state = read_json(path)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not an active-learning state file")
-    if state.get("format_version") != STATE_VERSION:
+    if not isinstance(state, dict) or state.get("format_version") != STATE_VERSION:
         raise ValueError(f"{path} is not an active-learning state file")
     # Runs saved before these settings existed were trained at a constant rate, no warmup.
     state["config"].setdefault("lr_schedule", "constant")

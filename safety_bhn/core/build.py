@@ -165,6 +165,12 @@ def build_model(
     return model.to(target)
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message (at most 200 characters), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def load(path: str | os.PathLike, device: str | torch.device | None = None) -> UncertaintyModel:
     """Load a model written by :meth:`UncertaintyModel.save` (``weights_only=True``).
 
@@ -181,10 +187,9 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> U
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch's message may suggest weights_only=False: never do that
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"{path} is not a readable safety_bhn checkpoint (damaged, truncated or not "
-            f"written by model.save): {first[:200]}"
+            f"written by model.save): {_first_line(err)}"
         ) from None
     version = payload.get("format_version") if isinstance(payload, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
@@ -206,9 +211,8 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> U
         )
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"{path} is a damaged safety_bhn checkpoint (its configuration or weights do not "
-            f"match a model): {type(err).__name__}: {first[:200]}"
+            f"match a model): {type(err).__name__}: {_first_line(err)}"
         ) from None
     return model.to(target)

@@ -48,14 +48,12 @@ def check_choices(args: argparse.Namespace) -> tuple[Exploration, Method]:
     """The agent and method, checked before any environment is made (whatever the agent)."""
     from .._choices import parse_choice
     from ..core.build import Method
-    from .agents import Exploration
+    from .agents import Exploration, _check_probability
 
     exploration = parse_choice(args.agent, Exploration, "agent")
     method = parse_choice(args.method, Method, "method")
-    for name in ("threshold", "quantile"):
-        value = getattr(args, name)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    for name in ("threshold", "quantile"):  # the agents' own check, before any env is made
+        _check_probability(name, getattr(args, name))
     if exploration is Exploration.RANDOM and args.safe:
         raise ValueError("the random agent has no cost model to be safe with; drop --safe, or "
                          "use --agent thompson or epsilon_greedy")  # fmt: skip

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from .._argtypes import positive_int
-from .._io import atomic_write_text, read_json
+from .._io import atomic_write_text
 from ..core.base import UncertaintyModel
-from ..core.build import load
 from ..data import embedded_mnist, load_dataset
+from ..runs import load_run
 from .report import OODReport, evaluate_ood, rows_to_csv, rows_to_markdown
 from .scores import parse_scores
 from .suite import HELD_OUT_KNOWN, available_sets, build_suite, set_names
@@ -54,20 +54,6 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run_ood)
 
 
-def _load_run(run: str, device: str | None) -> tuple[UncertaintyModel, dict[str, Any]]:
-    path = Path(run)
-    checkpoint = path / "model.pt" if path.is_dir() or not path.suffix else path
-    if not checkpoint.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint {checkpoint}; train one with 'safety-bhn train --out {run}'"
-        )
-    config: dict[str, Any] = {}
-    metrics = checkpoint.parent / "metrics.json"
-    if metrics.is_file():
-        config = read_json(metrics).get("config", {})
-    return load(checkpoint, device=device), config
-
-
 def _mnist_test(model: UncertaintyModel, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     if math.prod(model.in_shape) != 28 * 28:
         raise ValueError(
@@ -82,7 +68,7 @@ def _mnist_test(model: UncertaintyModel, data_dir: str | None) -> tuple[torch.Te
 
 
 def _report_for(run: str, name: str, args: argparse.Namespace) -> OODReport:
-    model, config = _load_run(run, args.device)
+    model, config = load_run(run, args.device)
     data_dir = args.data_dir if args.data_dir is not None else config.get("data_dir")
     x, y = _mnist_test(model, data_dir)
     known = config.get("classes")  # the digits a 'safety-bhn train --classes' run learned

@@ -364,21 +364,15 @@ def held_out_split(
     >>> yk.tolist(), xn.shape[0]
     ([0, 1, 2], 3)
     """
-    if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dim() != 1:
-        raise TypeError("y must be a 1-D integer tensor of class labels")
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
-    known = torch.as_tensor(list(known_classes), dtype=y.dtype)
-    if known.numel() < 2 or known.unique().numel() != known.numel():
-        raise ValueError(f"known_classes must be at least 2 distinct labels, got {known_classes}")
-    mask = torch.isin(y, known)
-    if not mask.any() or mask.all():
+    known = [int(c) for c in known_classes]
+    x_known, y_known = select_classes(x, y, known)  # checks y, the sizes and the classes
+    novel = ~torch.isin(y, torch.as_tensor(known, dtype=y.dtype))
+    if not novel.any():
         raise ValueError(
-            f"known_classes {list(known_classes)} must split the labels into known and novel "
-            f"classes; the labels present are {y.unique().tolist()}"
+            f"known_classes {known} must split the labels into known and novel classes; the "
+            f"labels present are {y.unique().tolist()}"
         )
-    x_known, y_known = select_classes(x, y, [int(c) for c in known_classes])
-    return x_known, y_known, x[~mask]
+    return x_known, y_known, x[novel]
 
 
 def build_suite(
