@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     markdown_table,
     mean_std,
     parse_args,
+    quick_settings,
     seed_everything,
     write_csv,
 )
@@ -122,17 +123,13 @@ FULL = Args()
 
 
 def quick_args(args: Args) -> Args:
-    args.acquisitions = ["bald", "random"]
-    args.seeds = [0]
-    args.max_labels = args.initial + 2 * args.acquire
-    args.arch = "mlp"  # a smoke test of the script: the CNN path is tested in test_active.py
-    args.hidden = [32]
-    args.coupling_layers = 2
-    args.train_steps = 20
-    args.pool_subset = 200
-    args.acq_samples = 5
-    args.eval_samples = 3
-    args.test_size = 1000
+    """Smoke-test settings: tiny network, 2 steps, bald and random, one seed; the settings the
+    user named on the command line are kept."""
+    args = quick_settings(args, acquisitions=["bald", "random"], seeds=[0], hidden=[32],
+                          arch="mlp",  # the CNN path is tested in test_active.py
+                          coupling_layers=2, train_steps=20, pool_subset=200, acq_samples=5,
+                          eval_samples=3, test_size=1000)  # fmt: skip
+    args = quick_settings(args, max_labels=args.initial + 2 * args.acquire)
     args.runs_dir = str(Path(args.runs_dir) / "quick")
     if args.out_dir == FULL.out_dir:  # never overwrite the real results with a smoke test
         args.out_dir = args.runs_dir

@@ -13,7 +13,6 @@ Writes benchmarks/results/al_recipe.{csv,md}. Run from the project root:
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from common import (  # noqa: E402
     mean_std,
     parse_args,
     quick_out,
+    quick_settings,
     seed_everything,
     write_csv,
 )
@@ -87,8 +87,8 @@ class Args:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:
-        args = dataclasses.replace(args, seeds=[0], labels=60, train_steps=20, tune_size=300,
-                                   samples=3, out=quick_out(args.out))  # fmt: skip
+        args = quick_settings(args, seeds=[0], labels=60, train_steps=20,
+                              tune_size=300, samples=3, out=quick_out(args.out))  # fmt: skip
     recipes = {}  # checked before any data is read: name -> (schedule, warmup, select)
     for recipe in args.recipes:
         schedule, *extras = recipe.split("+")

@@ -12,7 +12,6 @@ regret curves bandit.curves.csv. Run from the project root:
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from common import (  # noqa: E402
     mean_std,
     parse_args,
     quick_out,
+    quick_settings,
     run_kind,
     seed_everything,
     write_csv,
@@ -149,8 +149,8 @@ class Args:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:  # never over the committed results
-        args = dataclasses.replace(args, deltas=[0.5, 0.95], seeds=[0], steps=300, train_steps=20,
-                                   out=quick_out(args.out))  # fmt: skip
+        args = quick_settings(args, deltas=[0.5, 0.95], seeds=[0],
+                              steps=300, train_steps=20, out=quick_out(args.out))  # fmt: skip
     bad = [d for d in args.deltas if not 0.0 < d < 1.0]
     if bad:
         raise SystemExit(f"--deltas {bad}: the wheel's delta must lie in (0, 1)")

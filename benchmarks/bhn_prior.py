@@ -15,7 +15,6 @@ Writes benchmarks/results/bhn_prior.{csv,md}. Run from the project root:
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from common import (  # noqa: E402
     markdown_table,
     parse_args,
     quick_out,
+    quick_settings,
     seed_everything,
     write_csv,
 )
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         raise SystemExit(f"bhn_prior.py: error: {err}") from None
     if args.quick:
-        args = dataclasses.replace(args, prior_stds=[1.0, 3.0], coupling_layers=2, hidden=32,
-                                   epochs=1, samples=5, out=quick_out(args.out))  # fmt: skip
+        args = quick_settings(args, prior_stds=[1.0, 3.0], coupling_layers=2,
+                              hidden=32, epochs=1, samples=5, out=quick_out(args.out))  # fmt: skip
     torch.set_num_threads(1)
     splits = mnist_splits(args.data_dir, 500, args.seed)
     x_tune, y_tune = load_dataset("mnist", "extra", args.data_dir)

@@ -20,7 +20,6 @@ kernels, time-sliced), so a GPU is no shortcut for this sweep without batching r
 from __future__ import annotations
 
 import csv
-import dataclasses
 import multiprocessing
 import sys
 import time
@@ -41,6 +40,7 @@ from common import (  # noqa: E402
     markdown_table,
     parse_args,
     quick_out,
+    quick_settings,
     seed_everything,
     write_csv,
 )
@@ -168,7 +168,7 @@ def run_one(row: str, args: Args) -> dict[str, Any]:
         recipe["epochs"] = 1
     train, val, (x_tune, y_tune) = data(args, recipe["extra_val"])
     seed_everything(args.seed)
-    opts: dict[str, Any] = {"hidden": [args.hidden if not args.quick else 32]}
+    opts: dict[str, Any] = {"hidden": [args.hidden]}
     if recipe["prob_clip"]:
         opts["prob_clip"] = recipe["prob_clip"]
     if method == "bhn":
@@ -238,8 +238,8 @@ Recipes:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:
-        rows = args.rows if args.rows != DEFAULT_ROWS else ["bhn-2:cos-200", "mc_dropout:const-200"]
-        args = dataclasses.replace(args, rows=rows, samples=5, out=quick_out(args.out))
+        rows = ["bhn-2:cos-200", "mc_dropout:const-200"]
+        args = quick_settings(args, rows=rows, hidden=32, samples=5, out=quick_out(args.out))
     try:
         for row in args.rows:
             parse_row(row)

@@ -169,6 +169,25 @@ def quick_out(out: str) -> str:
     return "runs/bench-quick" if Path(out).resolve() == RESULTS.resolve() else out
 
 
+def quick_settings(args: T, **tiny: Any) -> T:
+    """``args`` with a ``--quick`` run's ``tiny`` settings in place of the defaults; a setting
+    the user changed from its default on the command line is kept, so a smoke test runs the
+    rows, seeds or budgets the user named.
+
+    >>> @dataclasses.dataclass
+    ... class A:
+    ...     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    ...     epochs: int = 100
+    >>> quick_settings(A(seeds=[7]), seeds=[0], epochs=1)
+    A(seeds=[7], epochs=1)
+    >>> quick_settings(A(), seeds=[0], epochs=1)
+    A(seeds=[0], epochs=1)
+    """
+    defaults = type(args)()
+    tiny = {k: v for k, v in tiny.items() if getattr(args, k) == getattr(defaults, k)}
+    return dataclasses.replace(args, **tiny)
+
+
 def run_kind(args: Any, ignore: Sequence[str] = ("out", "progress")) -> str:
     """'full run', or a label saying which settings differ from the defaults (or a smoke test).
 

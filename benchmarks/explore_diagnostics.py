@@ -15,7 +15,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, markdown_table, parse_args, quick_out  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    command_line,
+    markdown_table,
+    parse_args,
+    quick_out,
+    quick_settings,
+)
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.explore import ENV_PRESETS, make_agent, make_env, run_agent  # noqa: E402
@@ -87,8 +94,8 @@ def cartpole_resamples(args: Args) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:
-        args.grid_steps, args.shift_steps, args.cartpole_steps = 300, 100, 300
-        args.out = quick_out(args.out)
+        args = quick_settings(args, grid_steps=300, shift_steps=100, cartpole_steps=300,
+                              out=quick_out(args.out))  # fmt: skip
     torch.set_num_threads(1)
     table = markdown_table(["cell", "action", *(f"Q {a}" for a in ACTIONS)], q_along_episode(args))
     resamples = cartpole_resamples(args)

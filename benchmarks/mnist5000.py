@@ -9,7 +9,6 @@ several seeds. Writes benchmarks/results/mnist5000.{csv,md,png}. Run from the pr
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 import time
@@ -28,6 +27,7 @@ from common import (
     mean_std,
     parse_args,
     quick_out,
+    quick_settings,
     seed_everything,
     write_csv,
 )  # noqa: E402
@@ -230,12 +230,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--rows {bad}: expected bhn-K (K coupling layers, e.g. bhn-12), "
                          "mc_dropout, factorial_vi or map")  # fmt: skip
     if args.quick:  # tiny budgets; rows and seeds the user named are kept
-        given = {
-            k: getattr(args, k) for k in ("rows", "seeds") if getattr(args, k) != getattr(Args(), k)
-        }
-        quick = {"rows": ["bhn-2", "mc_dropout", "factorial_vi", "map"], "seeds": [0], **given}
-        args = dataclasses.replace(args, hidden=[64], epochs=1, eval_samples=10, **quick,
-                                   out=quick_out(args.out), resume=False)  # fmt: skip
+        args = quick_settings(args, rows=["bhn-2", "mc_dropout", "factorial_vi",
+                              "map"], seeds=[0], hidden=[64], epochs=1, eval_samples=10,
+                              out=quick_out(args.out), resume=False)  # fmt: skip
     seed_everything(args.seeds[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from common import (  # noqa: E402
     mean_std,
     parse_args,
     project_path,
+    quick_settings,
     run_settings,
     save_run,
     seed_everything,
@@ -508,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     command = command_line("ood.py", argv)
     if args.quick:
         quick_out = ROOT / "runs" / "bench-ood-quick"
-        args = dataclasses.replace(
+        args = quick_settings(
             args, rows=["bhn-2", "mc_dropout", "map"], hidden=[16], seeds=[0], epochs=1,
             n_test=100, samples=4, rotations=[0, 90], noise_stds=[0.0, 0.5], shift_n=50,
             epsilons=[0.0, 0.1], attack_samples=2,

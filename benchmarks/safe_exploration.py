@@ -15,7 +15,6 @@ and the per-episode data safe_exploration.episodes.csv. Run from the project roo
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import sys
 import time
@@ -36,6 +35,7 @@ from common import (  # noqa: E402
     mean_std,
     parse_args,
     quick_out,
+    quick_settings,
     run_kind,
     seed_everything,
     write_csv,
@@ -165,9 +165,9 @@ def run_one(args: Args, env_name: str, name: str, safe: bool, seed: int) -> tupl
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:  # never over the committed results
-        args = dataclasses.replace(args, seeds=[0], agents=["bhn", "epsilon_greedy"],
-                                   grid_steps=300, shift_steps=100, cartpole_steps=200,
-                                   out=quick_out(args.out))  # fmt: skip
+        args = quick_settings(args, seeds=[0],
+                              agents=["bhn", "epsilon_greedy"], grid_steps=300, shift_steps=100,
+                              cartpole_steps=200, out=quick_out(args.out))  # fmt: skip
     unknown = set(args.agents) - set(AGENTS)
     if unknown:
         raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")

@@ -12,7 +12,6 @@ Writes benchmarks/results/speed.{csv,md}. Run from the project root:
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ from common import (  # noqa: E402
     markdown_table,
     parse_args,
     quick_out,
+    quick_settings,
     seed_everything,
     write_csv,
 )
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> None:
             f"--repeats must be at least 1 (the median of the timings), got {args.repeats}"
         )
     if args.quick:
-        args = dataclasses.replace(args, hidden=32, coupling_layers=2, n_predict=50, repeats=2,
-                                   train_steps=2, out=quick_out(args.out))  # fmt: skip
+        args = quick_settings(args, hidden=32, coupling_layers=2, n_predict=50, repeats=2,
+                              train_steps=2, out=quick_out(args.out))  # fmt: skip
     seed_everything(args.seed)
     torch.set_grad_enabled(True)
     x = torch.rand(args.n_predict, 1, 28, 28)

@@ -139,6 +139,23 @@ def test_run_kind_names_the_settings_changed_from_the_defaults(benchmark_module)
     assert common.run_kind(bandit.Args(quick=True, steps=100)).startswith("QUICK smoke test")
 
 
+def test_quick_settings_keep_what_the_user_named(benchmark_module):
+    bandit, common = benchmark_module("bandit"), benchmark_module("common")
+    tiny = {"deltas": [0.5], "seeds": [0], "steps": 300}
+    assert common.quick_settings(bandit.Args(), **tiny) == bandit.Args(**tiny)
+    named = common.quick_settings(bandit.Args(seeds=[4, 5], steps=50), **tiny)
+    assert (named.deltas, named.seeds, named.steps) == ([0.5], [4, 5], 50)
+
+
+def test_bandit_quick_runs_the_deltas_seeds_and_agents_named(tmp_path):
+    _quick("bandit.py", tmp_path, "--no-progress", "--deltas", "0.7", "--seeds", "3",
+           "--agents", "epsilon_greedy", "--steps", "60", "--train-steps", "5")  # fmt: skip
+    with open(tmp_path / "bandit.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], r["delta"], r["seed"]) for r in rows} == {
+        ("uniform", "0.7", "3"), ("epsilon_greedy", "0.7", "3")}  # fmt: skip
+
+
 def test_mean_std_reports_one_run_without_a_spread(benchmark_module):
     common = benchmark_module("common")
     assert common.mean_std([1.0, 2.0, 3.0], "{:.2f}") == "2.00 ± 1.00"
@@ -177,7 +194,7 @@ def test_bandit_tuning_quick(tmp_path):
 def test_bandit_fixed_noise_for_one_agent_equals_fixing_it_for_all(tmp_path):
     def regrets(out, *flags):
         _quick("bandit.py", out, "--no-progress", "--agents", "factorial_vi", "epsilon_greedy",
-               "--deltas", "0.9", "--steps", "150", *flags)  # fmt: skip
+               "--deltas", "0.9", *flags)  # fmt: skip
         with open(out / "bandit.csv") as f:
             return {r["method"]: r["cumulative_regret"] for r in csv.DictReader(f)}
 
