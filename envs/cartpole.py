@@ -13,6 +13,10 @@ class CartPoleCostEnv(CartPoleEnv):
 
     A termination (pole beyond 12 degrees or cart beyond 2.4) is the safety violation:
     that step has ``info["cost"] = 1``; every other step has ``info["cost"] = 0``.
+
+    Rendering (``render_mode="rgb_array"`` or ``"human"``) is Gymnasium's and needs pygame:
+    ``pip install "safety-bhn[render]"``; without it ``render()`` raises Gymnasium's
+    ``DependencyNotInstalled`` naming the package to install.
     """
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

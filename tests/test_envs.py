@@ -155,3 +155,18 @@ def test_cartpole_cost_marks_failure():
         _, _, term, trunc, info = env.step(0)  # always push left: falls within ~10 steps
         costs.append(info["cost"])
     assert costs[-1] == 1.0 and sum(costs) == 1.0
+
+
+def test_cartpole_cost_renders_a_frame_or_names_the_missing_package():
+    env = gymnasium.make("safety_bhn/CartPoleCost-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    try:
+        import pygame  # noqa: F401
+    except ImportError:
+        with pytest.raises(gymnasium.error.DependencyNotInstalled, match="pip install"):
+            env.render()
+    else:
+        frame = env.render()
+        assert frame.dtype == np.uint8 and frame.shape[2] == 3
+    finally:
+        env.close()

@@ -149,7 +149,9 @@ class UncertaintyModel(nn.Module, ABC):
         """Logits of ``n_samples`` independent posterior samples: ``(n_samples, batch, classes)``.
 
         One draw is made and applied to every input; ``batch_size`` only splits the inputs
-        into chunks to bound memory.
+        into chunks to bound memory. As with any ``nn.Module``, gradients flow to ``x`` and
+        the parameters (training and FGSM use them): for inference alone, call it under
+        ``torch.no_grad()``, or the graph of every chunk is kept.
         """
         n = self.check_samples(self.default_samples if n_samples is None else n_samples)
         x = self.check_input(x)
