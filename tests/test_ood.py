@@ -5,6 +5,7 @@ import math
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -290,6 +291,20 @@ def test_suite_errors():
         unregister_ood_set("inverted")
     with pytest.raises(ValueError, match="no OOD sets"):
         evaluate_ood(safety_bhn.build_model("map", hidden=[4], seed=0), suite, progress=False)
+
+
+def test_suite_warns_about_a_set_on_another_scale_only():
+    x, y = fake_mnist(10)
+    suite = OODSuite(x, y)
+    with pytest.warns(UserWarning, match="'twice' spans only .* another scale"):
+        suite.add("twice", torch.rand(5, 1, 28, 28) / 255)  # divided by 255 twice
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        suite.add("blank", torch.zeros(5, 1, 28, 28))  # constant: a legitimate OOD set
+        suite.add("noise", torch.rand(5, 1, 28, 28))
+        build_suite(x, y, "uniform_noise,gaussian_noise,inverted")
+    with pytest.warns(UserWarning, match="another scale"):  # [0, 1] against 0-255 pixels
+        OODSuite(x * 255, y, pixel_range=(0, 255)).add("unit", torch.rand(5, 1, 28, 28))
 
 
 # -- reports ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import enum
 import inspect
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -201,6 +202,15 @@ def check_set(
             f"OOD set {name!r} has values in [{x_lo:.4g}, {x_hi:.4g}], outside the "
             f"in-distribution pixel range [{lo:g}, {hi:g}]; rescale it to that range (a "
             "detector could otherwise spot the range, not the content)"
+        )
+    in_lo, in_hi = x_in.min().item(), x_in.max().item()
+    if 0 < x_hi - x_lo < 0.05 * (in_hi - in_lo):  # constant sets (span 0) are legitimate
+        warnings.warn(
+            f"OOD set {name!r} spans only [{x_lo:.4g}, {x_hi:.4g}] against the in-distribution "
+            f"inputs' [{in_lo:.4g}, {in_hi:.4g}]; if it is on another scale (divided by 255 "
+            "twice, or [0, 1] against 0-255 pixels), rescale it, or a detector may spot the "
+            "scale rather than the content",
+            stacklevel=3,
         )
     return x.to(x_in.dtype)
 
