@@ -1,5 +1,6 @@
 """One contract for every method and architecture, plus known-answer tests per method."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -430,6 +431,22 @@ def test_bhn_prior_mean_survives_save_and_load(tmp_path):
     loaded = safety_bhn.load(tmp_path / "m.pt", device="cpu")
     assert loaded.prior_mean.value == "init"
     assert torch.equal(loaded.prior_loc, model.prior_loc)
+
+
+def test_numpy_options_are_stored_as_plain_numbers_that_load_reads(tmp_path):
+    model = safety_bhn.build_model("bhn", in_shape=(np.int64(4),), n_classes=np.int64(3),
+                                   hidden=np.array([8]), prior_std=np.float64(0.5),
+                                   local_draws=np.bool_(True), seed=0)  # fmt: skip
+    assert model.config["options"] == {"hidden": [8], "prior_std": 0.5, "local_draws": True}
+    assert type(model.config["options"]["prior_std"]) is float  # np.float64 is a float subclass
+    path = model.save(tmp_path)  # a folder gets model.pt, which load finds there
+    assert path == tmp_path / "model.pt"
+    loaded = safety_bhn.load(tmp_path, device="cpu")
+    x, gen = torch.rand(3, 4), lambda: torch.Generator().manual_seed(0)
+    n = np.int64(5)  # integer NumPy scalars count as sample numbers
+    torch.testing.assert_close(loaded.sample_logits(x, n, gen()), model.sample_logits(x, 5, gen()))
+    with pytest.raises(ValueError, match="option prior_std=.*number, string or list"):
+        safety_bhn.build_model("bhn", in_shape=(4,), n_classes=3, prior_std=object())
 
 
 def test_bhn_unknown_prior_mean_is_refused_with_a_hint():

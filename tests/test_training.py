@@ -137,7 +137,8 @@ def test_fit_accepts_a_dataset(mnist_small):
     "kwargs, match",
     [({"epochs": 0}, "epochs"), ({"batch_size": -1}, "batch_size"), ({"lr": 0}, "lr"),
      ({"kl_anneal": 2.0}, "kl_anneal"), ({"lr_schedule": "cosin"}, "Did you mean 'cosine'"),
-     ({"lr_warmup": -0.1}, "lr_warmup"), ({"select": "acuracy"}, "Did you mean 'accuracy'")],
+     ({"lr_warmup": -0.1}, "lr_warmup"), ({"select": "acuracy"}, "Did you mean 'accuracy'"),
+     ({"grad_clip": 0}, "grad_clip must be positive"), ({"grad_clip": -1.0}, "grad_clip")],
 )  # fmt: skip
 def test_bad_hyper_parameters(kwargs, match, mnist_small):
     train, _ = mnist_small
@@ -170,6 +171,20 @@ def test_lr_schedule_sets_the_rate_of_every_step(schedule, warmup, mnist_small, 
         want = [0.01] * total
     want = [lr * min(1.0, (t + 1) / w) if w else lr for t, lr in enumerate(want)]
     assert seen == pytest.approx(want)
+
+
+def test_validation_labels_are_checked_before_training(mnist_small, monkeypatch):
+    (x, y), _ = mnist_small
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(TypeError, match="val: y must be an integer tensor"):
+        safety_bhn.fit(_model("map"), (x[:10], y[:10]), (x[:5], y[:5].float()), epochs=1)
+
+
+def test_a_bhn_trained_on_one_example_stays_finite():
+    model = safety_bhn.build_model("bhn", hidden=[8], in_shape=(4,), n_classes=3, seed=0)
+    x, y = torch.rand(1, 4), torch.tensor([2])
+    safety_bhn.fit(model, (x, y), epochs=3, progress=False)  # one example: no spread to init on
+    assert torch.isfinite(model.predict_proba(torch.rand(5, 4), 4)).all()
 
 
 def test_mismatched_or_bad_labels(mnist_small):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -122,22 +123,26 @@ class UncertaintyModel(nn.Module, ABC):
 
     @staticmethod
     def check_samples(n_samples: int) -> int:
-        """Validate a number of posterior samples and return it unchanged.
+        """Validate a number of posterior samples and return it as an ``int``.
 
         ``n_samples`` is the length of the leading axis of everything sampled from the
         posterior: logits and probabilities are ``(n_samples, batch, classes)``, one draw of
-        weights per sample. It must be a positive ``int`` (``bool`` is refused); anything else
-        raises a ValueError naming the value.
+        weights per sample. It must be a positive integer (``bool`` is refused); anything else
+        raises a ValueError naming the value. Integer NumPy scalars are accepted.
 
         >>> UncertaintyModel.check_samples(100)
         100
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        try:
+            n = operator.index(n_samples)  # ints, and integer NumPy scalars
+        except TypeError:
+            n = 0
+        if isinstance(n_samples, bool) or n < 1:
             raise ValueError(
                 f"n_samples must be a positive integer (the leading axis of "
                 f"(n_samples, batch, classes)), got {n_samples!r}"
             )
-        return n_samples
+        return n
 
     def sample_logits(
         self,
@@ -185,7 +190,11 @@ class UncertaintyModel(nn.Module, ABC):
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the configuration and weights to ``path`` atomically (temp file + rename)."""
+        """Write the configuration and weights to ``path`` atomically (temp file + rename);
+        an existing folder gets ``path/model.pt``, the file :func:`safety_bhn.load` reads
+        from a folder."""
+        if Path(path).is_dir():
+            path = Path(path) / "model.pt"
         payload = {
             "format_version": FORMAT_VERSION,
             "method": self.method,

@@ -241,10 +241,14 @@ class BHN(UncertaintyModel):
         for i, layer in enumerate(self.layers):
             u = shared_layer(layer, h, self._direction(i), None)
             dims = [d for d in range(u.dim()) if d != 2]
-            mean, std = u.mean(dims), u.std(dims)
-            # A unit that barely varies on this batch (sparse or one-hot inputs, repeated
-            # observations) would get a huge scale: floor its std.
-            std = std.clamp_min(max(0.1 * std.median().item(), 1e-2))
+            mean = u.mean(dims)
+            if u.numel() // u.shape[2] < 2:  # one example through an MLP: no spread to measure
+                std = torch.ones_like(mean)
+            else:
+                # A unit that barely varies on this batch (sparse or one-hot inputs, repeated
+                # observations) would get a huge scale: floor its std.
+                std = u.std(dims)
+                std = std.clamp_min(max(0.1 * std.median().item(), 1e-2))
             last = i == len(self.layers) - 1
             scale = 1.0 / std if not last else torch.ones_like(std)
             loc[offset : offset + layer.out_features] = scale

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._choices import parse_choice
@@ -82,6 +83,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def _plain(name: str, value: Any) -> Any:
+    """``value`` as plain Python (numbers, strings, lists) that a checkpoint can store and
+    ``load(weights_only=True)`` can read back: NumPy scalars and arrays and one-element or
+    small tensors are converted; anything else raises a ValueError naming the option."""
+    if isinstance(value, np.generic | np.ndarray | torch.Tensor):  # np.float64 is a float
+        return value.tolist()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(name, v) for v in value]
+    raise ValueError(
+        f"option {name}={value!r} must be a number, string or list of them (it is saved in "
+        f"the checkpoint), got {type(value).__name__}"
+    )
+
+
 def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
     values = [values] if isinstance(values, int) else list(values)
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
@@ -121,7 +138,9 @@ def build_model(
     method = parse_choice(method, Method, "method")
     arch = parse_choice(arch, Arch, "architecture")
     target = resolve_device(device)
-    in_shape = tuple(_positive_ints("in_shape", in_shape))
+    in_shape = tuple(_positive_ints("in_shape", _plain("in_shape", in_shape)))
+    n_classes = _plain("n_classes", n_classes)
+    options = {k: _plain(k, v) for k, v in options.items()}
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
         raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
     cls = MODEL_CLASSES[method]

@@ -183,6 +183,8 @@ def fit(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if lr <= 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be positive (None: no clipping), got {grad_clip!r}")
     if not 0.0 <= kl_anneal <= 1.0:
         raise ValueError(f"kl_anneal must lie in [0, 1], got {kl_anneal!r}")
     schedule = check_lr_recipe(lr_schedule, lr_warmup)
@@ -199,6 +201,10 @@ def fit(
     if val is not None:
         xv, yv = as_tensors(val, "val")
         xv = model.check_input(xv)
+        try:  # checked now, not after the first epoch's training
+            model.check_targets(yv, xv.shape[0])
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"val: {err}") from None
         _warn_if_classes_differ(y, yv)
 
     torch.manual_seed(seed)
