@@ -489,11 +489,78 @@ def test_user_dataset_with_an_oracle_is_asked_only_for_what_it_labels():
         (dict(pool_subset=2), "pool_subset"),
         (dict(acquisition="entropy"), "unknown acquisition"),
         (dict(method="bnn"), "unknown method"),
+        (dict(acquisition="bald", acq_samples=1), "acq_samples=1 would score every point 0"),
+        (dict(options={"hiden": [4]}), "do not build a model: unknown option.*'hiden'"),
     ],
 )
 def test_loop_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ActiveLearner(_tiny(**kwargs), _blobs())
+
+
+def test_a_model_option_the_method_lacks_fails_before_any_state_is_written(tmp_path):
+    with pytest.raises(ValueError, match="do not build a model.*coupling_layers"):
+        ActiveLearner(_tiny(options={"coupling_layers": 3}), _blobs(), out=tmp_path / "run")
+    assert not (tmp_path / "run" / "state.json").exists()  # the same folder can be rerun
+
+
+class _Pairs(Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def test_a_dataset_with_float_or_one_hot_labels_is_refused_not_truncated():
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="pool labels must be integer.*float32"):
+        ActiveLearner(_tiny(), _Pairs(x, y.float() + 0.7))  # int(2.7) would have given 2
+    with pytest.raises(ValueError, match=r"shape \(240, 3\).*argmax"):
+        ActiveLearner(_tiny(), _Pairs(x, torch.nn.functional.one_hot(y)))
+
+
+def test_resume_keeps_the_declared_number_of_classes(tmp_path):
+    x, y = _blobs()  # three classes; the user declares five (more may come from the oracle)
+    cfg = _tiny(steps=2)
+    whole = ActiveLearner(cfg, x, oracle=lambda i: y[i], n_classes=5, out=tmp_path / "whole")
+    whole.run(progress=False)
+    cut = ActiveLearner(cfg, x, oracle=lambda i: y[i], n_classes=5, out=tmp_path / "cut")
+    cut.run(progress=False, max_steps=1)
+    resumed = ActiveLearner(cfg, x, oracle=lambda i: y[i], out=tmp_path / "cut", resume=True)
+    assert resumed.n_classes == 5
+    resumed.run(progress=False)
+    assert resumed.model.n_classes == 5
+    assert [r["acquired"] for r in resumed.history] == [r["acquired"] for r in whole.history]
+    with pytest.raises(ValueError, match="run with n_classes=5, given n_classes=4"):
+        ActiveLearner(cfg, x, oracle=lambda i: y[i], n_classes=4, out=tmp_path / "cut",
+                      resume=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_run_called_again_after_an_oracle_error_redoes_the_step_exactly(tmp_path, warm_start):
+    x, y = _blobs()
+    cfg = _tiny(acquisition="batch_bald", num_configs=20, warm_start=warm_start)
+    whole = ActiveLearner(cfg, x, oracle=lambda i: y[i])
+    whole.run(progress=False)
+    calls = []
+
+    def flaky(indices):  # the initial and validation sets, step 0, then fails once
+        calls.append(len(indices))
+        if len(calls) == 4:
+            raise ConnectionError("labelling service down")
+        return y[indices]
+
+    learner = ActiveLearner(cfg, x, oracle=flaky, out=tmp_path)
+    with pytest.raises(ConnectionError):
+        learner.run(progress=False)
+    assert len(learner.history) == 1 and len(learner.labelled) == 10
+    learner.run(progress=False)
+    assert learner.labelled == whole.labelled
+    assert [r["scores"] for r in learner.history] == [r["scores"] for r in whole.history]
 
 
 def test_loop_rejects_bad_pools_and_oracles():

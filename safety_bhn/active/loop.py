@@ -129,6 +129,12 @@ class ActiveConfig:
             _check_int(name, getattr(self, name), minimum=0)
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if acquisition in NEEDS_SAMPLES and self.acq_samples < 2:
+            raise ValueError(
+                f"acquisition {acquisition.value!r} measures how posterior samples disagree, "
+                f"so acq_samples={self.acq_samples} would score every point 0; use "
+                "acq_samples >= 2 (20 is usual)"
+            )
         if 0 < self.pool_subset < self.acquire:
             raise ValueError(
                 f"pool_subset ({self.pool_subset}) must be at least acquire ({self.acquire})"
@@ -222,6 +228,11 @@ def _pool_inputs(pool: Tensor | tuple | Dataset) -> tuple[Tensor, Tensor | None]
         )
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"pool inputs must have shape (n, ...) with n > 0, got {tuple(x.shape)}")
+    if y is not None and (y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool):
+        raise ValueError(
+            f"pool labels must be integer class labels of shape (n,), got {y.dtype} of shape "
+            f"{tuple(y.shape)} (one-hot labels: y.argmax(1))"
+        )
     return x, y
 
 
@@ -315,12 +326,14 @@ class ActiveLearner:
         self.test = as_tensors(test, "test") if test is not None else None
         self.out = Path(out) if out is not None else None
         self.device = torch.device(config.device) if config.device else default_device()
+        self.given_n_classes = n_classes
         if n_classes is not None:
             _check_int("n_classes", n_classes, minimum=2)
         elif self.y is not None:
             n_classes = int(self.y.max()) + 1
         self.n_classes = n_classes
         self.model: UncertaintyModel | None = None
+        self._check_model_settings()
         state_path = self.out / STATE_FILE if self.out is not None else None
         if resume:
             if state_path is None or not state_path.is_file():
@@ -335,6 +348,16 @@ class ActiveLearner:
             self._initialise()
 
     # -- set-up ---------------------------------------------------------------------------
+    def _check_model_settings(self) -> None:
+        """Build one model now, so that an option the method does not take fails before any
+        label is asked for or any state is written (not at the first retrain)."""
+        cfg = self.config
+        try:
+            build_model(cfg.method, cfg.arch, tuple(self.x.shape[1:]), max(2, self.n_classes or 2),
+                        seed=0, device="cpu", **cfg.model_options())  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"the model settings do not build a model: {err}") from None
+
     def _query(self, indices: Tensor) -> list[int]:
         if self.oracle is None:
             labels = self.y[indices]
@@ -417,6 +440,14 @@ class ActiveLearner:
                 f"cannot resume {path} with steps={cfg.steps}: it would need {needed} points "
                 f"(initial + val_size + acquire*steps), and the pool has {self.x.shape[0]}"
             )
+        saved_classes = state.get("declared_n_classes")  # absent in states before 2026-12
+        if saved_classes is not None:
+            if self.given_n_classes is not None and self.given_n_classes != saved_classes:
+                raise ValueError(
+                    f"cannot resume {path}: it was run with n_classes={saved_classes}, given "
+                    f"n_classes={self.given_n_classes}; pass {saved_classes} or leave it out"
+                )
+            self.n_classes = saved_classes
         self.val, self.val_labels = state["val"], state["val_labels"]
         self.labelled, self.labels = state["labelled"], state["labels"]
         self.history = state["history"]
@@ -448,6 +479,7 @@ class ActiveLearner:
             "labelled": self.labelled,
             "labels": self.labels,
             "n_classes": self._n_classes(),
+            "declared_n_classes": self.n_classes,  # given, or the pool's labels' max + 1
             "history": self.history,
             "rng_state": _encode_rng(self.gen),
             "pool_source": self.pool_source,
@@ -583,38 +615,59 @@ class ActiveLearner:
         end = cfg.steps + 1 if max_steps is None else min(cfg.steps + 1, start + max_steps)
         bar = tqdm(range(start, end), desc=f"active {cfg.method}/{cfg.acquisition}",
                    initial=start, total=cfg.steps + 1, disable=not progress)  # fmt: skip
-        device = device_words(self.device)
         for step in bar:
-            t0 = time.perf_counter()
-            model, train_seconds = self._train(step)
-            metrics = self._evaluate(model, step)
-            t1 = time.perf_counter()
-            acquired: list[int] = []
-            scores: list[float | None] = []
-            if step < cfg.steps:
-                acquired, scores = self._acquire(model, step)
-            t2 = time.perf_counter()
-            record = {
-                "step": step,
-                "n_labels": len(self.labelled),
-                **metrics,
-                "train_seconds": train_seconds,
-                "acquire_seconds": t2 - t1,
-                "step_seconds": t2 - t0,
-                "device": device,
-                "acquired": acquired,
-                "scores": scores,
-            }
-            if acquired:
-                new_labels = self._query(torch.as_tensor(acquired))
-                self.labelled += acquired
-                self.labels += new_labels
-            self.history.append(record)
-            self.save()
-            if "test_acc" in metrics:
-                bar.set_postfix(labels=record["n_labels"], test_acc=f"{metrics['test_acc']:.4f}")
+            before = (self.gen.get_state(), len(self.labelled), len(self.history))
+            try:
+                record = self._step(step)
+            except BaseException:  # an oracle error, Ctrl-C: calling run() again redoes the
+                self._undo_step(*before)  # step exactly as a resume from disk would
+                raise
+            if "test_acc" in record:
+                bar.set_postfix(labels=record["n_labels"], test_acc=f"{record['test_acc']:.4f}")
         self.done = len(self.history) == cfg.steps + 1
         return self.state()
+
+    def _step(self, step: int) -> dict[str, Any]:
+        """Train, evaluate, acquire and label (except after the last step), then save."""
+        t0 = time.perf_counter()
+        model, train_seconds = self._train(step)
+        metrics = self._evaluate(model, step)
+        t1 = time.perf_counter()
+        acquired: list[int] = []
+        scores: list[float | None] = []
+        if step < self.config.steps:
+            acquired, scores = self._acquire(model, step)
+        t2 = time.perf_counter()
+        record = {
+            "step": step,
+            "n_labels": len(self.labelled),
+            **metrics,
+            "train_seconds": train_seconds,
+            "acquire_seconds": t2 - t1,
+            "step_seconds": t2 - t0,
+            "device": device_words(self.device),
+            "acquired": acquired,
+            "scores": scores,
+        }
+        if acquired:
+            new_labels = self._query(torch.as_tensor(acquired))
+            self.labelled += acquired
+            self.labels += new_labels
+        self.history.append(record)
+        self.save()
+        return record
+
+    def _undo_step(self, gen_state: Tensor, n_labelled: int, n_history: int) -> None:
+        """Forget a step that did not finish: its random draws, labels and record, and (warm
+        start) the model it was training, which is reloaded from the last saved state."""
+        self.gen.set_state(gen_state)
+        del self.labelled[n_labelled:], self.labels[n_labelled:], self.history[n_history:]
+        if self.config.warm_start:
+            self.model = None
+            if self.out is not None and (self.out / STATE_FILE).is_file():
+                model_file = _read_state(self.out / STATE_FILE).get("model_file", MODEL_FILE)
+                if (self.out / model_file).is_file():
+                    self.model = load(self.out / model_file, device=self.device)
 
     def curve(self) -> list[dict[str, Any]]:
         """One row per completed step: the tidy learning curve."""

@@ -93,9 +93,15 @@ def as_tensors(data: Data, name: str = "data") -> tuple[Tensor, Tensor]:
     elif isinstance(data, Dataset):
         if len(data) == 0:
             raise ValueError(f"{name} is empty")
-        pairs = [data[i] for i in range(len(data))]
-        x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
-        y = torch.as_tensor([int(p[1]) for p in pairs])
+        try:  # labels stacked as given: a float or one-hot label fails the label checks
+            pairs = [data[i] for i in range(len(data))]
+            x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
+            y = torch.stack([torch.as_tensor(p[1]) for p in pairs])
+        except (TypeError, ValueError, IndexError, RuntimeError) as err:
+            raise TypeError(
+                f"{name}: a Dataset must yield (x, y) pairs of equal-shaped inputs and integer "
+                f"labels: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            ) from None
     else:
         raise TypeError(f"{name} must be a pair of tensors (x, y) or a Dataset of (x, y) pairs")
     if x.shape[0] != y.shape[0]:
