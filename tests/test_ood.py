@@ -293,6 +293,28 @@ def test_suite_errors():
         evaluate_ood(safety_bhn.build_model("map", hidden=[4], seed=0), suite, progress=False)
 
 
+def test_all_sets_include_held_out_classes_only_with_known_classes(shared_data_dir):
+    x, y = fake_mnist(40)
+    register_ood_set("test_big", TensorDataset(torch.rand(300, 1, 28, 28)))
+    try:
+        suite = build_suite(x, y, "all", n=20, data_dir=shared_data_dir)
+        assert "held_out_classes" not in suite.names and "test_big" in suite.names
+        assert suite["test_big"].shape[0] == 20  # a Dataset is cut to n as a tensor is
+        split = build_suite(x, y, "all", known_classes=range(5), data_dir=shared_data_dir)
+        assert "held_out_classes" in split.names and int(split.y_in.max()) == 4
+    finally:
+        unregister_ood_set("test_big")
+
+
+def test_a_model_with_fewer_classes_than_the_suite_is_refused():
+    x, y = fake_mnist(20)
+    five = safety_bhn.build_model("map", hidden=[4], n_classes=5, seed=0)
+    with pytest.raises(ValueError, match="labels go up to 9, but the model has 5 classes"):
+        evaluate_ood(five, build_suite(x, y, "uniform_noise"), progress=False)
+    held_out = build_suite(x, y, "held_out_classes", known_classes=range(5))
+    assert evaluate_ood(five, held_out, "entropy", 2, progress=False).accuracy is not None
+
+
 def test_suite_warns_about_a_set_on_another_scale_only():
     x, y = fake_mnist(10)
     suite = OODSuite(x, y)

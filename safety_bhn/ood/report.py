@@ -140,6 +140,13 @@ def evaluate_ood(
         raise TypeError(f"suite must be an OODSuite (see build_suite), got {type(suite).__name__}")
     if len(suite) == 0:
         raise ValueError("the suite has no OOD sets; add one with suite.add(name, x)")
+    if suite.y_in is not None and int(suite.y_in.max()) >= model.n_classes:
+        raise ValueError(
+            f"the suite's in-distribution labels go up to {int(suite.y_in.max())}, but the model "
+            f"has {model.n_classes} classes, so inputs of classes it never saw would count as "
+            "in-distribution; build the suite with known_classes (the classes it was trained on, "
+            "e.g. build_suite(x, y, 'mnist_held_out', known_classes=range(5)))"
+        )
     chosen = parse_scores(scores)
     n = model.default_samples if n_samples is None else n_samples
     draw = model.draw(model.check_samples(n), generator)
@@ -160,7 +167,7 @@ def evaluate_ood(
         probs, values = score(x, set_name)
         if i == 0:
             scores_in = values
-            if suite.y_in is not None and int(suite.y_in.max()) < probs.shape[-1]:
+            if suite.y_in is not None:
                 acc = accuracy(probs.mean(0), suite.y_in.cpu())
         else:
             scores_out[set_name] = values

@@ -401,8 +401,9 @@ def build_suite(
     Args:
         x: in-distribution test inputs ``(N, *input_shape)``, e.g. MNIST test images.
         y: their labels (needed for ``held_out_classes`` and for accuracy in reports).
-        sets: a suite name (``"mnist"``, ``"mnist_held_out"``), ``"all"`` registered sets,
-            or set names (a list or a comma-separated string).
+        sets: a suite name (``"mnist"``, ``"mnist_held_out"``), ``"all"`` registered sets
+            (``held_out_classes`` among them only when ``known_classes`` is given), or set
+            names (a list or a comma-separated string).
         known_classes: the classes the model was trained on; inputs of other classes become
             the ``held_out_classes`` set (default for ``"mnist_held_out"``: digits 0-4).
             The in-distribution set keeps only the known classes, relabelled ``0..K-1``.
@@ -420,6 +421,8 @@ def build_suite(
     names, needs_split = _resolve_sets(sets)
     if needs_split and known_classes is None:
         known_classes = HELD_OUT_KNOWN
+    if known_classes is None:  # "all": held-out classes exist only for a model that lacks some
+        names = [s for s in names if s != OODSetName.HELD_OUT_CLASSES.value]
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
@@ -439,6 +442,8 @@ def build_suite(
     ctx = SetContext(suite.x_in, suite.x_in.shape[0], gen, suite.pixel_range, data_dir, x_novel)
     for name in names:
         data = _make(name, _REGISTRY[name], ctx)
+        if isinstance(data, Dataset) and not isinstance(data, Tensor):
+            data = _to_tensor(name, data)  # so that n subsamples it as it does a tensor
         if isinstance(data, Tensor) and data.dim() >= 2 and n is not None and data.shape[0] > n:
             data = data[torch.randperm(data.shape[0], generator=gen)[:n]]
         if isinstance(data, Tensor) and data.dim() >= 2:
