@@ -176,16 +176,18 @@ class RunResult:
     test_probs: Tensor
 
 
-def check_run_folder(out: str | os.PathLike, overwrite: bool = False) -> Path:
+def check_run_folder(
+    out: str | os.PathLike, overwrite: bool = False, marker: str = "model.pt"
+) -> Path:
     """Make sure ``out`` can take a new run before any training: create it, and refuse (with
-    an error naming the fix) a path that is a file, or a folder holding a run already, unless
-    ``overwrite``."""
+    an error naming the fix) a path that is a file, or a folder holding a run already (its
+    file ``marker``), unless ``overwrite``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; choose another --out")
-    if (out / "model.pt").exists() and not overwrite:
+    if (out / marker).exists() and not overwrite:
         raise ValueError(
-            f"{out} holds a trained run already ({out / 'model.pt'}); choose another --out, "
+            f"{out} holds a run already ({out / marker}); choose another --out, "
             "or pass --overwrite (overwrite=True) to replace it"
         )
     out.mkdir(parents=True, exist_ok=True)  # an unwritable place fails here, not after training

@@ -88,7 +88,7 @@ def test_quickstart_with_one_epoch(tmp_path):
         (["train", "--out", "afile"], "afile is a file, not a run folder"),
         (["train", "--classes", "3", "--out", "x"], "at least 2 distinct digits 0-9"),
         (["train", "--classes", "3", "12", "--out", "x"], "at least 2 distinct digits 0-9"),
-        (["train", "--out", "done"], "holds a trained run already"),
+        (["train", "--out", "done"], "holds a run already"),
         (["evaluate", "broken"], "broken/metrics.json is damaged (not valid JSON"),
     ],
 )

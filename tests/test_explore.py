@@ -162,7 +162,7 @@ def test_bandit_thompson_acts_greedily_under_its_sample():
 
 
 def test_bandit_initial_pulls_round_robin_then_training():
-    agent = NeuralBandit(5, 2, "map", hidden=[8], train_every=5, train_steps=2)
+    agent = NeuralBandit(5, 2, "map", "epsilon_greedy", hidden=[8], train_every=5, train_steps=2)
     actions = []
     for _ in range(10):
         a = agent.act(np.zeros(2, np.float32))
@@ -174,7 +174,7 @@ def test_bandit_initial_pulls_round_robin_then_training():
 
 @pytest.mark.parametrize("learn_noise", [True, False])
 def test_bandit_noise_std_is_learned_or_held(learn_noise):
-    agent = NeuralBandit(2, 2, "map", hidden=[8], train_every=4, train_steps=5,
+    agent = NeuralBandit(2, 2, "map", "epsilon_greedy", hidden=[8], train_every=4, train_steps=5,
                          noise_std=0.05, learn_noise=learn_noise)  # fmt: skip
     start = agent.posterior.log_noise.detach().clone()
     assert torch.allclose(start.exp(), torch.full((2,), 0.05))
@@ -263,7 +263,7 @@ def test_safe_agent_never_takes_a_masked_action_and_falls_back():
 @pytest.mark.slow
 def test_safe_agent_learns_to_mask_lava():
     env = make_env("safety_bhn/LavaGrid-v0")
-    agent = make_agent(env, "thompson", "map", safe=True, hidden=[32], seed=0, gamma=0.9)
+    agent = make_agent(env, "epsilon_greedy", "map", safe=True, hidden=[32], seed=0, gamma=0.9)
     run_agent(env, agent, 800, seed=0, progress=False)
     grid = env.unwrapped
     mask, _ = agent.allowed_actions(grid.observation_at((1, 2)))
@@ -282,11 +282,11 @@ def test_agents_reject_bad_input():
     with pytest.raises(ValueError, match="unknown agent"):
         make_agent(grid, "thompsom", "bhn")
     with pytest.raises(ValueError, match="safe variant needs costs"):
-        make_agent(make_env("safety_bhn/WheelBandit-v0"), "thompson", "map", safe=True)
-    agent = make_agent(grid, "thompson", "map", hidden=[8])
+        make_agent(make_env("safety_bhn/WheelBandit-v0"), "epsilon_greedy", "map", safe=True)
+    agent = make_agent(grid, "epsilon_greedy", "map", hidden=[8])
     with pytest.raises(ValueError, match=r"observation has shape \(3,\); expected \(44,\)"):
         agent.act(np.zeros(3))
-    bandit = make_agent(make_env("safety_bhn/WheelBandit-v0"), "thompson", "map", hidden=[8])
+    bandit = make_agent(make_env("safety_bhn/WheelBandit-v0"), "epsilon_greedy", "map", hidden=[8])
     with pytest.raises(ValueError, match="observation has shape"):
         bandit.act(np.zeros(44))
     with pytest.raises(ValueError, match="cannot make environment"):
@@ -313,7 +313,7 @@ def test_bandit_oracle_baseline_and_uniform_regret():
 
 def test_shift_detection_auroc_is_chance_for_map():
     env = make_env("safety_bhn/LavaGrid-v0")
-    assert shift_detection_auroc(make_agent(env, "thompson", "map", hidden=[8])) == 0.5
+    assert shift_detection_auroc(make_agent(env, "epsilon_greedy", "map", hidden=[8])) == 0.5
     auroc = shift_detection_auroc(make_agent(env, "thompson", "mc_dropout", hidden=[8]))
     assert 0.0 <= auroc <= 1.0
 
@@ -407,7 +407,7 @@ def test_cli_explore_gives_the_wheel_bandit_its_tuned_settings(tmp_path, monkeyp
         (["--safe"], "--safe needs costs, and the wheel bandit has none"),
         (["--agent", "random", "--safe"], "the random agent has no cost model"),
         (["--agent", "random", "--method", "bhm"], "Did you mean 'bhn'"),
-        (["--method", "map"], "use --agent epsilon_greedy for the MAP baseline"),
+        (["--method", "map"], "(--agent epsilon_greedy) for the MAP baseline"),
     ],
 )
 def test_cli_explore_checks_every_flag_on_the_bandit_too(flags, message, tmp_path, capsys):
@@ -437,14 +437,45 @@ def test_cli_explore_reports_bad_threshold(tmp_path, capsys):
 
 
 def test_agents_refuse_non_finite_rewards_and_costs_before_storing_them():
-    bandit = NeuralBandit(2, 2, "map", hidden=[8])
+    bandit = NeuralBandit(2, 2, "map", "epsilon_greedy", hidden=[8])
     with pytest.raises(ValueError, match="must be finite"):
         bandit.observe(np.zeros(2), 0, float("nan"), None, False, 0.0)
     assert bandit.rewards == []  # nothing stored, so later retraining still works
-    dqn = _dqn(method="map", safe=True)
+    dqn = _dqn(exploration="epsilon_greedy", method="map", safe=True)
     obs = np.zeros(44, np.float32)
     with pytest.raises(ValueError, match="must be finite"):
         dqn.observe(obs, 0, 0.0, obs, False, float("inf"))
+
+
+def test_agents_refuse_thompson_sampling_without_a_posterior_and_bad_actions():
+    with pytest.raises(ValueError, match="'map' has none"):
+        NeuralBandit(2, 2, "map", hidden=[8])
+    with pytest.raises(ValueError, match="'map' has none"):
+        make_agent(make_env("safety_bhn/LavaGrid-v0"), "thompson", "map")
+    bandit = NeuralBandit(2, 2, "mc_dropout", hidden=[8])
+    with pytest.raises(ValueError, match=r"action must be an integer in 0..1, got 2"):
+        bandit.observe(np.zeros(2), 2, 1.0, None, False, 0.0)
+    dqn = _dqn()
+    obs = np.zeros(44, np.float32)
+    with pytest.raises(ValueError, match=r"action must be an integer in 0..3, got 4"):
+        dqn.observe(obs, 4, 0.0, obs, False, 0.0)
+    assert bandit.actions == [] and dqn.buffer.size == 0  # nothing stored
+    dqn.observe(obs, np.int64(3), 0.0, obs, False, 0.0)  # NumPy integers are actions too
+    assert dqn.buffer.size == 1
+
+
+def test_cli_explore_checks_out_before_running_and_keeps_an_earlier_run(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    argv = ["explore", "--agent", "random", "--steps", "20", "--no-progress", "--out"]
+    assert main([*argv, str(tmp_path / "file" / "run")]) == 2  # refused at once, not after
+    assert main([*argv, str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main([*argv, str(tmp_path / "run")]) == 2
+    assert "holds a run already" in capsys.readouterr().err
+    assert main([*argv, str(tmp_path / "run"), "--overwrite"]) == 0
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, str(tmp_path / "other"), "--seed", "-1"])
+    assert exit_.value.code == 2 and "argument --seed: must be >= 0" in capsys.readouterr().err
 
 
 def test_make_agent_refuses_actions_that_do_not_start_at_zero():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +50,28 @@ def _check_int(name: str, value: int, minimum: int = 1) -> int:
         kind = "a positive" if minimum == 1 else "a non-negative"
         raise ValueError(f"{name} must be {kind} integer, got {value!r}")
     return value
+
+
+def _check_action(action: Any, n_actions: int) -> int:
+    """An observed action as an int in ``0..n_actions-1``, refused here rather than at the
+    next retraining."""
+    try:
+        a = operator.index(action)  # ints, integer NumPy scalars and 0-d integer arrays
+    except TypeError:
+        a = -1
+    if isinstance(action, bool) or not 0 <= a < n_actions:
+        raise ValueError(f"action must be an integer in 0..{n_actions - 1}, got {action!r}")
+    return a
+
+
+def check_exploration(method: Method, exploration: Exploration) -> None:
+    """Refuse Thompson sampling from ``map``, which has no posterior to sample."""
+    if exploration is Exploration.THOMPSON and method is Method.MAP:
+        raise ValueError(
+            "Thompson sampling draws from a posterior, and 'map' has none; use exploration "
+            "'epsilon_greedy' (--agent epsilon_greedy) for the MAP baseline, or a Bayesian "
+            "method (bhn, mc_dropout, factorial_vi)"
+        )
 
 
 def _check_outcome(reward: float, cost: float) -> tuple[float, float]:
@@ -110,7 +133,7 @@ class NeuralBandit:
     model predict its noise per context as well (see :class:`RegressionPosterior`).
 
     Example:
-        >>> agent = NeuralBandit(n_actions=5, context_dim=2, method="map", hidden=[8])
+        >>> agent = NeuralBandit(5, 2, method="map", exploration="epsilon_greedy", hidden=[8])
         >>> agent.act(np.zeros(2, dtype=np.float32))
         0
     """
@@ -141,6 +164,7 @@ class NeuralBandit:
         self.exploration = parse_choice(exploration, Exploration, "exploration")
         if self.exploration is Exploration.RANDOM:
             raise ValueError("use RandomAgent for uniformly random actions")
+        check_exploration(self.method, self.exploration)
         self.n_actions = _check_int("n_actions", n_actions)
         self.context_dim = _check_int("context_dim", context_dim)
         self.epsilon = _check_probability("epsilon", epsilon)
@@ -185,8 +209,9 @@ class NeuralBandit:
         self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
     ) -> None:
         reward, _ = _check_outcome(reward, cost)
+        action = _check_action(action, self.n_actions)
         self.contexts.append(np.asarray(self._context(obs)))
-        self.actions.append(int(action))
+        self.actions.append(action)
         self.rewards.append(reward)
         if len(self.actions) % self.train_every == 0:
             self.train()
@@ -297,6 +322,7 @@ class DQNAgent:
         self.exploration = parse_choice(exploration, Exploration, "exploration")
         if self.exploration is Exploration.RANDOM:
             raise ValueError("use RandomAgent for uniformly random actions")
+        check_exploration(self.method, self.exploration)
         self.obs_dim = _check_int("obs_dim", obs_dim)
         self.n_actions = _check_int("n_actions", n_actions)
         self.safe = bool(safe)
@@ -412,7 +438,8 @@ class DQNAgent:
     ) -> None:
         self._obs(next_obs)
         reward, cost = _check_outcome(reward, cost)
-        self.buffer.add(np.asarray(obs, np.float32), int(action), reward, cost,
+        action = _check_action(action, self.n_actions)
+        self.buffer.add(np.asarray(obs, np.float32), action, reward, cost,
                         np.asarray(next_obs, np.float32), bool(terminated))  # fmt: skip
         self.steps += 1
         if self.steps >= max(self.learning_starts, 1) and self.steps % self.train_every == 0:

@@ -6,10 +6,9 @@ import argparse
 import csv
 import io
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._argtypes import positive_int
+from .._argtypes import non_negative_int, positive_int
 from .._io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
@@ -38,8 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=2000, help="environment steps")
     p.add_argument("--delta", type=float, default=None, help="wheel bandit exploration delta")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=None, help="hidden units")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the env and agent")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/wheel_bhn")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -48,7 +48,7 @@ def check_choices(args: argparse.Namespace) -> tuple[Exploration, Method]:
     """The agent and method, checked before any environment is made (whatever the agent)."""
     from .._choices import parse_choice
     from ..core.build import Method
-    from .agents import Exploration, _check_probability
+    from .agents import Exploration, _check_probability, check_exploration
 
     exploration = parse_choice(args.agent, Exploration, "agent")
     method = parse_choice(args.method, Method, "method")
@@ -57,11 +57,7 @@ def check_choices(args: argparse.Namespace) -> tuple[Exploration, Method]:
     if exploration is Exploration.RANDOM and args.safe:
         raise ValueError("the random agent has no cost model to be safe with; drop --safe, or "
                          "use --agent thompson or epsilon_greedy")  # fmt: skip
-    if exploration is Exploration.THOMPSON and method is Method.MAP:
-        raise ValueError(
-            "Thompson sampling draws from a posterior, and 'map' has none; use --agent "
-            "epsilon_greedy for the MAP baseline, or a Bayesian --method"
-        )
+    check_exploration(method, exploration)
     return exploration, method
 
 
@@ -69,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the agent and write ``episodes.csv``, ``summary.json`` and ``training.png``."""
     import torch
 
+    from ..runs import check_run_folder
     from .agents import Exploration
     from .plots import plot_regret, plot_training
     from .run import (
@@ -82,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     exploration, method = check_choices(args)
+    out = check_run_folder(args.out, args.overwrite, marker="summary.json")  # before the run
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     env_kwargs = {} if args.delta is None else {"delta": args.delta}
@@ -102,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
     )
     rows = run_agent(env, agent, args.steps, seed=args.seed, progress=not args.no_progress,
                      desc=label)  # fmt: skip
-    out = Path(args.out)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()

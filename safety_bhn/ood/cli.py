@@ -13,7 +13,7 @@ from .._argtypes import positive_int
 from .._io import atomic_write_text
 from ..core.base import UncertaintyModel
 from ..data import embedded_mnist, load_dataset
-from ..runs import load_run
+from ..runs import check_run_folder, load_run
 from .report import OODReport, evaluate_ood, rows_to_csv, rows_to_markdown
 from .scores import parse_scores
 from .suite import HELD_OUT_KNOWN, available_sets, build_suite, set_names
@@ -120,8 +120,9 @@ def run_ood(args: argparse.Namespace) -> int:
     if args.compare and len(args.runs) < 2:
         raise ValueError("--compare needs at least two run folders")
     names = _names(args.runs)
+    default = Path("reports") / (names[0] if not args.compare else "compare")
+    out = check_run_folder(args.out or default, overwrite=True)  # before any scoring
     if not args.compare:
-        out = Path(args.out or Path("reports") / names[0])
         report = _report_for(args.runs[0], names[0], args)
         paths = report.save(out, plots=not args.no_plots)
         if report.accuracy is not None:
@@ -130,7 +131,6 @@ def run_ood(args: argparse.Namespace) -> int:
         print("wrote " + ", ".join(str(p) for p in paths.values()))
         return 0
 
-    out = Path(args.out or Path("reports") / "compare")
     rows: list[dict[str, Any]] = []
     for run, name in zip(args.runs, names, strict=True):
         report = _report_for(run, name, args)
