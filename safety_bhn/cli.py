@@ -28,14 +28,18 @@ APPLICATIONS: tuple[str, ...] = (
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="bhn", help=f"one of {[m.value for m in Method]}")
     p.add_argument("--arch", default="mlp", help="mlp or cnn")
-    p.add_argument(
-        "--hidden", type=positive_int, nargs="+", default=[800], help="MLP hidden units per layer"
+    p.add_argument(  # None: not given, so a flag that does not apply can be refused
+        "--hidden",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        help="MLP hidden units per layer (default: 800)",
     )
     p.add_argument(
         "--coupling-layers",
         type=non_negative_int,
-        default=12,
-        help="BHN coupling layers (0: diagonal Gaussian over the scales)",
+        default=None,
+        help="BHN coupling layers (0: diagonal Gaussian over the scales; default: 12)",
     )
     p.add_argument(
         "--local-draws",
@@ -94,11 +98,28 @@ def _print_table(rows: dict[str, dict[str, float]]) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .runs import TrainConfig, train_and_evaluate
 
+    method, arch = args.method.strip().lower(), args.arch.strip().lower()
+    misplaced = [
+        flag
+        for flag, given, applies in (
+            ("--hidden", args.hidden is not None, arch == "mlp"),
+            ("--coupling-layers", args.coupling_layers is not None, method == "bhn"),
+            ("--local-draws", args.local_draws, method == "bhn"),
+        )
+        if given and not applies
+    ]
+    if misplaced and method in [m.value for m in Method] and arch in ("mlp", "cnn"):
+        raise ValueError(
+            f"{' and '.join(misplaced)} {'does' if len(misplaced) == 1 else 'do'} not apply "
+            f"to --method {method} --arch {arch}: "
+            "--hidden sizes the MLP only, --coupling-layers and --local-draws are BHN options; "
+            "drop them"
+        )
     config = TrainConfig(
         method=args.method,
         arch=args.arch,
-        hidden=args.hidden,
-        coupling_layers=args.coupling_layers,
+        hidden=args.hidden or [800],
+        coupling_layers=12 if args.coupling_layers is None else args.coupling_layers,
         epochs=args.epochs,
         lr=args.lr,
         lr_schedule=args.lr_schedule,

@@ -81,7 +81,12 @@ def test_quickstart_with_one_epoch(tmp_path):
         (["train", "--lr-warmup", "2", "--out", "x"], "lr_warmup must lie in [0, 1]"),
         (["train", "--select", "acuracy", "--out", "x"], "Did you mean 'accuracy'"),
         (["active-learn", "--select", "lst", "--out", "x"], "Did you mean 'last'"),
-        (["train", "--method", "map", "--local-draws", "--out", "x"], "['local_draws']"),
+        (["train", "--method", "map", "--local-draws", "--out", "x"], "--local-draws does not"),
+        (["train", "--arch", "cnn", "--hidden", "8", "--out", "x"], "--hidden does not apply"),
+        (
+            ["train", "--method", "mc_dropout", "--coupling-layers", "3", "--out", "x"],
+            "--coupling-layers does not apply to --method mc_dropout",
+        ),
         (["evaluate", "runs/does-not-exist"], "no checkpoint"),
         (["evaluate", "x", "--samples", "0"], "must be positive"),
         (["train", "--device", "gpu", "--out", "x"], "did you mean 'cuda'"),

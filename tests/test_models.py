@@ -301,6 +301,9 @@ class TestBadInput:
         x, _ = data()
         with pytest.raises(ValueError, match="shape"):
             model.sample_logits(x[:, :, :5], 2)
+        vector = safety_bhn.build_model("map", hidden=[4], in_shape=(5,), n_classes=2)
+        with pytest.raises(ValueError, match=r"shape \(3, 4\); expected \(batch, 5\)$"):
+            vector.sample_logits(torch.rand(3, 4), 1)  # not "(batch, 5) or (batch, 5)"
         with pytest.raises(TypeError, match="floating"):
             model.sample_logits((x * 255).to(torch.uint8), 2)
         with pytest.raises(ValueError, match="NaN"):

@@ -101,7 +101,7 @@ class UncertaintyModel(nn.Module, ABC):
         )
         if not ok:
             expected = f"(batch, {', '.join(map(str, self.in_shape))})"
-            if self.layers[0].kind == "linear":
+            if self.layers[0].kind == "linear" and flat != self.in_shape:
                 expected += f" or (batch, {flat[0]})"
             raise ValueError(f"x has shape {tuple(x.shape)}; expected {expected}")
         if x.shape[0] == 0:
