@@ -415,9 +415,15 @@ def main(argv: list[str] | None = None) -> None:
         args = quick_args(args)
     steps = (args.max_labels - args.initial) // args.acquire
     if steps < 1 or args.initial + steps * args.acquire != args.max_labels:
-        raise ValueError("max_labels must be initial + acquire * steps with steps >= 1")
+        raise SystemExit("--max-labels must be initial + acquire * steps with steps >= 1")
     if args.workers < 1:
-        raise ValueError(f"workers must be at least 1, got {args.workers}")
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
+    for method in args.methods:  # every name and setting checked before any run trains
+        for acq in args.acquisitions:
+            try:
+                make_config(args, args.seeds[0], method, acq).validate()
+            except ValueError as err:
+                raise SystemExit(f"--methods {method} --acquisitions {acq}: {err}") from None
     run_name = f"active_learning__{'-'.join(map(str, args.seeds))}__{int(time.time())}"
     out_dir = Path(args.out_dir)
     jobs = [  # seeds outermost, so a benchmark stopped early has every method and acquisition
@@ -515,28 +521,12 @@ def unfinished_table(curves: list[list[dict]], steps: int) -> str:
     return markdown_table(header, table)
 
 
-def run_one(
-    args: Args,
-    seed: int,
-    method: str,
-    acq: str,
-    deadline: float | None = None,
-    progress: bool = False,
-) -> list[dict] | None:
-    """One active-learning run, resumed from its state folder if it has one.
-
-    Returns its learning curve, or None if the ``deadline`` (a ``time.time()`` value)
-    passed first; each finished step is saved, so a later call continues the run.
-    """
-    torch.set_num_threads(args.threads)
-    seed_everything(seed)
-    pool, test = mnist_pool()
-    if args.test_size:
-        test = (test[0][: args.test_size], test[1][: args.test_size])
+def make_config(args: Args, seed: int, method: str, acq: str) -> ActiveConfig:
+    """The loop settings of one (seed, method, acquisition) run."""
     bhn_options = {"coupling_layers": args.coupling_layers, "prior_mean": args.bhn_prior_mean}
     if args.bhn_local_draws:
         bhn_options["local_draws"] = True
-    config = ActiveConfig(
+    return ActiveConfig(
         method=method,
         acquisition=acq,
         arch=args.arch,
@@ -556,6 +546,27 @@ def run_one(
         seed=seed,
         device=args.device,
     )
+
+
+def run_one(
+    args: Args,
+    seed: int,
+    method: str,
+    acq: str,
+    deadline: float | None = None,
+    progress: bool = False,
+) -> list[dict] | None:
+    """One active-learning run, resumed from its state folder if it has one.
+
+    Returns its learning curve, or None if the ``deadline`` (a ``time.time()`` value)
+    passed first; each finished step is saved, so a later call continues the run.
+    """
+    torch.set_num_threads(args.threads)
+    seed_everything(seed)
+    pool, test = mnist_pool()
+    if args.test_size:
+        test = (test[0][: args.test_size], test[1][: args.test_size])
+    config = make_config(args, seed, method, acq)
     folder = run_folder(args, seed, method, acq)
     resume = (folder / "state.json").is_file()
     learner = ActiveLearner(config, pool, test=test, out=folder, resume=resume)

@@ -259,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
         todo = []
     deadline = time.monotonic() + 60 * args.deadline_minutes if args.deadline_minutes else None
     pending = [r for r in args.rows if r not in done]
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     # spawn: CUDA cannot be used in a forked child
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:

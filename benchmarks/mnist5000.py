@@ -258,8 +258,15 @@ def main(argv: list[str] | None = None) -> None:
     # finish together instead of one long run starting last
     todo.sort(key=lambda t: (int(t[2].partition("-")[2] or 0), t[0]), reverse=True)
     run_name = f"mnist5000__{int(time.time())}"
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     jobs = [(row, hidden, seed, config_for(row, hidden, seed, args), recipe_of(args))
             for hidden, seed, row in todo]  # fmt: skip
+    for job in jobs:  # every setting checked here, not inside a worker after other runs
+        try:
+            job[3].validate()
+        except ValueError as err:
+            raise SystemExit(f"row {job[0]}, hidden {job[1]}: {err}") from None
     with ProcessPoolExecutor(
         args.workers, initializer=_one_thread if args.workers > 1 else None
     ) as pool:

@@ -14,6 +14,7 @@ Run from the project root:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import sys
 import time
 from collections import Counter
@@ -155,6 +156,7 @@ SELECTION_WORDS = {
 
 # Flags a BHN row name may carry after its coupling layers, and the options they set.
 ROW_FLAGS = {"init": {"prior_mean": "init"}, "local": {"local_draws": True}}
+NON_BHN_ROWS = ("mc_dropout", "factorial_vi", "map")
 
 
 def parse_row(row: str) -> tuple[str, dict[str, Any]]:
@@ -162,9 +164,16 @@ def parse_row(row: str) -> tuple[str, dict[str, Any]]:
 
     A BHN row is ``bhn-K`` followed by any of the flags in ``ROW_FLAGS``, each after a dash.
     """
+    if row in NON_BHN_ROWS:
+        return row, {}
     method, _, rest = row.partition("-")
     if method != "bhn":
-        return method, {}
+        close = difflib.get_close_matches(row, [*NON_BHN_ROWS, "bhn-12"], n=1)
+        raise ValueError(
+            f"row {row!r}: expected 'bhn-K' (K coupling layers, then optional flags: "
+            f"{sorted(ROW_FLAGS)}) or one of {list(NON_BHN_ROWS)}; flags apply to BHN rows only"
+            + (f". Did you mean {close[0]!r}?" if close else "")
+        )
     layers, *flags = rest.split("-")
     if not layers.isdigit():
         raise ValueError(f"row {row!r}: expected 'bhn-K' with K coupling layers, e.g. 'bhn-12'")
@@ -500,8 +509,13 @@ def main(argv: list[str] | None = None) -> None:
         select=parse_choice(args.select, Selection, "select").value,
         scores=[s.value for s in parse_scores(args.scores)],
     )
-    for row in args.rows:  # a misspelt row fails here, not after hours of training
-        parse_row(row)
+    try:  # a misspelt row fails here, not after hours of training
+        for row in args.rows:
+            parse_row(row)
+    except ValueError as err:
+        raise SystemExit(f"--rows: {err}") from None
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be at least 1, got {args.threads}")
     missing = [s for s in ("entropy", "mutual_information") if s not in args.scores]
     if missing:
         raise ValueError(f"--scores {' '.join(args.scores)} lacks {', '.join(missing)}, which "

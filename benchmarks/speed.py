@@ -90,6 +90,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(
             f"--repeats must be at least 1 (the median of the timings), got {args.repeats}"
         )
+    sizes = {"samples": min(args.samples, default=0), "n_predict": args.n_predict,
+             "batch_size": args.batch_size, "train_steps": args.train_steps}  # fmt: skip
+    for name, value in sizes.items():
+        if value < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.quick:
         args = quick_settings(args, hidden=32, coupling_layers=2, n_predict=50, repeats=2,
                               train_steps=2, out=quick_out(args.out))  # fmt: skip
