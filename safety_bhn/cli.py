@@ -131,7 +131,7 @@ def _train(args: argparse.Namespace) -> int:
         kl_anneal=args.kl_anneal,
         select=args.select,
         eval_samples=args.eval_samples,
-        data_dir=args.data_dir,
+        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,  # for evaluate
         device=args.device,
         options={"local_draws": True} if args.local_draws else {},
         classes=args.classes,

@@ -34,6 +34,10 @@ def quickstart(
     from .plots import reliability_diagram
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"{out} is a file, not a folder for the quickstart's runs; choose another --out"
+        )
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     start = time.perf_counter()
     results, predictions = {}, {}

@@ -19,7 +19,7 @@ from .core.base import UncertaintyModel
 from .core.build import Arch, Method, build_model, load, resolve_device
 from .core.metrics import classification_metrics, evaluate, predictive
 from .core.training import Selection, check_lr_recipe, fit
-from .data import embedded_mnist, load_dataset, select_classes
+from .data import class_list, embedded_mnist, load_dataset, select_classes
 
 Split = tuple[Tensor, Tensor]
 
@@ -69,22 +69,29 @@ class TrainConfig:
     3, 4] leaves 5-9 unseen for the held-out-classes OOD set"""
 
     def validate(self) -> TrainConfig:
-        """Check the names and fractions; raises a ValueError naming the first bad one.
-
-        Everything else (sizes, options) is checked by ``build_model`` and ``fit``.
+        """Check the names, sizes and fractions; raises a ValueError naming the first bad one
+        (before any data is read). Model options are checked by ``build_model``.
         """
         parse_choice(self.method, Method, "method")
         parse_choice(self.arch, Arch, "architecture")
         check_lr_recipe(self.lr_schedule, self.lr_warmup)
         parse_choice(self.select, Selection, "select")
         if self.classes is not None:
-            digits = list(self.classes)
-            if (
-                len(digits) < 2
-                or len(set(digits)) != len(digits)
-                or not set(digits) <= set(range(10))
-            ):
-                raise ValueError(f"classes must be at least 2 distinct digits 0-9, got {digits}")
+            try:
+                digits = class_list(self.classes)  # plain ints, which metrics.json can hold
+            except ValueError:
+                digits = [-1]
+            if not set(digits) <= set(range(10)):
+                raise ValueError(f"classes must be at least 2 distinct digits 0-9, got "
+                                 f"{list(self.classes)}")  # fmt: skip
+            self.classes = digits
+        for name, least in (("epochs", 1), ("batch_size", 1), ("eval_samples", 1), ("val_size", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                kind = "a positive" if least else "a non-negative"
+                raise ValueError(f"{name} must be {kind} integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
         return self
 
     @property
@@ -101,6 +108,15 @@ class TrainConfig:
         return opts
 
 
+def mnist_test(
+    data_dir: str | os.PathLike | None = None, classes: Sequence[int] | None = None
+) -> Split:
+    """The 10000 MNIST test images (``data_dir=None``: the embedded copy), only ``classes``
+    (relabelled ``0..K-1``) if given."""
+    xt, yt = embedded_mnist("test") if data_dir is None else load_dataset("mnist", "test", data_dir)
+    return select_classes(xt, yt, classes) if classes is not None else (xt, yt)
+
+
 def mnist_splits(
     data_dir: str | os.PathLike | None = None,
     val_size: int = 500,
@@ -112,14 +128,10 @@ def mnist_splits(
     ``data_dir=None`` uses the embedded MNIST-5000 copy (5000 train, 10000 test images).
     ``classes`` keeps those digits only, relabelled ``0..K-1`` (:func:`select_classes`).
     """
-    if data_dir is None:
-        x, y = embedded_mnist("train")
-        xt, yt = embedded_mnist("test")
-    else:
-        x, y = load_dataset("mnist", "train", data_dir)
-        xt, yt = load_dataset("mnist", "test", data_dir)
+    x, y = embedded_mnist("train") if data_dir is None else load_dataset("mnist", "train", data_dir)
     if classes is not None:
-        (x, y), (xt, yt) = select_classes(x, y, classes), select_classes(xt, yt, classes)
+        x, y = select_classes(x, y, classes)
+    xt, yt = mnist_test(data_dir, classes)
     if not 0 <= val_size < x.shape[0]:
         raise ValueError(f"val_size must lie in [0, {x.shape[0]}), got {val_size}")
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -257,9 +269,13 @@ def load_run(
     path = Path(run)
     checkpoint = path / "model.pt" if path.is_dir() or not path.suffix else path
     if not checkpoint.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint {checkpoint}; train one with 'safety-bhn train --out {run}'"
+        inside = sorted(str(p.parent) for p in path.glob("*/model.pt")) if path.is_dir() else []
+        hint = (
+            f"it holds runs in {', '.join(inside)}"
+            if inside
+            else f"train one with 'safety-bhn train --out {run}'"
         )
+        raise FileNotFoundError(f"no checkpoint {checkpoint}; {hint}")
     metrics = checkpoint.parent / "metrics.json"
     config = read_json(metrics).get("config", {}) if metrics.is_file() else {}
     return load(checkpoint, device=device), config
@@ -271,9 +287,20 @@ def evaluate_run(
     data_dir: str | None = None,
     device: str | None = None,
 ) -> dict[str, float]:
-    """Test-set accuracy, NLL, ECE and Brier of the model saved in ``run_dir``."""
+    """Test-set accuracy, NLL, ECE and Brier of the model saved in ``run_dir``.
+
+    With the run's own seed and number of samples (from its ``metrics.json``) unless
+    ``n_samples`` is given, so the figures repeat those training wrote.
+    """
     model, config = load_run(run_dir, device)
+    classes = config.get("classes")
+    if classes is None and model.n_classes != 10:
+        raise ValueError(
+            f"{run_dir}: the model has {model.n_classes} classes, but no metrics.json beside "
+            "its model.pt says which digits it learned; keep the run folder's metrics.json"
+        )
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
-    xt, yt = mnist_splits(data_dir, 0, classes=config.get("classes"))["test"]
-    gen = torch.Generator(device=model.device).manual_seed(0)
+    xt, yt = mnist_test(data_dir, classes)  # the training files need not be there
+    gen = torch.Generator(device=model.device).manual_seed(int(config.get("seed", 0)))
+    n_samples = n_samples if n_samples is not None else config.get("eval_samples")
     return evaluate(model, xt, yt, n_samples=n_samples, generator=gen)

@@ -38,6 +38,25 @@ def test_train_then_evaluate(tmp_path):
     assert again["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=0.02)
 
 
+def test_evaluate_repeats_the_runs_own_figures_from_the_test_files_alone(tmp_path, shared_data_dir):
+    from safety_bhn.runs import TrainConfig, evaluate_run, train_and_evaluate
+
+    test_only = tmp_path / "data" / "mnist"  # evaluation needs no training files
+    test_only.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(shared_data_dir / "mnist" / name, test_only / name)
+    config = TrainConfig(method="bhn", hidden=[16], coupling_layers=1, epochs=1, seed=3,
+                         eval_samples=4, classes=[7, 3], device="cpu")  # fmt: skip
+    run = train_and_evaluate(config, tmp_path / "run", progress=False)
+    again = evaluate_run(tmp_path / "run", data_dir=str(tmp_path / "data"))
+    assert again["accuracy"] == run.metrics["test"]["accuracy"]  # the run's seed and samples
+    (tmp_path / "run" / "metrics.json").unlink()
+    with pytest.raises(ValueError, match="model has 2 classes, but no metrics.json"):
+        evaluate_run(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match=r"it holds runs in .*run"):
+        evaluate_run(tmp_path)  # the folder above the run
+
+
 @pytest.mark.slow
 def test_train_on_five_digits_then_score_the_held_out_five(tmp_path):
     out = tmp_path / "digits04"
@@ -91,6 +110,8 @@ def test_quickstart_with_one_epoch(tmp_path):
         (["evaluate", "x", "--samples", "0"], "must be positive"),
         (["train", "--device", "gpu", "--out", "x"], "did you mean 'cuda'"),
         (["train", "--out", "afile"], "afile is a file, not a run folder"),
+        (["quickstart", "--out", "afile"], "afile is a file, not a folder"),
+        (["train", "--epochs", "0", "--out", "x"], "must be positive"),
         (["train", "--classes", "3", "--out", "x"], "at least 2 distinct digits 0-9"),
         (["train", "--classes", "3", "12", "--out", "x"], "at least 2 distinct digits 0-9"),
         (["train", "--out", "done"], "holds a run already"),

@@ -407,8 +407,14 @@ def test_download_checksum_mismatch_leaves_no_file(
     with pytest.raises(DataError, match="md5 mismatch") as info:
         download("mnist", root, splits=("train",))
     assert "f68b3c2dcbeaaa9fbdd348bbdeb94873" in str(info.value)
+    assert "checksum differs" in str(info.value) and "internet" not in str(info.value)
     assert len(calls) == 2  # both mirrors tried
     assert list((root / "mnist").iterdir()) == []  # no final file, no temp file
+
+
+def test_an_empty_data_dir_is_refused_not_read_as_this_folder() -> None:
+    with pytest.raises(ValueError, match="data_dir is an empty string"):
+        load_dataset("mnist", "test", "")
 
 
 def test_download_rejects_extra_split(tmp_path: Path) -> None:

@@ -131,6 +131,12 @@ def test_posterior_bad_input_messages():
         post.sample_function()(torch.zeros(2, 4))
     with pytest.raises(ValueError, match="actions must lie"):
         post.update((torch.zeros(2, 3), torch.tensor([0, 5]), torch.zeros(2)))
+    with pytest.raises(ValueError, match="actions must be integers.*torch.bool"):
+        post.update((torch.zeros(2, 3), torch.tensor([True, False]), torch.zeros(2)))
+    x, y = torch.randn(4, 3), torch.randn(4)
+    for dtype in (torch.uint8, torch.int16, torch.int32):  # as from NumPy replay buffers
+        a = torch.tensor([0, 1, 1, 0], dtype=dtype)
+        assert post.loss((x, a, y)) == post.loss((x, a.long(), y))
     with pytest.raises(ValueError, match="NaN"):
         post.update((torch.zeros(2, 3), torch.tensor([0, 1]), torch.tensor([0.0, math.nan])))
     with pytest.raises(ValueError, match="targets have shape"):

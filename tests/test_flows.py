@@ -77,6 +77,17 @@ def test_bad_sizes_raise():
         NormalizingFlow(dim=1, coupling_layers=2)
     with pytest.raises(ValueError, match="coupling_layers"):
         NormalizingFlow(dim=4, coupling_layers=-1)
+    with pytest.raises(ValueError, match="init_scale must be a positive number"):
+        NormalizingFlow(dim=4, coupling_layers=1, init_scale=0.0)
+    with pytest.raises(ValueError, match=r"min_scale must lie in \[0, 1\)"):
+        NormalizingFlow(dim=4, coupling_layers=1, min_scale=-0.5)  # would give NaN log q
+
+
+@pytest.mark.parametrize("shape", [(4, 2), (3,), (4, 5, 3)])
+def test_samples_of_the_wrong_shape_are_refused_not_broadcast(shape):
+    flow = NormalizingFlow(dim=3, coupling_layers=2)
+    with pytest.raises(ValueError, match=r"theta must have shape \(n, 3\), got"):
+        flow.log_prob(torch.zeros(shape))  # (4, 2) used to give 4 numbers, (3,) 3 copies
 
 
 @pytest.fixture

@@ -133,23 +133,36 @@ class NormalizingFlow(nn.Module):
             raise ValueError(f"coupling_layers must be >= 0, got {coupling_layers}")
         if coupling_layers > 0 and dim < 2:
             raise ValueError(f"coupling layers need dim >= 2, got dim={dim}")
+        if not (math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+        if not 0 <= min_scale < 1:  # a scale exp(s) + min_scale must be able to equal 1
+            raise ValueError(f"min_scale must lie in [0, 1), got {min_scale!r}")
         self.dim = dim
         self.couplings = nn.ModuleList(
             AffineCoupling(dim, hidden, seed=k, min_scale=min_scale) for k in range(coupling_layers)
         )
         self.affine = ElementwiseAffine(dim, init_scale)
 
+    def _check(self, x: Tensor, name: str) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"{name} must have shape (n, {self.dim}), got {shape}; one sample is "
+                f"x.view(1, {self.dim})"
+            )
+        return x
+
     def forward(self, eps: Tensor) -> tuple[Tensor, Tensor]:
         """Map noise ``eps[n, dim]`` to ``(theta[n, dim], log|det dtheta/deps|[n])``."""
-        z, logdet = self.affine(eps)
+        z, logdet = self.affine(self._check(eps, "eps"))
         for layer in self.couplings:
             z, ld = layer(z)
             logdet = logdet + ld
         return z, logdet
 
     def inverse(self, theta: Tensor) -> Tensor:
-        """Map ``theta`` back to the noise ``eps`` that generates it."""
-        z = theta
+        """Map ``theta[n, dim]`` back to the noise ``eps[n, dim]`` that generates it."""
+        z = self._check(theta, "theta")
         for layer in reversed(self.couplings):
             z = layer.inverse(z)
         return self.affine.inverse(z)
@@ -161,7 +174,7 @@ class NormalizingFlow(nn.Module):
         return theta, standard_normal_log_prob(eps) - logdet
 
     def log_prob(self, theta: Tensor) -> Tensor:
-        """Exact ``log q(theta)`` by inverting the flow."""
+        """Exact ``log q(theta)[n]`` of ``theta[n, dim]``, by inverting the flow."""
         eps = self.inverse(theta)
         _, logdet = self(eps)
         return standard_normal_log_prob(eps) - logdet

@@ -2,6 +2,7 @@
 
 from .datasets import (
     DatasetName,
+    class_list,
     download,
     embedded_mnist,
     load_dataset,
@@ -18,6 +19,7 @@ __all__ = [
     "load_dataset",
     "read_idx",
     "resolve_data_dir",
+    "class_list",
     "select_classes",
     "write_idx",
 ]

@@ -6,6 +6,7 @@ import enum
 import hashlib
 import http.client
 import logging
+import operator
 import os
 import shutil
 import urllib.request
@@ -116,6 +117,11 @@ def _default_cache_dir() -> Path:
 
 def _resolve(data_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
     if data_dir is not None:
+        if not str(data_dir).strip():
+            raise ValueError(
+                "data_dir is an empty string; pass a folder (for this folder, '.'), or None for "
+                f"${ENV_VAR} or the cache dir"
+            )
         return Path(data_dir).expanduser().absolute(), "the data_dir argument"
     env = os.environ.get(ENV_VAR, "")
     if env:
@@ -344,10 +350,15 @@ def _download_file(name: DatasetName, folder: Path, rel_path: str) -> None:
         finally:
             tmp.unlink(missing_ok=True)
     detail = "\n".join(f"  {e}" for e in errors)
+    advice = (
+        "A mirror served a file whose checksum differs from the official one (a changed or "
+        "corrupted mirror, or a proxy page); retry later"
+        if all("md5 mismatch" in e for e in errors)
+        else "Check the internet connection and retry"
+    )
     raise DataError(
         f"could not download {rel_path} into {folder}; every mirror failed:\n{detail}\n"
-        f"Nothing was written to {dest}. Check the internet connection and retry, or copy the "
-        f"official file there by hand"
+        f"Nothing was written to {dest}. {advice}, or copy the official file there by hand"
         + ("; offline, safety_bhn.data.embedded_mnist() works" if name is DatasetName.MNIST else "")
     )
 
@@ -391,6 +402,29 @@ def download(
     return root
 
 
+def class_list(classes: Iterable[int]) -> list[int]:
+    """``classes`` as a list of plain ints (NumPy and torch integers accepted), checked to be
+    at least 2 distinct non-negative labels.
+
+    >>> class_list(np.arange(3))
+    [0, 1, 2]
+    """
+    given = list(classes)
+    wanted = []
+    for c in given:
+        try:
+            wanted.append(-1 if isinstance(c, bool) else operator.index(c))
+        except TypeError:
+            wanted.append(-1)
+    if len(wanted) < 2 or len(set(wanted)) != len(wanted) or min(wanted) < 0:
+        shown = [str(c.item() if hasattr(c, "item") else c) for c in given]
+        raise ValueError(
+            f"classes must be at least 2 distinct non-negative integer labels, got "
+            f"[{', '.join(shown)}]"
+        )
+    return wanted
+
+
 def select_classes(
     x: torch.Tensor, y: torch.Tensor, classes: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -406,13 +440,7 @@ def select_classes(
         raise TypeError("y must be a 1-D integer tensor of class labels")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
-    wanted = list(classes)
-    if (
-        len(wanted) < 2
-        or len(set(wanted)) != len(wanted)
-        or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in wanted)
-    ):
-        raise ValueError(f"classes must be at least 2 distinct non-negative labels, got {wanted}")
+    wanted = class_list(classes)
     known = torch.as_tensor(wanted, dtype=torch.long)
     y = y.long()
     mask = torch.isin(y, known)

@@ -209,12 +209,14 @@ class RegressionPosterior:
         else:
             a = torch.as_tensor(batch[1], device=x.device)
             y = torch.as_tensor(batch[2], dtype=torch.float32, device=x.device)
-            if a.dtype.is_floating_point or a.shape != (n,):
+            bad = a.dtype.is_floating_point or a.dtype.is_complex or a.dtype == torch.bool
+            if bad or a.shape != (n,):
                 raise ValueError(
                     f"actions must be integers of shape ({n},), got {a.dtype} {tuple(a.shape)}"
                 )
             if a.numel() and (a.min() < 0 or a.max() >= self.n_outputs):
                 raise ValueError(f"actions must lie in 0..{self.n_outputs - 1}")
+            a = a.long()  # uint8 / int16 actions (NumPy buffers) index like any other
             if y.shape != (n,):
                 raise ValueError(f"targets have shape {tuple(y.shape)}; expected ({n},)")
         if not torch.isfinite(y).all():
