@@ -821,8 +821,10 @@ def test_benchmark_deadline_stops_between_steps_and_a_rerun_continues(tmp_path, 
     ]
     # a finished run resumed after the deadline still reports its curve
     assert al.run_one(args, 0, "mc_dropout", "bald", deadline=0.0) == resumed
-    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+    with pytest.raises(SystemExit, match="workers must be at least 1, got 0"):
         al.main(["--quick", "--workers", "0"])
+    with pytest.raises(SystemExit, match="unknown method 'mcdropout'.*Did you mean"):
+        al.main(["--quick", "--methods", "map", "mcdropout", "--acquisitions", "random"])
 
 
 def test_benchmark_target_verdicts_on_hand_made_inputs(benchmark_module):

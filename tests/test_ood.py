@@ -609,12 +609,16 @@ def test_benchmark_row_names_give_the_bhn_options(benchmark_module, monkeypatch)
         ood_benchmark.parse_row("bhn-12-locl")
     with pytest.raises(ValueError, match="coupling layers"):
         ood_benchmark.parse_row("bhn-init")
+    with pytest.raises(ValueError, match="flags apply to BHN rows only"):
+        ood_benchmark.parse_row("mc_dropout-local")  # ran plain MC dropout under that label
+    with pytest.raises(ValueError, match="Did you mean 'mc_dropout'"):
+        ood_benchmark.parse_row("mc-dropout")
 
     def trained(*args):
         raise AssertionError("a run started before the rows were checked")
 
     monkeypatch.setattr(ood_benchmark, "run_one", trained)
-    with pytest.raises(ValueError, match="locl"):  # the good first row must not run either
+    with pytest.raises(SystemExit, match="locl"):  # the good first row must not run either
         ood_benchmark.main(["--rows", "bhn-12", "bhn-12-locl", "--out", "unused",
                             "--state", "unused-state"])  # fmt: skip
 
