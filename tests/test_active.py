@@ -581,6 +581,8 @@ def test_curve_summaries():
     assert labels_to_reach(labels, acc, 0.95) == 50
     assert labels_to_reach(labels, acc, 0.99) is None
     assert curve_auc(labels, acc) == pytest.approx((0.7 + 0.85 + 0.88) * 10 / 30)
+    with pytest.raises(ValueError, match="n_labels must increase"):
+        curve_auc([20, 20], [0.5, 0.6])  # divided by a zero label range before
 
 
 def test_rarest_class_counts_known_answers():

@@ -276,9 +276,20 @@ def rarest_class_counts(
 
 
 def curve_auc(n_labels: Sequence[int], accuracy: Sequence[float]) -> float:
-    """Area under accuracy against labels, divided by the label range (a mean accuracy)."""
+    """Area under accuracy against labels, divided by the label range (a mean accuracy).
+
+    ``n_labels`` must increase (as a loop's label counts do).
+
+    >>> curve_auc([20, 30, 40], [0.5, 0.7, 0.7])
+    0.65
+    """
+    if len(n_labels) != len(accuracy) or not n_labels:
+        raise ValueError(f"need as many accuracies as label counts, got {len(accuracy)} and "
+                         f"{len(n_labels)}")  # fmt: skip
     if len(n_labels) < 2:
         return float(accuracy[0])
+    if any(b <= a for a, b in zip(n_labels, n_labels[1:], strict=False)):
+        raise ValueError(f"n_labels must increase, got {list(n_labels)}")
     area = sum((n_labels[i + 1] - n_labels[i]) * (accuracy[i + 1] + accuracy[i]) / 2
                for i in range(len(n_labels) - 1))  # fmt: skip
     return float(area / (n_labels[-1] - n_labels[0]))

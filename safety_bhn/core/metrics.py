@@ -28,7 +28,8 @@ def accuracy(probs: Tensor, y: Tensor) -> float:
 
 
 def nll(probs: Tensor, y: Tensor) -> float:
-    """Mean negative log predictive probability of the labels (nats)."""
+    """Mean negative log predictive probability of the labels (nats); a probability of 0 is
+    floored at 1e-12 (a finite 27.6 nats rather than infinity), as scikit-learn clips."""
     y = _check(probs, y)
     return -probs.gather(1, y[:, None]).clamp_min(1e-12).log().mean().item()
 
@@ -53,7 +54,10 @@ def reliability_bins(probs: Tensor, y: Tensor, n_bins: int = 15) -> tuple[Tensor
 
 
 def expected_calibration_error(probs: Tensor, y: Tensor, n_bins: int = 15) -> float:
-    """ECE (Guo et al. 2017): ``sum_b |B_b|/n * |acc(B_b) - conf(B_b)|``."""
+    """ECE (Guo et al. 2017): ``sum_b |B_b|/n * |acc(B_b) - conf(B_b)|``, over equal-width
+    confidence bins closed on the left, ``[k/n_bins, (k+1)/n_bins)`` (1.0 in the last), where
+    Guo et al.'s code closes them on the right: the two differ only for a confidence exactly
+    on a bin edge."""
     conf, acc, count = reliability_bins(probs, y, n_bins)
     return ((count / count.sum()) * (acc - conf).abs()).sum().item()
 
