@@ -309,6 +309,29 @@ def test_run_agent_rows_add_up():
     assert summary["violations"] == rows[-1]["violations"] and summary["steps"] == 300
 
 
+def test_summary_leaves_a_cut_last_episode_out_of_return_and_goal_rate():
+    env = make_env("safety_bhn/LavaGrid-v0")
+    rows = run_agent(env, RandomAgent(4, seed=0), 300, seed=0, progress=False)
+    assert [r["complete"] for r in rows] == [True] * (len(rows) - 1) + [rows[-1]["complete"]]
+    rows[-1]["complete"] = False  # as when the budget cuts the last episode short
+    rows[-1]["episode_return"], rows[-1]["reached_goal"] = 1000.0, True  # a fragment's values
+    summary = summarize(rows)
+    whole = rows[:-1]
+    assert summary["mean_return"] == pytest.approx(np.mean([r["episode_return"] for r in whole]))
+    assert summary["goal_rate"] == pytest.approx(np.mean([r["reached_goal"] for r in whole]))
+    assert summary["episodes"] == len(rows) and summary["complete_episodes"] == len(whole)
+    assert summary["steps"] == 300 and summary["violations"] == sum(r["cost"] for r in rows)
+
+
+def test_fallbacks_are_counted_per_call_like_violations(monkeypatch):
+    agent = _dqn(safe=True)
+    every_action_masked = (np.zeros(4, dtype=bool), np.ones(4))
+    monkeypatch.setattr(agent, "allowed_actions", lambda obs: every_action_masked)
+    agent.fallbacks = 50  # decisions of an earlier phase
+    rows = run_agent(make_env("safety_bhn/LavaGrid-v0"), agent, 20, seed=0, progress=False)
+    assert rows[-1]["fallbacks"] == 20 and agent.fallbacks == 70
+
+
 def test_bandit_oracle_baseline_and_uniform_regret():
     env = make_env("safety_bhn/WheelBandit-v0", delta=0.5, episode_length=50)
     rows = run_agent(env, RandomAgent(5, seed=0), 500, seed=0, progress=False)

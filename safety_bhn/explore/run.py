@@ -98,8 +98,9 @@ def run_agent(
     """Run ``agent`` on ``env`` for ``steps`` environment steps (the last episode may be cut).
 
     Returns one row per episode: ``episode, phase, steps, episode_return, cost, regret``
-    (sum of ``info["regret"]``; NaN where the env gives none), ``reached_goal`` and the
-    running totals ``violations`` (cumulative cost) and ``fallbacks`` (all-masked decisions).
+    (sum of ``info["regret"]``; NaN where the env gives none), ``reached_goal``, ``complete``
+    (False for a last episode cut short by ``steps``) and the running totals of this call
+    ``violations`` (cumulative cost) and ``fallbacks`` (all-masked decisions).
     A tqdm bar shows the running mean return of the last 10 episodes and the violations.
     """
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
@@ -108,6 +109,7 @@ def run_agent(
     rows: list[dict[str, Any]] = []
     recent: deque[float] = deque(maxlen=10)
     violations = 0.0
+    fallbacks_before = agent.fallbacks  # an agent's own count runs across calls (phases)
     obs, info = env.reset(seed=seed)
     agent.begin_episode()
     ep_return = ep_cost = ep_regret = 0.0
@@ -137,8 +139,9 @@ def run_agent(
                 "cost": ep_cost,
                 "regret": ep_regret if has_regret else math.nan,
                 "reached_goal": goal,
+                "complete": bool(terminated or truncated),
                 "violations": violations,
-                "fallbacks": agent.fallbacks,
+                "fallbacks": agent.fallbacks - fallbacks_before,
             })  # fmt: skip
             bar.set_postfix(ret=f"{np.mean(recent):.2f}", violations=int(violations))
             obs, info = env.reset()
@@ -226,16 +229,23 @@ def bandit_preset(agent: str | Exploration, method: str | Method) -> dict[str, A
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Totals of a run: episodes, mean return, violations, regret, goal rate, fallbacks."""
+    """Totals of a run: episodes, mean return, violations, regret, goal rate, fallbacks.
+
+    Mean return and goal rate average the complete episodes (an episode that the step budget
+    cut short would count a fragment as an episode), or every episode if none is complete;
+    violations, regret and steps count every step.
+    """
     if not rows:
         raise ValueError("no episodes to summarise")
     regret = [r["regret"] for r in rows]
+    whole = [r for r in rows if r.get("complete", True)] or rows
     return {
         "episodes": len(rows),
+        "complete_episodes": sum(bool(r.get("complete", True)) for r in rows),
         "steps": int(sum(r["steps"] for r in rows)),
-        "mean_return": float(np.mean([r["episode_return"] for r in rows])),
+        "mean_return": float(np.mean([r["episode_return"] for r in whole])),
         "violations": float(sum(r["cost"] for r in rows)),
         "cumulative_regret": float(np.sum(regret)) if not np.isnan(regret).any() else math.nan,
-        "goal_rate": float(np.mean([r["reached_goal"] for r in rows])),
+        "goal_rate": float(np.mean([r["reached_goal"] for r in whole])),
         "fallbacks": int(rows[-1]["fallbacks"]),
     }
