@@ -337,7 +337,7 @@ class ActiveLearner:
         self.test = as_tensors(test, "test") if test is not None else None
         self.out = Path(out) if out is not None else None
         self.device = torch.device(config.device) if config.device else default_device()
-        self.given_n_classes = n_classes
+        given_n_classes = n_classes
         if n_classes is not None:
             _check_int("n_classes", n_classes, minimum=2)
         elif self.y is not None:
@@ -349,7 +349,7 @@ class ActiveLearner:
         if resume:
             if state_path is None or not state_path.is_file():
                 raise FileNotFoundError(f"cannot resume: no state file at {state_path}")
-            self._load_state(state_path, keep_pool_source=pool_source is None)
+            self._load_state(state_path, pool_source is None, given_n_classes)
         else:
             if state_path is not None and state_path.exists():
                 raise ValueError(
@@ -419,7 +419,7 @@ class ActiveLearner:
         self.history: list[dict[str, Any]] = []
         self.done = False
 
-    def _load_state(self, path: Path, keep_pool_source: bool) -> None:
+    def _load_state(self, path: Path, keep_pool_source: bool, given_n_classes: int | None) -> None:
         state = _read_state(path)
         saved = dict(state["config"])
         now = asdict(self.config)
@@ -453,10 +453,10 @@ class ActiveLearner:
             )
         saved_classes = state.get("declared_n_classes")  # absent in states before 2026-12
         if saved_classes is not None:
-            if self.given_n_classes is not None and self.given_n_classes != saved_classes:
+            if given_n_classes is not None and given_n_classes != saved_classes:
                 raise ValueError(
                     f"cannot resume {path}: it was run with n_classes={saved_classes}, given "
-                    f"n_classes={self.given_n_classes}; pass {saved_classes} or leave it out"
+                    f"n_classes={given_n_classes}; pass {saved_classes} or leave it out"
                 )
             self.n_classes = saved_classes
         self.val, self.val_labels = state["val"], state["val_labels"]
@@ -466,10 +466,15 @@ class ActiveLearner:
         if keep_pool_source:
             self.pool_source = dict(state.get("pool_source", {}))
         self.done = len(self.history) == self.config.steps + 1
-        # the checkpoint written with this state (runs saved before model_file: model.pt)
+        self.model = self._saved_model(state)
+
+    def _saved_model(self, state: dict[str, Any]) -> UncertaintyModel | None:
+        """The warm-start model written with ``state`` (None: no warm start, or none saved)."""
+        # runs saved before model_file existed wrote model.pt
         model_file = state.get("model_file", MODEL_FILE)
         if self.config.warm_start and self.out is not None and (self.out / model_file).is_file():
-            self.model = load(self.out / model_file, device=self.device)
+            return load(self.out / model_file, device=self.device)
+        return None
 
     # -- views ----------------------------------------------------------------------------
     @property
@@ -674,11 +679,8 @@ class ActiveLearner:
         self.gen.set_state(gen_state)
         del self.labelled[n_labelled:], self.labels[n_labelled:], self.history[n_history:]
         if self.config.warm_start:
-            self.model = None
-            if self.out is not None and (self.out / STATE_FILE).is_file():
-                model_file = _read_state(self.out / STATE_FILE).get("model_file", MODEL_FILE)
-                if (self.out / model_file).is_file():
-                    self.model = load(self.out / model_file, device=self.device)
+            saved = self.out is not None and (self.out / STATE_FILE).is_file()
+            self.model = self._saved_model(_read_state(self.out / STATE_FILE)) if saved else None
 
     def curve(self) -> list[dict[str, Any]]:
         """One row per completed step: the tidy learning curve."""
