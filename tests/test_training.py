@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import safety_bhn
-from safety_bhn.core.metrics import brier_score, expected_calibration_error, nll
+from safety_bhn.core.metrics import accuracy, brier_score, expected_calibration_error, nll
 from safety_bhn.data import embedded_mnist
 
 
@@ -208,6 +208,16 @@ def test_metrics_known_answers():
     assert expected_calibration_error(probs, y, n_bins=2) == pytest.approx(0.05, abs=1e-6)
     perfect = torch.eye(2)[y]
     assert expected_calibration_error(perfect, y) == pytest.approx(0.0)
+
+
+def test_accuracy_is_exact_and_empty_inputs_are_refused():
+    # float32's mean made 9500 of 10000 0.94999999, which then missed a 95% target
+    y = torch.zeros(10000, dtype=torch.long)
+    probs = torch.eye(2)[(torch.arange(10000) >= 9500).long()]
+    assert accuracy(probs, y) == 0.95
+    assert accuracy(torch.eye(3)[[0, 1, 2]], torch.tensor([0, 1, 0])) == 2 / 3
+    with pytest.raises(ValueError, match="no inputs"):
+        accuracy(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -249,9 +250,17 @@ def _decode_rng(text: str) -> torch.Generator:
 def labels_to_reach(
     n_labels: Sequence[int], accuracy: Sequence[float], target: float
 ) -> int | None:
-    """The first label count whose test accuracy is at least ``target`` (None: never reached)."""
+    """The first label count whose test accuracy is at least ``target`` (None: never reached).
+
+    Accuracies are compared in float32: runs saved before 2026-12-06 stored them at that
+    precision, where 9500 of 10000 is 0.94999999, and must still count as reaching 0.95.
+
+    >>> labels_to_reach([20, 30, 40], [0.8, 0.949999988079071, 0.96], 0.95)
+    30
+    """
+    goal = np.float32(target)
     for n, acc in zip(n_labels, accuracy, strict=True):
-        if acc >= target:
+        if np.float32(acc) >= goal:
             return int(n)
     return None
 
