@@ -378,6 +378,27 @@ def test_shift_curve_level_zero_matches_evaluate():
         shift_curve(model, x, y, "blur")
 
 
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a GPU (CI has none)"))],
+)  # fmt: skip
+def test_noise_shift_curve_repeats_from_the_generator_seed(device):
+    # a GPU generator used to leave the pixel noise to the global RNG
+    x, y = fake_mnist(40)
+    model = safety_bhn.build_model("map", hidden=[16], seed=0)
+
+    def curve(seed: int) -> list[dict]:
+        gen = torch.Generator(device).manual_seed(seed)
+        return shift_curve(model, x, y, "noise", [0.5], generator=gen, progress=False)
+
+    torch.manual_seed(1)
+    first = curve(3)
+    torch.manual_seed(2)  # the global RNG must not matter
+    assert curve(3) == first
+    assert curve(4) != first
+
+
 # -- adversarial ------------------------------------------------------------------------------
 def test_fgsm_matches_plain_autograd_for_a_map_net():
     x, y = fake_mnist(16)

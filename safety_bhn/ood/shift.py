@@ -123,14 +123,18 @@ def shift_curve(
     chosen = parse_scores(scores)
     n = model.default_samples if n_samples is None else n_samples
     batch_size = auto_batch_size(model, n)
-    noise_gen = torch.Generator().manual_seed(0) if generator is None else None
+    if generator is None:  # the noise is drawn on the CPU (add_noise), seeded either way
+        noise_gen = torch.Generator().manual_seed(0)
+    elif generator.device.type == "cpu":
+        noise_gen = generator
+    else:  # a GPU generator: a CPU one seeded from it, so the curve repeats from the seed
+        noise_gen = torch.Generator().manual_seed(generator.initial_seed())
     rows = []
     for level in tqdm(levels, desc=f"shift {kind.value}", disable=not progress, leave=False):
         if kind is ShiftKind.ROTATION:
             shifted = rotate(x, level, fill=pixel_range[0])
         else:
-            gen = noise_gen if generator is None or generator.device.type != "cpu" else generator
-            shifted = add_noise(x, level, gen, pixel_range)
+            shifted = add_noise(x, level, noise_gen, pixel_range)
         probs = sample_probs(model, shifted, n, generator, batch_size)
         predictive = probs.mean(0)
         row: dict[str, Any] = {
