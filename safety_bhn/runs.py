@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._checks import check_int, check_real
 from ._choices import parse_choice
 from ._io import atomic_write_json, read_json
 from .core.base import UncertaintyModel
@@ -87,11 +88,8 @@ class TrainConfig:
             self.classes = digits
         for name, least in (("epochs", 1), ("batch_size", 1), ("eval_samples", 1), ("val_size", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                kind = "a positive" if least else "a non-negative"
-                raise ValueError(f"{name} must be {kind} integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+            setattr(self, name, check_int(name, value, least))
+        self.lr = check_real("lr", self.lr, 0.0, low_open=True)
         return self
 
     @property

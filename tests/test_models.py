@@ -296,6 +296,46 @@ class TestBadInput:
         with pytest.raises(ValueError):
             safety_bhn.build_model("bhn", **kwargs)
 
+    @pytest.mark.parametrize(
+        ("method", "options", "message"),
+        [("factorial_vi", {"init_std": float("nan")}, "init_std must be a non-negative"),
+         ("bhn", {"prior_std": float("nan")}, "prior_std must be a non-negative number"),
+         ("map", {"weight_decay": float("inf")}, "weight_decay must be a non-negative number"),
+         ("bhn", {"coupling_layers": 2.5}, "coupling_layers must be a non-negative integer"),
+         ("bhn", {"coupling_hidden": 0}, "coupling_hidden must be a positive integer"),
+         ("bhn", {"train_samples": 1.5}, "train_samples must be a positive integer"),
+         ("bhn", {"local_draws": "false"}, "local_draws must be True or False"),
+         ("mc_dropout", {"p_input": "0.3"}, "p_input must be a number in"),
+         ("bhn", {"prob_clip": "0.1"}, "prob_clip must lie in"),
+         ("map", {"seed": 1.5}, "seed must be a non-negative integer")],
+    )  # fmt: skip
+    def test_nan_strings_and_fractions_in_options_are_refused_at_build(
+        self, method, options, message
+    ):
+        # NaN passed the old ``value < 0`` test and gave all-NaN predictions; "false" read as true
+        with pytest.raises(ValueError, match=message):
+            safety_bhn.build_model(method, hidden=[4], in_shape=(3,), n_classes=2, **options)
+
+    def test_bad_batch_size_and_generator_are_named(self):
+        model = safety_bhn.build_model("bhn", hidden=[4], in_shape=(3,), n_classes=2)
+        x = torch.rand(5, 3)
+        for bad in (0, -1, 2.5):  # ended in torch's split errors
+            with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+                model.sample_logits(x, 2, batch_size=bad)
+            with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+                safety_bhn.evaluate(model, x, torch.zeros(5, dtype=torch.long), batch_size=bad)
+        with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+            model.predict_proba(x, 2, generator=0)  # an AttributeError from deep inside before
+
+    def test_labels_of_any_integer_dtype_work_and_numpy_labels_are_named(self):
+        model = safety_bhn.build_model("map", hidden=[4], in_shape=(3,), n_classes=2)
+        y = torch.tensor([0, 1, 1, 0])
+        assert torch.equal(model.check_targets(y.to(torch.int16), 4), y)  # as int64
+        with pytest.raises(TypeError, match="torch.Tensor of class labels, got ndarray"):
+            model.check_targets(y.numpy(), 4)
+        with pytest.raises(TypeError, match=r"integer class labels .*got torch.float32"):
+            model.check_targets(y.float(), 4)
+
     def test_bad_inputs_to_sample_logits(self):
         model = small_model("bhn")
         x, _ = data()

@@ -138,7 +138,10 @@ def test_fit_accepts_a_dataset(mnist_small):
     [({"epochs": 0}, "epochs"), ({"batch_size": -1}, "batch_size"), ({"lr": 0}, "lr"),
      ({"kl_anneal": 2.0}, "kl_anneal"), ({"lr_schedule": "cosin"}, "Did you mean 'cosine'"),
      ({"lr_warmup": -0.1}, "lr_warmup"), ({"select": "acuracy"}, "Did you mean 'accuracy'"),
-     ({"grad_clip": 0}, "grad_clip must be positive"), ({"grad_clip": -1.0}, "grad_clip")],
+     ({"grad_clip": 0}, "grad_clip must be positive"), ({"grad_clip": -1.0}, "grad_clip"),
+     ({"lr": float("inf")}, "lr must be a positive number"),  # gave NaN weights silently
+     ({"lr": "1e-3"}, "lr must be a positive number"), ({"seed": 1.5}, "seed must be"),
+     ({"patience": 0}, "patience must be a positive integer")],
 )  # fmt: skip
 def test_bad_hyper_parameters(kwargs, match, mnist_small):
     train, _ = mnist_small
@@ -176,7 +179,7 @@ def test_lr_schedule_sets_the_rate_of_every_step(schedule, warmup, mnist_small, 
 def test_validation_labels_are_checked_before_training(mnist_small, monkeypatch):
     (x, y), _ = mnist_small
     monkeypatch.setattr(torch.optim.Adam, "step", lambda *a, **k: pytest.fail("trained"))
-    with pytest.raises(TypeError, match="val: y must be an integer tensor"):
+    with pytest.raises(TypeError, match="val: y must hold integer class labels"):
         safety_bhn.fit(_model("map"), (x[:10], y[:10]), (x[:5], y[:5].float()), epochs=1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 import os
 from abc import ABC, abstractmethod
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_generator, check_int
 from .._io import atomic_write
 from .primary import WeightLayer
 
@@ -38,7 +40,9 @@ class UncertaintyModel(nn.Module, ABC):
         self, layers: Sequence[WeightLayer], config: dict[str, Any], prob_clip: float = 0.0
     ) -> None:
         super().__init__()
-        if isinstance(prob_clip, bool) or not 0.0 <= prob_clip < 0.5:
+        if isinstance(prob_clip, bool) or not (
+            isinstance(prob_clip, numbers.Real) and 0.0 <= prob_clip < 0.5
+        ):
             raise ValueError(
                 f"prob_clip must lie in [0, 0.5) (0 turns clipping off), got {prob_clip!r}"
             )
@@ -112,9 +116,16 @@ class UncertaintyModel(nn.Module, ABC):
         return x.to(device=self.device, dtype=dtype)
 
     def check_targets(self, y: Tensor, batch: int) -> Tensor:
-        if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32, torch.uint8):
-            got = getattr(y, "dtype", type(y).__name__)
-            raise TypeError(f"y must be an integer tensor of class labels, got {got}")
+        if not isinstance(y, Tensor):
+            raise TypeError(
+                f"y must be a torch.Tensor of class labels, got {type(y).__name__}; convert "
+                "with torch.as_tensor(y)"
+            )
+        if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise TypeError(
+                f"y must hold integer class labels (int64, int32, int16, int8 or uint8), got "
+                f"{y.dtype}; one-hot or probability targets: y.argmax(1)"
+            )
         if y.shape != (batch,):
             raise ValueError(f"y has shape {tuple(y.shape)}; expected ({batch},)")
         if y.numel() and (y.min() < 0 or y.max() >= self.n_classes):
@@ -160,7 +171,9 @@ class UncertaintyModel(nn.Module, ABC):
         """
         n = self.check_samples(self.default_samples if n_samples is None else n_samples)
         x = self.check_input(x)
-        draw = self.draw(n, generator)
+        if batch_size is not None:
+            batch_size = check_int("batch_size", batch_size)
+        draw = self.draw(n, check_generator(generator))
         if batch_size is None or batch_size >= x.shape[0]:
             return self.forward_draw(x, draw)
         return torch.cat([self.forward_draw(c, draw) for c in x.split(batch_size)], dim=1)

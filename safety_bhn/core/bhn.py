@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_flag, check_int, check_real
 from .._choices import parse_choice
 from .base import UncertaintyModel
 from .flows import NormalizingFlow
@@ -114,12 +115,11 @@ class BHN(UncertaintyModel):
         if "prior_mean" in config.get("options", {}):  # checkpoints store plain strings
             config["options"]["prior_mean"] = self.prior_mean.value
         super().__init__(layers, config, prob_clip)
-        if train_samples < 1:
-            raise ValueError(f"train_samples must be >= 1, got {train_samples}")
-        if prior_std <= 0 or init_scale <= 0:
-            raise ValueError("prior_std and init_scale must be positive")
+        train_samples = check_int("train_samples", train_samples)
+        prior_std = check_real("prior_std", prior_std, 0.0, low_open=True)
+        init_scale = check_real("init_scale", init_scale, 0.0, low_open=True)
         self.train_samples = train_samples
-        self.local_draws = bool(local_draws)
+        self.local_draws = check_flag("local_draws", local_draws)
         self.prior_std = prior_std
         directions = [make_module(layer) for layer in self.layers]
         self.v = nn.ParameterList(m.weight for m in directions)

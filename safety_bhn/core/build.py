@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import check_int, check_real
 from .._choices import parse_choice
 from .base import FORMAT_VERSION, UncertaintyModel
 from .bhn import BHN
@@ -100,10 +102,13 @@ def _plain(name: str, value: Any) -> Any:
 
 
 def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
-    values = [values] if isinstance(values, int) else list(values)
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ValueError(f"{name} must be a non-empty list of positive integers, got {values!r}")
-    return values
+    values = [values] if isinstance(values, numbers.Integral) else values
+    try:
+        return [check_int(name, v) for v in values] or [check_int(name, None)]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a non-empty list of positive integers, got {values!r}"
+        ) from None
 
 
 def build_model(
@@ -141,8 +146,9 @@ def build_model(
     in_shape = tuple(_positive_ints("in_shape", _plain("in_shape", in_shape)))
     n_classes = _plain("n_classes", n_classes)
     options = {k: _plain(k, v) for k, v in options.items()}
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    n_classes = check_int("n_classes", n_classes, minimum=2)
+    if seed is not None:
+        seed = check_int("seed", seed, minimum=0)
     cls = MODEL_CLASSES[method]
     method_keys = set(inspect.signature(cls.__init__).parameters) - {"self", "layers", "config"}
     arch_keys = set(ARCH_OPTIONS[arch])
@@ -154,7 +160,7 @@ def build_model(
         )
     arch_opts = {k: v for k, v in options.items() if k in arch_keys}
     for key in ("p_input", "p_hidden", "p_conv"):
-        if key in arch_opts and not 0.0 <= float(arch_opts[key]) < 1.0:
+        if key in arch_opts and check_real(key, arch_opts[key], 0.0, 1.0) == 1.0:
             raise ValueError(f"{key} must lie in [0, 1), got {arch_opts[key]!r}")
     if arch is Arch.MLP:
         arch_opts["hidden"] = _positive_ints("hidden", arch_opts.get("hidden", [800]))
@@ -168,8 +174,8 @@ def build_model(
         layers = cnn_layers(in_shape, n_classes, **arch_opts)
     method_opts = {k: v for k, v in options.items() if k in method_keys}
     for key, value in method_opts.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ValueError(f"{key} must be non-negative, got {value!r}")
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            check_real(key, value, 0.0)  # NaN and infinities too; each method checks more
     config = {
         "method": method.value,
         "arch": arch.value,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int, check_real
 from . import noise
 from .base import UncertaintyModel
 from .map import make_module
@@ -47,10 +48,9 @@ class FactorialVI(UncertaintyModel):
         prob_clip: float = 0.0,
     ) -> None:
         super().__init__(layers, config, prob_clip)
-        if prior_std <= 0 or init_std <= 0:
-            raise ValueError("prior_std and init_std must be positive")
-        if train_samples < 1:
-            raise ValueError(f"train_samples must be >= 1, got {train_samples}")
+        prior_std = check_real("prior_std", prior_std, 0.0, low_open=True)
+        init_std = check_real("init_std", init_std, 0.0, low_open=True)
+        train_samples = check_int("train_samples", train_samples)
         self.prior_std = prior_std
         self.train_samples = train_samples
         rho = math.log(math.expm1(init_std))

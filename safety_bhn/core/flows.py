@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from . import noise
 
 
@@ -127,10 +128,9 @@ class NormalizingFlow(nn.Module):
         min_scale: float = 1e-3,
     ) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"flow dimension must be positive, got {dim}")
-        if coupling_layers < 0:
-            raise ValueError(f"coupling_layers must be >= 0, got {coupling_layers}")
+        dim = check_int("flow dimension", dim)
+        coupling_layers = check_int("coupling_layers", coupling_layers, minimum=0)
+        hidden = check_int("coupling_hidden", hidden)
         if coupling_layers > 0 and dim < 2:
             raise ValueError(f"coupling layers need dim >= 2, got dim={dim}")
         if not (math.isfinite(init_scale) and init_scale > 0):

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_real
 from .base import UncertaintyModel
 from .primary import WeightLayer, run_layers, shared_layer
 
@@ -40,8 +41,7 @@ class MAPNet(UncertaintyModel):
         prob_clip: float = 0.0,
     ) -> None:
         super().__init__(layers, config, prob_clip)
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        weight_decay = check_real("weight_decay", weight_decay, 0.0)
         self.weight_decay = weight_decay
         self.net = nn.ModuleList(make_module(layer) for layer in self.layers)
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_int
 from .base import UncertaintyModel
 
 
@@ -93,6 +94,8 @@ def predictive(
 ) -> Tensor:
     """Posterior predictive ``(batch, classes)`` on the CPU, inputs chunked to bound memory."""
     n = model.default_samples if n_samples is None else model.check_samples(n_samples)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
     probs = model.predict_proba(x, n, generator, batch_size=batch_size or auto_batch_size(model, n))

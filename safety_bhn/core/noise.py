@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import check_generator
+
 
 def _where(generator: torch.Generator | None, device: torch.device) -> torch.device:
     """Draw on the generator's device (the global RNG of ``device`` when there is none)."""
-    return generator.device if generator is not None else device
+    return check_generator(generator).device if generator is not None else device
 
 
 def randn(

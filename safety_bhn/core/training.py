@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .._checks import check_int, check_real
 from .._choices import parse_choice
 from .base import UncertaintyModel
 from .metrics import evaluate
@@ -183,16 +184,18 @@ def fit(
         >>> fit(model, (x, y), epochs=2, progress=False).epochs_run
         2
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_every", eval_every),
-                        ("val_samples", val_samples)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if grad_clip is not None and not grad_clip > 0:
+    epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
+    eval_every, val_samples = (
+        check_int("eval_every", eval_every),
+        check_int("val_samples", val_samples),
+    )
+    seed = check_int("seed", seed, minimum=0)
+    if patience is not None:
+        patience = check_int("patience", patience)
+    lr = check_real("lr", lr, 0.0, low_open=True)
+    if grad_clip is not None and not (isinstance(grad_clip, int | float) and grad_clip > 0):
         raise ValueError(f"grad_clip must be positive (None: no clipping), got {grad_clip!r}")
-    if not 0.0 <= kl_anneal <= 1.0:
-        raise ValueError(f"kl_anneal must lie in [0, 1], got {kl_anneal!r}")
+    kl_anneal = check_real("kl_anneal", kl_anneal, 0.0, 1.0)
     schedule = check_lr_recipe(lr_schedule, lr_warmup)
     select = parse_choice(select, Selection, "select")
     if select is Selection.LAST and patience is not None:

@@ -1,0 +1,88 @@
+"""Checks of numeric and flag arguments, shared so that every module words its errors alike."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an ``int`` of at least ``minimum``, or a ValueError naming ``name``.
+
+    Integer NumPy scalars are accepted; ``bool``, floats and strings are not.
+
+    >>> check_int("k", np.int64(3))
+    3
+    """
+    try:
+        n = operator.index(value)  # ints, integer NumPy scalars and 0-d integer arrays
+    except TypeError:
+        n = None
+    if isinstance(value, bool | np.bool_) or n is None or n < minimum:
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return n
+
+
+def check_real(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+) -> float:
+    """``value`` as a finite ``float`` in ``[low, high]`` (``(low, high]`` with ``low_open``).
+
+    NumPy scalars are accepted; NaN, infinities, ``bool`` and strings are not.
+
+    >>> check_real("lr", 1e-3, 0.0, low_open=True)
+    0.001
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    ok = ok and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        if low is not None and high is not None:
+            kind = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+        elif low == 0:
+            kind = "a positive number" if low_open else "a non-negative number"
+        elif low is not None:
+            kind = f"a finite number {'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            kind = f"a finite number <= {high:g}"
+        else:
+            kind = "a finite number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return float(value)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` as a ``bool``; strings such as ``"false"`` are refused rather than read as true.
+
+    >>> check_flag("safe", np.bool_(False))
+    False
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_generator(generator: Any) -> torch.Generator | None:
+    """``generator`` if it is None or a ``torch.Generator``, else a ValueError naming the fix."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+            f"{generator!r}; e.g. generator=torch.Generator().manual_seed(0)"
+        )
+    return generator
