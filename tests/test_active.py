@@ -563,6 +563,52 @@ def test_run_called_again_after_an_oracle_error_redoes_the_step_exactly(tmp_path
     assert [r["scores"] for r in learner.history] == [r["scores"] for r in whole.history]
 
 
+def test_batch_bald_refuses_a_bad_chunk():
+    probs = torch.rand(8, 30, 4).softmax(-1)
+    for bad in (-1, 0, 2.5):  # -1 returned scores from uninitialised memory
+        with pytest.raises(ValueError, match="chunk must be a positive integer"):
+            batch_bald(probs, 3, chunk=bad)
+
+
+def test_loop_checks_pool_test_set_and_device_before_asking_the_oracle(tmp_path):
+    x, y = _blobs()
+    asked = []
+
+    def oracle(idx):
+        asked.append(idx)
+        return y[idx]
+
+    bad_pool = x.clone()
+    bad_pool[5, 0] = float("nan")
+    with pytest.raises(ValueError, match="pool: x contains NaN"):
+        ActiveLearner(_tiny(), bad_pool, oracle=oracle, out=tmp_path / "a")
+    with pytest.raises(TypeError, match="pool: x must be a floating-point"):
+        ActiveLearner(_tiny(), (x * 10).to(torch.uint8), oracle=oracle, out=tmp_path / "b")
+    with pytest.raises(ValueError, match="test: labels must be class indices >= 0"):
+        ActiveLearner(_tiny(), x, oracle=oracle, test=(x, y - 1), out=tmp_path / "c")
+    # declared classes: test labels beyond them were silently added as outputs before
+    with pytest.raises(ValueError, match="test labels go up to 12, outside 0..2"):
+        ActiveLearner(_tiny(), x, oracle=oracle, n_classes=3, test=(x, y + 10))
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        ActiveLearner(_tiny(device="gpu"), x, oracle=oracle, out=tmp_path / "d")
+    with pytest.raises(ValueError, match="pool labels must be class indices >= 0"):
+        ActiveLearner(_tiny(), (x, y - 1))
+    assert not asked and not any((tmp_path / d).exists() for d in "abcd")
+
+
+def test_config_accepts_numpy_integers_and_saves_plain_ones(tmp_path):
+    x, y = _blobs()
+    cfg = _tiny(acquire=np.int64(4), steps=np.int32(1), seed=np.int64(1))
+    ActiveLearner(cfg, (x, y), out=tmp_path).run(progress=False)
+    saved = json.loads((tmp_path / "state.json").read_text())["config"]
+    assert (saved["acquire"], saved["steps"], saved["seed"]) == (4, 1, 1)
+    for field_, bad, message in [("lr", float("inf"), "lr must be a positive number"),
+                                 ("warm_start", "no", "warm_start must be True or False"),
+                                 ("options", [1], "options must be a dict")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            _tiny(**{field_: bad}).validate()
+
+
 def test_loop_rejects_bad_pools_and_oracles():
     x, y = _blobs()
     with pytest.raises(ValueError, match="oracle"):

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_generator, check_int
 from .._choices import parse_choice
 from ..core import scores
 
@@ -62,7 +63,7 @@ def random(probs: Tensor, generator: torch.Generator | None) -> Tensor:
 
     ``generator`` is required so that random acquisition is reproducible.
     """
-    if generator is None:
+    if check_generator(generator) is None:
         raise ValueError("random acquisition needs a torch.Generator (generator=...)")
     scores.check_probs(probs)
     return torch.rand(probs.shape[1], generator=generator, device=generator.device).to(probs.device)
@@ -95,8 +96,7 @@ class Selection(NamedTuple):
 
 
 def _check_k(k: int, available: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k (points to acquire) must be a positive integer, got {k!r}")
+    k = check_int("k (points to acquire)", k)
     if k > available:
         raise ValueError(f"cannot acquire k={k} points from a pool of {available}")
     return k
@@ -200,8 +200,7 @@ def batch_bald(
     """
     scores.check_probs(probs)
     _check_k(k, probs.shape[1])
-    if isinstance(num_configs, bool) or not isinstance(num_configs, int) or num_configs < 1:
-        raise ValueError(f"num_configs must be a positive integer, got {num_configs!r}")
+    num_configs, chunk = check_int("num_configs", num_configs), check_int("chunk", chunk)
     p = probs.double()
     n_samples, n_points, n_classes = p.shape
     cond_entropy = scores.expected_entropy(p)  # E_s H[p_s(y_i)] per point

@@ -28,11 +28,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .._checks import check_flag, check_int, check_real
 from .._choices import parse_choice
 from .._io import atomic_write, atomic_write_json, folder_lock, read_json
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
-from ..core.build import Arch, Method, build_model, default_device, load
+from ..core.build import Arch, Method, build_model, default_device, load, resolve_device
 from ..core.metrics import auto_batch_size, evaluate
 from ..core.training import History, Selection, as_tensors, check_lr_recipe, fit
 from ..data import embedded_mnist, load_dataset
@@ -125,11 +126,18 @@ class ActiveConfig:
             parse_choice(self.options["prior_mean"], PriorMean, "prior_mean")
         for name in ("initial", "acquire", "acq_samples", "eval_samples", "train_steps",
                      "batch_size", "num_configs"):  # fmt: skip
-            _check_int(name, getattr(self, name), minimum=1)
-        for name in ("val_size", "steps", "pool_subset"):
-            _check_int(name, getattr(self, name), minimum=0)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+            setattr(self, name, check_int(name, getattr(self, name), minimum=1))
+        for name in ("val_size", "steps", "pool_subset", "seed"):
+            setattr(self, name, check_int(name, getattr(self, name), minimum=0))
+        self.lr = check_real("lr", self.lr, 0.0, low_open=True)
+        self.warm_start = check_flag("warm_start", self.warm_start)
+        if not isinstance(self.options, dict):
+            raise ValueError(
+                f"options must be a dict of model options, e.g. {{'coupling_layers': 4}}, got "
+                f"{self.options!r}"
+            )
+        if self.device is not None:
+            self.device = str(resolve_device(self.device))
         if acquisition in NEEDS_SAMPLES and self.acq_samples < 2:
             raise ValueError(
                 f"acquisition {acquisition.value!r} measures how posterior samples disagree, "
@@ -183,13 +191,6 @@ def retrain(
     )
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return value
-
-
 def mnist_pool(
     data_dir: str | os.PathLike | None = None, extra: bool = False
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
@@ -234,6 +235,8 @@ def _pool_inputs(pool: Tensor | tuple | Dataset) -> tuple[Tensor, Tensor | None]
             f"pool labels must be integer class labels of shape (n,), got {y.dtype} of shape "
             f"{tuple(y.shape)} (one-hot labels: y.argmax(1))"
         )
+    if y is not None and (y < 0).any():
+        raise ValueError(f"pool labels must be class indices >= 0, got {int(y.min())}")
     return x, y
 
 
@@ -348,12 +351,19 @@ class ActiveLearner:
         self.device = torch.device(config.device) if config.device else default_device()
         given_n_classes = n_classes
         if n_classes is not None:
-            _check_int("n_classes", n_classes, minimum=2)
+            n_classes = check_int("n_classes", n_classes, minimum=2)
         elif self.y is not None:
             n_classes = int(self.y.max()) + 1
         self.n_classes = n_classes
         self.model: UncertaintyModel | None = None
         self._check_model_settings()
+        if self.test is not None and given_n_classes is not None:
+            top = int(self.test[1].max())
+            if top >= n_classes:
+                raise ValueError(
+                    f"test labels go up to {top}, outside 0..{n_classes - 1} for the n_classes="
+                    f"{n_classes} given; pass the right n_classes or fix the test labels"
+                )
         state_path = self.out / STATE_FILE if self.out is not None else None
         if resume:
             if state_path is None or not state_path.is_file():
@@ -373,10 +383,27 @@ class ActiveLearner:
         label is asked for or any state is written (not at the first retrain)."""
         cfg = self.config
         try:
-            build_model(cfg.method, cfg.arch, tuple(self.x.shape[1:]), max(2, self.n_classes or 2),
-                        seed=0, device="cpu", **cfg.model_options())  # fmt: skip
+            probe = build_model(cfg.method, cfg.arch, tuple(self.x.shape[1:]),
+                                max(2, self.n_classes or 2), seed=0, device="cpu",
+                                **cfg.model_options())  # fmt: skip
         except ValueError as err:
             raise ValueError(f"the model settings do not build a model: {err}") from None
+        checks = [("pool", self.x, None)]
+        if self.test is not None:
+            checks.append(("test", *self.test))
+        for name, x, y in checks:  # dtype, shape and NaN, before the oracle is asked anything
+            try:
+                probe.check_input(x)
+                if y is not None and (y.is_floating_point() or y.dtype == torch.bool
+                                      or y.shape != x.shape[:1]):  # fmt: skip
+                    raise TypeError(
+                        f"labels must be integer class indices of shape ({x.shape[0]},), got "
+                        f"{y.dtype} of shape {tuple(y.shape)}"
+                    )
+                if y is not None and (y < 0).any():
+                    raise ValueError(f"labels must be class indices >= 0, got {int(y.min())}")
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"{name}: {err}") from None
 
     def _query(self, indices: Tensor) -> list[int]:
         if self.oracle is None:
