@@ -22,6 +22,7 @@ from safety_bhn.core.metrics import evaluate
 from safety_bhn.ood import (
     OODSuite,
     Score,
+    add_noise,
     adversarial_curve,
     aupr_in,
     aupr_out,
@@ -716,6 +717,41 @@ def test_attacks_and_shifts_refuse_inputs_on_another_scale():
     assert (adv - z).abs().max() <= 0.01 + 1e-6
     rows = shift_curve(model, x, y, "rotation", np.arange(0, 91, 45), progress=False)
     assert [r["level"] for r in rows] == [0.0, 45.0, 90.0]
+
+
+def test_noise_rotation_and_attack_helpers_refuse_bad_values():
+    x = torch.rand(4, 1, 8, 8)
+    with pytest.raises(ValueError, match="std must be a non-negative number"):
+        add_noise(x, float("nan"))  # all-NaN images before
+    with pytest.raises(ValueError, match="outside pixel_range"):
+        add_noise(255 * x, 0.1)  # silently clipped to [0, 1] before
+    with pytest.raises(ValueError, match="low < high"):
+        add_noise(x, 0.1, pixel_range=(1, 0))
+    with pytest.raises(ValueError, match="degrees must be a finite number"):
+        rotate(x, float("nan"))
+    model = safety_bhn.build_model("map", hidden=[8], in_shape=(1, 8, 8), seed=0, device="cpu")
+    y = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="epsilons is empty"):
+        adversarial_curve(model, x, y, epsilons=[], progress=False)
+    rows = adversarial_curve(model, x, y, epsilons=0.1, n_samples=2, progress=False)
+    assert {r["eps"] for r in rows} == {0.1}
+
+
+def test_suite_refuses_channels_last_sets_and_bad_in_distribution_labels():
+    x = torch.rand(12, 3, 8, 8)
+    register_ood_set("channels_last", x.permute(0, 2, 3, 1).contiguous(), overwrite=True)
+    register_ood_set("channels_last_1", x[:, :1].permute(0, 2, 3, 1), overwrite=True)
+    try:  # reshaped into pixel soup before
+        with pytest.raises(ValueError, match="reshape it"):
+            build_suite(x, sets="channels_last")
+        squeezed = build_suite(x[:, :1], sets="channels_last_1")  # (N, 8, 8, 1) for (N, 1, 8, 8)
+        assert torch.equal(squeezed["channels_last_1"], x[:, :1])
+    finally:
+        unregister_ood_set("channels_last")
+        unregister_ood_set("channels_last_1")
+    for bad in (torch.zeros(12) + 0.5, torch.zeros(12, dtype=torch.long) - 5):
+        with pytest.raises(ValueError, match="y_in must"):
+            OODSuite(x, bad)
 
 
 def test_fashion_mnist_gets_the_digits_preprocessing(shared_data_dir):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from ..core.base import UncertaintyModel
 from ..core.metrics import accuracy, auto_batch_size, nll
 from .metrics import detection_metrics
@@ -55,7 +56,9 @@ def fgsm(
         return x.detach().clone().to(device)
     n = model.default_samples if n_samples is None else n_samples
     draw = model.draw(model.check_samples(n), generator)
-    batch_size = batch_size or auto_batch_size(model, n)
+    batch_size = (
+        auto_batch_size(model, n) if batch_size is None else check_int("batch_size", batch_size)
+    )
     was_training = model.training
     model.eval()
     out = []
@@ -94,6 +97,10 @@ def adversarial_curve(
     defined (the sets coincide) and is reported as NaN.
     """
     y_cpu = model.check_targets(y, model.check_input(x).shape[0]).cpu()
+    if isinstance(epsilons, numbers.Real):
+        epsilons = [epsilons]
+    if len(epsilons) == 0:
+        raise ValueError("epsilons is empty: pass the attack strengths, e.g. [0.05, 0.1]")
     chosen = parse_scores(scores)
     n = model.default_samples if n_samples is None else n_samples
     draw = model.draw(model.check_samples(n), generator)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from .._choices import parse_choice
 from ..core import scores as core_scores
 from ..core.base import UncertaintyModel
@@ -114,7 +115,9 @@ def sample_probs(
         draw = model.draw(model.check_samples(n), generator)
     else:
         n = n_samples or 1
-    batch_size = batch_size or auto_batch_size(model, n)
+    batch_size = (
+        auto_batch_size(model, n) if batch_size is None else check_int("batch_size", batch_size)
+    )
     was_training = model.training
     model.eval()
     try:

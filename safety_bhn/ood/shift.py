@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._checks import check_real
 from .._choices import parse_choice
 from ..core.base import UncertaintyModel
 from ..core.metrics import accuracy, auto_batch_size, expected_calibration_error, nll
@@ -51,7 +52,8 @@ def rotate(x: Tensor, degrees: float, fill: float = 0.0) -> Tensor:
     [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
     x = _check_images(x)
-    theta = math.radians(float(degrees))
+    theta = math.radians(check_real("degrees", degrees))
+    fill = check_real("fill", fill)
     cos, sin = math.cos(theta), math.sin(theta)
     # affine_grid maps each output pixel's (x, y) to the input point it samples; y points
     # down, so sampling at the output point turned by +theta in these coordinates turns the
@@ -72,8 +74,10 @@ def add_noise(
     """``x`` plus i.i.d. Gaussian noise of standard deviation ``std``, clipped to the range."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise ValueError("x must be a floating-point tensor of pixels")
-    if std < 0:
-        raise ValueError(f"std must be >= 0, got {std}")
+    std = check_real("std", std, 0.0)
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    check_in_range(x, pixel_range)  # clipping would rescale inputs on another scale
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     return (x + std * noise).clamp(*pixel_range)
 

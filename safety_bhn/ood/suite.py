@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._checks import check_int
 from .._choices import parse_choice
 from ..data import load_dataset, select_classes
 
@@ -270,10 +271,17 @@ class OODSuite:
             )
         if not torch.isfinite(self.x_in).all():
             raise ValueError("x_in contains NaN or infinite values")
-        if self.y_in is not None and tuple(self.y_in.shape) != (self.x_in.shape[0],):
-            raise ValueError(
-                f"y_in has shape {tuple(self.y_in.shape)}; expected ({self.x_in.shape[0]},)"
-            )
+        y = self.y_in
+        if y is not None:
+            if not isinstance(y, Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+                got = getattr(y, "dtype", type(y).__name__)
+                raise ValueError(f"y_in must be an integer tensor of class indices, got {got}")
+            if tuple(y.shape) != (self.x_in.shape[0],):
+                raise ValueError(
+                    f"y_in has shape {tuple(y.shape)}; expected ({self.x_in.shape[0]},)"
+                )
+            if (y < 0).any():
+                raise ValueError(f"y_in must hold class indices >= 0, got {int(y.min())}")
         self.pixel_range = _pixel_range(self.x_in, self.pixel_range)
         lo, hi = self.pixel_range
         if self.x_in.min().item() < lo - 1e-6 or self.x_in.max().item() > hi + 1e-6:
@@ -425,8 +433,8 @@ def build_suite(
         names = [s for s in names if s != OODSetName.HELD_OUT_CLASSES.value]
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = None if n is None else check_int("n", n)
+    seed = check_int("seed", seed, minimum=0)
     gen = torch.Generator().manual_seed(seed)
     x_novel = None
     if known_classes is not None:
@@ -448,7 +456,20 @@ def build_suite(
             data = data[torch.randperm(data.shape[0], generator=gen)[:n]]
         if isinstance(data, Tensor) and data.dim() >= 2:
             per_example = tuple(suite.x_in.shape[1:])
-            if tuple(data.shape[1:]) != per_example and data[0].numel() == suite.x_in[0].numel():
+
+            def squeezed(shape: tuple[int, ...]) -> list[int]:
+                return [d for d in shape if d != 1]
+
+            # a set or an in-distribution set that is flat, or shapes that differ only by
+            # size-1 axes ((N, 28, 28) for (N, 1, 28, 28)), are reshaped; any other layout
+            # (channels last) is left for add() to refuse: reshaping would scramble pixels
+            if tuple(data.shape[1:]) != per_example and (
+                (
+                    (data.dim() == 2 or len(per_example) == 1)
+                    and data[0].numel() == suite.x_in[0].numel()
+                )
+                or squeezed(data.shape[1:]) == squeezed(per_example)
+            ):
                 data = data.reshape(data.shape[0], *per_example)
         suite.add(name, data)
     return suite
