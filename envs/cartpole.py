@@ -20,6 +20,8 @@ class CartPoleCostEnv(CartPoleEnv):
     """
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self.action_space.contains(action):  # not an assert: python -O keeps it
+            raise ValueError(f"action must be 0 (push left) or 1 (push right), got {action!r}")
         obs, reward, terminated, truncated, info = super().step(action)
         info = dict(info)
         info["cost"] = 1.0 if terminated else 0.0

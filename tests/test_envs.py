@@ -170,3 +170,12 @@ def test_cartpole_cost_renders_a_frame_or_names_the_missing_package():
         assert frame.dtype == np.uint8 and frame.shape[2] == 3
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("action", [-1, 99, 1.0])
+def test_cartpole_cost_refuses_invalid_actions_with_a_value_error(action):
+    # gymnasium's bare assert, which python -O removes (then step(7) pushed left)
+    env = gymnasium.make("safety_bhn/CartPoleCost-v0").unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action must be 0 .* or 1"):
+        env.step(action)

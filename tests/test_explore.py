@@ -299,6 +299,27 @@ def test_agents_reject_bad_input():
         make_env("safety_bhn/Nope-v0")
 
 
+def test_agents_refuse_bad_observations_flags_and_foreign_observations_before_storing_them():
+    dqn = DQNAgent(2, 3, "mc_dropout", hidden=[8])
+    for obs in (0.5, np.zeros(1), np.array([np.nan, 0.0])):  # 0.5 was broadcast into the buffer
+        with pytest.raises(ValueError, match="observation"):
+            dqn.observe(obs, 0, 1.0, np.zeros(2), False, 0.0)
+    with pytest.raises(ValueError, match="terminated must be True or False"):
+        dqn.observe(np.zeros(2), 0, 1.0, np.zeros(2), "False", 0.0)  # a string read as true
+    assert dqn.buffer.size == 0
+    with pytest.raises(ValueError, match=r"expected \(2,\) or \(batch, 2\)"):
+        dqn.q_uncertainty(np.zeros(4))
+    with pytest.raises(ValueError, match="safe must be True or False"):
+        DQNAgent(2, 3, "mc_dropout", safe="no")
+    bandit = NeuralBandit(3, 2, method="mc_dropout", hidden=[8], train_every=4, initial_pulls=0)
+    with pytest.raises(ValueError, match="NaN"):  # every later retrain failed on it before
+        bandit.observe(np.array([np.nan, 0.0]), 0, 1.0, None, False, 0.0)
+    assert not bandit.contexts
+    cartpole = make_agent(make_env("CartPole-v1"), "thompson", "mc_dropout", hidden=[8])
+    with pytest.raises(ValueError, match="scores LavaGrid observations"):
+        shift_detection_auroc(cartpole)  # gave a number from reshaped grid observations
+
+
 def test_run_agent_rows_add_up():
     env = make_env("safety_bhn/LavaGrid-v0")
     rows = run_agent(env, RandomAgent(4, seed=0), 300, seed=0, progress=False)
@@ -463,6 +484,14 @@ def test_cli_explore_reports_bad_threshold(tmp_path, capsys):
             "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 2
     assert "threshold must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_explore_refuses_delta_outside_the_bandit_before_making_the_folder(tmp_path, capsys):
+    argv = ["explore", "--env", "safety_bhn/LavaGrid-v0", "--delta", "0.5",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 2
+    assert "--delta is the wheel bandit's exploration parameter" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_agents_refuse_non_finite_rewards_and_costs_before_storing_them():

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_flag, check_int
 from .._choices import parse_choice
 from ..core.build import Method
 from .posterior import RegressionPosterior
@@ -45,11 +46,18 @@ def _check_probability(name: str, value: float, open_low: bool = False) -> float
     return float(value)
 
 
-def _check_int(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive" if minimum == 1 else "a non-negative"
-        raise ValueError(f"{name} must be {kind} integer, got {value!r}")
-    return value
+def _as_observation(obs: Any, dim: int) -> Tensor:
+    """One observation as a float32 tensor of shape ``(dim,)``; wrong shapes and NaN or
+    infinite entries are refused here, before they reach the data every retraining uses."""
+    try:
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
+    except (TypeError, ValueError):
+        raise ValueError(f"observation must be {dim} numbers, got {obs!r:.80}") from None
+    if x.shape != (dim,):
+        raise ValueError(f"observation has shape {tuple(x.shape)}; expected ({dim},)")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"observation contains NaN or infinite values: {obs!r:.80}")
+    return x
 
 
 def _check_action(action: Any, n_actions: int) -> int:
@@ -103,7 +111,7 @@ class RandomAgent:
     safe = False
 
     def __init__(self, n_actions: int, seed: int = 0) -> None:
-        self.n_actions = _check_int("n_actions", n_actions)
+        self.n_actions = check_int("n_actions", n_actions)
         self.rng = np.random.default_rng(seed)
         self.fallbacks = 0
 
@@ -165,16 +173,17 @@ class NeuralBandit:
         if self.exploration is Exploration.RANDOM:
             raise ValueError("use RandomAgent for uniformly random actions")
         check_exploration(self.method, self.exploration)
-        self.n_actions = _check_int("n_actions", n_actions)
-        self.context_dim = _check_int("context_dim", context_dim)
+        self.n_actions = check_int("n_actions", n_actions)
+        self.context_dim = check_int("context_dim", context_dim)
         self.epsilon = _check_probability("epsilon", epsilon)
-        self.train_every = _check_int("train_every", train_every)
-        self.train_steps = _check_int("train_steps", train_steps)
-        self.batch_size = _check_int("batch_size", batch_size)
-        self.initial_pulls = _check_int("initial_pulls", initial_pulls, minimum=0)
+        self.train_every = check_int("train_every", train_every)
+        self.train_steps = check_int("train_steps", train_steps)
+        self.batch_size = check_int("batch_size", batch_size)
+        self.initial_pulls = check_int("initial_pulls", initial_pulls, minimum=0)
         self.posterior = _posterior(
             self.method, context_dim, n_actions, hidden, seed, lr=lr, noise_std=noise_std,
-            learn_noise=bool(learn_noise), heteroscedastic=bool(heteroscedastic),
+            learn_noise=check_flag("learn_noise", learn_noise),
+            heteroscedastic=check_flag("heteroscedastic", heteroscedastic),
             model_options=model_options or {},
         )  # fmt: skip
         self.rng = np.random.default_rng(seed)
@@ -188,12 +197,7 @@ class NeuralBandit:
         return None
 
     def _context(self, obs: Any) -> Tensor:
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
-        if x.shape != (self.context_dim,):
-            raise ValueError(
-                f"observation has shape {tuple(x.shape)}; expected ({self.context_dim},)"
-            )
-        return x
+        return _as_observation(obs, self.context_dim)
 
     def act(self, obs: Any) -> int:
         x = self._context(obs)
@@ -232,7 +236,7 @@ class ReplayBuffer:
     """A fixed-size ring buffer of transitions ``(obs, action, reward, cost, next_obs, done)``."""
 
     def __init__(self, obs_dim: int, capacity: int) -> None:
-        self.capacity = _check_int("buffer_size", capacity)
+        self.capacity = check_int("buffer_size", capacity)
         self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
         self.action = np.zeros(capacity, dtype=np.int64)
@@ -323,9 +327,9 @@ class DQNAgent:
         if self.exploration is Exploration.RANDOM:
             raise ValueError("use RandomAgent for uniformly random actions")
         check_exploration(self.method, self.exploration)
-        self.obs_dim = _check_int("obs_dim", obs_dim)
-        self.n_actions = _check_int("n_actions", n_actions)
-        self.safe = bool(safe)
+        self.obs_dim = check_int("obs_dim", obs_dim)
+        self.n_actions = check_int("n_actions", n_actions)
+        self.safe = check_flag("safe", safe)
         self.threshold = _check_probability("threshold", threshold)
         self.quantile = _check_probability("quantile", quantile)
         self.cost_gamma = _check_probability("cost_gamma", cost_gamma)
@@ -334,18 +338,18 @@ class DQNAgent:
         if epsilon_end is None:
             epsilon_end = 0.05 if self.exploration is Exploration.EPSILON_GREEDY else 0.0
         self.epsilon_end = _check_probability("epsilon_end", epsilon_end)
-        self.cost_samples = _check_int("cost_samples", cost_samples)
-        self.batch_size = _check_int("batch_size", batch_size)
-        self.train_every = _check_int("train_every", train_every)
-        self.target_every = _check_int("target_every", target_every)
-        self.target_samples = _check_int("target_samples", target_samples)
-        self.epsilon_decay_steps = _check_int("epsilon_decay_steps", epsilon_decay_steps)
-        self.learning_starts = _check_int("learning_starts", learning_starts, minimum=0)
+        self.cost_samples = check_int("cost_samples", cost_samples)
+        self.batch_size = check_int("batch_size", batch_size)
+        self.train_every = check_int("train_every", train_every)
+        self.target_every = check_int("target_every", target_every)
+        self.target_samples = check_int("target_samples", target_samples)
+        self.epsilon_decay_steps = check_int("epsilon_decay_steps", epsilon_decay_steps)
+        self.learning_starts = check_int("learning_starts", learning_starts, minimum=0)
         if resample_every is not None:
-            _check_int("resample_every", resample_every)
+            check_int("resample_every", resample_every)
         self.resample_every = resample_every
         # epsilon-greedy's MAP network has one function only: nothing to resample
-        self.resample_on_revisit = bool(resample_on_revisit) and (
+        self.resample_on_revisit = check_flag("resample_on_revisit", resample_on_revisit) and (
             self.exploration is Exploration.THOMPSON
         )
         self._visited: set[bytes] = set()
@@ -386,10 +390,7 @@ class DQNAgent:
             self._cost_fn = self.cost.sample_functions(self.cost_samples, self.generator)
 
     def _obs(self, obs: Any) -> Tensor:
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
-        if x.shape != (self.obs_dim,):
-            raise ValueError(f"observation has shape {tuple(x.shape)}; expected ({self.obs_dim},)")
-        return x.unsqueeze(0)
+        return _as_observation(obs, self.obs_dim).unsqueeze(0)
 
     def allowed_actions(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(mask, upper)``: allowed actions and each action's upper cost quantile."""
@@ -428,7 +429,14 @@ class DQNAgent:
     def q_uncertainty(self, obs: Any, n_samples: int = 20) -> np.ndarray:
         """Epistemic uncertainty of each observation: the std of Q over posterior draws,
         averaged over actions (``(batch,)``; 0 for MAP)."""
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32)).reshape(-1, self.obs_dim)
+        n_samples = check_int("n_samples", n_samples)
+        x = np.asarray(obs, dtype=np.float32)
+        if x.ndim not in (1, 2) or x.shape[-1] != self.obs_dim:
+            raise ValueError(
+                f"observations have shape {x.shape}; expected ({self.obs_dim},) or (batch, "
+                f"{self.obs_dim}) for this agent's obs_dim={self.obs_dim}"
+            )
+        x = torch.stack([_as_observation(o, self.obs_dim) for o in x.reshape(-1, self.obs_dim)])
         q = self.q.sample(x, n_samples, self.generator)
         return q.std(0).mean(-1).numpy() if n_samples > 1 else np.zeros(len(x))
 
@@ -436,11 +444,11 @@ class DQNAgent:
     def observe(
         self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
     ) -> None:
-        self._obs(next_obs)
+        obs, next_obs = self._obs(obs)[0].numpy(), self._obs(next_obs)[0].numpy()
         reward, cost = _check_outcome(reward, cost)
         action = _check_action(action, self.n_actions)
-        self.buffer.add(np.asarray(obs, np.float32), action, reward, cost,
-                        np.asarray(next_obs, np.float32), bool(terminated))  # fmt: skip
+        terminated = check_flag("terminated", terminated)
+        self.buffer.add(obs, action, reward, cost, next_obs, terminated)
         self.steps += 1
         if self.steps >= max(self.learning_starts, 1) and self.steps % self.train_every == 0:
             self.train_step()

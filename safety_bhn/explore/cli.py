@@ -79,11 +79,17 @@ def run(args: argparse.Namespace) -> int:
     )
 
     exploration, method = check_choices(args)
+    env = make_env(args.env)
+    if args.delta is not None:
+        if not is_bandit(env):
+            raise ValueError(
+                f"--delta is the wheel bandit's exploration parameter; {args.env} has none "
+                "(leave --delta out, or use --env safety_bhn/WheelBandit-v0)"
+            )
+        env = make_env(args.env, delta=args.delta)
     out = check_run_folder(args.out, args.overwrite, marker="summary.json")  # before the run
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
-    env_kwargs = {} if args.delta is None else {"delta": args.delta}
-    env = make_env(args.env, **env_kwargs)
     kwargs = {} if args.hidden is None else {"hidden": args.hidden}
     if is_bandit(env):
         if args.safe:

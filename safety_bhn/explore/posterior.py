@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_int, check_real
 from .._choices import parse_choice
 from ..core.base import UncertaintyModel
 from ..core.build import Method, build_model
@@ -79,23 +80,15 @@ class RegressionPosterior:
         **options: Any,
     ) -> None:
         self.method = parse_choice(method, Method, "method")
-        for name, value in (("in_dim", in_dim), ("n_outputs", n_outputs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        in_dim, n_outputs = check_int("in_dim", in_dim), check_int("n_outputs", n_outputs)
         for name, value in (
             ("noise_std", noise_std),
             ("min_noise_std", min_noise_std),
             ("output_scale", output_scale),
             ("lr", lr),
         ):
-            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if (
-            isinstance(train_samples, bool)
-            or not isinstance(train_samples, int)
-            or train_samples < 1
-        ):
-            raise ValueError(f"train_samples must be a positive integer, got {train_samples!r}")
+            check_real(name, value, 0.0, low_open=True)
+        train_samples = check_int("train_samples", train_samples)
         self.in_dim, self.n_outputs = in_dim, n_outputs
         self.output_scale = float(output_scale)
         self.train_samples = train_samples
@@ -262,8 +255,7 @@ class RegressionPosterior:
         ``(x, targets)`` with a target for every output. ``n_data`` scales the KL (the size
         of the data set ``batch`` was drawn from; default ``len(x)``).
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        steps = check_int("steps", steps)
         if not (isinstance(grad_clip, int | float) and 0 < grad_clip <= math.inf):
             raise ValueError(f"grad_clip must be a positive number (inf: no clipping), got "
                              f"{grad_clip!r}")  # fmt: skip

@@ -163,6 +163,13 @@ def shift_detection_auroc(agent: DQNAgent, n_samples: int = 20) -> float:
     from sklearn.metrics import roc_auc_score
 
     train, shifted = LavaGridEnv("train"), LavaGridEnv("shifted")
+    dim = train.observation_space.shape[0]
+    if getattr(agent, "obs_dim", None) != dim:
+        raise ValueError(
+            f"shift_detection_auroc scores LavaGrid observations ({dim} numbers), but the agent "
+            f"takes obs_dim={getattr(agent, 'obs_dim', None)}; pass a DQNAgent trained on "
+            "safety_bhn/LavaGrid-v0"
+        )
     seen = np.stack([train.observation_at(p) for p in train.safe_cells()])
     shifted_obs = np.stack([shifted.observation_at(p) for p in shifted.safe_cells()])
     novel = np.array([not (seen == o).all(1).any() for o in shifted_obs])
