@@ -59,6 +59,13 @@ class WheelBanditEnv(gymnasium.Env):
         self.delta = float(delta)
         self.episode_length = episode_length
         self.mu = tuple(float(m) for m in mu)
+        if len(self.mu) != 3 or not all(np.isfinite(self.mu)):
+            raise ValueError(
+                f"mu must be 3 finite mean rewards (inner disc's best action, the others, "
+                f"the outer ring's best action), got {mu!r}"
+            )
+        if not np.isfinite(sigma):
+            raise ValueError(f"sigma must be a finite number, got {sigma!r}")
         self.sigma = float(sigma)
         self.n_actions = 5
         self.action_space = spaces.Discrete(self.n_actions)

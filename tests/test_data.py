@@ -216,6 +216,9 @@ def test_load_dataset_missing_lists_paths_and_fixes(tmp_path: Path) -> None:
     assert "data_dir=" in msg and "SAFETY_BHN_DATA" in msg
     assert "safety_bhn.data.download('mnist'" in msg
     assert "embedded_mnist('test')" in msg
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataError, match="that is a file, not a folder"):
+        load_dataset("mnist", "test", tmp_path / "a_file")
 
 
 def test_load_dataset_missing_labels_only(tmp_path: Path) -> None:

@@ -84,6 +84,8 @@ def test_wheel_bandit_truncates_after_episode_length_and_checks_input():
     assert flags == [False, False, True]
     with pytest.raises(ValueError, match="delta must lie in"):
         WheelBanditEnv(delta=1.5)
+    with pytest.raises(ValueError, match="mu must be 3 finite mean rewards"):
+        WheelBanditEnv(mu=(1.2, 1.0))  # an unpack error at reset before
     with pytest.raises(ValueError, match="action must be"):
         env.unwrapped.step(7)
 

@@ -380,12 +380,15 @@ class TestBadInput:
         torch.save(broken, tmp_path / "missing_key.pt")
         torch.save(dict(payload, config={}), tmp_path / "no_config.pt")
         torch.save(dict(payload, format_version=99), tmp_path / "newer.pt")
+        unknown = dict(payload, config=dict(payload["config"], method="bhnn"))
+        torch.save(unknown, tmp_path / "unknown_method.pt")  # the message did not name the file
         cases = {
             "empty.pt": "is empty",
             "garbage.pt": "not a readable safety_bhn checkpoint",
             "missing_key.pt": "damaged safety_bhn checkpoint",
             "no_config.pt": "damaged safety_bhn checkpoint",
             "newer.pt": "by a newer safety_bhn",
+            "unknown_method.pt": "damaged safety_bhn checkpoint.*unknown method 'bhnn'",
         }
         for name, message in cases.items():
             with pytest.raises(ValueError, match=message) as err:

@@ -261,10 +261,15 @@ def test_user_registered_sets_run_through_the_suite():
         assert {(r["ood_set"], r["score"]) for r in report.rows()} == {
             (s, c) for s in suite.names for c in ("entropy", "mutual_information")
         }
+        with pytest.raises(ValueError, match="unknown metric 'aurocc'.*Did you mean 'auroc'"):
+            report.best("aurocc")  # a bare KeyError before
     finally:
         for name in ("test_blank", "test_dataset", "test_ctx", "test_noargs"):
             unregister_ood_set(name)
     assert "test_blank" not in available_sets()
+    for reserved in ("mnist", "all", "a,b"):  # would shadow a suite or split in two
+        with pytest.raises(ValueError, match="cannot be used"):
+            register_ood_set(reserved, x)
 
 
 def test_suite_errors():

@@ -235,7 +235,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> U
             **config["options"],
         )
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as err:
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
         raise ValueError(
             f"{path} is a damaged safety_bhn checkpoint (its configuration or weights do not "
             f"match a model): {type(err).__name__}: {_first_line(err)}"

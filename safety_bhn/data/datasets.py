@@ -188,7 +188,9 @@ def _missing_message(
     candidates: list[tuple[Path, bool]],
 ) -> str:
     where = f"data dir {root} (from {source})"
-    if not root.is_dir():
+    if root.is_file():
+        where += "; that is a file, not a folder"
+    elif not root.is_dir():
         where += "; that folder does not exist"
     tried = "\n".join(f"  {p}  ({'found' if ok else 'missing'})" for p, ok in candidates)
     folder, img_stem, _ = _layout(name, split)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._choices import did_you_mean
 from .._io import atomic_write_text
 from ..core.base import UncertaintyModel
 from ..core.metrics import accuracy, auto_batch_size
@@ -58,6 +59,11 @@ class OODReport:
 
     def best(self, metric: str = "auroc") -> dict[str, tuple[str, float]]:
         """Per OOD set, the score with the highest ``metric`` (lowest for fpr95 / errors)."""
+        if metric not in METRICS:
+            raise ValueError(
+                f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}"
+                + did_you_mean(metric, list(METRICS))
+            )
         lower = metric in ("fpr95", "detection_error")
         best: dict[str, tuple[str, float]] = {}
         for row in self.rows():

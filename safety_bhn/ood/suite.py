@@ -130,6 +130,12 @@ def register_ood_set(name: str, source: SetSource, *, overwrite: bool = False) -
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"an OOD set name must be a non-empty string, got {name!r}")
+    reserved = ["all", *(c.value for c in SuiteName)]
+    if name.strip().lower() in reserved or "," in name:
+        raise ValueError(
+            f"OOD set name {name!r} cannot be used: {', '.join(map(repr, reserved))} name "
+            "suites and commas separate set names in build_suite(sets=...); pick another name"
+        )
     if not (isinstance(source, Tensor | Dataset) or callable(source)):
         raise TypeError(
             f"OOD set {name!r}: source must be a tensor, a Dataset or a callable, "
