@@ -629,6 +629,8 @@ def test_curve_summaries():
     # runs saved before 2026-12-06 hold float32 accuracies: 9500 of 10000 is 0.94999999
     assert labels_to_reach([20, 30], [0.9, 0.949999988079071], 0.95) == 30
     assert labels_to_reach([20, 30], [0.9, 0.9499], 0.95) is None
+    with pytest.raises(ValueError, match="2 label counts but 3 accuracies"):
+        labels_to_reach([20, 30], [0.96, 0.5, 0.6], 0.95)  # returned 20 before
     assert curve_auc(labels, acc) == pytest.approx((0.7 + 0.85 + 0.88) * 10 / 30)
     with pytest.raises(ValueError, match="n_labels must increase"):
         curve_auc([20, 20], [0.5, 0.6])  # divided by a zero label range before

@@ -126,6 +126,8 @@ def test_full_target_batches_and_single_output():
 
 
 def test_posterior_bad_input_messages():
+    with pytest.raises(ValueError, match="n_data must be a positive integer"):  # truncated
+        RegressionPosterior("map", 3, 2).update((torch.zeros(2, 3), torch.zeros(2, 2)), n_data=2.7)
     post = _posterior("map")
     with pytest.raises(ValueError, match=r"expected \(batch, 3\)"):
         post.sample_function()(torch.zeros(2, 4))

@@ -102,6 +102,20 @@ def test_select_last_refuses_patience(mnist_small):
         safety_bhn.fit(_model("map"), train, val, epochs=1, select="last", patience=2)
 
 
+def test_validation_settings_without_validation_data_are_refused(mnist_small):
+    train, _ = mnist_small  # they were silently ignored before
+    with pytest.raises(ValueError, match="patience=2 chooses weights on validation data"):
+        safety_bhn.fit(_model("map"), train, epochs=1, patience=2)
+    with pytest.raises(ValueError, match="select='accuracy' chooses weights on validation"):
+        safety_bhn.fit(_model("map"), train, epochs=1, select="accuracy")
+
+
+def test_metrics_refuse_nan_predictions():
+    probs = torch.full((3, 2), float("nan"))  # a bincount error from deep inside before
+    with pytest.raises(ValueError, match="NaN weights"):
+        expected_calibration_error(probs, torch.tensor([0, 1, 0]))
+
+
 def test_train_loss_is_the_mean_of_the_step_losses_and_a_non_finite_one_stops_fit(
     mnist_small, monkeypatch
 ):

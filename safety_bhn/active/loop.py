@@ -261,6 +261,8 @@ def labels_to_reach(
     >>> labels_to_reach([20, 30, 40], [0.8, 0.949999988079071, 0.96], 0.95)
     30
     """
+    if len(n_labels) != len(accuracy):
+        raise ValueError(f"{len(n_labels)} label counts but {len(accuracy)} accuracies")
     goal = np.float32(target)
     for n, acc in zip(n_labels, accuracy, strict=True):
         if np.float32(acc) >= goal:

@@ -21,6 +21,8 @@ def _check(probs: Tensor, y: Tensor) -> Tensor:
         )
     if len(y) == 0:
         raise ValueError("no inputs to score: probs and y are empty")
+    if not torch.isfinite(probs).all():
+        raise ValueError("probs contain NaN or infinite values; does the model hold NaN weights?")
     return y.to(probs.device)
 
 

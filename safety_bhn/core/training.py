@@ -203,6 +203,12 @@ def fit(
             f"patience={patience!r} stops on a validation metric, but select='last' keeps the "
             "final epoch whatever validation says; pass patience=None, or select='nll'"
         )
+    if val is None and (patience is not None or select is Selection.ACCURACY):
+        what = f"patience={patience!r}" if patience is not None else "select='accuracy'"
+        raise ValueError(
+            f"{what} chooses weights on validation data, but val is None; pass val=(x, y), "
+            "or leave it out (without val, fit keeps the final epoch)"
+        )
     x, y = as_tensors(train, "train")
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])

@@ -229,9 +229,7 @@ class RegressionPosterior:
     def loss(self, batch: Batch, n_data: int | None = None) -> Tensor:
         """Negative ELBO per data point on ``batch`` (``n_data``: the data-set size)."""
         x, a, y = self._check_batch(batch)
-        n_data = x.shape[0] if n_data is None else int(n_data)
-        if n_data < 1:
-            raise ValueError(f"n_data must be >= 1, got {n_data}")
+        n_data = x.shape[0] if n_data is None else check_int("n_data", n_data)
         out, kl = self._kl_and_outputs(x)
         log_sigma = self._log_noise(out)
         out = out[..., : self.n_outputs]
