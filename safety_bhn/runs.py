@@ -90,6 +90,12 @@ class TrainConfig:
             value = getattr(self, name)
             setattr(self, name, check_int(name, value, least))
         self.lr = check_real("lr", self.lr, 0.0, low_open=True)
+        select = parse_choice(self.select, Selection, "select")
+        if self.val_size == 0 and (self.patience is not None or select is Selection.ACCURACY):
+            raise ValueError(
+                "patience and select='accuracy' choose weights on validation data, but "
+                "val_size=0 holds none out; pass val_size > 0"
+            )
         return self
 
     @property

@@ -604,9 +604,12 @@ def test_config_accepts_numpy_integers_and_saves_plain_ones(tmp_path):
     assert (saved["acquire"], saved["steps"], saved["seed"]) == (4, 1, 1)
     for field_, bad, message in [("lr", float("inf"), "lr must be a positive number"),
                                  ("warm_start", "no", "warm_start must be True or False"),
-                                 ("options", [1], "options must be a dict")]:  # fmt: skip
+                                 ("options", [1], "options must be a dict"),
+                                 ("val_size", 0, "val_size=0 holds none out")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
-            _tiny(**{field_: bad}).validate()
+            _tiny(
+                **{field_: bad}, **({"select": "accuracy"} if field_ == "val_size" else {})
+            ).validate()
 
 
 def test_loop_rejects_bad_pools_and_oracles():

@@ -251,6 +251,14 @@ def test_train_config_validate_names_the_bad_field(field, value, message):
         TrainConfig(**{field: value}).validate()
 
 
+def test_train_config_refuses_validation_settings_without_a_validation_set():
+    from safety_bhn.runs import TrainConfig
+
+    for bad in ({"patience": 3}, {"select": "accuracy"}):  # failed only at fit before
+        with pytest.raises(ValueError, match="val_size=0 holds none out"):
+            TrainConfig(val_size=0, **bad).validate()
+
+
 def test_results_name_the_cpu_and_the_kernels_torch_uses(tmp_path):
     """Models trained on CPUs with different vector units (AVX2, AVX-512) differ in the last
     bits, so every result file names both."""

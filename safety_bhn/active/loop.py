@@ -144,6 +144,11 @@ class ActiveConfig:
                 f"so acq_samples={self.acq_samples} would score every point 0; use "
                 "acq_samples >= 2 (20 is usual)"
             )
+        if self.val_size == 0 and self.select == Selection.ACCURACY.value:
+            raise ValueError(
+                "select='accuracy' chooses weights on validation data, but val_size=0 holds "
+                "none out; pass val_size > 0, or select='nll' or 'last'"
+            )
         if 0 < self.pool_subset < self.acquire:
             raise ValueError(
                 f"pool_subset ({self.pool_subset}) must be at least acquire ({self.acquire})"
