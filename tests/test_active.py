@@ -1187,6 +1187,38 @@ def test_warm_start_model_file_is_named_by_the_state_it_belongs_to(tmp_path):
     assert resumed.model is not None
 
 
+def test_warm_start_deletes_only_its_own_model_files_and_needs_the_one_its_state_names(tmp_path):
+    x, y = _blobs()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"a model the user trained")  # was deleted before
+    with pytest.raises(ValueError, match="holds another run"):
+        ActiveLearner(_tiny(warm_start=True), (x, y), out=out)
+    (out / "model.pt").unlink()
+    learner = ActiveLearner(_tiny(warm_start=True), (x, y), out=out)
+    learner.run(progress=False, max_steps=1)
+    (out / "model-step7.pt").write_bytes(b"not this run's")
+    learner.run(progress=False, max_steps=1)
+    assert (out / "model-step7.pt").read_bytes() == b"not this run's"
+    assert not (out / "model-step1.pt").exists()  # its own older file is gone
+    (out / "model-step2.pt").unlink()
+    with pytest.raises(
+        FileNotFoundError, match="warm-start model model-step2.pt, which is missing"
+    ):
+        ActiveLearner(_tiny(warm_start=True), (x, y), out=out, resume=True)  # started over before
+
+
+def test_extending_a_finished_warm_start_run_matches_one_long_run(tmp_path):
+    x, y = _blobs()
+    whole = ActiveLearner(_tiny(warm_start=True, steps=4), (x, y)).run(progress=False)
+    short = tmp_path / "run"
+    ActiveLearner(_tiny(warm_start=True, steps=2), (x, y), out=short).run(progress=False)
+    longer = ActiveLearner(_tiny(warm_start=True, steps=4), (x, y), out=short, resume=True)
+    extended = longer.run(progress=False)  # its step 2 was trained twice before
+    assert extended["labelled"] == whole["labelled"]
+    assert [r["scores"] for r in extended["history"]] == [r["scores"] for r in whole["history"]]
+
+
 def test_pools_of_one_tuples_and_oracles_that_answer_nonsense():
     x, y = _blobs()
     learner = ActiveLearner(_tiny(steps=1), torch.utils.data.TensorDataset(x),

@@ -15,6 +15,7 @@ import io
 import math
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -363,6 +364,7 @@ class ActiveLearner:
             n_classes = int(self.y.max()) + 1
         self.n_classes = n_classes
         self.model: UncertaintyModel | None = None
+        self._model_files: dict[str, str] = {}  # warm-start files the saved state names
         self._check_model_settings()
         if self.test is not None and given_n_classes is not None:
             top = int(self.test[1].max())
@@ -381,6 +383,15 @@ class ActiveLearner:
                 raise ValueError(
                     f"{state_path} exists: resume it (--resume / resume=True) or choose "
                     "another output folder"
+                )
+            others = [] if self.out is None else [
+                name for name in (MODEL_FILE, "metrics.json", "summary.json")
+                if (self.out / name).exists()
+            ]  # fmt: skip
+            if others:
+                raise ValueError(
+                    f"{self.out} holds another run ({', '.join(others)}); choose another output "
+                    "folder for this active-learning run"
                 )
             self._initialise()
 
@@ -511,13 +522,29 @@ class ActiveLearner:
         self.done = len(self.history) == self.config.steps + 1
         self.model = self._saved_model(state)
 
-    def _saved_model(self, state: dict[str, Any]) -> UncertaintyModel | None:
-        """The warm-start model written with ``state`` (None: no warm start, or none saved)."""
-        # runs saved before model_file existed wrote model.pt
-        model_file = state.get("model_file", MODEL_FILE)
-        if self.config.warm_start and self.out is not None and (self.out / model_file).is_file():
-            return load(self.out / model_file, device=self.device)
-        return None
+    def _saved_model(
+        self, state: dict[str, Any], key: str = "model_file"
+    ) -> UncertaintyModel | None:
+        """The warm-start model written with ``state`` (None: no warm start, or none saved
+        yet); ``key="model_file_before"``: the model a finished run's last step started from.
+
+        Also records which model files that state names, the only ones :meth:`save` may
+        later delete. A file the state names but the folder lacks is an error.
+        """
+        if not self.config.warm_start or self.out is None:
+            return None
+        self._model_files = {k: state[k] for k in ("model_file", "model_file_before") if k in state}
+        if "model_file" not in state and state["history"]:  # states before 2026-11 wrote model.pt
+            self._model_files["model_file"] = MODEL_FILE
+        name = self._model_files.get(key)
+        if name is None:
+            return None
+        if not (self.out / name).is_file():
+            raise FileNotFoundError(
+                f"cannot resume {self.out}: its state names the warm-start model {name}, which "
+                "is missing; restore it, or start the run again in a new folder"
+            )
+        return load(self.out / name, device=self.device)
 
     # -- views ----------------------------------------------------------------------------
     @property
@@ -666,8 +693,19 @@ class ActiveLearner:
         last = self.history[-1] if self.history else None
         if last is not None and not last["acquired"] and last["step"] < cfg.steps:
             # A finished run resumed with more steps: its last step acquired nothing (it was
-            # the last); redo it, now acquiring, as a run with more steps would have.
+            # the last); redo it, now acquiring, as a run with more steps would have, from the
+            # model that step started from (warm start).
             self.history.pop()
+            if cfg.warm_start and self.out is not None:
+                if "model_file_before" in self._model_files:
+                    self.model = self._saved_model(self.state_on_disk(), "model_file_before")
+                else:
+                    warnings.warn(
+                        f"{self.out} was finished before 2026-12-06 and kept only its last "
+                        "model, so its last step retrains from that model and the extended run "
+                        "will not match one run with these steps from the start",
+                        stacklevel=3,
+                    )
         start = len(self.history)
         if start == 0:  # keep the initial and validation labels before training anything
             self.save()
@@ -723,7 +761,7 @@ class ActiveLearner:
         del self.labelled[n_labelled:], self.labels[n_labelled:], self.history[n_history:]
         if self.config.warm_start:
             saved = self.out is not None and (self.out / STATE_FILE).is_file()
-            self.model = self._saved_model(_read_state(self.out / STATE_FILE)) if saved else None
+            self.model = self._saved_model(self.state_on_disk()) if saved else None
 
     def curve(self) -> list[dict[str, Any]]:
         """One row per completed step: the tidy learning curve."""
@@ -747,9 +785,18 @@ class ActiveLearner:
         if self.out is None:
             return
         state = self.state()
+        owned = set(self._model_files.values())
         if self.config.warm_start and self.model is not None:
-            state["model_file"] = f"model-step{len(self.history)}.pt"
-            self.model.save(self.out / state["model_file"])
+            name = f"model-step{len(self.history)}.pt"
+            if name in owned:  # a finished run's last step, redone: never overwrite a named file
+                name = f"model-step{len(self.history)}-{len(self.labelled)}.pt"
+            last = self.history[-1] if self.history else None
+            if last is not None and not last["acquired"] and "model_file" in self._model_files:
+                # the last step: keep the model it started from, so that a resume with more
+                # steps can redo this step exactly
+                state["model_file_before"] = self._model_files["model_file"]
+            state["model_file"] = name
+            self.model.save(self.out / name)
         rows = self.curve()
         if rows:  # none yet when the initial labels are saved, before step 0
             buf = io.StringIO()
@@ -758,10 +805,14 @@ class ActiveLearner:
             writer.writerows(rows)
             atomic_write(self.out / CURVE_FILE, lambda f: f.write(buf.getvalue().encode()))
         atomic_write_json(self.out / STATE_FILE, state)
-        if "model_file" in state:
-            for old in [*self.out.glob("model-step*.pt"), self.out / MODEL_FILE]:
-                if old.name != state["model_file"] and old.is_file():
-                    old.unlink()
+        named = {k: state[k] for k in ("model_file", "model_file_before") if k in state}
+        for old in owned - set(named.values()):  # only files an earlier state of this run named
+            (self.out / old).unlink(missing_ok=True)
+        self._model_files = named
+
+    def state_on_disk(self) -> dict[str, Any]:
+        """The last saved ``state.json`` of this run."""
+        return _read_state(self.out / STATE_FILE)
 
 
 def _balanced(candidates: Tensor, y: Tensor, size: int) -> Tensor:
