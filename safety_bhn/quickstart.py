@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from ._io import atomic_write_json, read_json
 from .runs import TrainConfig, mnist_splits, train_and_evaluate
 
 # 123 s in all on 2 idle CPU cores (measured 2026-11-26);
@@ -29,7 +31,9 @@ def quickstart(
 ) -> dict[str, Any]:
     """Train BHN (12 couplings) and MC dropout, print a table, save a reliability diagram.
 
-    Running it again replaces the models of the earlier quickstart in ``out``.
+    Running it again replaces the models of the earlier quickstart in ``out``, and only
+    those: ``out/quickstart.json`` records a digest of each run it wrote, and a run folder
+    whose ``metrics.json`` it did not write (a model you trained there) is refused.
     """
     from .plots import reliability_diagram
 
@@ -38,15 +42,29 @@ def quickstart(
         raise ValueError(
             f"{out} is a file, not a folder for the quickstart's runs; choose another --out"
         )
+    methods = ("bhn", "mc_dropout")
+    record = out / "quickstart.json"
+    written = read_json(record).get("runs", {}) if record.is_file() else {}
+    for method in methods:
+        metrics = out / method / "metrics.json"
+        if (out / method / "model.pt").exists() and (
+            not metrics.is_file() or written.get(method) != _digest(metrics)
+        ):
+            raise ValueError(
+                f"{out / method} holds a run the quickstart did not write; choose another "
+                "--out for the quickstart, or move that run"
+            )
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     start = time.perf_counter()
     results, predictions = {}, {}
     xt, yt = mnist_splits(None, val_size=0)["test"]
-    for method in ("bhn", "mc_dropout"):
+    for method in methods:
         print(f"training {method} on the embedded MNIST-5000 ({epochs} epochs) ...", flush=True)
         config = TrainConfig(method=method, epochs=epochs, device=device, eval_samples=100)
         run = train_and_evaluate(config, out / method, progress=progress, overwrite=True)
         results[method] = run.metrics
+        written[method] = _digest(out / method / "metrics.json")
+        atomic_write_json(record, {"runs": written})
         predictions[method] = (run.test_probs, yt)
     plot = reliability_diagram(predictions, out / "reliability.png")
     print(
@@ -63,3 +81,8 @@ def quickstart(
     print(f"\nsaved {out}/<method>/model.pt, metrics.json and the reliability diagram {plot}\n")
     print(NEXT_STEPS)
     return results
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file's bytes: which run the quickstart wrote in a folder."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

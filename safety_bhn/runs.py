@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ._checks import check_int, check_real
 from ._choices import parse_choice
-from ._io import atomic_write_json, read_json
+from ._io import atomic_write_json, folder_lock, read_json
 from .core.base import UncertaintyModel
 from .core.build import Arch, Method, build_model, load, resolve_device
 from .core.metrics import classification_metrics, evaluate, predictive
@@ -219,7 +219,10 @@ def train_and_evaluate(
     """Train one model and evaluate it on the test set; write ``out/{model.pt,metrics.json}``.
 
     A folder that holds a run already is refused unless ``overwrite`` (see
-    :func:`check_run_folder`); the check comes before training.
+    :func:`check_run_folder`); the check comes before training. The folder is locked while
+    the run trains, so a second process writing to it fails at once instead of replacing this
+    run, and an old ``metrics.json`` is removed before the new model is written, so a failed
+    write never leaves a new model beside the old run's settings.
     """
     config.validate()
     device = resolve_device(config.device)
@@ -231,8 +234,21 @@ def train_and_evaluate(
         device=device,
         **config.model_options(),
     )
-    if out is not None:
-        out = check_run_folder(out, overwrite)
+    if out is None:
+        return _train(config, model, device, None, progress)
+    out = check_run_folder(out, overwrite)
+    with folder_lock(out):
+        check_run_folder(out, overwrite)  # again: another process may have finished one here
+        return _train(config, model, device, out, progress)
+
+
+def _train(
+    config: TrainConfig,
+    model: UncertaintyModel,
+    device: torch.device,
+    out: Path | None,
+    progress: bool,
+) -> RunResult:
     splits = mnist_splits(config.data_dir, config.val_size, config.seed, config.classes)
     history = fit(
         model,
@@ -260,6 +276,7 @@ def train_and_evaluate(
         "environment": environment(),
     }
     if out is not None:
+        (out / "metrics.json").unlink(missing_ok=True)  # the old run's, if overwriting
         model.save(out / "model.pt")
         atomic_write_json(out / "metrics.json", metrics)
     return RunResult(model, metrics, probs)
@@ -302,6 +319,11 @@ def evaluate_run(
         raise ValueError(
             f"{run_dir}: the model has {model.n_classes} classes, but no metrics.json beside "
             "its model.pt says which digits it learned; keep the run folder's metrics.json"
+        )
+    if classes is not None and len(classes) != model.n_classes:
+        raise ValueError(
+            f"{run_dir}: its metrics.json names {len(classes)} classes {list(classes)}, but "
+            f"the model has {model.n_classes}; the two files come from different runs"
         )
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
     xt, yt = mnist_test(data_dir, classes)  # the training files need not be there

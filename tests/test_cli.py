@@ -87,6 +87,34 @@ def test_quickstart_with_one_epoch(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "mc_dropout" in res.stdout and "What to try next" in res.stdout
     assert (tmp_path / "qs" / "reliability.png").stat().st_size > 1000
+    record = json.loads((tmp_path / "qs" / "quickstart.json").read_text())["runs"]
+    assert set(record) == {"bhn", "mc_dropout"}
+    # a run the quickstart did not write (here: its metrics changed) is refused, not replaced
+    metrics = tmp_path / "qs" / "bhn" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"epochs": 1', '"epochs": 2'))
+    res = run("quickstart", "--epochs", 1, "--out", tmp_path / "qs", "--no-progress")
+    assert res.returncode == 2 and "holds a run the quickstart did not write" in res.stderr
+
+
+def test_train_refuses_a_folder_another_process_is_writing(tmp_path):
+    from safety_bhn._io import FolderInUseError, folder_lock
+    from safety_bhn.runs import TrainConfig, train_and_evaluate
+
+    config = TrainConfig(method="map", hidden=[8], epochs=1, eval_samples=1, device="cpu")
+    with folder_lock(tmp_path / "run"), pytest.raises(FolderInUseError, match="in use"):
+        train_and_evaluate(config, tmp_path / "run", progress=False)  # both finished before
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
+    from safety_bhn.runs import TrainConfig, evaluate_run, train_and_evaluate
+
+    config = TrainConfig(method="map", hidden=[8], epochs=1, eval_samples=1, device="cpu",
+                         classes=[0, 1, 2])  # fmt: skip
+    train_and_evaluate(config, tmp_path, progress=False)
+    safety_bhn.build_model("map", hidden=[8], device="cpu").save(tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="names 3 classes .* but the model has 10"):
+        evaluate_run(tmp_path)  # scored a 10-class model on digits 0-2 before
 
 
 @pytest.mark.parametrize(

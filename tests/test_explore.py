@@ -488,6 +488,17 @@ def test_cli_explore_reports_bad_threshold(tmp_path, capsys):
     assert "threshold must lie in [0, 1]" in capsys.readouterr().err
 
 
+def test_cli_explore_overwrite_leaves_no_file_of_the_replaced_run(tmp_path):
+    out = str(tmp_path / "run")
+    bandit = ["explore", "--env", "safety_bhn/WheelBandit-v0", "--agent", "random", "--steps",
+              "20", "--no-progress", "--out", out]  # fmt: skip
+    assert main(bandit) == 0 and (tmp_path / "run" / "regret.png").exists()
+    grid = ["explore", "--env", "safety_bhn/LavaGrid-v0", "--agent", "random", "--steps", "20",
+            "--no-progress", "--out", out, "--overwrite"]  # fmt: skip
+    assert main(grid) == 0
+    assert not (tmp_path / "run" / "regret.png").exists()  # the bandit's plot stayed before
+
+
 def test_cli_explore_refuses_delta_outside_the_bandit_before_making_the_folder(tmp_path, capsys):
     argv = ["explore", "--env", "safety_bhn/LavaGrid-v0", "--delta", "0.5",
             "--out", str(tmp_path / "run")]  # fmt: skip

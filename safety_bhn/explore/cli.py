@@ -9,7 +9,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .._argtypes import non_negative_int, positive_int
-from .._io import atomic_write_json, atomic_write_text
+from .._io import atomic_write_json, atomic_write_text, folder_lock
 
 if TYPE_CHECKING:
     from ..core.build import Method
@@ -88,45 +88,50 @@ def run(args: argparse.Namespace) -> int:
             )
         env = make_env(args.env, delta=args.delta)
     out = check_run_folder(args.out, args.overwrite, marker="summary.json")  # before the run
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
-    kwargs = {} if args.hidden is None else {"hidden": args.hidden}
-    if is_bandit(env):
-        if args.safe:
-            raise ValueError("--safe needs costs, and the wheel bandit has none")
-        kwargs.update(bandit_preset(exploration, method))
-    elif exploration is not Exploration.RANDOM:
-        kwargs.update(ENV_PRESETS.get(args.env, {}))
-        kwargs.update(threshold=args.threshold, quantile=args.quantile)
-    agent = make_agent(env, exploration, method, safe=args.safe, seed=args.seed, **kwargs)
-    label = (
-        "random"
-        if exploration is Exploration.RANDOM
-        else f"{exploration.value}/{method.value}" + ("/safe" if args.safe else "")
-    )
-    rows = run_agent(env, agent, args.steps, seed=args.seed, progress=not args.no_progress,
-                     desc=label)  # fmt: skip
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "episodes.csv", buf.getvalue())
-    summary = summarize(rows)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    config["settings"] = dict(kwargs)  # the presets and flags the agent was built with
-    if is_bandit(env):
-        config["delta"] = float(env.unwrapped.delta)
-    atomic_write_json(out / "summary.json", {"config": config, "summary": summary})
-    for r in rows:
-        r["agent"] = label
-    plot_training(rows, out / "training.png")
-    if is_bandit(env):
-        plot_regret(rows, out / "regret.png")
-    regret = summary["cumulative_regret"]
-    print(
-        f"{label} on {args.env}: {summary['episodes']} episodes, mean return "
-        f"{summary['mean_return']:.3f}, violations {summary['violations']:.0f}"
-        + ("" if math.isnan(regret) else f", cumulative regret {regret:.1f}")
-    )
-    print(f"saved {out / 'episodes.csv'}, {out / 'summary.json'} and plots in {out}")
-    return 0
+    with folder_lock(out):  # a second process writing here fails at once
+        check_run_folder(out, args.overwrite, marker="summary.json")  # again, under the lock
+        if args.overwrite:  # the replaced run's files go, so none of them outlives it
+            for stale in ("summary.json", "episodes.csv", "training.png", "regret.png"):
+                (out / stale).unlink(missing_ok=True)
+        torch.manual_seed(args.seed)
+        torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
+        kwargs = {} if args.hidden is None else {"hidden": args.hidden}
+        if is_bandit(env):
+            if args.safe:
+                raise ValueError("--safe needs costs, and the wheel bandit has none")
+            kwargs.update(bandit_preset(exploration, method))
+        elif exploration is not Exploration.RANDOM:
+            kwargs.update(ENV_PRESETS.get(args.env, {}))
+            kwargs.update(threshold=args.threshold, quantile=args.quantile)
+        agent = make_agent(env, exploration, method, safe=args.safe, seed=args.seed, **kwargs)
+        label = (
+            "random"
+            if exploration is Exploration.RANDOM
+            else f"{exploration.value}/{method.value}" + ("/safe" if args.safe else "")
+        )
+        rows = run_agent(env, agent, args.steps, seed=args.seed, progress=not args.no_progress,
+                         desc=label)  # fmt: skip
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(out / "episodes.csv", buf.getvalue())
+        summary = summarize(rows)
+        config = {k: v for k, v in vars(args).items() if k != "func"}
+        config["settings"] = dict(kwargs)  # the presets and flags the agent was built with
+        if is_bandit(env):
+            config["delta"] = float(env.unwrapped.delta)
+        atomic_write_json(out / "summary.json", {"config": config, "summary": summary})
+        for r in rows:
+            r["agent"] = label
+        plot_training(rows, out / "training.png")
+        if is_bandit(env):
+            plot_regret(rows, out / "regret.png")
+        regret = summary["cumulative_regret"]
+        print(
+            f"{label} on {args.env}: {summary['episodes']} episodes, mean return "
+            f"{summary['mean_return']:.3f}, violations {summary['violations']:.0f}"
+            + ("" if math.isnan(regret) else f", cumulative regret {regret:.1f}")
+        )
+        print(f"saved {out / 'episodes.csv'}, {out / 'summary.json'} and plots in {out}")
+        return 0
