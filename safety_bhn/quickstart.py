@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,12 @@ def quickstart(
     written = read_json(record).get("runs", {}) if record.is_file() else {}
     for method in methods:
         metrics = out / method / "metrics.json"
-        if (out / method / "model.pt").exists() and (
-            not metrics.is_file() or written.get(method) != _digest(metrics)
+        if (out / method / "model.pt").exists() and not (
+            metrics.is_file()
+            and (
+                written.get(method) == _digest(metrics)
+                or (not record.is_file() and _is_quickstart_run(metrics, method))
+            )
         ):
             raise ValueError(
                 f"{out / method} holds a run the quickstart did not write; choose another "
@@ -86,3 +91,12 @@ def quickstart(
 def _digest(path: Path) -> str:
     """SHA-256 of a file's bytes: which run the quickstart wrote in a folder."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_quickstart_run(metrics: Path, method: str) -> bool:
+    """Whether a run written before quickstart.json existed (2026-12-06) has exactly the
+    settings a quickstart gives ``method`` (any epochs and device)."""
+    config = read_json(metrics).get("config", {})
+    expected = TrainConfig(method=method, epochs=config.get("epochs"), device=config.get("device"),
+                           eval_samples=100)  # fmt: skip
+    return config == asdict(expected)

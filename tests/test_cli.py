@@ -96,6 +96,18 @@ def test_quickstart_with_one_epoch(tmp_path):
     assert res.returncode == 2 and "holds a run the quickstart did not write" in res.stderr
 
 
+def test_quickstart_still_replaces_its_runs_from_before_it_recorded_them(tmp_path):
+    from dataclasses import asdict
+
+    from safety_bhn.quickstart import _is_quickstart_run
+    from safety_bhn.runs import TrainConfig
+
+    for config, theirs in [(TrainConfig(method="bhn", epochs=3, eval_samples=100), True),
+                           (TrainConfig(method="bhn", hidden=[16], eval_samples=100), False)]:  # fmt: skip
+        (tmp_path / "metrics.json").write_text(json.dumps({"config": asdict(config)}))
+        assert _is_quickstart_run(tmp_path / "metrics.json", "bhn") is theirs
+
+
 def test_train_refuses_a_folder_another_process_is_writing(tmp_path):
     from safety_bhn._io import FolderInUseError, folder_lock
     from safety_bhn.runs import TrainConfig, train_and_evaluate
