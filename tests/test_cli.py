@@ -102,8 +102,9 @@ def test_quickstart_still_replaces_its_runs_from_before_it_recorded_them(tmp_pat
     from safety_bhn.quickstart import _is_quickstart_run
     from safety_bhn.runs import TrainConfig
 
-    for config, theirs in [(TrainConfig(method="bhn", epochs=3, eval_samples=100), True),
-                           (TrainConfig(method="bhn", hidden=[16], eval_samples=100), False)]:  # fmt: skip
+    ours = TrainConfig(method="bhn", epochs=3, eval_samples=100)
+    users = TrainConfig(method="bhn", hidden=[16], eval_samples=100)
+    for config, theirs in [(ours, True), (users, False)]:
         (tmp_path / "metrics.json").write_text(json.dumps({"config": asdict(config)}))
         assert _is_quickstart_run(tmp_path / "metrics.json", "bhn") is theirs
 
