@@ -1,5 +1,7 @@
 """One contract for every method and architecture, plus known-answer tests per method."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -380,6 +382,11 @@ class TestBadInput:
         torch.save(broken, tmp_path / "missing_key.pt")
         torch.save(dict(payload, config={}), tmp_path / "no_config.pt")
         torch.save(dict(payload, format_version=99), tmp_path / "newer.pt")
+        flipped = bytearray((tmp_path / "good.pt").read_bytes())
+        middle = len(flipped) // 2
+        flipped[middle : middle + 50] = bytes(b ^ 0xFF for b in flipped[middle : middle + 50])
+        (tmp_path / "flipped.pt").write_bytes(bytes(flipped))  # loaded with changed weights
+        torch.save({"thing": Path("x")}, tmp_path / "pickle.pt")
         unknown = dict(payload, config=dict(payload["config"], method="bhnn"))
         torch.save(unknown, tmp_path / "unknown_method.pt")  # the message did not name the file
         cases = {
@@ -389,6 +396,8 @@ class TestBadInput:
             "no_config.pt": "damaged safety_bhn checkpoint",
             "newer.pt": "by a newer safety_bhn",
             "unknown_method.pt": "damaged safety_bhn checkpoint.*unknown method 'bhnn'",
+            "flipped.pt": "is damaged: its part .* fails its checksum",
+            "pickle.pt": "holds Python objects that a safe load",
         }
         for name, message in cases.items():
             with pytest.raises(ValueError, match=message) as err:

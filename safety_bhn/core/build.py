@@ -6,6 +6,7 @@ import enum
 import inspect
 import numbers
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -209,12 +210,25 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> U
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty, not a safety_bhn checkpoint")
+    try:  # torch.save writes a zip whose CRCs torch.load does not check: flipped bits load
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError):
+        damaged = None  # not a zip: torch.load below says what it is
+    if damaged is not None:
+        raise ValueError(
+            f"{path} is damaged: its part {damaged} fails its checksum (the file changed on "
+            "disk or in transfer); retrain, or copy it again from where it was saved"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch's message may suggest weights_only=False: never do that
+        reason = _first_line(err)
+        if "weights only" in reason.lower().replace("_", " "):
+            reason = "it holds Python objects that a safe load (weights_only=True) refuses"
         raise ValueError(
             f"{path} is not a readable safety_bhn checkpoint (damaged, truncated or not "
-            f"written by model.save): {_first_line(err)}"
+            f"written by model.save): {reason}"
         ) from None
     version = payload.get("format_version") if isinstance(payload, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
