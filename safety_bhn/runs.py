@@ -298,7 +298,10 @@ def load_run(
         )
         raise FileNotFoundError(f"no checkpoint {checkpoint}; {hint}")
     metrics = checkpoint.parent / "metrics.json"
-    config = read_json(metrics).get("config", {}) if metrics.is_file() else {}
+    saved = read_json(metrics) if metrics.is_file() else {}
+    config = saved.get("config", {}) if isinstance(saved, dict) else None
+    if not isinstance(config, dict):
+        raise ValueError(f"{metrics} is damaged: it should hold {{'config': {{...}}, ...}}")
     return load(checkpoint, device=device), config
 
 

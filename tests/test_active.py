@@ -1208,6 +1208,27 @@ def test_warm_start_deletes_only_its_own_model_files_and_needs_the_one_its_state
         ActiveLearner(_tiny(warm_start=True), (x, y), out=out, resume=True)  # started over before
 
 
+def test_damaged_state_files_get_one_error_naming_the_damage(tmp_path):
+    x, y = _blobs()
+    out = tmp_path / "run"
+    ActiveLearner(_tiny(steps=1), (x, y), out=out).run(progress=False)
+    good = json.loads((out / "state.json").read_text())
+    damage = {
+        "history": (lambda st: st.pop("history"), "'history' is missing"),
+        "rng": (lambda st: st.update(rng_state="AAAA"), "rng_state is not a saved"),
+        "index": (lambda st: st["labelled"].__setitem__(0, 10**6), "indices outside the pool"),
+        "lengths": (lambda st: st["labels"].pop(), "indices but"),
+        "record": (lambda st: st["history"][0].pop("n_labels"), "history entry 0 lacks"),
+        "twice": (lambda st: st["labelled"].__setitem__(1, st["labelled"][0]), "labelled twice"),
+    }  # each was a KeyError, IndexError or RuntimeError from deep inside a resume before
+    for change, message in damage.values():
+        state = json.loads(json.dumps(good))
+        change(state)
+        (out / "state.json").write_text(json.dumps(state))
+        with pytest.raises(ValueError, match=f"damaged active-learning state file: .*{message}"):
+            ActiveLearner(_tiny(steps=1), (x, y), out=out, resume=True)
+
+
 def test_extending_a_finished_warm_start_run_matches_one_long_run(tmp_path):
     x, y = _blobs()
     whole = ActiveLearner(_tiny(warm_start=True, steps=4), (x, y)).run(progress=False)

@@ -128,6 +128,10 @@ def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
     safety_bhn.build_model("map", hidden=[8], device="cpu").save(tmp_path / "model.pt")
     with pytest.raises(ValueError, match="names 3 classes .* but the model has 10"):
         evaluate_run(tmp_path)  # scored a 10-class model on digits 0-2 before
+    for damaged in ("[]", '{"config": []}'):  # AttributeErrors before
+        (tmp_path / "metrics.json").write_text(damaged)
+        with pytest.raises(ValueError, match="metrics.json is damaged"):
+            evaluate_run(tmp_path)
 
 
 @pytest.mark.parametrize(

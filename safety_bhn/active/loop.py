@@ -859,11 +859,41 @@ def _read_state(path: Path) -> dict[str, Any]:
     state = read_json(path)
     if not isinstance(state, dict) or state.get("format_version") != STATE_VERSION:
         raise ValueError(f"{path} is not an active-learning state file")
+    _check_state(path, state)
     # Runs saved before these settings existed were trained at a constant rate, no warmup.
     state["config"].setdefault("lr_schedule", "constant")
     state["config"].setdefault("lr_warmup", 0.0)
     state["config"].setdefault("select", "nll")  # and kept the best-validation-NLL weights
     return state
+
+
+def _check_state(path: Path, state: dict[str, Any]) -> None:
+    """Refuse a damaged state file with one error naming what is wrong, not a KeyError or an
+    IndexError halfway through a resume."""
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path} is a damaged active-learning state file: {what}")
+
+    kinds = {"config": dict, "pool_size": int, "val": list, "val_labels": list,
+             "labelled": list, "labels": list, "history": list, "rng_state": str}  # fmt: skip
+    for key, kind in kinds.items():
+        if not isinstance(state.get(key), kind):
+            raise bad(f"{key!r} is missing or not a {kind.__name__}")
+    n = state["pool_size"]
+    for idx, lab in (("val", "val_labels"), ("labelled", "labels")):
+        if len(state[idx]) != len(state[lab]):
+            raise bad(f"{len(state[idx])} {idx} indices but {len(state[lab])} {lab}")
+        if not all(isinstance(i, int) and 0 <= i < n for i in state[idx]):
+            raise bad(f"{idx} holds indices outside the pool of {n}")
+    if len(set(state["val"] + state["labelled"])) != len(state["val"]) + len(state["labelled"]):
+        raise bad("an index is labelled twice, or both labelled and held out for validation")
+    for i, record in enumerate(state["history"]):
+        if not isinstance(record, dict) or not {"step", "n_labels", "acquired"} <= set(record):
+            raise bad(f"history entry {i} lacks step, n_labels or acquired")
+    try:
+        _decode_rng(state["rng_state"])
+    except (ValueError, RuntimeError, TypeError):
+        raise bad("rng_state is not a saved random-generator state") from None
 
 
 def saved_state(run: str | os.PathLike) -> dict[str, Any]:
