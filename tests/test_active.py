@@ -698,6 +698,17 @@ def test_cli_prior_mean_reaches_the_bhn_and_is_checked_early(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_saves_the_data_dir_absolute_so_resume_works_from_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    flags = ["--method", "map", "--acquisition", "max_entropy", "--hidden", "8", "--steps", "0",
+             "--train-steps", "2", "--eval-samples", "2", "--no-progress", "--device", "cpu",
+             "--data-dir", "data", "--out", "run"]  # fmt: skip
+    assert main(["active-learn", *flags]) == 0
+    source = saved_state(tmp_path / "run")["pool_source"]
+    assert source["data_dir"] == str(tmp_path / "data")  # "data" before: relative to the cwd
+
+
 def test_cli_local_draws_reach_the_bhn_and_cannot_change_on_resume(tmp_path, capsys):
     out = tmp_path / "al-bhn"
     flags = ["--method", "bhn", "--coupling-layers", "1", "--local-draws", "--hidden", "8",

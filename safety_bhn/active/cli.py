@@ -149,11 +149,13 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[s
     ``--device`` and ``--data-dir``, which may change.
     """
     given = _given(args)
+    # saved absolute, so that --resume from another working directory finds the same files
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     if not args.resume:
         options = {name: given.pop(name) for name in BHN_FLAGS if name in given}
         extra = given.pop("extra", False)
         config = ActiveConfig(**given, options=options).validate()
-        return config, {"extra": extra, "data_dir": args.data_dir}
+        return config, {"extra": extra, "data_dir": data_dir}
     state = saved_state(out)
     saved = dict(state["config"])
     source = dict(state.get("pool_source", {}))
@@ -171,7 +173,7 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[s
             f"{', '.join(map(_flag, CHANGEABLE_ON_RESUME))} may change)"
         )
     saved.update({name: given[name] for name in RESUMABLE if name in given})
-    source["data_dir"] = args.data_dir or source.get("data_dir")
+    source["data_dir"] = data_dir or source.get("data_dir")
     return ActiveConfig(**saved).validate(), source
 
 
