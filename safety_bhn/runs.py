@@ -192,6 +192,24 @@ class RunResult:
     test_probs: Tensor
 
 
+def run_names(runs: Sequence[str | os.PathLike]) -> list[str]:
+    """Short distinct names for run folders, to label them in a comparison: each folder's
+    name, or its last two path parts where names repeat; the same folder twice is an error.
+
+    >>> run_names(["a/bhn", "b/mc_dropout"]), run_names(["a/run", "b/run"])
+    (['bhn', 'mc_dropout'], ['a/run', 'b/run'])
+    """
+    paths = [Path(r).resolve() for r in runs]
+    if len(set(paths)) < len(paths):
+        raise ValueError(f"the runs {[str(r) for r in runs]} name one folder more than once")
+    names = [p.name for p in paths]
+    if len(set(names)) < len(names):
+        names = ["/".join(p.parts[-2:]) for p in paths]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    return names
+
+
 def check_run_folder(
     out: str | os.PathLike, overwrite: bool = False, marker: str = "model.pt"
 ) -> Path:

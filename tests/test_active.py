@@ -680,6 +680,21 @@ def test_cli_active_learn_and_compare(tmp_path, capsys):
     assert f"no active-learning state file at {missing}" in streams.err
     assert main(["active-learn", "--acquisition", "bladd", "--out", str(tmp_path / "x")]) == 2
     assert "Did you mean 'bald'" in capsys.readouterr().err
+    # folders of one name get distinct labels, unfinished runs are marked, a run given twice
+    # is refused (two "run" folders were drawn as one line, silently, before)
+    import shutil
+
+    shutil.copytree(tmp_path / "al-bald", tmp_path / "A" / "run")
+    shutil.copytree(tmp_path / "al-random", tmp_path / "B" / "run")
+    state = json.loads((tmp_path / "B" / "run" / "state.json").read_text())
+    state["config"]["steps"] = 5  # as if stopped after 3 of 6 steps
+    (tmp_path / "B" / "run" / "state.json").write_text(json.dumps(state))
+    pair = [str(tmp_path / "A" / "run"), str(tmp_path / "B" / "run")]
+    assert main(["active-learn", "--compare", *pair, "--out", str(tmp_path / "c3")]) == 0
+    table = capsys.readouterr().out
+    assert "A/run " in table and "B/run*" in table and "unfinished (3 of 6 steps)" in table
+    assert main(["active-learn", "--compare", runs[0], runs[0], "--out", str(tmp_path / "c4")]) == 2
+    assert "name one folder more than once" in capsys.readouterr().err
 
 
 def test_cli_prior_mean_reaches_the_bhn_and_is_checked_early(tmp_path, capsys):

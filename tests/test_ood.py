@@ -479,6 +479,13 @@ def test_cli_compare(tiny_runs, tmp_path):
     with open(out / "compare.csv") as f:
         assert sorted(r["model"] for r in csv.DictReader(f)) == ["bhn", "mc_dropout"]
     assert "| inverted | entropy |" in (out / "compare.md").read_text()
+    # a bad later run is found before the first is scored (its report was written before)
+    bad = tmp_path / "bad"
+    safety_bhn.build_model("map", in_shape=(5,), hidden=[4], device="cpu").save(bad / "model.pt")
+    rc = main(["ood", "--compare", str(tiny_runs / "mc_dropout"), str(bad), "--suite", "inverted",
+               "--n", "20", "--samples", "2", "--out", str(tmp_path / "c2"), "--no-progress",
+               "--no-plots"])  # fmt: skip
+    assert rc == 2 and not (tmp_path / "c2" / "mc_dropout").exists()
 
 
 def test_cli_with_fashion_mnist(tiny_runs, tmp_path, shared_data_dir):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .._argtypes import non_negative_int, positive_int
+from ..runs import run_names
 from .loop import (
     RESUMABLE,
     ActiveConfig,
@@ -208,10 +209,18 @@ def _active_learn(args: argparse.Namespace) -> int:
 
 
 def _compare(runs: list[str], out: Path) -> int:
+    names = run_names(runs)  # distinct labels: two folders named "run" were drawn as one
     curves = [read_curve(run) for run in runs]  # every run is checked before anything prints
-    for run, curve in zip(runs, curves, strict=True):
+    unfinished = {}
+    for run, name, curve in zip(runs, names, curves, strict=True):
         if not curve or curve[-1]["test_acc"] is None:
             raise ValueError(f"{run} has no test accuracy to compare")
+        steps = saved_state(run)["config"]["steps"]
+        if len(curve) < steps + 1:
+            unfinished[name] = f"{len(curve)} of {steps + 1} steps"
+        for row in curve:
+            row["run"] = name
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before the table
     print(
         f"{'run':<28}{'method':<14}{'acquisition':<18}{'labels':>7}{'acc':>8}"
         f"{'to 90%':>8}{'to 95%':>8}{'AUC':>8}"
@@ -224,10 +233,13 @@ def _compare(runs: list[str], out: Path) -> int:
         reach = [labels_to_reach(n, acc, t) for t in (0.90, 0.95)]
         reach_text = ["-" if v is None else str(v) for v in reach]
         first = curve[0]
+        star = "*" if first["run"] in unfinished else ""
         print(
-            f"{first['run']:<28}{first['method']:<14}{first['acquisition']:<18}{n[-1]:>7}"
+            f"{first['run'] + star:<28}{first['method']:<14}{first['acquisition']:<18}{n[-1]:>7}"
             f"{acc[-1]:>8.4f}{reach_text[0]:>8}{reach_text[1]:>8}{curve_auc(n, acc):>8.4f}"
         )
+    for name, done in unfinished.items():
+        print(f"* {name} is unfinished ({done}): its figures cover fewer labels")
     path = learning_curves(rows, out / "compare.png", hue="run", title="active learning")
     print(f"saved {path}")
     return 0

@@ -13,7 +13,7 @@ from .._argtypes import positive_int
 from .._io import atomic_write_text
 from ..core.base import UncertaintyModel
 from ..data import embedded_mnist, load_dataset
-from ..runs import check_run_folder, load_run
+from ..runs import check_run_folder, load_run, run_names
 from .report import OODReport, evaluate_ood, rows_to_csv, rows_to_markdown
 from .scores import parse_scores
 from .suite import HELD_OUT_KNOWN, available_sets, build_suite, set_names
@@ -67,7 +67,9 @@ def _mnist_test(model: UncertaintyModel, data_dir: str | None) -> tuple[torch.Te
     return x.reshape(x.shape[0], *model.in_shape), y
 
 
-def _report_for(run: str, name: str, args: argparse.Namespace) -> OODReport:
+def _prepare(run: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Load one run and check it against the suite (the model, its test images, the digits
+    it learned and its data folder), before anything is scored."""
     model, config = load_run(run, args.device)
     data_dir = args.data_dir if args.data_dir is not None else config.get("data_dir")
     x, y = _mnist_test(model, data_dir)
@@ -83,20 +85,17 @@ def _report_for(run: str, name: str, args: argparse.Namespace) -> OODReport:
     if known is not None and len(known) != model.n_classes:
         raise ValueError(f"{run}'s metrics.json names classes {known}, but its model has "
                          f"{model.n_classes} outputs")  # fmt: skip
-    suite = build_suite(x, y, args.suite, known_classes=known, n=args.n, seed=args.seed,
-                        data_dir=data_dir)  # fmt: skip
+    return {"model": model, "x": x, "y": y, "known": known, "data_dir": data_dir}
+
+
+def _report_for(run: dict[str, Any], name: str, args: argparse.Namespace) -> OODReport:
+    """Score one run prepared by :func:`_prepare` on the suite."""
+    model = run["model"]
+    suite = build_suite(run["x"], run["y"], args.suite, known_classes=run["known"], n=args.n,
+                        seed=args.seed, data_dir=run["data_dir"])  # fmt: skip
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     return evaluate_ood(model, suite, args.scores, args.samples, gen, name=name,
                         progress=not args.no_progress)  # fmt: skip
-
-
-def _names(runs: list[str]) -> list[str]:
-    names = [Path(r).resolve().name for r in runs]
-    if len(set(names)) < len(names):
-        names = ["/".join(Path(r).resolve().parts[-2:]) for r in runs]
-    if len(set(names)) < len(names):
-        raise ValueError(f"the runs {runs} are not distinct folders")
-    return names
 
 
 def _pivot(rows: list[dict[str, Any]], names: list[str]) -> str:
@@ -119,11 +118,12 @@ def run_ood(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(args.runs)} runs given; pass --compare to compare several runs")
     if args.compare and len(args.runs) < 2:
         raise ValueError("--compare needs at least two run folders")
-    names = _names(args.runs)
+    names = run_names(args.runs)
     default = Path("reports") / (names[0] if not args.compare else "compare")
     out = check_run_folder(args.out or default, overwrite=True)  # before any scoring
+    prepared = [_prepare(run, args) for run in args.runs]  # every run checked before scoring
     if not args.compare:
-        report = _report_for(args.runs[0], names[0], args)
+        report = _report_for(prepared[0], names[0], args)
         paths = report.save(out, plots=not args.no_plots)
         if report.accuracy is not None:
             print(f"{names[0]}: in-distribution accuracy {report.accuracy:.4f}")
@@ -132,7 +132,7 @@ def run_ood(args: argparse.Namespace) -> int:
         return 0
 
     rows: list[dict[str, Any]] = []
-    for run, name in zip(args.runs, names, strict=True):
+    for run, name in zip(prepared, names, strict=True):
         report = _report_for(run, name, args)
         report.save(out / name, plots=not args.no_plots)
         rows += report.rows()
