@@ -105,9 +105,12 @@ def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
     path = Path(path)
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    if not (isinstance(data, dict) and set(data) == {"settings", "result"}):
-        return data
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is damaged ({err.msg}); delete it to rerun that run") from None
+    if not (isinstance(data, dict) and {"settings", "result"} <= set(data)):
+        return data  # a bare result from before settings were stored
     wanted = json.loads(json.dumps(settings))
     differ = sorted(k for k in wanted.keys() | data["settings"].keys()
                     if wanted.get(k) != data["settings"].get(k))  # fmt: skip

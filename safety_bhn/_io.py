@@ -42,6 +42,8 @@ def folder_lock(folder: str | os.PathLike | None) -> Iterator[None]:
                 f"{folder} is in use by another run (lock {path} is held); wait for that "
                 "process to finish or choose another folder"
             ) from None
+        for stale in Path(folder).glob(".*.tmp"):  # left by a writer killed mid-write: with
+            stale.unlink(missing_ok=True)  # the lock held, no other process is writing them
         try:
             yield
         finally:

@@ -1,6 +1,7 @@
 """Smoke tests of the core benchmarks' --quick modes, run as a user would (subprocess)."""
 
 import csv
+import json
 import shlex
 import subprocess
 import sys
@@ -194,6 +195,13 @@ def test_cached_runs_keep_their_settings_and_refuse_others(benchmark_module, tmp
     # a file from before settings were stored holds the bare result
     path.write_text('{"detection": [], "shift": [], "adversarial": []}')
     assert common.load_run(path, fewer) == {"detection": [], "shift": [], "adversarial": []}
+    # an extra key does not make a cached run a bare result that skips the settings check
+    path.write_text(json.dumps({"settings": settings, "result": result, "note": 1}))
+    with pytest.raises(ValueError, match="samples=30"):
+        common.load_run(path, fewer)
+    path.write_text('{"settings": ')  # a JSONDecodeError before
+    with pytest.raises(ValueError, match="run.json is damaged"):
+        common.load_run(path, settings)
 
 
 @pytest.mark.parametrize(

@@ -46,3 +46,13 @@ def test_rewriting_a_file_keeps_its_permissions(tmp_path, umask_022):
     atomic_write_text(path, "new")
     assert path.read_text() == "new"
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_folder_lock_removes_temp_files_left_by_a_killed_writer(tmp_path):
+    from safety_bhn._io import folder_lock
+
+    (tmp_path / ".curve.csv.0a1b2c.tmp").write_text("half a file")  # piled up before
+    (tmp_path / "curve.csv").write_text("kept")
+    with folder_lock(tmp_path):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "curve.csv"]
