@@ -309,11 +309,12 @@ def load_run(
     checkpoint = path / "model.pt" if path.is_dir() or not path.suffix else path
     if not checkpoint.is_file():
         inside = sorted(str(p.parent) for p in path.glob("*/model.pt")) if path.is_dir() else []
-        hint = (
-            f"it holds runs in {', '.join(inside)}"
-            if inside
-            else f"train one with 'safety-bhn train --out {run}'"
-        )
+        if inside:
+            hint = f"it holds runs in {', '.join(inside)}"
+        elif any(c in str(run) for c in "*?["):  # a shell pattern that matched no folder
+            hint = f"no run folder matches the pattern {run}"
+        else:
+            hint = f"train one with 'safety-bhn train --out {run}'"
         raise FileNotFoundError(f"no checkpoint {checkpoint}; {hint}")
     metrics = checkpoint.parent / "metrics.json"
     saved = read_json(metrics) if metrics.is_file() else {}

@@ -695,6 +695,14 @@ def test_cli_active_learn_and_compare(tmp_path, capsys):
     assert "A/run " in table and "B/run*" in table and "unfinished (3 of 6 steps)" in table
     assert main(["active-learn", "--compare", runs[0], runs[0], "--out", str(tmp_path / "c4")]) == 2
     assert "name one folder more than once" in capsys.readouterr().err
+    assert main(["active-learn", "--compare", *runs, "--method", "bhn"]) == 2  # ignored before
+    assert "--compare reads finished run folders and takes only --out; drop --method" in (
+        capsys.readouterr().err
+    )
+    assert (
+        main(["active-learn", "--arch", "cnn", "--hidden", "8", "--out", str(tmp_path / "y")]) == 2
+    )
+    assert "--hidden sizes the MLP only" in capsys.readouterr().err
 
 
 def test_cli_prior_mean_reaches_the_bhn_and_is_checked_early(tmp_path, capsys):

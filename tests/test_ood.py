@@ -513,6 +513,8 @@ def test_cli_errors(tiny_runs, tmp_path, capsys, extra, message):
 def test_cli_missing_run(tmp_path, capsys):
     assert main(["ood", str(tmp_path / "nope")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    assert main(["ood", str(tmp_path / "runs" / "*")]) == 2  # suggested 'train --out runs/*'
+    assert "no run folder matches the pattern" in capsys.readouterr().err
 
 
 QUICK_RECIPE = ["--threads", "1", "--lr-schedule", "cosine", "--lr-warmup", "0.1"]

@@ -156,6 +156,8 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[s
         options = {name: given.pop(name) for name in BHN_FLAGS if name in given}
         extra = given.pop("extra", False)
         config = ActiveConfig(**given, options=options).validate()
+        if "hidden" in given and config.arch != "mlp":
+            raise ValueError(f"--hidden sizes the MLP only; drop it with --arch {config.arch}")
         return config, {"extra": extra, "data_dir": data_dir}
     state = saved_state(out)
     saved = dict(state["config"])
@@ -180,6 +182,12 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[s
 
 def _active_learn(args: argparse.Namespace) -> int:
     if args.compare:
+        ignored = [_flag(name) for name in _given(args)] + ["--resume"] * bool(args.resume)
+        if ignored:
+            raise ValueError(
+                f"--compare reads finished run folders and takes only --out; drop "
+                f"{', '.join(ignored)}"
+            )
         return _compare(args.compare, Path(args.out or "runs/al-compare"))
     if args.out is not None:
         out = Path(args.out)
