@@ -499,6 +499,54 @@ def test_cli_explore_overwrite_leaves_no_file_of_the_replaced_run(tmp_path):
     assert not (tmp_path / "run" / "regret.png").exists()  # the bandit's plot stayed before
 
 
+@pytest.mark.parametrize(
+    ("env", "agent", "extra"),
+    [("safety_bhn/LavaGrid-v0", "DQNAgent", ["--method", "mc_dropout", "--safe"]),
+     ("safety_bhn/WheelBandit-v0", "NeuralBandit", ["--method", "bhn"]),
+     ("safety_bhn/CartPoleCost-v0", "RandomAgent", ["--agent", "random"])],
+)  # fmt: skip
+def test_cli_explore_resumes_an_interrupted_run_exactly(env, agent, extra, tmp_path, monkeypatch):
+    import safety_bhn.explore.agents as agents
+    import safety_bhn.explore.cli as explore_cli
+
+    monkeypatch.setattr(explore_cli, "CHECKPOINT_SECONDS", 0.0)  # one after every episode
+    flags = ["explore", "--env", env, *extra, "--hidden", "8", "--steps", "260", "--seed", "3",
+             "--no-progress"]  # fmt: skip
+    assert main([*flags, "--out", str(tmp_path / "whole")]) == 0
+    cls = getattr(agents, agent)
+    act, calls = cls.act, []
+
+    def interrupted(self, obs):
+        calls.append(1)
+        if len(calls) == 230:
+            raise KeyboardInterrupt
+        return act(self, obs)
+
+    monkeypatch.setattr(cls, "act", interrupted)
+    assert main([*flags, "--out", str(tmp_path / "cut")]) == 130  # Ctrl-C at step 230
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file()
+    assert main([*flags, "--out", str(tmp_path / "cut")]) == 2  # neither resumed nor replaced
+    monkeypatch.setattr(cls, "act", act)
+    assert main(["explore", "--resume", "--out", str(tmp_path / "cut"), "--no-progress"]) == 0
+    whole, cut = ((tmp_path / d / "episodes.csv").read_text() for d in ("whole", "cut"))
+    assert cut == whole and not (tmp_path / "cut" / "checkpoint.pt").exists()
+
+
+def test_cli_explore_resume_refuses_contradicting_flags_and_missing_checkpoints(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["explore", "--resume", "--out", out]) == 2
+    assert "holds no checkpoint.pt" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    import torch
+
+    config = {"env": "safety_bhn/LavaGrid-v0", "agent": "random", "method": "bhn", "safe": False,
+              "threshold": 0.2, "quantile": 0.9, "steps": 50, "delta": None, "hidden": None,
+              "seed": 0}  # fmt: skip
+    torch.save({"config": config}, tmp_path / "run" / "checkpoint.pt")
+    assert main(["explore", "--resume", "--out", out, "--steps", "60"]) == 2
+    assert "--steps: saved 50, given 60" in capsys.readouterr().err
+
+
 def test_cli_explore_refuses_delta_outside_the_bandit_before_making_the_folder(tmp_path, capsys):
     argv = ["explore", "--env", "safety_bhn/LavaGrid-v0", "--delta", "0.5",
             "--out", str(tmp_path / "run")]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import math
 import operator
 from collections.abc import Sequence
@@ -82,6 +83,15 @@ def check_exploration(method: Method, exploration: Exploration) -> None:
         )
 
 
+def _rng_state(rng: np.random.Generator) -> str:
+    """A NumPy generator's state as JSON text (its integers exceed 64 bits)."""
+    return json.dumps(rng.bit_generator.state)
+
+
+def _set_rng_state(rng: np.random.Generator, text: str) -> None:
+    rng.bit_generator.state = json.loads(text)
+
+
 def _check_outcome(reward: float, cost: float) -> tuple[float, float]:
     """A step's reward and cost as floats; NaN or infinite ones are refused here, before they
     reach the data every later retraining uses."""
@@ -120,6 +130,14 @@ class RandomAgent:
 
     def act(self, obs: np.ndarray) -> int:
         return int(self.rng.integers(self.n_actions))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The agent's changing state, for a checkpoint (see :meth:`DQNAgent.state_dict`)."""
+        return {"rng": _rng_state(self.rng), "fallbacks": self.fallbacks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _set_rng_state(self.rng, state["rng"])
+        self.fallbacks = int(state["fallbacks"])
 
     def observe(
         self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
@@ -195,6 +213,27 @@ class NeuralBandit:
 
     def begin_episode(self) -> None:
         return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The agent's changing state, for a checkpoint (see :meth:`DQNAgent.state_dict`)."""
+        contexts = np.stack(self.contexts) if self.contexts else np.zeros((0, self.context_dim))
+        return {
+            "rng": _rng_state(self.rng),
+            "generator": self.generator.get_state(),
+            "contexts": torch.as_tensor(contexts, dtype=torch.float32),
+            "actions": list(self.actions),
+            "rewards": list(self.rewards),
+            "fallbacks": self.fallbacks,
+            "posterior": self.posterior.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _set_rng_state(self.rng, state["rng"])
+        self.generator.set_state(state["generator"])
+        self.contexts = list(state["contexts"].numpy())
+        self.actions, self.rewards = list(state["actions"]), list(state["rewards"])
+        self.fallbacks = int(state["fallbacks"])
+        self.posterior.load_state_dict(state["posterior"])
 
     def _context(self, obs: Any) -> Tensor:
         return _as_observation(obs, self.context_dim)
@@ -381,6 +420,46 @@ class DQNAgent:
     def epsilon(self) -> float:
         frac = min(1.0, self.steps / self.epsilon_decay_steps)
         return self.epsilon_start + frac * (self.epsilon_end - self.epsilon_start)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that changes while the agent learns (networks, optimizers, replay
+        buffer, random generators, counters), as tensors and plain values, so that a run can
+        be checkpointed between episodes and resumed with ``torch.load(weights_only=True)``.
+        The episode's held Q sample is not saved: :meth:`begin_episode` draws it anew from the
+        restored generator, as the uninterrupted run would."""
+        nets = {"q": self.q, "q_target": self.q_target}
+        if self.safe:
+            nets.update(cost=self.cost, cost_target=self.cost_target)
+        buffer = {k: torch.as_tensor(getattr(self.buffer, k)) for k in
+                  ("obs", "next_obs", "action", "reward", "cost", "done")}  # fmt: skip
+        return {
+            "rng": _rng_state(self.rng),
+            "generator": self.generator.get_state(),
+            "steps": self.steps,
+            "fallbacks": self.fallbacks,
+            "resamples": self.resamples,
+            "buffer": {**buffer, "size": self.buffer.size, "pos": self.buffer.pos},
+            **{name: net.state_dict() for name, net in nets.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into an agent built with the same settings."""
+        _set_rng_state(self.rng, state["rng"])
+        self.generator.set_state(state["generator"])
+        self.steps, self.fallbacks = int(state["steps"]), int(state["fallbacks"])
+        self.resamples = int(state["resamples"])
+        for k in ("obs", "next_obs", "action", "reward", "cost", "done"):
+            getattr(self.buffer, k)[...] = state["buffer"][k].numpy()
+        self.buffer.size, self.buffer.pos = (
+            int(state["buffer"]["size"]),
+            int(state["buffer"]["pos"]),
+        )
+        self.q.load_state_dict(state["q"])
+        self.q_target.load_state_dict(state["q_target"])
+        if self.safe:
+            self.cost.load_state_dict(state["cost"])
+            self.cost_target.load_state_dict(state["cost_target"])
+        self._q_fn = self._cost_fn = None
 
     def begin_episode(self) -> None:
         """Draw this episode's Q-function (and the cost model's samples for masking)."""

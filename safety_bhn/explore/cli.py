@@ -6,10 +6,12 @@ import argparse
 import csv
 import io
 import math
-from typing import TYPE_CHECKING
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .._argtypes import non_negative_int, positive_int
-from .._io import atomic_write_json, atomic_write_text, folder_lock
+from .._io import atomic_write, atomic_write_json, atomic_write_text, folder_lock
 
 if TYPE_CHECKING:
     from ..core.build import Method
@@ -40,8 +42,57 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the env and agent")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/wheel_bhn")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run saved in --out with its saved settings (other "
+        "flags may only repeat them), exactly as if it had not stopped",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
+
+
+#: The settings of a run (saved in its checkpoint and taken from it by --resume).
+RUN_FLAGS = ("env", "agent", "method", "safe", "threshold", "quantile", "steps", "delta",
+             "hidden", "seed")  # fmt: skip
+CHECKPOINT = "checkpoint.pt"
+#: Least seconds between two checkpoints (one is written at an episode's end at most).
+CHECKPOINT_SECONDS = 30.0
+
+
+def _defaults() -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    return vars(parser.parse_args(["explore", "--out", "-"]))
+
+
+def _load_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """The checkpoint of the interrupted run in ``--out``; its settings replace the flags
+    (a flag given with another value is an error naming both)."""
+    import torch
+
+    path = Path(args.out) / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"cannot resume {args.out}: it holds no {CHECKPOINT} (no interrupted "
+                         "run is saved there; a finished run has none)")  # fmt: skip
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        config = saved["config"]
+    except Exception as err:  # a damaged file: one clear line
+        raise ValueError(f"{path} is damaged ({type(err).__name__}); start the run again "
+                         "with --overwrite") from None  # fmt: skip
+    defaults = _defaults()
+    conflicts = [
+        f"--{k.replace('_', '-')}: saved {config[k]!r}, given {getattr(args, k)!r}"
+        for k in RUN_FLAGS
+        if getattr(args, k) != defaults[k] and getattr(args, k) != config[k]
+    ]
+    if conflicts:
+        raise ValueError(f"cannot resume {args.out}: flags contradict the saved run "
+                         f"({'; '.join(conflicts)}); leave them out")  # fmt: skip
+    for k in RUN_FLAGS:
+        setattr(args, k, config[k])
+    return saved
 
 
 def check_choices(args: argparse.Namespace) -> tuple[Exploration, Method]:
@@ -78,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         summarize,
     )
 
+    saved = _load_checkpoint(args) if args.resume else None
     exploration, method = check_choices(args)
     env = make_env(args.env)
     if args.delta is not None:
@@ -90,8 +142,12 @@ def run(args: argparse.Namespace) -> int:
     out = check_run_folder(args.out, args.overwrite, marker="summary.json")  # before the run
     with folder_lock(out):  # a second process writing here fails at once
         check_run_folder(out, args.overwrite, marker="summary.json")  # again, under the lock
+        if (out / CHECKPOINT).exists() and not (args.resume or args.overwrite):
+            raise ValueError(f"{out} holds an interrupted run ({CHECKPOINT}); continue it with "
+                             "--resume, or replace it with --overwrite")  # fmt: skip
         if args.overwrite:  # the replaced run's files go, so none of them outlives it
-            for stale in ("summary.json", "episodes.csv", "training.png", "regret.png"):
+            for stale in ("summary.json", "episodes.csv", "training.png", "regret.png",
+                          CHECKPOINT):  # fmt: skip
                 (out / stale).unlink(missing_ok=True)
         torch.manual_seed(args.seed)
         torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
@@ -109,19 +165,35 @@ def run(args: argparse.Namespace) -> int:
             if exploration is Exploration.RANDOM
             else f"{exploration.value}/{method.value}" + ("/safe" if args.safe else "")
         )
+        if saved is not None:  # the agent and torch's RNG as they were at the checkpoint
+            agent.load_state_dict(saved["agent"])
+            torch.set_rng_state(saved["torch_rng"])
+        last_save = time.monotonic()
+
+        def checkpoint(loop: dict[str, Any]) -> None:
+            nonlocal last_save
+            if time.monotonic() - last_save < CHECKPOINT_SECONDS:
+                return
+            state = {"config": {k: getattr(args, k) for k in RUN_FLAGS}, "loop": loop,
+                     "agent": agent.state_dict(), "torch_rng": torch.get_rng_state()}  # fmt: skip
+            atomic_write(out / CHECKPOINT, lambda f: torch.save(state, f))
+            last_save = time.monotonic()
+
         rows = run_agent(env, agent, args.steps, seed=args.seed, progress=not args.no_progress,
-                         desc=label)  # fmt: skip
+                         desc=label, checkpoint=checkpoint,
+                         resume=None if saved is None else saved["loop"])  # fmt: skip
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(out / "episodes.csv", buf.getvalue())
         summary = summarize(rows)
-        config = {k: v for k, v in vars(args).items() if k != "func"}
+        config = {k: v for k, v in vars(args).items() if k not in ("func", "resume")}
         config["settings"] = dict(kwargs)  # the presets and flags the agent was built with
         if is_bandit(env):
             config["delta"] = float(env.unwrapped.delta)
         atomic_write_json(out / "summary.json", {"config": config, "summary": summary})
+        (out / CHECKPOINT).unlink(missing_ok=True)  # finished: nothing left to resume
         for r in rows:
             r["agent"] = label
         plot_training(rows, out / "training.png")

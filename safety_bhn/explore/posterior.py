@@ -271,6 +271,28 @@ class RegressionPosterior:
         self.steps_done += steps
         return value
 
+    def state_dict(self) -> dict[str, Any]:
+        """What changes while the posterior learns (weights, optimizer, noise, generator), as
+        tensors and plain values that ``torch.load(..., weights_only=True)`` reads back."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "log_noise": self.log_noise.detach().cpu().clone(),
+            "generator": self.generator.get_state(),
+            "output_scale": self.output_scale,
+            "steps_done": self.steps_done,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a posterior built with the same settings."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        with torch.no_grad():
+            self.log_noise.copy_(state["log_noise"])
+        self.generator.set_state(state["generator"])
+        self.output_scale = float(state["output_scale"])
+        self.steps_done = int(state["steps_done"])
+
     def copy_weights_from(self, other: RegressionPosterior) -> None:
         """Copy another posterior's weights (used for DQN target networks)."""
         self.model.load_state_dict(other.model.state_dict())

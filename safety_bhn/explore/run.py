@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import numbers
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
@@ -94,6 +96,8 @@ def run_agent(
     episode_offset: int = 0,
     progress: bool = True,
     desc: str | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``agent`` on ``env`` for ``steps`` environment steps (the last episode may be cut).
 
@@ -102,6 +106,12 @@ def run_agent(
     (False for a last episode cut short by ``steps``) and the running totals of this call
     ``violations`` (cumulative cost) and ``fallbacks`` (all-masked decisions).
     A tqdm bar shows the running mean return of the last 10 episodes and the violations.
+
+    ``checkpoint(loop)`` is called after every episode but the last, before the next reset,
+    with the loop's state: the step count, the rows so far, the running totals and the
+    environment's random state. Saved with ``agent.state_dict()`` and the global torch RNG
+    state, it lets ``run_agent(..., resume=loop)`` on a freshly built env and agent (with
+    the agent's and torch's state restored) continue exactly as the uninterrupted run would.
     """
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -110,11 +120,21 @@ def run_agent(
     recent: deque[float] = deque(maxlen=10)
     violations = 0.0
     fallbacks_before = agent.fallbacks  # an agent's own count runs across calls (phases)
-    obs, info = env.reset(seed=seed)
+    start = 0
+    if resume is None:
+        obs, info = env.reset(seed=seed)
+    else:
+        start, rows = int(resume["t"]), [dict(r) for r in resume["rows"]]
+        recent.extend(resume["recent"])
+        violations, fallbacks_before = resume["violations"], resume["fallbacks_before"]
+        env.reset(seed=seed)  # seeds the env's own generator; its state is then set
+        env.unwrapped.np_random.bit_generator.state = json.loads(resume["env_rng"])
+        obs, info = env.reset()
     agent.begin_episode()
     ep_return = ep_cost = ep_regret = 0.0
     ep_steps, has_regret, goal = 0, False, False
-    bar = tqdm(range(steps), desc=desc or phase, disable=not progress, leave=False)
+    bar = tqdm(range(start, steps), desc=desc or phase, disable=not progress, leave=False,
+               initial=start, total=steps)  # fmt: skip
     for t in bar:
         action = agent.act(obs)
         next_obs, reward, terminated, truncated, info = env.step(action)
@@ -144,6 +164,12 @@ def run_agent(
                 "fallbacks": agent.fallbacks - fallbacks_before,
             })  # fmt: skip
             bar.set_postfix(ret=f"{np.mean(recent):.2f}", violations=int(violations))
+            if checkpoint is not None and t < steps - 1:
+                checkpoint({
+                    "t": t + 1, "rows": rows, "recent": list(recent), "violations": violations,
+                    "fallbacks_before": fallbacks_before,
+                    "env_rng": json.dumps(env.unwrapped.np_random.bit_generator.state),
+                })  # fmt: skip
             obs, info = env.reset()
             agent.begin_episode()
             ep_return = ep_cost = ep_regret = 0.0
