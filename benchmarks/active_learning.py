@@ -12,6 +12,7 @@ interrupted benchmark continues where it stopped when started again with the sam
 from __future__ import annotations
 
 import csv
+import dataclasses
 import enum
 import math
 import multiprocessing
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
     command_line,
+    in_results,
     markdown_table,
     mean_std,
     parse_args,
@@ -125,14 +127,15 @@ FULL = Args()
 def quick_args(args: Args) -> Args:
     """Smoke-test settings: tiny network, 2 steps, bald and random, one seed; the settings the
     user named on the command line are kept."""
+    runs_dir = str(Path(args.runs_dir) / "quick")
+    if in_results(args.out_dir):  # never overwrite the real results with a smoke test
+        args = dataclasses.replace(args, out_dir=runs_dir)
     args = quick_settings(args, acquisitions=["bald", "random"], seeds=[0], hidden=[32],
                           arch="mlp",  # the CNN path is tested in test_active.py
                           coupling_layers=2, train_steps=20, pool_subset=200, acq_samples=5,
                           eval_samples=3, test_size=1000)  # fmt: skip
     args = quick_settings(args, max_labels=args.initial + 2 * args.acquire)
-    args.runs_dir = str(Path(args.runs_dir) / "quick")
-    if args.out_dir == FULL.out_dir:  # never overwrite the real results with a smoke test
-        args.out_dir = args.runs_dir
+    args.runs_dir = runs_dir
     return args
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bandit  # noqa: E402
 import bandit_tuning  # noqa: E402
-from common import RESULTS, command_line, markdown_table, parse_args  # noqa: E402
+from common import RESULTS, command_line, in_results, markdown_table, parse_args  # noqa: E402
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 
@@ -91,6 +91,13 @@ def learned_folders(args: Args) -> dict[str, list[Path]]:
     for agent, (flag, _) in bandit_tuning.SWEEP.items():
         name = f"{agent}-{getattr(defaults, flag.removeprefix('--').replace('-', '_')):g}"
         folders[agent] = [tuning / name, tuning / "lower_deltas" / name]
+    # each must hold the run the sweep makes with these seeds, not one with other settings
+    sweep = bandit_tuning.Args(high_seeds=args.high_seeds, low_seeds=args.low_seeds,
+                               quick=args.quick, out=str(tuning))  # fmt: skip
+    wanted = {folder for paths in folders.values() for folder in paths}
+    for job in bandit_tuning.jobs(sweep):
+        if job.out in wanted:
+            bandit_tuning.check_made_by(job)
     return folders
 
 
@@ -130,7 +137,7 @@ def summary(args: Args, todo: list[bandit_tuning.Job], command: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:  # never over the committed sweep
-        out = "runs/bench-quick/bandit_noise" if args.out == Args().out else args.out
+        out = "runs/bench-quick/bandit_noise" if in_results(args.out) else args.out
         args = dataclasses.replace(args, values=args.values[:1], high_seeds=[10],
                                    low_seeds=[10], heteroscedastic=False, out=out)  # fmt: skip
     todo = jobs(args)

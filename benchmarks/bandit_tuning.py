@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, markdown_table, parse_args  # noqa: E402
+from common import RESULTS, command_line, in_results, markdown_table, parse_args  # noqa: E402
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 
@@ -88,8 +90,35 @@ def jobs(args: Args) -> list[Job]:
     return out
 
 
+def recorded_argv(folder: Path) -> list[str] | None:
+    """The bandit.py flags of the run in ``folder``, read from the command its bandit.md
+    records (None: no report there)."""
+    report = folder / "bandit.md"
+    match = re.search(r"Command: `([^`]*)`", report.read_text()) if report.is_file() else None
+    return None if match is None else shlex.split(match.group(1))[2:]
+
+
+def _without_out(argv: list[str]) -> list[str]:
+    """``argv`` less ``--out PATH`` (one folder may be spelt several ways)."""
+    i = argv.index("--out") if "--out" in argv else len(argv)
+    return argv[:i] + argv[i + 2 :]
+
+
+def check_made_by(job: Job) -> None:
+    """Refuse to reuse a finished run in ``job.out`` that another command made (other seeds,
+    deltas or settings), instead of mixing it into this sweep's table."""
+    made = recorded_argv(job.out)
+    if made is None or _without_out(made) != _without_out(job.argv):
+        was = "an unrecorded command" if made is None else f"bandit.py {shlex.join(made)}"
+        raise SystemExit(
+            f"{job.out} holds a run made by {was}, but this sweep asks for bandit.py "
+            f"{shlex.join(job.argv)}; pass another --out, or delete that folder to rerun it"
+        )
+
+
 def run(job: Job) -> None:
     if (job.out / "bandit.csv").exists():
+        check_made_by(job)
         return
     script = Path(__file__).resolve().parent / "bandit.py"
     cmd = [sys.executable, str(script), *job.argv]
@@ -155,8 +184,7 @@ def summary(args: Args, todo: list[Job], command: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:  # never over the committed sweep
-        default = Args().out
-        out = "runs/bench-quick/bandit_tuning" if args.out == default else args.out
+        out = "runs/bench-quick/bandit_tuning" if in_results(args.out) else args.out
         args = dataclasses.replace(args, high_seeds=[10], low_seeds=[10], out=out)
     todo = jobs(args)
     with ThreadPoolExecutor(max(1, args.workers)) as pool:

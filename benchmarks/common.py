@@ -167,9 +167,23 @@ def mean_std(values: Sequence[float], fmt: str = "{:.4f}") -> str:
     return f"{fmt.format(arr.mean())} ± {fmt.format(arr.std(ddof=1))}"
 
 
+def in_results(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the committed results folder or lies inside it (however spelt:
+    ``benchmarks/results``, ``./benchmarks/results/``, an absolute path)."""
+    return Path(path).resolve().is_relative_to(RESULTS.resolve())
+
+
 def quick_out(out: str) -> str:
-    """Where a ``--quick`` run writes: never over the committed results (runs/bench-quick)."""
-    return "runs/bench-quick" if Path(out).resolve() == RESULTS.resolve() else out
+    """Where a ``--quick`` run writes: never into the committed results. A path inside them
+    moves to the same place under runs/bench-quick; any other path is kept.
+
+    >>> quick_out(str(RESULTS / "ood")), quick_out("/tmp/smoke")
+    ('runs/bench-quick/ood', '/tmp/smoke')
+    """
+    if not in_results(out):
+        return out
+    inside = Path(out).resolve().relative_to(RESULTS.resolve())
+    return str(Path("runs/bench-quick") / inside) if inside.parts else "runs/bench-quick"
 
 
 def quick_settings(args: T, **tiny: Any) -> T:
@@ -188,7 +202,11 @@ def quick_settings(args: T, **tiny: Any) -> T:
     """
     defaults = type(args)()
     tiny = {k: v for k, v in tiny.items() if getattr(args, k) == getattr(defaults, k)}
-    return dataclasses.replace(args, **tiny)
+    args = dataclasses.replace(args, **tiny)
+    for name in ("out", "out_dir", "state"):  # a smoke test never writes into the results
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, quick_out(getattr(args, name)))
+    return args
 
 
 def run_kind(args: Any, ignore: Sequence[str] = ("out", "progress")) -> str:

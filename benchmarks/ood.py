@@ -31,6 +31,7 @@ from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
     command_line,
+    in_results,
     load_run,
     markdown_table,
     mean_std,
@@ -527,8 +528,8 @@ def main(argv: list[str] | None = None) -> None:
             args, rows=["bhn-2", "mc_dropout", "map"], hidden=[16], seeds=[0], epochs=1,
             n_test=100, samples=4, rotations=[0, 90], noise_stds=[0.0, 0.5], shift_n=50,
             epsilons=[0.0, 0.1], attack_samples=2,
-            out=str(quick_out) if args.out == str(RESULTS) else args.out,
-            state=str(Path(args.out if args.out != str(RESULTS) else quick_out) / "state"),
+            out=str(quick_out) if in_results(args.out) else args.out,
+            state=str(Path(quick_out if in_results(args.out) else args.out) / "state"),
         )  # fmt: skip
     torch.set_num_threads(args.threads)
     seed_everything(args.seeds[0])

@@ -220,3 +220,14 @@ def test_mnist5000_quick_keeps_the_rows_and_seeds_it_was_given(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / "mnist5000.csv") as f:
         assert [(r["row"], r["seed"]) for r in csv.DictReader(f)] == [("map", "7")]
+
+
+def test_quick_runs_never_write_into_the_committed_results(benchmark_module):
+    common = benchmark_module("common")
+    root = common.RESULTS.parent.parent
+    for spelt in ("benchmarks/results", "./benchmarks/results/", str(common.RESULTS)):
+        assert not common.in_results(common.quick_out(str(root / spelt)))
+    bandit = benchmark_module("bandit")
+    args = common.quick_settings(bandit.Args(out=str(root / "benchmarks/results/")))
+    assert args.out == "runs/bench-quick"  # the user's spelling kept the results folder before
+    assert common.quick_out("/tmp/smoke") == "/tmp/smoke"

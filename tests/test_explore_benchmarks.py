@@ -182,6 +182,20 @@ def test_bandit_tuning_summary_chooses_the_lowest_mean_over_deltas(benchmark_mod
     assert "Chosen (lowest mean): mc_dropout --mc-dropout-p 0.3." in text
 
 
+def test_bandit_tuning_reuses_only_runs_its_own_command_made(benchmark_module, tmp_path):
+    import shutil
+
+    tuning = benchmark_module("bandit_tuning")
+    job = tuning.jobs(tuning.Args(out=str(tmp_path)))[0]  # the committed sweep's first run
+    shutil.copytree(tuning.RESULTS / "bandit_tuning" / job.out.name, job.out)
+    tuning.run(job)  # made by this job's command (in another folder): reused, nothing runs
+    other = tuning.jobs(tuning.Args(out=str(tmp_path), high_seeds=[10]))[0]
+    with pytest.raises(
+        SystemExit, match="holds a run made by bandit.py --deltas 0.99 --seeds 10 11"
+    ):
+        tuning.run(other)  # its ten seeds were mixed into a one-seed table before
+
+
 @pytest.mark.slow
 def test_bandit_tuning_quick(tmp_path):
     _quick("bandit_tuning.py", tmp_path)
