@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
     curves: dict[tuple[int, str, str], list[dict]] = {}
     if args.finished_csv:  # runs finished elsewhere, whose states are not here
-        earlier = read_finished_csv(args.finished_csv, steps)
+        earlier = read_finished_csv(args.finished_csv, steps, args.initial, args.acquire)
         here = {job for job in jobs if (run_folder(args, *job) / "state.json").is_file()}
         curves = {job: earlier[job] for job in jobs if job in earlier and job not in here}
     start = time.time()
@@ -480,7 +480,9 @@ CSV_TYPES = {"seed": int, "step": int, "n_labels": int, "rarest_class": int, "te
              "step_seconds": float}  # fmt: skip
 
 
-def read_finished_csv(path: str | Path, steps: int) -> dict[tuple[int, str, str], list[dict]]:
+def read_finished_csv(
+    path: str | Path, steps: int, initial: int | None = None, acquire: int | None = None
+) -> dict[tuple[int, str, str], list[dict]]:
     """The finished runs of an earlier report's tidy CSV: ``{(seed, method, acq): curve}``.
 
     Each curve must have ``steps + 1`` rows (the CSV holds finished runs only); a run with
@@ -499,6 +501,15 @@ def read_finished_csv(path: str | Path, steps: int) -> dict[tuple[int, str, str]
                 f"{path}: run {method}-{acq}-seed{seed} has {len(curve)} steps, but these "
                 f"settings make {steps + 1}; pass the settings of the run that wrote it"
             )
+        if initial is not None and acquire is not None:
+            labels = [r["n_labels"] for r in curve]
+            wanted = [initial + acquire * step for step in range(steps + 1)]
+            if labels != wanted:
+                raise ValueError(
+                    f"{path}: run {method}-{acq}-seed{seed} has label counts {labels[:3]}..., "
+                    f"but these settings make {wanted[:3]}...; pass the --initial, --acquire "
+                    "and --max-labels of the run that wrote it"
+                )
     return runs
 
 

@@ -877,6 +877,8 @@ def test_benchmark_report_is_rebuilt_from_an_earlier_csv(tmp_path, benchmark_mod
             assert mixed[(r["acquisition"], r["n_labels"])] == expected
     with pytest.raises(ValueError, match="has 3 steps, but these settings make 4"):
         al.read_finished_csv(earlier, steps=3)
+    with pytest.raises(ValueError, match=r"label counts \[20, 30, 40\]"):
+        al.read_finished_csv(earlier, steps=2, initial=100, acquire=50)  # accepted before
 
 
 def test_benchmark_deadline_stops_between_steps_and_a_rerun_continues(tmp_path, benchmark_module,
