@@ -292,11 +292,16 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
         table.append([name, *cells])
     checks = []
     for delta in [d for d in args.deltas if d >= 0.9]:
-        eps = np.mean([r["normalized_regret"] for r in rows
-                       if r["method"] == "epsilon_greedy" and r["delta"] == delta])  # fmt: skip
+        eps_runs = [r["normalized_regret"] for r in rows
+                    if r["method"] == "epsilon_greedy" and r["delta"] == delta]  # fmt: skip
         for name in [a for a in args.agents if a != "epsilon_greedy"]:
-            mine = np.mean([r["normalized_regret"] for r in rows
-                            if r["method"] == name and r["delta"] == delta])  # fmt: skip
+            my_runs = [r["normalized_regret"] for r in rows
+                       if r["method"] == name and r["delta"] == delta]  # fmt: skip
+            mine, eps = np.mean(my_runs or [np.nan]), np.mean(eps_runs or [np.nan])
+            if not (np.isfinite(mine) and np.isfinite(eps)):  # ε-greedy or this agent not run
+                checks.append([delta, name, f"{100 * mine:.1f}", f"{100 * eps:.1f}", "–", "–",
+                               "not measured"])  # fmt: skip
+                continue
             verdict = "met" if mine < eps else "missed"
             diff = paired_difference(rows, name, delta)
             lower = f"{int((diff < 0).sum())} of {len(diff)}"

@@ -338,6 +338,8 @@ def targets(rows: list[dict], args: Args) -> list[str]:
             for s in sets:
                 bs, bv = best_auroc(rows, b, s)
                 ms, mv = best_auroc(rows, "mc_dropout", s)
+                if not (bv and mv):  # a row not measured on this set: no verdict either way
+                    continue
                 ok = _mean(bv) >= _mean(mv)
                 lines.append(f"- {b} best AUROC ≥ MC dropout's on {s}: {_mean(bv):.4f} ({bs}) vs "
                              f"{_mean(mv):.4f} ({ms}) — {'met' if ok else 'MISSED'}")  # fmt: skip

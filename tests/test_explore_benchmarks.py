@@ -25,6 +25,13 @@ def _quick(script, out, *flags):
 
 
 @pytest.mark.slow
+def test_bandit_target_without_epsilon_greedy_is_not_measured(tmp_path):
+    _quick("bandit.py", tmp_path, "--agents", "bhn", "--deltas", "0.95", "--no-progress")
+    assert "| 0.95 | bhn |" in (text := (tmp_path / "bandit.md").read_text())
+    assert "| not measured |" in text and "| missed |" not in text  # "missed" before
+
+
+@pytest.mark.slow
 def test_bandit_quick(tmp_path):
     stdout = _quick("bandit.py", tmp_path, "--no-progress")
     with open(tmp_path / "bandit.csv") as f:

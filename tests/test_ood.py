@@ -629,6 +629,13 @@ def test_write_csv_takes_rows_with_different_columns(benchmark_module, tmp_path)
         ]
 
 
+def test_benchmark_targets_skip_comparisons_with_an_unmeasured_side(benchmark_module):
+    ood = benchmark_module("ood")
+    rows = [{"method": "mc_dropout", "ood_set": "inverted", "score": "entropy", "auroc": 0.9}]
+    lines = ood.targets(rows, ood.Args(rows=["bhn-12", "mc_dropout"]))
+    assert not any("bhn-12 best AUROC" in line for line in lines)  # "nan vs 0.9000 — MISSED"
+
+
 def test_benchmark_row_names_give_the_bhn_options(benchmark_module, monkeypatch):
     ood_benchmark = benchmark_module("ood")
     assert ood_benchmark.parse_row("bhn-12") == ("bhn", {"coupling_layers": 12})
