@@ -98,8 +98,9 @@ def config_for(row: str, hidden: int, seed: int, args: Args) -> TrainConfig:
     )  # fmt: skip
 
 
+TRAIN_DATA = "the 5000 MNIST training images embedded in the package"
 RECIPE = ("epochs", "lr", "lr_schedule", "lr_warmup", "batch_size", "val_size", "eval_samples",
-          "select", "bhn_prior_std")  # fmt: skip
+          "select", "bhn_prior_std", "data_dir")  # fmt: skip
 #: what rows written before a recipe column existed were trained with
 LEGACY = {"select": "nll", "bhn_prior_std": "1.0"}
 
@@ -143,6 +144,7 @@ def run_one(row: str, hidden: int, seed: int, config: TrainConfig, recipe: dict)
 
 def summarise(rows: list[dict], args: Args, command: str) -> str:
     env = environment()
+    rows = [r for r in rows if int(r["seed"]) in args.seeds]  # the seeds the command names
     header = ["hidden", "method", "coupling layers", "test accuracy (%)", "test NLL", "ECE",
               "train time / MC dropout", "paper accuracy (%)", "seeds"]  # fmt: skip
     table = []
@@ -182,8 +184,9 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
     return (
         "# MNIST-5000 (Krueger et al. 2017, Table 2)\n\n" + status + f"Command: `{command}`  \n"
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}.  \n"
-        f"Data: 5000 MNIST training images ({args.val_size} held out for validation, a different "
-        "random split per seed), tested on the 10000 test images.  \n"
+        f"Data: {TRAIN_DATA if args.data_dir is None else 'the MNIST files in ' + args.data_dir} "
+        f"({args.val_size} held out for validation, a different random split per seed), tested "
+        "on the 10000 test images.  \n"
         f"Recipe: one-hidden-layer MLP, Adam lr {args.lr} ({args.lr_schedule} schedule, "
         f"warmup over {args.lr_warmup:.0%} of the steps), "
         f"batch {args.batch_size}, "

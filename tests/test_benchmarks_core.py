@@ -166,6 +166,20 @@ def test_mnist5000_refuses_to_resume_runs_of_another_recipe(benchmark_module, tm
         m5k.check_resume([older], m5k.Args(epochs=200, select="accuracy"), tmp_path)
     with pytest.raises(SystemExit, match=r"bhn_prior_std=1.0 \(asked: 1.5\)"):
         m5k.check_resume([older], m5k.Args(epochs=200, bhn_prior_std=1.5), tmp_path)
+    with pytest.raises(SystemExit, match=r"data_dir=None \(asked: /data\)"):  # mixed before
+        m5k.check_resume([same], m5k.Args(epochs=200, data_dir="/data"), tmp_path)
+
+
+def test_mnist5000_report_covers_the_seeds_its_command_names(benchmark_module):
+    m5k = benchmark_module("mnist5000")
+    rows = [{"row": "bhn-12", "method": "bhn", "coupling_layers": 12.0, "hidden": 800.0,
+             "seed": float(seed), "test_acc": acc, "test_nll": 0.1, "ece": 0.01,
+             "train_seconds": 1.0} for seed, acc in ((0, 0.97), (1, 0.90))]  # fmt: skip
+    text = m5k.summarise(rows, m5k.Args(rows=["bhn-12"], hidden=[800], seeds=[0]), "cmd")
+    assert "| 97.00 (one run) |" in text  # averaged with seed 1's 90% before
+    assert "the 5000 MNIST training images embedded" in text
+    other = m5k.summarise(rows, m5k.Args(rows=["bhn-12"], hidden=[800], data_dir="/d"), "cmd")
+    assert "Data: the MNIST files in /d" in other
 
 
 def test_command_line_quotes_flags_so_the_shell_gives_them_back(benchmark_module, monkeypatch):
