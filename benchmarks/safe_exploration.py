@@ -230,7 +230,9 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str, command: str) 
             r_rand = _mean(rand, "episode_return") if rand else float("nan")
             checks.append([env_name, name, f"{v0:.1f} → {v1:.1f}", f"{r0:.3f} → {r1:.3f}",
                            violation_verdict(v0, v1), return_verdict(r0, r1, r_rand)])  # fmt: skip
-    seconds = sum(r["seconds"] for r in rows if r["env"] != "LavaGridShifted-v0")
+    # a run's rows hold its running time, so each run's last row (the shifted layout's on the
+    # gridworld) holds its total; before 2026-12-06 this summed the training rows instead
+    seconds = sum(r["seconds"] for r in rows if r["env"] != "LavaGrid-v0")
     grid, pole = partial(dqn_setting, GRID), partial(dqn_setting, CARTPOLE)
     bhn = DEFAULT_OPTIONS[Method.BHN]
     return (
