@@ -9,8 +9,9 @@ import numpy as np
 from gymnasium import spaces
 
 #: ``S`` start, ``G`` goal, ``L`` lava (catastrophic), ``#`` wall, space free. The shifted
-#: layout moves both lava cells one row (Leike et al. 2017's
-#: distributional-shift test): the route learned on "train" now runs through lava.
+#: layout replaces the two lava cells above and below the middle row by one in the middle
+#: of it (Leike et al. 2017's distributional-shift test): the route learned on "train",
+#: which runs along that row, now runs through lava.
 LAYOUTS: dict[str, tuple[str, ...]] = {
     "train": (
         "#######",

@@ -20,7 +20,11 @@ class WheelBanditEnv(gymnasium.Env):
 
     Each step returns the next context. ``info`` holds the chosen action's expected reward,
     the optimal action, its realised and expected reward, the step's expected ``regret``
-    (optimal minus chosen expected reward; 0 for the oracle) and ``cost`` (always 0).
+    (optimal minus chosen expected reward; 0 for the oracle) and ``cost`` (always 0). After
+    ``reset`` these describe the returned context; after ``step`` they describe the context
+    just acted on, not the returned one, so an oracle reads ``info["optimal_action"]`` from
+    ``reset`` once and then needs the next context's optimum, which ``step`` gives as
+    ``info["next_optimal_action"]``.
     An episode is ``episode_length`` decisions (then ``truncated``); it never terminates.
 
     Example:
@@ -129,4 +133,5 @@ class WheelBanditEnv(gymnasium.Env):
         self._t += 1
         truncated = self._t >= self.episode_length
         self._context = self._sample_context()
+        info["next_optimal_action"] = int(np.argmax(self.expected_rewards(self._context)))
         return self._context.copy(), float(rewards[action]), False, truncated, info

@@ -436,5 +436,7 @@ def test_select_classes_relabels_in_the_given_order_and_names_bad_input():
         select_classes(x, y, [4, 4])
     with pytest.raises(ValueError, match="no example has a label in"):
         select_classes(x, y, [5, 6])
+    with pytest.raises(ValueError, match=r"no example has label \[15\]"):
+        select_classes(x, y, [0, 15])  # a class of one, relabelled, came back before
     with pytest.raises(TypeError, match="1-D integer tensor"):
         select_classes(x, y.float(), [0, 4])

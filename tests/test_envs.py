@@ -84,6 +84,12 @@ def test_wheel_bandit_truncates_after_episode_length_and_checks_input():
     assert flags == [False, False, True]
     with pytest.raises(ValueError, match="delta must lie in"):
         WheelBanditEnv(delta=1.5)
+    obs, info = env.reset(seed=1)
+    regret = 0.0
+    for _ in range(20):  # an oracle: the next context's optimum comes with each step
+        obs, _, _, _, info = env.step(info.get("next_optimal_action", info["optimal_action"]))
+        regret += info["regret"]
+    assert regret == 0.0
     with pytest.raises(ValueError, match="mu must be 3 finite mean rewards"):
         WheelBanditEnv(mu=(1.2, 1.0))  # an unpack error at reset before
     with pytest.raises(ValueError, match="action must be"):

@@ -449,6 +449,10 @@ def select_classes(
     if not mask.any():
         raise ValueError(f"no example has a label in {wanted}; the labels present are "
                          f"{y.unique().tolist()}")  # fmt: skip
+    absent = [c for c in wanted if not (y == c).any()]
+    if absent:  # a class with no example would leave an output that nothing trains
+        raise ValueError(f"no example has label {absent}; the labels present are "
+                         f"{y.unique().tolist()}")  # fmt: skip
     relabel = torch.full((max(int(y.max()), max(wanted)) + 1,), -1, dtype=torch.long)
     relabel[known] = torch.arange(len(wanted))
     return x[mask], relabel[y[mask]]
