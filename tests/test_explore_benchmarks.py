@@ -149,7 +149,8 @@ def test_run_kind_names_the_settings_changed_from_the_defaults(benchmark_module)
 def test_quick_settings_keep_what_the_user_named(benchmark_module):
     bandit, common = benchmark_module("bandit"), benchmark_module("common")
     tiny = {"deltas": [0.5], "seeds": [0], "steps": 300}
-    assert common.quick_settings(bandit.Args(), **tiny) == bandit.Args(**tiny)
+    quick = common.quick_settings(bandit.Args(), **tiny)
+    assert quick == bandit.Args(**tiny, out="runs/bench-quick")  # never into the results
     named = common.quick_settings(bandit.Args(seeds=[4, 5], steps=50), **tiny)
     assert (named.deltas, named.seeds, named.steps) == ([0.5], [4, 5], 50)
 
