@@ -16,9 +16,12 @@ import seaborn as sns  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike | None) -> plt.Figure:
+    """Save ``fig`` to ``path`` and close it in pyplot, so that a process drawing many plots
+    does not keep them all (it can still be saved or shown); without a path, leave it open."""
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
     return fig
 
 
