@@ -313,6 +313,7 @@ def test_agents_refuse_bad_observations_flags_and_foreign_observations_before_st
         dqn.q_uncertainty(np.zeros(4))
     with pytest.raises(ValueError, match="safe must be True or False"):
         DQNAgent(2, 3, "mc_dropout", safe="no")
+    assert DQNAgent(2, 3, "mc_dropout", threshold=np.float32(0.25)).threshold == 0.25
     bandit = NeuralBandit(3, 2, method="mc_dropout", hidden=[8], train_every=4, initial_pulls=0)
     with pytest.raises(ValueError, match="NaN"):  # every later retrain failed on it before
         bandit.observe(np.array([np.nan, 0.0]), 0, 1.0, None, False, 0.0)

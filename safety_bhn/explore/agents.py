@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import numbers
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -40,7 +41,8 @@ DEFAULT_OPTIONS: dict[Method, dict[str, Any]] = {
 
 
 def _check_probability(name: str, value: float, open_low: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    ok = ok and math.isfinite(value)  # NumPy floats too
     if not ok or not (0.0 < value <= 1.0 if open_low else 0.0 <= value <= 1.0):
         interval = "(0, 1]" if open_low else "[0, 1]"
         raise ValueError(f"{name} must lie in {interval}, got {value!r}")
