@@ -228,6 +228,12 @@ def check_run_folder(
     return out
 
 
+#: Where :func:`train_and_evaluate` saves training state while it trains (every minute at
+#: most), so the same command, run again after an interruption, continues the run.
+FIT_CHECKPOINT = "fit-checkpoint.pt"
+CHECKPOINT_SECONDS = 60.0
+
+
 def train_and_evaluate(
     config: TrainConfig,
     out: str | os.PathLike | None = None,
@@ -240,7 +246,9 @@ def train_and_evaluate(
     :func:`check_run_folder`); the check comes before training. The folder is locked while
     the run trains, so a second process writing to it fails at once instead of replacing this
     run, and an old ``metrics.json`` is removed before the new model is written, so a failed
-    write never leaves a new model beside the old run's settings.
+    write never leaves a new model beside the old run's settings. Training state is saved to
+    ``out/fit-checkpoint.pt`` at most every minute: after an interruption the same call (the
+    same command) continues where it stopped, with the same result.
     """
     config.validate()
     device = resolve_device(config.device)
@@ -257,6 +265,8 @@ def train_and_evaluate(
     out = check_run_folder(out, overwrite)
     with folder_lock(out):
         check_run_folder(out, overwrite)  # again: another process may have finished one here
+        if overwrite:  # a fresh run: an interrupted one saved here is not resumed
+            (out / FIT_CHECKPOINT).unlink(missing_ok=True)
         return _train(config, model, device, out, progress)
 
 
@@ -282,6 +292,8 @@ def _train(
         kl_anneal=config.kl_anneal,
         select=config.select,
         progress=progress,
+        checkpoint=None if out is None else out / FIT_CHECKPOINT,
+        checkpoint_seconds=CHECKPOINT_SECONDS,
     )
     gen = torch.Generator(device=device).manual_seed(config.seed)
     xt, yt = splits["test"]

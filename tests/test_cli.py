@@ -119,6 +119,32 @@ def test_train_refuses_a_folder_another_process_is_writing(tmp_path):
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
+def test_an_interrupted_train_run_continues_when_started_again(tmp_path, monkeypatch):
+    import safety_bhn.runs as runs
+
+    monkeypatch.setattr(runs, "CHECKPOINT_SECONDS", 0.0)
+    config = runs.TrainConfig(method="mc_dropout", hidden=[16], epochs=3, eval_samples=2,
+                              device="cpu", batch_size=500)  # fmt: skip
+    whole = runs.train_and_evaluate(config, tmp_path / "whole", progress=False)
+    model_cls = type(whole.model)
+    loss, calls = model_cls.loss, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 20:  # in the third epoch (9 steps an epoch)
+            raise KeyboardInterrupt
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_cls, "loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train_and_evaluate(config, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(model_cls, "loss", loss)
+    assert (tmp_path / "cut" / "fit-checkpoint.pt").is_file()
+    again = runs.train_and_evaluate(config, tmp_path / "cut", progress=False)  # lost all before
+    assert again.metrics["test"] == whole.metrics["test"]
+    assert not (tmp_path / "cut" / "fit-checkpoint.pt").exists()
+
+
 def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
     from safety_bhn.runs import TrainConfig, evaluate_run, train_and_evaluate
 

@@ -34,6 +34,44 @@ def test_short_training_lowers_the_loss_and_beats_chance(method, mnist_small):
     assert metrics["accuracy"] > 0.7  # chance is 0.1
 
 
+@pytest.mark.parametrize("method", ["bhn", "mc_dropout", "factorial_vi", "map"])
+def test_fit_resumes_from_its_checkpoint_exactly(method, tmp_path, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(120, 6, generator=g), torch.randint(0, 3, (120,), generator=g)
+    xv, yv = torch.rand(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
+
+    def build():
+        opts = {"coupling_layers": 2} if method == "bhn" else {}
+        return safety_bhn.build_model(method, hidden=[8], in_shape=(6,), n_classes=3, seed=0,
+                                      device="cpu", **opts)  # fmt: skip
+
+    kw = dict(epochs=6, batch_size=32, lr_schedule="cosine", lr_warmup=0.1, progress=False)
+    whole = build()
+    history = safety_bhn.fit(whole, (x, y), (xv, yv), **kw)
+    path, model, calls = tmp_path / "fit.pt", build(), []
+    loss = type(model).loss
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 13:  # in epoch 4 of 6 (4 steps an epoch)
+            raise KeyboardInterrupt
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        safety_bhn.fit(model, (x, y), (xv, yv), checkpoint=path, checkpoint_seconds=0, **kw)
+    monkeypatch.setattr(type(model), "loss", loss)
+    assert path.is_file()
+    with pytest.raises(ValueError, match="epochs: saved 6, now 7"):
+        safety_bhn.fit(build(), (x, y), (xv, yv), checkpoint=path, **{**kw, "epochs": 7})
+    resumed = build()  # a fresh process: a new model, the same call
+    again = safety_bhn.fit(resumed, (x, y), (xv, yv), checkpoint=path, **kw)
+    assert again.train_loss == history.train_loss and again.best_epoch == history.best_epoch
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert not path.exists()
+
+
 def test_fit_warns_when_validation_holds_classes_training_lacks():
     x, y = embedded_mnist("train")  # grouped by class: the tail is all nines
     model = _model("map")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import enum
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_int, check_real
 from .._choices import parse_choice
+from .._io import atomic_write
 from .base import UncertaintyModel
 from .metrics import evaluate
 
@@ -78,6 +81,26 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _read_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The training state saved at ``path`` by :func:`fit` (None: no file yet); one saved
+    with other settings, data sizes or model is refused, naming what differs."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        had = saved["settings"]
+    except Exception as err:  # a damaged file: one clear line
+        raise ValueError(f"{path} is a damaged fit checkpoint ({type(err).__name__}); delete "
+                         "it to train from the start") from None  # fmt: skip
+    differ = [f"{k}: saved {had.get(k)!r}, now {v!r}" for k, v in settings.items()
+              if had.get(k) != v]  # fmt: skip
+    if differ:
+        raise ValueError(f"{path} was saved by another training run ({'; '.join(differ)}); "
+                         "delete it, or pass the same settings to resume")  # fmt: skip
+    return saved
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -144,6 +167,8 @@ def fit(
     eval_every: int = 1,
     select: str | Selection = Selection.NLL,
     progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_seconds: float = 60.0,
 ) -> History:
     """Train ``model`` by minimising ``model.loss`` with Adam; returns a :class:`History`.
 
@@ -176,6 +201,10 @@ def fit(
             weights have settled and ``"last"`` avoids that. Patience counts validations
             without improvement of the same metric (and cannot be combined with ``"last"``).
         progress: show a tqdm progress bar.
+        checkpoint: a file to save the training state to at the end of an epoch, at most
+            every ``checkpoint_seconds``, and to resume from: if it exists, ``fit`` continues
+            from its last saved epoch exactly as the uninterrupted call would (same data,
+            settings and model, which it checks), and it deletes the file when training ends.
 
     Example:
         >>> import safety_bhn
@@ -222,6 +251,13 @@ def fit(
             raise type(err)(f"val: {err}") from None
         _warn_if_classes_differ(y, yv)
 
+    checkpoint_seconds = check_real("checkpoint_seconds", checkpoint_seconds, 0.0)
+    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+                "patience": patience, "kl_anneal": kl_anneal, "grad_clip": grad_clip,
+                "lr_schedule": schedule.value, "lr_warmup": lr_warmup, "val_samples": val_samples,
+                "eval_every": eval_every, "select": select.value, "n_train": n,
+                "n_val": None if val is None else xv.shape[0], "model": model.config}  # fmt: skip
+    saved = _read_checkpoint(checkpoint, settings) if checkpoint is not None else None
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     val_gen_seed = seed + 1
@@ -238,8 +274,22 @@ def fit(
     )
     history = History()
     best_state, best_score, since_best = None, float("inf"), 0
-    start, step = time.perf_counter(), 0
-    bar = tqdm(range(epochs), desc=f"fit {model.method}", disable=not progress, leave=False)
+    start, step, first = time.perf_counter(), 0, 0
+    if saved is not None:  # everything the epochs so far changed, as it was after the last
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["gen"])
+        torch.set_rng_state(saved["torch_rng"])
+        if x.device.type == "cuda" and "cuda_rng" in saved:
+            torch.cuda.set_rng_state(saved["cuda_rng"], x.device)
+        history = History(**saved["history"])
+        best_state, best_score = saved["best_state"], saved["best_score"]
+        since_best, step, first = saved["since_best"], saved["step"], history.epochs_run
+        start -= history.seconds
+    last_save = time.perf_counter()
+    bar = tqdm(range(first, epochs), desc=f"fit {model.method}", disable=not progress,
+               leave=False, initial=first, total=epochs)  # fmt: skip
     for epoch in bar:
         model.train()
         # summed on the device and read once per epoch: no GPU sync per step
@@ -282,6 +332,20 @@ def fit(
                         bar.set_postfix(postfix)
                         break
         bar.set_postfix(postfix)
+        due = time.perf_counter() - last_save >= checkpoint_seconds
+        if checkpoint is not None and due and epoch < epochs - 1:
+            history.seconds = time.perf_counter() - start
+            state = {"settings": settings, "model": model.state_dict(),
+                     "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(),
+                     "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "history": history.to_dict(), "best_state": best_state,
+                     "best_score": best_score, "since_best": since_best, "step": step}  # fmt: skip
+            if x.device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(x.device)
+            atomic_write(checkpoint, lambda f, state=state: torch.save(state, f))
+            last_save = time.perf_counter()
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)  # trained: nothing left to resume
     if best_state is not None:
         model.load_state_dict(best_state)
     if select is Selection.LAST:
