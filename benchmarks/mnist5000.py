@@ -129,9 +129,12 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def run_one(row: str, hidden: int, seed: int, config: TrainConfig, recipe: dict) -> dict:
-    """Train and test one model; one tidy CSV row."""
-    m = train_and_evaluate(config, progress=False).metrics
+def run_one(
+    row: str, hidden: int, seed: int, config: TrainConfig, recipe: dict, checkpoint: Path
+) -> dict:
+    """Train and test one model; one tidy CSV row. Its training state is saved to
+    ``checkpoint`` as it trains, so a benchmark stopped mid-run continues that run."""
+    m = train_and_evaluate(config, progress=False, checkpoint=checkpoint).metrics
     return {**recipe,
         "row": row, "method": config.method,
         "coupling_layers": config.coupling_layers if config.method == "bhn" else 0,
@@ -263,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     run_name = f"mnist5000__{int(time.time())}"
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1, got {args.workers}")
-    jobs = [(row, hidden, seed, config_for(row, hidden, seed, args), recipe_of(args))
+    jobs = [(row, hidden, seed, config_for(row, hidden, seed, args), recipe_of(args),
+             out / "checkpoints" / f"{row}-{hidden}-seed{seed}.pt")
             for hidden, seed, row in todo]  # fmt: skip
     for job in jobs:  # every setting checked here, not inside a worker after other runs
         try:

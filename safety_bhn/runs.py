@@ -239,6 +239,7 @@ def train_and_evaluate(
     out: str | os.PathLike | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    checkpoint: str | os.PathLike | None = None,
 ) -> RunResult:
     """Train one model and evaluate it on the test set; write ``out/{model.pt,metrics.json}``.
 
@@ -248,7 +249,8 @@ def train_and_evaluate(
     run, and an old ``metrics.json`` is removed before the new model is written, so a failed
     write never leaves a new model beside the old run's settings. Training state is saved to
     ``out/fit-checkpoint.pt`` at most every minute: after an interruption the same call (the
-    same command) continues where it stopped, with the same result.
+    same command) continues where it stopped, with the same result. Without ``out``, a
+    ``checkpoint`` path does the same (a benchmark keeps its runs' checkpoints apart).
     """
     config.validate()
     device = resolve_device(config.device)
@@ -261,13 +263,13 @@ def train_and_evaluate(
         **config.model_options(),
     )
     if out is None:
-        return _train(config, model, device, None, progress)
+        return _train(config, model, device, None, progress, checkpoint)
     out = check_run_folder(out, overwrite)
     with folder_lock(out):
         check_run_folder(out, overwrite)  # again: another process may have finished one here
         if overwrite:  # a fresh run: an interrupted one saved here is not resumed
             (out / FIT_CHECKPOINT).unlink(missing_ok=True)
-        return _train(config, model, device, out, progress)
+        return _train(config, model, device, out, progress, out / FIT_CHECKPOINT)
 
 
 def _train(
@@ -276,6 +278,7 @@ def _train(
     device: torch.device,
     out: Path | None,
     progress: bool,
+    checkpoint: str | os.PathLike | None,
 ) -> RunResult:
     splits = mnist_splits(config.data_dir, config.val_size, config.seed, config.classes)
     history = fit(
@@ -292,7 +295,7 @@ def _train(
         kl_anneal=config.kl_anneal,
         select=config.select,
         progress=progress,
-        checkpoint=None if out is None else out / FIT_CHECKPOINT,
+        checkpoint=checkpoint,
         checkpoint_seconds=CHECKPOINT_SECONDS,
     )
     gen = torch.Generator(device=device).manual_seed(config.seed)
