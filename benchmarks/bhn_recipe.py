@@ -176,10 +176,12 @@ def run_one(row: str, args: Args) -> dict[str, Any]:
                     prior_std=recipe["prior_std"], prior_mean=recipe["prior_mean"],
                     local_draws=recipe["local_draws"])  # fmt: skip
     model = safety_bhn.build_model(method, seed=args.seed, device=args.device, **opts)
-    start = time.perf_counter()
+    # training state saved as it trains: a benchmark stopped inside a run continues it
+    checkpoint = Path(args.out) / "checkpoints" / f"{row.replace(':', '_')}-seed{args.seed}.pt"
     history = safety_bhn.fit(model, train, val, seed=args.seed, progress=False,
+                             checkpoint=checkpoint,
                              **{k: recipe[k] for k in FIT_KEYS})  # fmt: skip
-    seconds = time.perf_counter() - start
+    seconds = history.seconds  # the whole training time, resumed parts included
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     probs = predictive(model, x_tune, args.samples, gen)
     tune = classification_metrics(probs, y_tune)

@@ -212,12 +212,16 @@ def train(
     seed: int,
     args: Args,
 ) -> tuple[UncertaintyModel, History]:
-    """Build the model that ``row`` names and fit it (returns it and its training history)."""
+    """Build the model that ``row`` names and fit it (returns it and its training history).
+
+    Training state is saved under ``--state``/checkpoints as it trains, so a benchmark
+    stopped inside a long run continues that run when started again."""
     model = build(row, n_classes, seed, args)
+    checkpoint = Path(args.state) / "checkpoints" / f"{row}-{n_classes}classes-seed{seed}.pt"
     history = fit(model, train_xy, val_xy, epochs=args.epochs, lr=args.lr,
                   lr_schedule=args.lr_schedule, lr_warmup=args.lr_warmup,
                   batch_size=args.batch_size, seed=seed, select=args.select,
-                  progress=False)  # fmt: skip
+                  progress=False, checkpoint=checkpoint)  # fmt: skip
     return model, history
 
 
