@@ -97,6 +97,26 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write a checkpoint dict (tensors and plain values) with ``torch.save``, atomically."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_state(path: str | os.PathLike, key: str, fix: str) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_state`, read with ``weights_only=True``; a file
+    that cannot be read or lacks ``key`` raises one ValueError naming it and ``fix``."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state[key]
+    except Exception as err:  # torch's own message may suggest an unsafe load: not quoted
+        raise ValueError(f"{path} is a damaged checkpoint ({type(err).__name__}); {fix}") from None
+    return state
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON in ``path``; a damaged file raises ValueError naming it (not just the line)."""
     path = Path(path)

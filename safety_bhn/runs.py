@@ -19,7 +19,7 @@ from ._io import atomic_write_json, folder_lock, read_json
 from .core.base import UncertaintyModel
 from .core.build import Arch, Method, build_model, load, resolve_device
 from .core.metrics import classification_metrics, evaluate, predictive
-from .core.training import Selection, check_lr_recipe, fit
+from .core.training import Selection, check_lr_recipe, check_validation_use, fit
 from .data import class_list, embedded_mnist, load_dataset, select_classes
 
 Split = tuple[Tensor, Tensor]
@@ -76,7 +76,7 @@ class TrainConfig:
         parse_choice(self.method, Method, "method")
         parse_choice(self.arch, Arch, "architecture")
         check_lr_recipe(self.lr_schedule, self.lr_warmup)
-        parse_choice(self.select, Selection, "select")
+        select = parse_choice(self.select, Selection, "select")
         if self.classes is not None:
             try:
                 digits = class_list(self.classes)  # plain ints, which metrics.json can hold
@@ -90,12 +90,8 @@ class TrainConfig:
             value = getattr(self, name)
             setattr(self, name, check_int(name, value, least))
         self.lr = check_real("lr", self.lr, 0.0, low_open=True)
-        select = parse_choice(self.select, Selection, "select")
-        if self.val_size == 0 and (self.patience is not None or select is Selection.ACCURACY):
-            raise ValueError(
-                "patience and select='accuracy' choose weights on validation data, but "
-                "val_size=0 holds none out; pass val_size > 0"
-            )
+        no_val = "val_size=0 holds none out; pass val_size > 0"
+        check_validation_use(select, self.patience, no_val if self.val_size == 0 else None)
         return self
 
     @property

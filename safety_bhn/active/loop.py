@@ -36,7 +36,14 @@ from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method, build_model, default_device, load, resolve_device
 from ..core.metrics import auto_batch_size, evaluate
-from ..core.training import History, Selection, as_tensors, check_lr_recipe, fit
+from ..core.training import (
+    History,
+    Selection,
+    as_tensors,
+    check_lr_recipe,
+    check_validation_use,
+    fit,
+)
 from ..data import embedded_mnist, load_dataset
 from ..runs import device_words, environment
 from .acquisition import Acquisition, select
@@ -145,11 +152,8 @@ class ActiveConfig:
                 f"so acq_samples={self.acq_samples} would score every point 0; use "
                 "acq_samples >= 2 (20 is usual)"
             )
-        if self.val_size == 0 and self.select == Selection.ACCURACY.value:
-            raise ValueError(
-                "select='accuracy' chooses weights on validation data, but val_size=0 holds "
-                "none out; pass val_size > 0, or select='nll' or 'last'"
-            )
+        no_val = "val_size=0 holds none out; pass val_size > 0, or select='nll' or 'last'"
+        check_validation_use(Selection(self.select), None, no_val if self.val_size == 0 else None)
         if 0 < self.pool_subset < self.acquire:
             raise ValueError(
                 f"pool_subset ({self.pool_subset}) must be at least acquire ({self.acquire})"
@@ -236,14 +240,20 @@ def _pool_inputs(pool: Tensor | tuple | Dataset) -> tuple[Tensor, Tensor | None]
         )
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"pool inputs must have shape (n, ...) with n > 0, got {tuple(x.shape)}")
-    if y is not None and (y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool):
-        raise ValueError(
-            f"pool labels must be integer class labels of shape (n,), got {y.dtype} of shape "
-            f"{tuple(y.shape)} (one-hot labels: y.argmax(1))"
-        )
-    if y is not None and (y < 0).any():
-        raise ValueError(f"pool labels must be class indices >= 0, got {int(y.min())}")
+    problem = None if y is None else _label_problem(y, x.shape[0])
+    if problem:
+        raise ValueError(f"pool {problem}")
     return x, y
+
+
+def _label_problem(y: Tensor, n: int) -> str | None:
+    """What is wrong with ``y`` as class labels of ``n`` inputs (None: nothing)."""
+    if y.dim() != 1 or y.shape[0] != n or y.is_floating_point() or y.dtype == torch.bool:
+        return (f"labels must be integer class labels of shape ({n},), got {y.dtype} of shape "
+                f"{tuple(y.shape)} (one-hot labels: y.argmax(1))")  # fmt: skip
+    if (y < 0).any():
+        return f"labels must be class indices >= 0, got {int(y.min())}"
+    return None
 
 
 def _encode_rng(gen: torch.Generator) -> str:
@@ -406,22 +416,14 @@ class ActiveLearner:
                                 **cfg.model_options())  # fmt: skip
         except ValueError as err:
             raise ValueError(f"the model settings do not build a model: {err}") from None
-        checks = [("pool", self.x, None)]
-        if self.test is not None:
-            checks.append(("test", *self.test))
-        for name, x, y in checks:  # dtype, shape and NaN, before the oracle is asked anything
+        checks = [("pool", self.x)] + ([] if self.test is None else [("test", self.test[0])])
+        for name, x in checks:  # dtype, shape and NaN, before the oracle is asked anything
             try:
                 probe.check_input(x)
-                if y is not None and (y.is_floating_point() or y.dtype == torch.bool
-                                      or y.shape != x.shape[:1]):  # fmt: skip
-                    raise TypeError(
-                        f"labels must be integer class indices of shape ({x.shape[0]},), got "
-                        f"{y.dtype} of shape {tuple(y.shape)}"
-                    )
-                if y is not None and (y < 0).any():
-                    raise ValueError(f"labels must be class indices >= 0, got {int(y.min())}")
             except (TypeError, ValueError) as err:
                 raise type(err)(f"{name}: {err}") from None
+        if self.test is not None and (problem := _label_problem(self.test[1], len(self.test[0]))):
+            raise ValueError(f"test: {problem}")
 
     def _query(self, indices: Tensor) -> list[int]:
         if self.oracle is None:
@@ -698,7 +700,7 @@ class ActiveLearner:
             self.history.pop()
             if cfg.warm_start and self.out is not None:
                 if "model_file_before" in self._model_files:
-                    self.model = self._saved_model(self.state_on_disk(), "model_file_before")
+                    self.model = self._saved_model(saved_state(self.out), "model_file_before")
                 else:
                     warnings.warn(
                         f"{self.out} was finished before 2026-12-06 and kept only its last "
@@ -761,7 +763,7 @@ class ActiveLearner:
         del self.labelled[n_labelled:], self.labels[n_labelled:], self.history[n_history:]
         if self.config.warm_start:
             saved = self.out is not None and (self.out / STATE_FILE).is_file()
-            self.model = self._saved_model(self.state_on_disk()) if saved else None
+            self.model = self._saved_model(saved_state(self.out)) if saved else None
 
     def curve(self) -> list[dict[str, Any]]:
         """One row per completed step: the tidy learning curve."""
@@ -809,10 +811,6 @@ class ActiveLearner:
         for old in owned - set(named.values()):  # only files an earlier state of this run named
             (self.out / old).unlink(missing_ok=True)
         self._model_files = named
-
-    def state_on_disk(self) -> dict[str, Any]:
-        """The last saved ``state.json`` of this run."""
-        return _read_state(self.out / STATE_FILE)
 
 
 def _balanced(candidates: Tensor, y: Tensor, size: int) -> Tensor:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_generator, check_int
-from .._io import atomic_write
+from .._io import save_state
 from .primary import WeightLayer
 
 FORMAT_VERSION = 1
@@ -214,7 +214,7 @@ class UncertaintyModel(nn.Module, ABC):
             "config": self.config,
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        return atomic_write(path, lambda f: torch.save(payload, f))
+        return save_state(path, payload)
 
 
 class SampledNetwork:

@@ -105,11 +105,12 @@ def _plain(name: str, value: Any) -> Any:
 def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
     values = [values] if isinstance(values, numbers.Integral) else values
     try:
-        return [check_int(name, v) for v in values] or [check_int(name, None)]
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a non-empty list of positive integers, got {values!r}"
-        ) from None
+        ints = [check_int(name, v) for v in values]
+    except (TypeError, ValueError):  # not a list, or a bad entry
+        ints = []
+    if not ints:
+        raise ValueError(f"{name} must be a non-empty list of positive integers, got {values!r}")
+    return ints
 
 
 def build_model(

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_int, check_real
 from .._choices import parse_choice
-from .._io import atomic_write
+from .._io import load_state, save_state
 from .base import UncertaintyModel
 from .metrics import evaluate
 
@@ -44,6 +44,14 @@ class Selection(str, enum.Enum):
     """the first epoch with the highest validation accuracy (the BHN authors' protocol)"""
     LAST = "last"
     """the final epoch (validation is still recorded in the history, but picks nothing)"""
+
+
+def check_validation_use(select: Selection, patience: int | None, missing: str | None) -> None:
+    """Refuse ``patience`` or ``select="accuracy"`` when there is no validation data to
+    choose weights on; ``missing`` says why there is none (None: there is some)."""
+    if missing is not None and (patience is not None or select is Selection.ACCURACY):
+        what = f"patience={patience!r}" if patience is not None else "select='accuracy'"
+        raise ValueError(f"{what} chooses weights on validation data, but {missing}")
 
 
 def schedule_factor(schedule: LRSchedule, step: int, total: int, warmup: int = 0) -> float:
@@ -89,12 +97,8 @@ def _read_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> dict[
     path = Path(path)
     if not path.is_file():
         return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        had = saved["settings"]
-    except Exception as err:  # a damaged file: one clear line
-        raise ValueError(f"{path} is a damaged fit checkpoint ({type(err).__name__}); delete "
-                         "it to train from the start") from None  # fmt: skip
+    saved = load_state(path, "settings", "delete it to train from the start")
+    had = saved["settings"]
     differ = [f"{k}: saved {had.get(k)!r}, now {v!r}" for k, v in settings.items()
               if had.get(k) != v]  # fmt: skip
     if differ:
@@ -232,12 +236,9 @@ def fit(
             f"patience={patience!r} stops on a validation metric, but select='last' keeps the "
             "final epoch whatever validation says; pass patience=None, or select='nll'"
         )
-    if val is None and (patience is not None or select is Selection.ACCURACY):
-        what = f"patience={patience!r}" if patience is not None else "select='accuracy'"
-        raise ValueError(
-            f"{what} chooses weights on validation data, but val is None; pass val=(x, y), "
-            "or leave it out (without val, fit keeps the final epoch)"
-        )
+    no_val = ("val is None; pass val=(x, y), or leave it out (without val, fit keeps the final "
+              "epoch)")  # fmt: skip
+    check_validation_use(select, patience, no_val if val is None else None)
     x, y = as_tensors(train, "train")
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])
@@ -342,7 +343,7 @@ def fit(
                      "best_score": best_score, "since_best": since_best, "step": step}  # fmt: skip
             if x.device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(x.device)
-            atomic_write(checkpoint, lambda f, state=state: torch.save(state, f))
+            save_state(checkpoint, state)
             last_save = time.perf_counter()
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)  # trained: nothing left to resume

@@ -517,7 +517,9 @@ class DQNAgent:
                 f"observations have shape {x.shape}; expected ({self.obs_dim},) or (batch, "
                 f"{self.obs_dim}) for this agent's obs_dim={self.obs_dim}"
             )
-        x = torch.stack([_as_observation(o, self.obs_dim) for o in x.reshape(-1, self.obs_dim)])
+        if not np.isfinite(x).all():
+            raise ValueError("observations contain NaN or infinite values")
+        x = torch.as_tensor(x.reshape(-1, self.obs_dim))
         q = self.q.sample(x, n_samples, self.generator)
         return q.std(0).mean(-1).numpy() if n_samples > 1 else np.zeros(len(x))
 
@@ -525,7 +527,8 @@ class DQNAgent:
     def observe(
         self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
     ) -> None:
-        obs, next_obs = self._obs(obs)[0].numpy(), self._obs(next_obs)[0].numpy()
+        obs = _as_observation(obs, self.obs_dim).numpy()
+        next_obs = _as_observation(next_obs, self.obs_dim).numpy()
         reward, cost = _check_outcome(reward, cost)
         action = _check_action(action, self.n_actions)
         terminated = check_flag("terminated", terminated)

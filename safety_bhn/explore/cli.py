@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._argtypes import non_negative_int, positive_int
-from .._io import atomic_write, atomic_write_json, atomic_write_text, folder_lock
+from .._io import atomic_write_json, atomic_write_text, folder_lock, load_state, save_state
 
 if TYPE_CHECKING:
     from ..core.build import Method
@@ -69,18 +69,13 @@ def _defaults() -> dict[str, Any]:
 def _load_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     """The checkpoint of the interrupted run in ``--out``; its settings replace the flags
     (a flag given with another value is an error naming both)."""
-    import torch
 
     path = Path(args.out) / CHECKPOINT
     if not path.is_file():
         raise ValueError(f"cannot resume {args.out}: it holds no {CHECKPOINT} (no interrupted "
                          "run is saved there; a finished run has none)")  # fmt: skip
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        config = saved["config"]
-    except Exception as err:  # a damaged file: one clear line
-        raise ValueError(f"{path} is damaged ({type(err).__name__}); start the run again "
-                         "with --overwrite") from None  # fmt: skip
+    saved = load_state(path, "config", "start the run again with --overwrite")
+    config = saved["config"]
     defaults = _defaults()
     conflicts = [
         f"--{k.replace('_', '-')}: saved {config[k]!r}, given {getattr(args, k)!r}"
@@ -176,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
                 return
             state = {"config": {k: getattr(args, k) for k in RUN_FLAGS}, "loop": loop,
                      "agent": agent.state_dict(), "torch_rng": torch.get_rng_state()}  # fmt: skip
-            atomic_write(out / CHECKPOINT, lambda f: torch.save(state, f))
+            save_state(out / CHECKPOINT, state)
             last_save = time.monotonic()
 
         rows = run_agent(env, agent, args.steps, seed=args.seed, progress=not args.no_progress,
