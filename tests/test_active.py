@@ -963,6 +963,22 @@ def test_benchmark_target_verdicts_on_hand_made_inputs(benchmark_module):
     assert decided == "MET: X beats Y (90%: 100 vs 300; 95%: 200 vs 400)"
 
 
+def test_benchmark_tells_the_issue_grid_from_the_network_choice(benchmark_module):
+    al = benchmark_module("active_learning")
+    full = al.Args()
+    assert al.deviations(full) == [] and al.network_choice(full) == "CNN (the default)"
+    # Another network runs the issue's whole grid: not a reduced run, but the report says so.
+    mlp = al.Args(arch="mlp", hidden=[128])
+    assert al.deviations(mlp) == []
+    assert al.network_choice(mlp) == "MLP with hidden layers [128], not the default CNN"
+    small = al.Args(seeds=[0], test_size=3000, max_labels=220)
+    assert al.deviations(small) == [
+        "test_size=3000 (full: 0)",
+        "seeds=[0] (full: 3 seeds)",
+        "max_labels=220 (full: >= 500)",
+    ]
+
+
 def test_benchmark_step_times_group_by_device_and_method(benchmark_module):
     al = benchmark_module("active_learning")
     rows = [
