@@ -111,7 +111,8 @@ def load_state(path: str | os.PathLike, key: str, fix: str) -> dict[str, Any]:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state[key]
+        if key not in state:  # not one of our checkpoints, or cut short
+            raise KeyError(key)
     except Exception as err:  # torch's own message may suggest an unsafe load: not quoted
         raise ValueError(f"{path} is a damaged checkpoint ({type(err).__name__}); {fix}") from None
     return state
