@@ -9,6 +9,10 @@ Writes benchmarks/results/al_recipe.{csv,md}. Run from the project root:
 
     python benchmarks/al_recipe.py            # 2 methods x 3 recipes x 5 seeds; ~15 min
     python benchmarks/al_recipe.py --quick    # a smoke test
+
+Each finished run is cached under ``--state`` (one JSON file per method, recipe and seed, with
+the settings it was trained with), so an interrupted benchmark, run again with the same
+command, trains only the runs it had not finished.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
     command_line,
+    load_run,
     markdown_table,
     mean_std,
     parse_args,
     quick_out,
     quick_settings,
+    run_settings,
+    save_run,
     seed_everything,
     write_csv,
 )
@@ -43,6 +50,8 @@ from safety_bhn.data import load_dataset  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_IGNORE = ("methods", "recipes", "seeds", "data_dir", "out", "state", "quick")
+"""Fields of Args that do not change one cached run's result (which runs, where files go)."""
 
 
 @dataclass
@@ -80,6 +89,9 @@ class Args:
     """folder with mnist/ and mnist-extra5k/"""
     out: str = str(RESULTS)
     """folder for al_recipe.{csv,md}"""
+    state: str = str(ROOT / "runs" / "bench-al-recipe")
+    """folder caching each finished run, so a rerun of an interrupted benchmark trains only
+    the runs it had not finished (not used by --quick)"""
     quick: bool = False
     """smoke test: 1 seed, 60 labels, 20 steps, 300 tuning images, written to runs/bench-quick"""
 
@@ -106,8 +118,17 @@ def main(argv: list[str] | None = None) -> None:
     pick = torch.randperm(len(y_tune), generator=torch.Generator().manual_seed(12345))
     x_tune, y_tune = x_tune[pick[: args.tune_size]], y_tune[pick[: args.tune_size]]
     runs = [(s, m, r) for s in args.seeds for m in args.methods for r in args.recipes]
+    settings = run_settings(args, RUN_IGNORE)
     rows = []
     for seed, method, recipe in tqdm(runs, desc="runs"):
+        path = Path(args.state) / f"{method}-{recipe}-seed{seed}.json"
+        try:
+            cached = None if args.quick else load_run(path, settings)
+        except ValueError as err:
+            raise SystemExit(f"al_recipe.py: error: {err}") from None
+        if cached is not None:
+            rows.append(cached)
+            continue
         schedule, warmup, select = recipes[recipe]
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
         val = perm[: args.val_size]
@@ -131,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
                      "best_epoch": history.best_epoch,
                      "tune_acc": tune["accuracy"], "tune_nll": tune["nll"],
                      "train_seconds": round(seconds, 1)})  # fmt: skip
+        if not args.quick:
+            save_run(path, rows[-1], settings)
     out = Path(args.out)
     write_csv(rows, out / "al_recipe.csv")
     table = []

@@ -11,12 +11,15 @@ Writes benchmarks/results/bhn_prior.{csv,md}. Run from the project root:
     python benchmarks/bhn_prior.py --quick    # a smoke test
     python benchmarks/bhn_prior.py --prior-mean init --prior-stds 1.0 0.5 \
         --out benchmarks/results/bhn_prior_init   # the prior centred on the initial scales
+
+Each run's training state is saved under ``--state`` as it trains, and each finished run is
+cached there (with the settings it was trained with), so an interrupted benchmark, run again
+with the same command, continues the run it stopped in and retrains none it had finished.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +31,13 @@ from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
     command_line,
+    load_run,
     markdown_table,
     parse_args,
     quick_out,
     quick_settings,
+    run_settings,
+    save_run,
     seed_everything,
     write_csv,
 )
@@ -45,6 +51,10 @@ from safety_bhn.data import load_dataset  # noqa: E402
 from safety_bhn.runs import environment, mnist_splits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_IGNORE = ("prior_stds", "data_dir", "out", "state", "quick")
+"""Fields of Args that do not change one cached run's result (which runs, where files go)."""
+BHN_ONLY = ("prior_mean", "coupling_layers")
+"""Fields that shape only the BHN runs (MC dropout's cached run is shared across them)."""
 
 
 @dataclass
@@ -74,6 +84,9 @@ class Args:
     """folder with mnist/ and mnist-extra5k/"""
     out: str = str(RESULTS)
     """folder for bhn_prior.{csv,md}"""
+    state: str = str(ROOT / "runs" / "bench-bhn-prior")
+    """folder for training checkpoints and finished runs, so a rerun of an interrupted
+    benchmark continues where it stopped (not used by --quick)"""
     quick: bool = False
     """smoke test: tiny net, 1 epoch, 2 priors, 500 tuning images, written to runs/bench-quick"""
 
@@ -110,6 +123,20 @@ def main(argv: list[str] | None = None) -> None:
     configs = [("bhn", s) for s in args.prior_stds] + [("mc_dropout", None)]
     rows = []
     for method, prior in tqdm(configs, desc="runs"):
+        if method == "bhn":
+            settings = run_settings(args, RUN_IGNORE)
+            name = f"bhn{args.coupling_layers}-{args.prior_mean}-prior{prior}-seed{args.seed}"
+        else:
+            settings = run_settings(args, RUN_IGNORE + BHN_ONLY)
+            name = f"{method}-seed{args.seed}"
+        path = Path(args.state) / f"{name}.json"
+        try:
+            cached = None if args.quick else load_run(path, settings)
+        except ValueError as err:
+            raise SystemExit(f"bhn_prior.py: error: {err}") from None
+        if cached is not None:
+            rows.append(cached)
+            continue
         seed_everything(args.seed)
         opts = {"hidden": [args.hidden]}
         if method == "bhn":
@@ -117,12 +144,12 @@ def main(argv: list[str] | None = None) -> None:
                 coupling_layers=args.coupling_layers, prior_std=prior, prior_mean=args.prior_mean
             )
         model = safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
-        start = time.perf_counter()
+        checkpoint = None if args.quick else Path(args.state) / "checkpoints" / f"{name}.pt"
         history = safety_bhn.fit(model, splits["train"], splits["val"], epochs=args.epochs,
                                  seed=args.seed, lr_schedule=args.lr_schedule,
-                                 lr_warmup=args.lr_warmup,
+                                 lr_warmup=args.lr_warmup, checkpoint=checkpoint,
                                  progress=False)  # fmt: skip
-        seconds = time.perf_counter() - start
+        seconds = history.seconds  # the whole training time, resumed parts included
         gen = torch.Generator().manual_seed(args.seed)
         tune = classification_metrics(predictive(model, x_tune, args.samples, gen), y_tune)
         active, units = active_units(model) if method == "bhn" else ("", args.hidden)
@@ -133,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
                      "best_epoch": history.best_epoch, "tune_acc": tune["accuracy"],
                      "tune_nll": tune["nll"], "active_units": active, "units": units,
                      "train_seconds": round(seconds, 1)})  # fmt: skip
+        if not args.quick:
+            save_run(path, rows[-1], settings)
     out = Path(args.out)
     write_csv(rows, out / "bhn_prior.csv")
     env = environment()

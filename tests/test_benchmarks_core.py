@@ -104,6 +104,49 @@ def test_al_recipe_quick_compares_schedules_on_the_tuning_set(tmp_path, shared_d
     assert "not the test set" in (tmp_path / "al_recipe.md").read_text()
 
 
+def run_full(script, *args):
+    """Run ``script`` without ``--quick`` (tiny budgets come from ``args``)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "tiny", "first", "more", "changed"),
+    [("bhn_prior.py", ["--hidden", 16, "--coupling-layers", 2, "--epochs", 1, "--samples", 2],
+      ["--prior-stds", 1.0], ["--prior-stds", 1.0, 3.0], ["--epochs", 2]),
+     ("al_recipe.py", ["--methods", "mc_dropout", "--seeds", 0, "--labels", 40, "--train-steps",
+      5, "--tune-size", 100, "--samples", 2], ["--recipes", "constant"],
+      ["--recipes", "constant", "cosine"], ["--lr", 0.01])],
+)  # fmt: skip
+def test_tuning_scripts_keep_finished_runs_and_refuse_other_settings(
+    tmp_path, shared_data_dir, script, tiny, first, more, changed
+):
+    common = ["--data-dir", shared_data_dir, "--out", tmp_path, "--state", tmp_path / "state"]
+    res = run_full(script, *common, *tiny, *first)
+    assert res.returncode == 0, res.stderr
+    cached = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "state").glob("*.json")}
+    name = script.replace(".py", ".csv")
+    with open(tmp_path / name) as f:
+        before = list(csv.DictReader(f))
+    assert len(cached) == len(before) > 0  # one file per finished run
+    # one more run asked for: the finished ones are read back untouched, not retrained
+    res = run_full(script, *common, *tiny, *more)
+    assert res.returncode == 0, res.stderr
+    after_files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "state").glob("*.json")}
+    assert all(after_files[k] == v for k, v in cached.items())
+    with open(tmp_path / name) as f:
+        after = list(csv.DictReader(f))
+    assert len(after_files) == len(after) == len(before) + 1
+    assert all(row in after for row in before)  # train_seconds and all: the cached rows
+    assert not list((tmp_path / "state").glob("checkpoints/*.pt"))  # finished: none left
+    # the same runs asked for with another setting: a clear error, not a mixed table
+    res = run_full(script, *common, *tiny, *more, *changed)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    flag = changed[0].removeprefix("--").replace("-", "_")
+    assert f"{flag}=" in res.stderr and "--state" in res.stderr
+
+
 @pytest.mark.parametrize(
     ("script", "flag", "good", "bad"),
     [("al_recipe.py", "--recipes", "cosine", "cosin+warmup"),
