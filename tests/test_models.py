@@ -76,6 +76,18 @@ class TestContract:
             torch.testing.assert_close(a(x), b(x))
             torch.testing.assert_close(a(x), a(x))
 
+    def test_a_sampled_network_can_be_differentiated_again_and_again(self, method, arch):
+        model = small_model(method, arch)
+        x, y = data()
+        with model.sampled(gen()) as net:
+            grads = []
+            for _ in range(2):  # a draw holding its graph failed the second backward
+                xx = x.clone().requires_grad_()
+                F.cross_entropy(net(xx), y).backward()
+                grads.append(xx.grad)
+        torch.testing.assert_close(grads[0], grads[1])
+        assert grads[0].abs().sum() > 0  # FGSM's input gradient is there
+
     def test_gradients_reach_every_parameter(self, method, arch):
         model = small_model(method, arch)
         x, y = data(8)

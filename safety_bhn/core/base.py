@@ -198,8 +198,14 @@ class UncertaintyModel(nn.Module, ABC):
             >>> with model.sampled(torch.Generator().manual_seed(0)) as net:
             ...     net(torch.zeros(2, 4)).shape
             torch.Size([2, 3])
+
+        The draw is frozen, so it carries no autograd graph: gradients of ``net(x)`` reach
+        ``x`` (as FGSM needs) and the point-estimate weights, never the posterior's own
+        parameters, and ``net`` can be differentiated any number of times.
         """
-        return SampledNetwork(self, self.draw(1, generator))
+        with torch.no_grad():
+            draw = self.draw(1, generator)
+        return SampledNetwork(self, draw)
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
