@@ -75,7 +75,7 @@ class TrainConfig:
         """
         parse_choice(self.method, Method, "method")
         parse_choice(self.arch, Arch, "architecture")
-        check_lr_recipe(self.lr_schedule, self.lr_warmup)
+        _, self.lr_warmup = check_lr_recipe(self.lr_schedule, self.lr_warmup)
         select = parse_choice(self.select, Selection, "select")
         if self.classes is not None:
             try:
@@ -86,10 +86,18 @@ class TrainConfig:
                 raise ValueError(f"classes must be at least 2 distinct digits 0-9, got "
                                  f"{list(self.classes)}")  # fmt: skip
             self.classes = digits
-        for name, least in (("epochs", 1), ("batch_size", 1), ("eval_samples", 1), ("val_size", 0)):
-            value = getattr(self, name)
-            setattr(self, name, check_int(name, value, least))
+        # plain Python numbers (not NumPy scalars), which metrics.json can hold
+        for name, least in (("epochs", 1), ("batch_size", 1), ("eval_samples", 1), ("val_size", 0),
+                            ("seed", 0), ("coupling_layers", 0)):  # fmt: skip
+            setattr(self, name, check_int(name, getattr(self, name), least))
+        if self.patience is not None:
+            self.patience = check_int("patience", self.patience)
+        if isinstance(self.hidden, str) or not isinstance(self.hidden, Sequence):
+            raise ValueError(f"hidden must be a list of layer widths, e.g. [800], got "
+                             f"{self.hidden!r}")  # fmt: skip
+        self.hidden = [check_int("hidden", h) for h in self.hidden]
         self.lr = check_real("lr", self.lr, 0.0, low_open=True)
+        self.kl_anneal = check_real("kl_anneal", self.kl_anneal, 0.0, 1.0)
         no_val = "val_size=0 holds none out; pass val_size > 0"
         check_validation_use(select, self.patience, no_val if self.val_size == 0 else None)
         return self

@@ -3,6 +3,7 @@
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,7 +46,9 @@ def test_fit_resumes_from_its_checkpoint_exactly(method, tmp_path, monkeypatch):
         return safety_bhn.build_model(method, hidden=[8], in_shape=(6,), n_classes=3, seed=0,
                                       device="cpu", **opts)  # fmt: skip
 
-    kw = dict(epochs=6, batch_size=32, lr_schedule="cosine", lr_warmup=0.1, progress=False)
+    # NumPy settings once made a checkpoint that weights_only loading called damaged
+    kw = dict(epochs=6, batch_size=32, lr_schedule="cosine", lr_warmup=np.float64(0.1),
+              grad_clip=np.float32(50.0), progress=False)  # fmt: skip
     whole = build()
     history = safety_bhn.fit(whole, (x, y), (xv, yv), **kw)
     path, model, calls = tmp_path / "fit.pt", build(), []
@@ -64,6 +67,8 @@ def test_fit_resumes_from_its_checkpoint_exactly(method, tmp_path, monkeypatch):
     assert path.is_file()
     with pytest.raises(ValueError, match="epochs: saved 6, now 7"):
         safety_bhn.fit(build(), (x, y), (xv, yv), checkpoint=path, **{**kw, "epochs": 7})
+    with pytest.raises(ValueError, match="data: saved"):  # other data of the same size
+        safety_bhn.fit(build(), (x.flip(0), y), (xv, yv), checkpoint=path, **kw)
     resumed = build()  # a fresh process: a new model, the same call
     again = safety_bhn.fit(resumed, (x, y), (xv, yv), checkpoint=path, **kw)
     assert again.train_loss == history.train_loss and again.best_epoch == history.best_epoch
@@ -193,12 +198,25 @@ def test_fit_accepts_a_dataset(mnist_small):
      ({"grad_clip": 0}, "grad_clip must be positive"), ({"grad_clip": -1.0}, "grad_clip"),
      ({"lr": float("inf")}, "lr must be a positive number"),  # gave NaN weights silently
      ({"lr": "1e-3"}, "lr must be a positive number"), ({"seed": 1.5}, "seed must be"),
-     ({"patience": 0}, "patience must be a positive integer")],
+     ({"patience": 0}, "patience must be a positive integer"),
+     ({"grad_clip": True}, "grad_clip must be positive"),
+     ({"lr_warmup": float("nan")}, "lr_warmup must lie in"),
+     ({"eval_every": 2}, "eval_every=2 is more than epochs=1"),  # never validated before
+     ({"patience": 2, "select": "last"}, "select='last' keeps the final epoch")],
 )  # fmt: skip
 def test_bad_hyper_parameters(kwargs, match, mnist_small):
-    train, _ = mnist_small
+    train, val = mnist_small
     with pytest.raises(ValueError, match=match):
-        safety_bhn.fit(_model("map"), train, **{"epochs": 1, **kwargs})
+        safety_bhn.fit(_model("map"), train, val, **{"epochs": 1, **kwargs})
+
+
+def test_a_checkpoint_that_names_a_folder_is_refused_before_training(mnist_small, tmp_path):
+    train, _ = mnist_small
+    model = _model("map")
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="is a folder; pass a file in it"):
+        safety_bhn.fit(model, train, epochs=1, checkpoint=tmp_path, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 @pytest.mark.parametrize(
@@ -279,7 +297,10 @@ def test_accuracy_is_exact_and_empty_inputs_are_refused():
     "field, value, message",
     [("method", "bhnn", "Did you mean 'bhn'"), ("arch", "mpl", "Did you mean 'mlp'"),
      ("lr_schedule", "cosin", "Did you mean 'cosine'"), ("select", "acuracy", "Did you mean"),
-     ("lr_warmup", -0.5, "lr_warmup must lie in")],
+     ("lr_warmup", -0.5, "lr_warmup must lie in"), ("seed", -1, "seed must be"),
+     ("patience", 0, "patience must be"), ("kl_anneal", 2.0, "kl_anneal must be"),
+     ("hidden", [0], "hidden must be"), ("hidden", 800, "hidden must be a list"),
+     ("coupling_layers", 1.5, "coupling_layers must be")],
 )  # fmt: skip
 def test_train_config_validate_names_the_bad_field(field, value, message):
     from safety_bhn.runs import TrainConfig
@@ -287,6 +308,17 @@ def test_train_config_validate_names_the_bad_field(field, value, message):
     assert TrainConfig().validate() == TrainConfig()
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value}).validate()
+
+
+def test_train_config_turns_numpy_values_into_plain_ones():
+    from safety_bhn.runs import TrainConfig
+
+    # NumPy values passed validate, trained, then could not be written to metrics.json
+    config = TrainConfig(patience=np.int64(5), seed=np.int64(1), hidden=[np.int64(8)],
+                         lr_warmup=np.float32(0.25), kl_anneal=np.float64(0.1))  # fmt: skip
+    config.validate()
+    values = [config.patience, config.seed, *config.hidden, config.lr_warmup, config.kl_anneal]
+    assert [type(v) for v in values] == [int, int, int, float, float]
 
 
 def test_train_config_refuses_validation_settings_without_a_validation_set():

@@ -128,7 +128,8 @@ class ActiveConfig:
                 "method (bhn, mc_dropout, factorial_vi)"
             )
         self.arch = parse_choice(self.arch, Arch, "architecture").value
-        self.lr_schedule = check_lr_recipe(self.lr_schedule, self.lr_warmup).value
+        schedule, self.lr_warmup = check_lr_recipe(self.lr_schedule, self.lr_warmup)
+        self.lr_schedule = schedule.value
         self.select = parse_choice(self.select, Selection, "select").value
         if "prior_mean" in self.options:
             parse_choice(self.options["prior_mean"], PriorMean, "prior_mean")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import hashlib
 import math
 import os
 import time
@@ -47,8 +48,14 @@ class Selection(str, enum.Enum):
 
 
 def check_validation_use(select: Selection, patience: int | None, missing: str | None) -> None:
-    """Refuse ``patience`` or ``select="accuracy"`` when there is no validation data to
-    choose weights on; ``missing`` says why there is none (None: there is some)."""
+    """Refuse ``patience`` with ``select="last"``, and ``patience`` or ``select="accuracy"``
+    when there is no validation data to choose weights on; ``missing`` says why there is none
+    (None: there is some)."""
+    if select is Selection.LAST and patience is not None:
+        raise ValueError(
+            f"patience={patience!r} stops on a validation metric, but select='last' keeps the "
+            "final epoch whatever validation says; pass patience=None, or select='nll'"
+        )
     if missing is not None and (patience is not None or select is Selection.ACCURACY):
         what = f"patience={patience!r}" if patience is not None else "select='accuracy'"
         raise ValueError(f"{what} chooses weights on validation data, but {missing}")
@@ -67,12 +74,14 @@ def schedule_factor(schedule: LRSchedule, step: int, total: int, warmup: int = 0
     return factor
 
 
-def check_lr_recipe(lr_schedule: str | LRSchedule, lr_warmup: float) -> LRSchedule:
-    """Check a learning-rate schedule name and warmup fraction; return the schedule."""
+def check_lr_recipe(lr_schedule: str | LRSchedule, lr_warmup: float) -> tuple[LRSchedule, float]:
+    """Check a learning-rate schedule name and warmup fraction; return both, the fraction as
+    a plain ``float`` (a NumPy scalar could not be saved in a checkpoint or in JSON)."""
     schedule = parse_choice(lr_schedule, LRSchedule, "lr_schedule")
-    if not 0.0 <= lr_warmup <= 1.0:
-        raise ValueError(f"lr_warmup must lie in [0, 1], got {lr_warmup!r}")
-    return schedule
+    try:
+        return schedule, check_real("lr_warmup", lr_warmup, 0.0, 1.0)
+    except ValueError:
+        raise ValueError(f"lr_warmup must lie in [0, 1], got {lr_warmup!r}") from None
 
 
 @dataclass
@@ -105,6 +114,15 @@ def _read_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> dict[
         raise ValueError(f"{path} was saved by another training run ({'; '.join(differ)}); "
                          "delete it, or pass the same settings to resume")  # fmt: skip
     return saved
+
+
+def _fingerprint(*tensors: Tensor) -> str:
+    """A SHA-1 of the tensors' bytes: a checkpoint records which data it was trained on."""
+    digest = hashlib.sha1()
+    for t in tensors:
+        digest.update(str((t.dtype, tuple(t.shape))).encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -226,16 +244,26 @@ def fit(
     if patience is not None:
         patience = check_int("patience", patience)
     lr = check_real("lr", lr, 0.0, low_open=True)
-    if grad_clip is not None and not (isinstance(grad_clip, int | float) and grad_clip > 0):
-        raise ValueError(f"grad_clip must be positive (None: no clipping), got {grad_clip!r}")
+    if grad_clip is not None:  # a plain float, which a checkpoint can hold
+        try:
+            grad_clip = check_real("grad_clip", grad_clip, 0.0, low_open=True)
+        except ValueError:
+            raise ValueError(
+                f"grad_clip must be positive (None: no clipping), got {grad_clip!r}"
+            ) from None
     kl_anneal = check_real("kl_anneal", kl_anneal, 0.0, 1.0)
-    schedule = check_lr_recipe(lr_schedule, lr_warmup)
-    select = parse_choice(select, Selection, "select")
-    if select is Selection.LAST and patience is not None:
+    schedule, lr_warmup = check_lr_recipe(lr_schedule, lr_warmup)
+    if val is not None and eval_every > epochs:
         raise ValueError(
-            f"patience={patience!r} stops on a validation metric, but select='last' keeps the "
-            "final epoch whatever validation says; pass patience=None, or select='nll'"
+            f"eval_every={eval_every} is more than epochs={epochs}, so validation would never "
+            "run and no epoch could be selected; pass eval_every <= epochs"
         )
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        raise ValueError(
+            f"checkpoint {str(checkpoint)!r} is a folder; pass a file in it, e.g. "
+            f"{str(Path(checkpoint) / 'fit-checkpoint.pt')!r}"
+        )
+    select = parse_choice(select, Selection, "select")
     no_val = ("val is None; pass val=(x, y), or leave it out (without val, fit keeps the final "
               "epoch)")  # fmt: skip
     check_validation_use(select, patience, no_val if val is None else None)
@@ -258,6 +286,8 @@ def fit(
                 "lr_schedule": schedule.value, "lr_warmup": lr_warmup, "val_samples": val_samples,
                 "eval_every": eval_every, "select": select.value, "n_train": n,
                 "n_val": None if val is None else xv.shape[0], "model": model.config}  # fmt: skip
+    if checkpoint is not None:  # resuming on other data of the same size is refused too
+        settings["data"] = _fingerprint(x, y, *(() if val is None else (xv, yv)))
     saved = _read_checkpoint(checkpoint, settings) if checkpoint is not None else None
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
