@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -86,3 +87,31 @@ def check_generator(generator: Any) -> torch.Generator | None:
             f"{generator!r}; e.g. generator=torch.Generator().manual_seed(0)"
         )
     return generator
+
+
+def plain_value(name: str, value: Any) -> Any:
+    """``value`` as plain Python (numbers, strings, lists) that a checkpoint can store and
+    ``load(weights_only=True)`` can read back: NumPy scalars and arrays and one-element or
+    small tensors are converted; anything else raises a ValueError naming the option."""
+    if isinstance(value, np.generic | np.ndarray | torch.Tensor):  # np.float64 is a float
+        return value.tolist()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [plain_value(name, v) for v in value]
+    raise ValueError(
+        f"option {name}={value!r} must be a number, string or list of them (it is saved in "
+        f"the checkpoint), got {type(value).__name__}"
+    )
+
+
+def check_positive_ints(name: str, values: Sequence[int]) -> list[int]:
+    """``values`` (a list of positive integers, or one) as a non-empty list of ``int``."""
+    values = [values] if isinstance(values, numbers.Integral) else values
+    try:
+        ints = [check_int(name, v) for v in values]
+    except (TypeError, ValueError):  # not a list, or a bad entry
+        ints = []
+    if not ints:
+        raise ValueError(f"{name} must be a non-empty list of positive integers, got {values!r}")
+    return ints

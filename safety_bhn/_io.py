@@ -1,14 +1,18 @@
-"""Safe file writes: atomic replacement (temp file, fsync, rename) and a per-folder lock."""
+"""Safe file writes (atomic replacement, a per-folder lock), safe loads and data fingerprints."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 try:
     import fcntl
@@ -127,3 +131,13 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(
             f"{path} is damaged (not valid JSON: {err}); restore it or delete the run"
         ) from None
+
+
+def fingerprint(*tensors: Tensor) -> str:
+    """A SHA-1 of the tensors' dtypes, shapes and bytes: saved state records which data it
+    was made from, so a resume on other data of the same size is refused."""
+    digest = hashlib.sha1()
+    for t in tensors:
+        digest.update(str((t.dtype, tuple(t.shape))).encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

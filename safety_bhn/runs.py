@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_real
+from ._checks import check_int, check_positive_ints, check_real, plain_value
 from ._choices import parse_choice
 from ._io import atomic_write_json, folder_lock, read_json
 from .core.base import UncertaintyModel
@@ -92,10 +92,8 @@ class TrainConfig:
             setattr(self, name, check_int(name, getattr(self, name), least))
         if self.patience is not None:
             self.patience = check_int("patience", self.patience)
-        if isinstance(self.hidden, str) or not isinstance(self.hidden, Sequence):
-            raise ValueError(f"hidden must be a list of layer widths, e.g. [800], got "
-                             f"{self.hidden!r}")  # fmt: skip
-        self.hidden = [check_int("hidden", h) for h in self.hidden]
+        self.hidden = check_positive_ints("hidden", self.hidden)
+        self.options = {k: plain_value(k, v) for k, v in dict(self.options).items()}
         self.lr = check_real("lr", self.lr, 0.0, low_open=True)
         self.kl_anneal = check_real("kl_anneal", self.kl_anneal, 0.0, 1.0)
         no_val = "val_size=0 holds none out; pass val_size > 0"

@@ -299,7 +299,7 @@ def test_accuracy_is_exact_and_empty_inputs_are_refused():
      ("lr_schedule", "cosin", "Did you mean 'cosine'"), ("select", "acuracy", "Did you mean"),
      ("lr_warmup", -0.5, "lr_warmup must lie in"), ("seed", -1, "seed must be"),
      ("patience", 0, "patience must be"), ("kl_anneal", 2.0, "kl_anneal must be"),
-     ("hidden", [0], "hidden must be"), ("hidden", 800, "hidden must be a list"),
+     ("hidden", [0], "hidden must be"), ("hidden", "800", "hidden must be a non-empty list"),
      ("coupling_layers", 1.5, "coupling_layers must be")],
 )  # fmt: skip
 def test_train_config_validate_names_the_bad_field(field, value, message):

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .._checks import check_int, check_real
+from .._checks import check_int, check_positive_ints, check_real, plain_value
 from .._choices import parse_choice
 from .base import FORMAT_VERSION, UncertaintyModel
 from .bhn import BHN
@@ -86,33 +85,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def _plain(name: str, value: Any) -> Any:
-    """``value`` as plain Python (numbers, strings, lists) that a checkpoint can store and
-    ``load(weights_only=True)`` can read back: NumPy scalars and arrays and one-element or
-    small tensors are converted; anything else raises a ValueError naming the option."""
-    if isinstance(value, np.generic | np.ndarray | torch.Tensor):  # np.float64 is a float
-        return value.tolist()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple):
-        return [_plain(name, v) for v in value]
-    raise ValueError(
-        f"option {name}={value!r} must be a number, string or list of them (it is saved in "
-        f"the checkpoint), got {type(value).__name__}"
-    )
-
-
-def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
-    values = [values] if isinstance(values, numbers.Integral) else values
-    try:
-        ints = [check_int(name, v) for v in values]
-    except (TypeError, ValueError):  # not a list, or a bad entry
-        ints = []
-    if not ints:
-        raise ValueError(f"{name} must be a non-empty list of positive integers, got {values!r}")
-    return ints
-
-
 def build_model(
     method: str | Method,
     arch: str | Arch = "mlp",
@@ -145,9 +117,9 @@ def build_model(
     method = parse_choice(method, Method, "method")
     arch = parse_choice(arch, Arch, "architecture")
     target = resolve_device(device)
-    in_shape = tuple(_positive_ints("in_shape", _plain("in_shape", in_shape)))
-    n_classes = _plain("n_classes", n_classes)
-    options = {k: _plain(k, v) for k, v in options.items()}
+    in_shape = tuple(check_positive_ints("in_shape", plain_value("in_shape", in_shape)))
+    n_classes = plain_value("n_classes", n_classes)
+    options = {k: plain_value(k, v) for k, v in options.items()}
     n_classes = check_int("n_classes", n_classes, minimum=2)
     if seed is not None:
         seed = check_int("seed", seed, minimum=0)
@@ -165,14 +137,14 @@ def build_model(
         if key in arch_opts and check_real(key, arch_opts[key], 0.0, 1.0) == 1.0:
             raise ValueError(f"{key} must lie in [0, 1), got {arch_opts[key]!r}")
     if arch is Arch.MLP:
-        arch_opts["hidden"] = _positive_ints("hidden", arch_opts.get("hidden", [800]))
+        arch_opts["hidden"] = check_positive_ints("hidden", arch_opts.get("hidden", [800]))
         layers = mlp_layers(in_shape, n_classes=n_classes, **arch_opts)
     else:
         if len(in_shape) != 3:
             raise ValueError(f"the CNN needs in_shape (channels, height, width), got {in_shape}")
         for key in ("channels", "kernel_size", "dense"):
             if key in arch_opts:
-                _positive_ints(key, [arch_opts[key]])
+                check_positive_ints(key, [arch_opts[key]])
         layers = cnn_layers(in_shape, n_classes, **arch_opts)
     method_opts = {k: v for k, v in options.items() if k in method_keys}
     for key, value in method_opts.items():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import hashlib
 import math
 import os
 import time
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_int, check_real
 from .._choices import parse_choice
-from .._io import load_state, save_state
+from .._io import fingerprint, load_state, save_state
 from .base import UncertaintyModel
 from .metrics import evaluate
 
@@ -114,15 +113,6 @@ def _read_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> dict[
         raise ValueError(f"{path} was saved by another training run ({'; '.join(differ)}); "
                          "delete it, or pass the same settings to resume")  # fmt: skip
     return saved
-
-
-def _fingerprint(*tensors: Tensor) -> str:
-    """A SHA-1 of the tensors' bytes: a checkpoint records which data it was trained on."""
-    digest = hashlib.sha1()
-    for t in tensors:
-        digest.update(str((t.dtype, tuple(t.shape))).encode())
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -287,7 +277,7 @@ def fit(
                 "eval_every": eval_every, "select": select.value, "n_train": n,
                 "n_val": None if val is None else xv.shape[0], "model": model.config}  # fmt: skip
     if checkpoint is not None:  # resuming on other data of the same size is refused too
-        settings["data"] = _fingerprint(x, y, *(() if val is None else (xv, yv)))
+        settings["data"] = fingerprint(x, y, *(() if val is None else (xv, yv)))
     saved = _read_checkpoint(checkpoint, settings) if checkpoint is not None else None
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
