@@ -380,6 +380,10 @@ def test_finished_run_extended_with_more_steps_equals_a_longer_run(tmp_path):
 def test_resume_refuses_other_settings_and_fresh_run_refuses_to_overwrite(tmp_path):
     x, y = _blobs()
     ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path).run(progress=False)
+    shuffled = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    for other in ((x[shuffled], y[shuffled]), _blobs(seed=1)):  # same size: resumed before
+        with pytest.raises(ValueError, match="this pool holds other data"):
+            ActiveLearner(_tiny(steps=1), other, out=tmp_path, resume=True)
     with pytest.raises(ValueError, match="exists"):
         ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path)
     with pytest.raises(ValueError, match="acquisition: saved 'bald', given 'random'"):
@@ -796,7 +800,14 @@ def test_cli_resume_refuses_flags_that_contradict_the_saved_run(tmp_path, monkey
     assert len(read_curve(out)) == 1  # nothing ran
     assert main(["active-learn", "--resume", "--out", str(tmp_path / "none")]) == 2
     assert "no active-learning state file" in capsys.readouterr().err
-    assert main([*resume, "--steps", "1", "--device", "cpu"]) == 0  # these may change
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for flags in (["--out", str(afile)], ["--compare", str(out), "--out", str(afile)]):
+        assert main(["active-learn", *flags]) == 2  # an [Errno 17] before
+        assert "afile is a file, not a" in capsys.readouterr().err
+    # names in another spelling are the same setting (they were refused as contradictions)
+    same = ["--method", "MC-Dropout", "--acquisition", "BALD"]
+    assert main([*resume, *same, "--steps", "1", "--device", "cpu"]) == 0  # these may change
     assert [r["n_labels"] for r in read_curve(out)] == [20, 30]
     assert saved_config(out).steps == 1
 
@@ -1199,6 +1210,13 @@ def test_map_is_refused_for_acquisitions_that_need_posterior_samples(acquisition
 def test_names_are_saved_in_their_canonical_spelling():
     cfg = ActiveConfig(method="MC-Dropout", acquisition="BALD", arch="MLP").validate()
     assert (cfg.method, cfg.acquisition, cfg.arch) == ("mc_dropout", "bald", "mlp")
+    cfg = ActiveConfig(options={"prior_mean": "INIT", "coupling_layers": np.int64(2)},
+                       hidden=(np.int64(16),)).validate()  # fmt: skip
+    # a tuple made resume refuse the same config; NumPy values failed the first state write
+    assert cfg.options == {"prior_mean": "init", "coupling_layers": 2} and cfg.hidden == [16]
+    assert type(cfg.options["coupling_layers"]) is int and type(cfg.hidden[0]) is int
+    with pytest.raises(ValueError, match="hidden must be a non-empty list"):
+        ActiveConfig(hidden="16").validate()
 
 
 def test_initial_labels_are_saved_before_step_0_trains(tmp_path, monkeypatch):
@@ -1272,6 +1290,11 @@ def test_damaged_state_files_get_one_error_naming_the_damage(tmp_path):
         "lengths": (lambda st: st["labels"].pop(), "indices but"),
         "record": (lambda st: st["history"][0].pop("n_labels"), "history entry 0 lacks"),
         "twice": (lambda st: st["labelled"].__setitem__(1, st["labelled"][0]), "labelled twice"),
+        # these two resumed silently: a 100-class model, or a run that forgot 4 labels
+        "class": (lambda st: st["labels"].__setitem__(0, 99), "labels holds something other"),
+        "text": (lambda st: st["val_labels"].__setitem__(0, "a"), "val_labels holds"),
+        "cut": (lambda st: [st[k].pop() for k in ("labelled", "labels")], "the history accounts"),
+        "chain": (lambda st: st["history"][1].update(n_labels=7), "history entry 1 counts 7"),
     }  # each was a KeyError, IndexError or RuntimeError from deep inside a resume before
     for change, message in damage.values():
         state = json.loads(json.dumps(good))

@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from .._argtypes import non_negative_int, positive_int
+from .._choices import parse_choice
+from ..core.bhn import PriorMean
+from ..core.build import Arch, Method
+from ..core.training import LRSchedule, Selection
 from ..runs import run_names
+from .acquisition import Acquisition
 from .loop import (
     RESUMABLE,
     ActiveConfig,
@@ -29,6 +34,9 @@ CONFIG_FLAGS = ("method", "acquisition", "arch", "hidden", "initial", "val_size"
 BHN_FLAGS = ("coupling_layers", "prior_mean", "local_draws")
 # What --resume lets a user change; every other setting comes from OUT/state.json.
 CHANGEABLE_ON_RESUME = (*RESUMABLE, "data_dir")
+# Flags that name a choice: compared in their canonical spelling ("MC-Dropout" is mc_dropout).
+CHOICES = {"method": Method, "acquisition": Acquisition, "arch": Arch,
+           "lr_schedule": LRSchedule, "select": Selection, "prior_mean": PriorMean}  # fmt: skip
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -164,6 +172,10 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[s
     source = dict(state.get("pool_source", {}))
     saved_values = {**saved, **{name: saved["options"].get(name) for name in BHN_FLAGS},
                     "extra": source.get("extra", False)}  # fmt: skip
+    for name, choice in CHOICES.items():  # as typed in states before 2026-12-06 (prior_mean)
+        for values in (given, saved_values):
+            if values.get(name) is not None:
+                values[name] = parse_choice(values[name], choice, name).value
     conflicts = [
         f"{name} ({_flag(name)}): saved {saved_values[name]!r}, given {value!r}"
         for name, value in given.items()
@@ -188,12 +200,20 @@ def _active_learn(args: argparse.Namespace) -> int:
                 f"--compare reads finished run folders and takes only --out; drop "
                 f"{', '.join(ignored)}"
             )
-        return _compare(args.compare, Path(args.out or "runs/al-compare"))
+        out = Path(args.out or "runs/al-compare")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out} is a file, not a folder for comparisons; give another --out")
+        return _compare(args.compare, out)
     if args.out is not None:
         out = Path(args.out)
-    else:
-        method = args.method or ActiveConfig.method
-        out = Path(f"runs/al-{method}-{args.acquisition or ActiveConfig.acquisition}")
+    else:  # named in canonical spelling, so --method MC-Dropout resumes runs/al-mc_dropout-*
+        method = parse_choice(args.method or ActiveConfig.method, Method, "method").value
+        acquisition = parse_choice(
+            args.acquisition or ActiveConfig.acquisition, Acquisition, "acquisition"
+        ).value
+        out = Path(f"runs/al-{method}-{acquisition}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a run folder; choose another --out")
     config, source = _settings(args, out)
     pool, test = mnist_pool(source["data_dir"], extra=source.get("extra", False))
     learner = ActiveLearner(

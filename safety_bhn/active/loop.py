@@ -29,9 +29,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .._checks import check_flag, check_int, check_real
+from .._checks import check_flag, check_int, check_positive_ints, check_real, plain_value
 from .._choices import parse_choice
-from .._io import atomic_write, atomic_write_json, folder_lock, read_json
+from .._io import atomic_write, atomic_write_json, fingerprint, folder_lock, read_json
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method, build_model, default_device, load, resolve_device
@@ -131,8 +131,17 @@ class ActiveConfig:
         schedule, self.lr_warmup = check_lr_recipe(self.lr_schedule, self.lr_warmup)
         self.lr_schedule = schedule.value
         self.select = parse_choice(self.select, Selection, "select").value
+        if not isinstance(self.options, dict):
+            raise ValueError(
+                f"options must be a dict of model options, e.g. {{'coupling_layers': 4}}, got "
+                f"{self.options!r}"
+            )
+        # plain values (NumPy scalars cannot be saved in state.json), names as canonical
+        self.options = {k: plain_value(k, v) for k, v in self.options.items()}
         if "prior_mean" in self.options:
-            parse_choice(self.options["prior_mean"], PriorMean, "prior_mean")
+            prior_mean = parse_choice(self.options["prior_mean"], PriorMean, "prior_mean")
+            self.options["prior_mean"] = prior_mean.value
+        self.hidden = check_positive_ints("hidden", self.hidden)
         for name in ("initial", "acquire", "acq_samples", "eval_samples", "train_steps",
                      "batch_size", "num_configs"):  # fmt: skip
             setattr(self, name, check_int(name, getattr(self, name), minimum=1))
@@ -140,11 +149,6 @@ class ActiveConfig:
             setattr(self, name, check_int(name, getattr(self, name), minimum=0))
         self.lr = check_real("lr", self.lr, 0.0, low_open=True)
         self.warm_start = check_flag("warm_start", self.warm_start)
-        if not isinstance(self.options, dict):
-            raise ValueError(
-                f"options must be a dict of model options, e.g. {{'coupling_layers': 4}}, got "
-                f"{self.options!r}"
-            )
         if self.device is not None:
             self.device = str(resolve_device(self.device))
         if acquisition in NEEDS_SAMPLES and self.acq_samples < 2:
@@ -360,6 +364,8 @@ class ActiveLearner:
         self.config = config.validate()
         self.pool_source = dict(pool_source or {})
         self.x, self.y = _pool_inputs(pool)
+        # which pool the saved indices point into: a resume on another pool is refused
+        self.pool_fingerprint = fingerprint(self.x, *(() if self.y is None else (self.y,)))
         if oracle is None and self.y is None:
             raise ValueError("the pool has no labels: pass oracle(indices) -> labels")
         if oracle is not None and not callable(oracle):
@@ -495,6 +501,13 @@ class ActiveLearner:
                 f"cannot resume {path}: it was run on a pool of {state['pool_size']} points, "
                 f"this pool has {self.x.shape[0]}"
             )
+        saved_pool = state.get("pool_fingerprint")  # absent in states before 2026-12-06
+        if saved_pool is not None and saved_pool != self.pool_fingerprint:
+            raise ValueError(
+                f"cannot resume {path}: this pool holds other data (or another order or labels) "
+                f"than the {state['pool_size']} points the run was started on, so its saved "
+                "indices would point at other images; pass the same pool"
+            )
         cfg = self.config
         done = len(state["history"])
         if done > cfg.steps + 1:
@@ -563,6 +576,7 @@ class ActiveLearner:
             "format_version": STATE_VERSION,
             "config": asdict(self.config),
             "pool_size": int(self.x.shape[0]),
+            "pool_fingerprint": self.pool_fingerprint,
             "val": self.val,
             "val_labels": self.val_labels,
             "labelled": self.labelled,
@@ -886,9 +900,26 @@ def _check_state(path: Path, state: dict[str, Any]) -> None:
             raise bad(f"{idx} holds indices outside the pool of {n}")
     if len(set(state["val"] + state["labelled"])) != len(state["val"]) + len(state["labelled"]):
         raise bad("an index is labelled twice, or both labelled and held out for validation")
+    classes = state.get("n_classes")
+    top = classes - 1 if isinstance(classes, int) and not isinstance(classes, bool) else None
+    for key in ("val_labels", "labels"):
+        if not all(type(v) is int and 0 <= v and (top is None or v <= top) for v in state[key]):
+            limit = "" if top is None else f" up to {top}"
+            raise bad(f"{key} holds something other than class numbers 0{limit}")
     for i, record in enumerate(state["history"]):
         if not isinstance(record, dict) or not {"step", "n_labels", "acquired"} <= set(record):
             raise bad(f"history entry {i} lacks step, n_labels or acquired")
+        if not (isinstance(record["n_labels"], int) and isinstance(record["acquired"], list)):
+            raise bad(f"history entry {i} has a bad n_labels or acquired")
+    # each step was evaluated on the labels before it, then acquired some: the counts chain
+    counts = [r["n_labels"] for r in state["history"]]
+    for i in range(1, len(counts)):
+        if counts[i] != counts[i - 1] + len(state["history"][i - 1]["acquired"]):
+            raise bad(f"history entry {i} counts {counts[i]} labels, which the entry before "
+                      "and its acquisitions do not add up to")  # fmt: skip
+    if counts and counts[-1] + len(state["history"][-1]["acquired"]) != len(state["labelled"]):
+        raise bad(f"the history accounts for {counts[-1] + len(state['history'][-1]['acquired'])} "
+                  f"labels, but {len(state['labelled'])} are saved")  # fmt: skip
     try:
         _decode_rng(state["rng_state"])
     except (ValueError, RuntimeError, TypeError):
@@ -922,6 +953,6 @@ def read_curve(run: str | os.PathLike) -> list[dict[str, Any]]:
     n_classes = state.get("n_classes") or max(2, max(state["labels"] + state["val_labels"]) + 1)
     rarest = rarest_class_counts(state["labels"], [r["n_labels"] for r in history], n_classes)
     return [{**base, "n_labels": r["n_labels"], "test_acc": r.get("test_acc"),
-             "test_nll": r.get("test_nll"), "step_seconds": r["step_seconds"],
+             "test_nll": r.get("test_nll"), "step_seconds": r.get("step_seconds"),
              "device": r.get("device"), "rarest_class": c}
             for r, c in zip(history, rarest, strict=True)]  # fmt: skip
