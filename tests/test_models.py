@@ -578,3 +578,9 @@ def test_batched_layer_applies_each_samples_weights_as_a_plain_layer_would(kind,
         [plain(h[0 if shared_input else s], weight[s], bias[s]) for s in range(n_samples)]
     )
     torch.testing.assert_close(batched_layer(layer, h, weight, bias), expected)
+
+
+def test_a_cnn_too_small_for_its_kernel_names_the_kernel_and_the_least_size():
+    with pytest.raises(ValueError, match=r"kernel_size=5 \(needs at least 10x10\)"):
+        safety_bhn.build_model("map", "cnn", (1, 9, 9), kernel_size=5)
+    assert safety_bhn.build_model("map", "cnn", (1, 10, 10), kernel_size=5) is not None

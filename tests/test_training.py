@@ -8,7 +8,13 @@ import pytest
 import torch
 
 import safety_bhn
-from safety_bhn.core.metrics import accuracy, brier_score, expected_calibration_error, nll
+from safety_bhn.core.metrics import (
+    accuracy,
+    brier_score,
+    expected_calibration_error,
+    nll,
+    predictive,
+)
 from safety_bhn.data import embedded_mnist
 
 
@@ -281,6 +287,31 @@ def test_metrics_known_answers():
     assert expected_calibration_error(probs, y, n_bins=2) == pytest.approx(0.05, abs=1e-6)
     perfect = torch.eye(2)[y]
     assert expected_calibration_error(perfect, y) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("metric", [accuracy, nll, brier_score, expected_calibration_error])
+def test_metrics_refuse_logits_and_labels_outside_the_classes(metric):
+    probs, y = torch.full((5, 3), 1 / 3), torch.tensor([0, 1, 2, 0, 1])
+    bad = [((probs, torch.tensor([0, 1, 2, 0, 5])), ValueError, "labels from 0 to 5, outside 0..2"),
+           ((probs, y.float()), TypeError, "integer class labels"),  # accuracy 0.6 silently
+           ((torch.randn(5, 3), y), ValueError, "pass probabilities, not logits|sum to one"),
+           ((5 * torch.rand(5, 3), y), ValueError, "do not sum to one"),  # Brier 104 silently
+           ((probs, [0, 1, 2, 0, 1]), TypeError, "must be torch tensors")]  # fmt: skip
+    for args, error, message in bad:
+        with pytest.raises(error, match=message):
+            metric(*args)
+    assert metric(probs, y.int()) == metric(probs, y)  # int32 labels are fine
+
+
+def test_ece_names_a_bad_bin_count_and_predictive_keeps_the_mode_on_errors():
+    probs, y = torch.eye(3)[[0, 1, 2]], torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="n_bins must be a positive integer"):
+        expected_calibration_error(probs, y, 0)
+    model = _model("mc_dropout")
+    model.train()
+    with pytest.raises(ValueError):
+        predictive(model, torch.rand(5, 7), 2)  # the wrong input shape
+    assert model.training  # left in eval mode before
 
 
 def test_accuracy_is_exact_and_empty_inputs_are_refused():

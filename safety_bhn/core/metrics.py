@@ -10,10 +10,18 @@ from torch import Tensor
 
 from .._checks import check_int
 from .base import UncertaintyModel
+from .scores import check_probs
 
 
 def _check(probs: Tensor, y: Tensor) -> Tensor:
-    """Check the shapes; return the labels on the device of ``probs`` (CPU labels, GPU model)."""
+    """Check shapes, probabilities and labels; return the labels as ``long`` on the device of
+    ``probs`` (CPU labels, GPU model). Logits, or labels outside the classes, gave silent
+    figures before (an accuracy that counts a label 5 of 3 classes as wrong, a Brier score
+    of 100)."""
+    if not isinstance(probs, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(
+            f"probs and y must be torch tensors, got {type(probs).__name__} and {type(y).__name__}"
+        )
     if probs.dim() != 2 or y.shape != probs.shape[:1]:
         raise ValueError(
             f"probs must be (batch, classes) and y (batch,), got {tuple(probs.shape)} and "
@@ -23,7 +31,16 @@ def _check(probs: Tensor, y: Tensor) -> Tensor:
         raise ValueError("no inputs to score: probs and y are empty")
     if not torch.isfinite(probs).all():
         raise ValueError("probs contain NaN or infinite values; does the model hold NaN weights?")
-    return y.to(probs.device)
+    check_probs(probs.unsqueeze(0))  # negative, or rows not summing to one: logits?
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"y must hold integer class labels, got {y.dtype}")
+    low, high, n_classes = int(y.min()), int(y.max()), probs.shape[1]
+    if low < 0 or high >= n_classes:
+        raise ValueError(
+            f"y holds labels from {low} to {high}, outside 0..{n_classes - 1} for the "
+            f"{n_classes} classes of probs"
+        )
+    return y.to(probs.device, torch.long)
 
 
 def accuracy(probs: Tensor, y: Tensor) -> float:
@@ -51,6 +68,7 @@ def brier_score(probs: Tensor, y: Tensor) -> float:
 def reliability_bins(probs: Tensor, y: Tensor, n_bins: int = 15) -> tuple[Tensor, Tensor, Tensor]:
     """Per confidence bin: ``(mean confidence, accuracy, count)``, equal-width bins on [0, 1]."""
     y = _check(probs, y)
+    n_bins = check_int("n_bins", n_bins)
     conf, pred = probs.max(1)
     correct = (pred == y).float()
     index = (conf * n_bins).long().clamp(max=n_bins - 1)
@@ -100,8 +118,11 @@ def predictive(
         batch_size = check_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
-    probs = model.predict_proba(x, n, generator, batch_size=batch_size or auto_batch_size(model, n))
-    model.train(was_training)
+    try:
+        batch_size = batch_size or auto_batch_size(model, n)
+        probs = model.predict_proba(x, n, generator, batch_size=batch_size)
+    finally:  # a bad input leaves the model in the mode it was in
+        model.train(was_training)
     return probs.cpu()
 
 

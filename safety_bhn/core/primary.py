@@ -85,7 +85,11 @@ def cnn_layers(
     h2, w2 = h1 - kernel_size + 1, w1 - kernel_size + 1
     hp, wp = h2 // 2, w2 // 2
     if hp < 1 or wp < 1:
-        raise ValueError(f"in_shape {tuple(in_shape)} is too small for the CNN (needs >= 8x8)")
+        least = 2 * (kernel_size - 1) + 2  # two valid convolutions, then a 2x2 pool
+        raise ValueError(
+            f"in_shape {tuple(in_shape)} is too small for the CNN with kernel_size={kernel_size} "
+            f"(needs at least {least}x{least}); pass larger inputs or a smaller kernel_size"
+        )
     flat = channels * hp * wp
     return [
         WeightLayer("conv", c, channels, kernel_size, (c, h, w), 0.0, ("relu",)),
