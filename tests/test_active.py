@@ -168,6 +168,17 @@ def test_batch_bald_sampled_configurations_estimate_the_joint():
     assert sel.scores[-1].item() == pytest.approx(brute, abs=0.05)
 
 
+def test_sampling_acquisitions_need_a_real_generator():
+    probs = _random_probs(12, 15, 6, seed=7)
+    # sampled from the global RNG before: not reproducible
+    with pytest.raises(ValueError, match=r"classes\*\*k \(6\*\*4\) exceeds num_configs"):
+        select("batch_bald", probs, 4, num_configs=1000)
+    assert len(select("batch_bald", probs, 3, num_configs=1000).indices) == 3  # exact: no RNG
+    for name in ("power_bald", "batch_bald", "random"):  # an AttributeError for power_bald
+        with pytest.raises(ValueError, match="generator must be a torch.Generator or None"):
+            select(name, probs, 2, generator=0)
+
+
 def test_batch_bald_avoids_exact_duplicates_where_bald_does_not():
     s = 8
     a = torch.zeros(s, 4, dtype=torch.float64)

@@ -118,6 +118,7 @@ def select(
     acquisition = parse_choice(acquisition, Acquisition, "acquisition")
     scores.check_probs(probs)
     _check_k(k, probs.shape[1])
+    check_generator(generator)
     if acquisition is Acquisition.BATCH_BALD:
         return batch_bald(probs, k, num_configs=num_configs, generator=generator)
     if acquisition is Acquisition.POWER_BALD:
@@ -136,7 +137,7 @@ def power_sample(
     a zero value come last (chosen only when fewer than ``k`` values are positive). ``beta``
     large tends to plain top-``k``; ``beta = 0`` is uniform sampling.
     """
-    if generator is None:
+    if check_generator(generator) is None:
         raise ValueError("power sampling needs a torch.Generator (generator=...)")
     if not math.isfinite(beta) or beta < 0:
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
@@ -203,6 +204,12 @@ def batch_bald(
     num_configs, chunk = check_int("num_configs", num_configs), check_int("chunk", chunk)
     p = probs.double()
     n_samples, n_points, n_classes = p.shape
+    if check_generator(generator) is None and n_classes**k > num_configs:
+        raise ValueError(
+            f"batch_bald samples label configurations once classes**k ({n_classes}**{k}) "
+            f"exceeds num_configs ({num_configs}), so it needs a torch.Generator to be "
+            "reproducible: pass generator=torch.Generator().manual_seed(0)"
+        )
     cond_entropy = scores.expected_entropy(p)  # E_s H[p_s(y_i)] per point
     prev = torch.ones(n_samples, 1, dtype=p.dtype, device=p.device)  # p_s(config) per config
     weights: Tensor | None = None  # 1 / P(config) when configs are sampled
