@@ -783,3 +783,138 @@ def test_fashion_mnist_gets_the_digits_preprocessing(shared_data_dir):
     plain = build_suite(x[:200], y[:200], "fashion_mnist", data_dir=shared_data_dir)
     scaled = build_suite(z, y[:200], "fashion_mnist", data_dir=shared_data_dir)
     torch.testing.assert_close(scaled["fashion_mnist"], (plain["fashion_mnist"] - 0.1307) / 0.3081)
+
+
+# -- audit fixes ------------------------------------------------------------------------------
+def test_inverted_set_of_large_pixel_values_passes_the_range_check():
+    from safety_bhn.data import embedded_mnist
+
+    # float32 lo + hi - x overshot the range by an ulp, more than the absolute 1e-6 tolerance
+    x = embedded_mnist("test")[0][:200]
+    for scale in (255, 40):
+        for seed in range(5):
+            jitter = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))
+            z = x * scale + jitter
+            lo, hi = z.min().item(), z.max().item()
+            suite = build_suite(z, sets="inverted,uniform_noise,gaussian_noise", seed=seed)
+            for name, ood in suite:
+                assert lo <= ood.min().item() and ood.max().item() <= hi, name
+            exact = lo + hi - z.double()  # clipping moved values by rounding error only
+            assert (suite["inverted"].double() - exact).abs().max() <= 2 * 2.0**-24 * hi
+    # sets of [0, 1] images (the benchmarks') are what they were, bit for bit
+    plain = build_suite(x, sets="inverted,uniform_noise", seed=3)
+    assert torch.equal(plain["inverted"], 1 - x)
+    assert torch.equal(plain["uniform_noise"],
+                       torch.rand(x.shape, generator=torch.Generator().manual_seed(3)))  # fmt: skip
+
+
+def test_range_tolerance_is_relative_to_the_pixel_range():
+    x = torch.rand(10, 1, 4, 4) * 256
+    suite = OODSuite(x, pixel_range=(0, 256))
+    one_ulp_over = torch.full((2, 1, 4, 4), 256.0).nextafter(torch.tensor(512.0))
+    suite.add("rounded", one_ulp_over)  # 3e-5 over: rounding, not another scale
+    with pytest.raises(ValueError, match="outside the in-distribution pixel range"):
+        suite.add("over", torch.full((2, 1, 4, 4), 256.1))
+    unit = OODSuite(torch.rand(10, 1, 4, 4), pixel_range=(0, 1))
+    with pytest.raises(ValueError, match="outside the in-distribution pixel range"):
+        unit.add("over", torch.full((2, 1, 4, 4), 1 + 2e-6))  # 1e-6 as before near [0, 1]
+
+
+def test_pixel_range_of_three_values_is_a_clear_error():
+    x, y = fake_mnist(4)
+    model = safety_bhn.build_model("map", hidden=[8], seed=0, device="cpu")
+    for call in (lambda: build_suite(x, sets="inverted", pixel_range=(0, 1, 2)),
+                 lambda: OODSuite(x, pixel_range=(0, 1, 2)),
+                 lambda: shift_curve(model, x, y[:4], "noise", [0.1], pixel_range=(0, 1, 2),
+                                     progress=False)):  # fmt: skip
+        with pytest.raises(ValueError, match=r"two numbers \(low, high\), got \(0, 1, 2\)"):
+            call()
+    with pytest.raises(ValueError, match="finite .*low < high"):
+        OODSuite(x, pixel_range=(0, float("inf")))
+
+
+def test_shift_curve_checks_n_samples_before_sizing_batches():
+    x, y = fake_mnist(4)
+    model = safety_bhn.build_model("map", hidden=[8], seed=0, device="cpu")
+    for n in (0, -2):  # a bare ZeroDivisionError (or a negative batch size) before
+        with pytest.raises(ValueError, match=f"n_samples must be a positive integer.*got {n}"):
+            shift_curve(model, x, y[:4], "noise", [0.1], n_samples=n, progress=False)
+
+
+def test_set_names_ignore_case_as_suite_names_do():
+    x, y = fake_mnist(20)
+    assert build_suite(x, y, "Inverted").names == ["inverted"]
+    assert build_suite(x, y, "INVERTED, Uniform-Noise").names == ["inverted", "uniform_noise"]
+    assert build_suite(x, y, ["Inverted", "inverted"]).names == ["inverted"]
+    with pytest.raises(ValueError, match="unknown OOD set 'INVERTERD'.*Did you mean 'inverted'"):
+        build_suite(x, y, ["INVERTERD"])
+    with pytest.raises(ValueError, match="unknown OOD suite or set 'Invertd'.*Did you mean"):
+        build_suite(x, y, "Invertd")
+    register_ood_set("Test_Mixed", torch.zeros(3, 1, 28, 28))
+    try:
+        assert build_suite(x, y, "test-mixed").names == ["Test_Mixed"]
+        with pytest.raises(ValueError, match="differs from the registered set 'Test_Mixed'"):
+            register_ood_set("TEST_MIXED", torch.ones(3, 1, 28, 28), overwrite=True)
+        with pytest.raises(ValueError, match="built-in"):
+            unregister_ood_set("INVERTED")
+    finally:
+        unregister_ood_set("test_mixed")
+    assert "Test_Mixed" not in available_sets()
+    with pytest.raises(ValueError, match="no OOD set named 'test_mixed'"):
+        unregister_ood_set("test_mixed")
+
+
+def test_score_histograms_name_the_reports_scores(tmp_path):
+    from safety_bhn.ood.plots import score_histograms
+
+    x, y = fake_mnist(20)
+    model = safety_bhn.build_model("map", hidden=[8], seed=0)
+    report = evaluate_ood(model, build_suite(x, y, "inverted"), "entropy,max_softmax",
+                          progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"no score 'x'; it has entropy, max_softmax"):
+        score_histograms(report, tmp_path / "h.png", scores=["x"])  # a bare KeyError before
+    with pytest.raises(ValueError, match="Did you mean 'entropy'"):
+        score_histograms(report, tmp_path / "h.png", scores=["entrpy"])
+    assert score_histograms(report, tmp_path / "h.png", scores="Entropy").is_file()
+
+
+def test_fgsm_keeps_the_input_dtype():
+    x, y = fake_mnist(8)
+    x = (0.2 + 0.6 * x).double()  # no pixel is clipped at eps 0.1
+    model = safety_bhn.build_model("map", hidden=[16], seed=0)
+    adv = fgsm(model, x, y[:8], 0.1, n_samples=1)
+    assert adv.dtype == torch.float64 and adv.device == x.device
+    step = (adv - x).abs()
+    assert (((step - 0.1).abs() < 1e-12) | (step == 0)).all()  # float32 rounding before
+    torch.testing.assert_close(adv.float(), fgsm(model, x.float(), y[:8], 0.1, n_samples=1))
+    assert fgsm(model, x, y[:8], 0.0).dtype == torch.float64
+
+
+def test_low_precision_probabilities_are_scored_in_float64():
+    probs = (3 * torch.randn(5, 40, 10, generator=torch.Generator().manual_seed(0))).softmax(-1)
+    for dtype in (torch.bfloat16, torch.float16):  # "do not sum to one" before
+        low = probs.to(dtype)
+        scores = compute_scores(low)
+        exact = low.double() / low.double().sum(-1, keepdim=True)
+        for score, values in compute_scores(exact).items():
+            assert torch.equal(scores[score], values), score
+
+
+def test_cli_writes_no_report_folder_for_bad_inputs(tiny_runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = str(tiny_runs / "mc_dropout")
+    assert main(["ood", "nope", "--suite", "inverted"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["ood", run, "--suite", "mnsit"]) == 2
+    assert "unknown OOD suite" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()  # no fashion-mnist/ here
+    assert main(["ood", run, "--data-dir", str(empty), "--n", "10", "--no-progress"]) == 2
+    assert "fashion_mnist" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()  # empty reports/nope and reports/mc_dropout before
+    (tmp_path / "taken").write_text("a file")
+    assert main(["ood", run, "--suite", "inverted", "--out", "taken", "--no-progress"]) == 2
+    assert "taken is a file" in capsys.readouterr().err
+    rc = main(["ood", run, "--suite", "inverted", "--n", "10", "--samples", "2", "--no-plots",
+               "--no-progress"])  # fmt: skip
+    assert rc == 0 and (tmp_path / "reports" / "mc_dropout" / "ood.csv").is_file()

@@ -5,7 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from safety_bhn.core.scores import expected_entropy, mutual_information, predictive_entropy
+from safety_bhn.core.scores import (
+    check_probs,
+    expected_entropy,
+    mutual_information,
+    predictive_entropy,
+)
 
 
 def _np_entropy(p):
@@ -64,3 +69,33 @@ def test_small_genuine_mutual_information_is_kept(dtype):
     # log 2 - H_b(1/2 + d), written without cancellation: about 2 d^2 = 1.9e-6 nats
     exact = (0.5 + d) * np.log1p(2 * d) + (0.5 - d) * np.log1p(-2 * d)
     assert mutual_information(probs).item() == pytest.approx(exact, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n_classes", [2, 10, 1000])
+def test_low_precision_probabilities_are_accepted_but_unnormalised_ones_are_not(dtype, n_classes):
+    # bfloat16 softmax rows are off by up to eps / 2 = 0.0039: "do not sum to one" before
+    g = torch.Generator().manual_seed(0)
+    probs = (3 * torch.randn(5, 200, n_classes, generator=g)).to(dtype).softmax(-1)
+    assert check_probs(probs) is probs
+    assert mutual_information(probs).shape == (200,)
+    halved = torch.rand(5, 200, n_classes, generator=g)
+    halved = (0.5 * halved / halved.sum(-1, keepdim=True)).to(dtype)  # rows sum to 1/2
+    with pytest.raises(ValueError, match=rf"sum to one .*{dtype} rounding allows"):
+        check_probs(halved)
+
+
+def test_bald_selection_takes_bfloat16_probabilities():
+    from safety_bhn.active import select
+
+    probs = (3 * torch.randn(5, 200, 10, generator=torch.Generator().manual_seed(0))).bfloat16()
+    chosen = select("bald", probs.softmax(-1), 3)
+    assert len(chosen.indices) == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float32_and_float64_keep_their_sum_tolerance(dtype):
+    probs = torch.full((1, 1, 4), 0.25, dtype=dtype)
+    check_probs(probs * (1 + 9e-4))  # sums to 1.0009: accepted, as before
+    with pytest.raises(ValueError, match="max error 0.0011"):
+        check_probs(probs * (1 + 1.1e-3))

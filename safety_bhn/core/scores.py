@@ -7,10 +7,13 @@ Entropies are computed in float64 and returned in the input's dtype.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 _TOL = 1e-3
+"""How far from one the class sums of float32 and float64 probabilities may be."""
 
 
 def check_probs(probs: Tensor) -> Tensor:
@@ -34,12 +37,30 @@ def check_probs(probs: Tensor) -> Tensor:
         raise ValueError("probs contains NaN or infinite values")
     if (probs < 0).any():
         raise ValueError("probs contains negative values; pass probabilities, not logits")
-    err = (probs.sum(-1) - 1).abs().max().item()
-    if err > _TOL:
+    err = (probs.sum(-1, dtype=torch.float64) - 1).abs().max().item()
+    tol = _sum_tolerance(probs)
+    if err > tol:
         raise ValueError(
-            f"probs do not sum to one over classes (max error {err:.3g}); apply softmax first"
+            f"probs do not sum to one over classes (max error {err:.3g}, more than the "
+            f"{tol:.3g} that {probs.dtype} rounding allows); apply softmax first"
         )
     return probs
+
+
+def _sum_tolerance(probs: Tensor) -> float:
+    """The largest error allowed in the class sums: :data:`_TOL` for float32 and float64.
+
+    With fewer bits (bfloat16, float16) rounding alone can cost more: each entry's rounding
+    (at most ``eps / 2`` of the sum) and a normaliser summed pairwise in that dtype (at most
+    ``eps / 2`` per level, ``ceil(log2(classes))`` levels), so ``eps * (1 + ceil(log2 C))``,
+    twice that first-order bound. It grows with the classes only as their logarithm, so
+    unnormalised rows are still refused with a thousand classes (``eps * C`` would pass any
+    non-negative bfloat16 rows summing to less than 9 there).
+    """
+    if probs.dtype in (torch.float32, torch.float64):
+        return _TOL
+    levels = math.ceil(math.log2(probs.shape[-1])) if probs.shape[-1] > 1 else 0
+    return max(_TOL, torch.finfo(probs.dtype).eps * (1 + levels))
 
 
 def _entropy(p: Tensor) -> Tensor:

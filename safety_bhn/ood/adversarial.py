@@ -37,7 +37,8 @@ def fgsm(
     ``x + eps * sign(grad_x -log p(y | x))`` clipped to ``pixel_range``, where
     ``p(y | x) = mean_s softmax(logits_s)`` over ``n_samples`` posterior draws (one draw shared
     by the batch). Only the input gets gradients; the model's parameters are left untouched.
-    The result lies on the device of ``x``, whatever the model's.
+    The result lies on the device of ``x``, whatever the model's, and has the dtype of ``x``
+    (the gradient is taken in the model's dtype; the step is added to ``x`` as given).
 
     Example:
         >>> import safety_bhn
@@ -48,12 +49,12 @@ def fgsm(
     """
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 <= eps < math.inf:
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    device = x.device if isinstance(x, Tensor) else None
+    given = x
     x = model.check_input(x)
     y = model.check_targets(y, x.shape[0])
     check_in_range(x, pixel_range)
     if eps == 0:
-        return x.detach().clone().to(device)
+        return given.detach().clone()
     n = model.default_samples if n_samples is None else n_samples
     draw = model.draw(model.check_samples(n), generator)
     batch_size = (
@@ -61,7 +62,7 @@ def fgsm(
     )
     was_training = model.training
     model.eval()
-    out = []
+    signs = []
     try:
         for xc, yc in zip(x.split(batch_size), y.split(batch_size), strict=True):
             xc = xc.detach().clone().requires_grad_(True)
@@ -70,10 +71,11 @@ def fgsm(
                 log_pred = torch.logsumexp(log_probs, dim=0) - torch.log(torch.tensor(float(n)))
                 loss = F.nll_loss(log_pred, yc, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, xc)
-            out.append((xc + eps * grad.sign()).clamp(*pixel_range).detach())
+            signs.append(grad.sign())
     finally:
         model.train(was_training)
-    return torch.cat(out).to(device)  # on the input's device, as given
+    step = eps * torch.cat(signs).to(device=given.device, dtype=given.dtype)
+    return (given.detach() + step).clamp(*pixel_range)  # on the input's device, as given
 
 
 def adversarial_curve(

@@ -68,8 +68,8 @@ def _mnist_test(model: UncertaintyModel, data_dir: str | None) -> tuple[torch.Te
 
 
 def _prepare(run: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Load one run and check it against the suite (the model, its test images, the digits
-    it learned and its data folder), before anything is scored."""
+    """Load one run and build its suite (checking the model, its test images, the digits it
+    learned and its data folder), before anything is scored or written."""
     model, config = load_run(run, args.device)
     data_dir = args.data_dir if args.data_dir is not None else config.get("data_dir")
     x, y = _mnist_test(model, data_dir)
@@ -85,16 +85,16 @@ def _prepare(run: str, args: argparse.Namespace) -> dict[str, Any]:
     if known is not None and len(known) != model.n_classes:
         raise ValueError(f"{run}'s metrics.json names classes {known}, but its model has "
                          f"{model.n_classes} outputs")  # fmt: skip
-    return {"model": model, "x": x, "y": y, "known": known, "data_dir": data_dir}
+    suite = build_suite(x, y, args.suite, known_classes=known, n=args.n, seed=args.seed,
+                        data_dir=data_dir)  # fmt: skip
+    return {"model": model, "suite": suite}
 
 
 def _report_for(run: dict[str, Any], name: str, args: argparse.Namespace) -> OODReport:
-    """Score one run prepared by :func:`_prepare` on the suite."""
+    """Score one run prepared by :func:`_prepare` on its suite."""
     model = run["model"]
-    suite = build_suite(run["x"], run["y"], args.suite, known_classes=run["known"], n=args.n,
-                        seed=args.seed, data_dir=run["data_dir"])  # fmt: skip
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    return evaluate_ood(model, suite, args.scores, args.samples, gen, name=name,
+    return evaluate_ood(model, run["suite"], args.scores, args.samples, gen, name=name,
                         progress=not args.no_progress)  # fmt: skip
 
 
@@ -112,16 +112,25 @@ def _pivot(rows: list[dict[str, Any]], names: list[str]) -> str:
 
 
 def run_ood(args: argparse.Namespace) -> int:
-    """Run the ``ood`` sub-command; returns the exit status."""
+    """Run the ``ood`` sub-command; returns the exit status.
+
+    Every input (scores, suite, runs, the report folder) is checked before the report folder
+    is created, so a mistyped command leaves nothing behind; the folder is created before any
+    scoring, so an unwritable place fails at once rather than after it.
+    """
     parse_scores(args.scores)
+    set_names(args.suite)
     if len(args.runs) > 1 and not args.compare:
         raise ValueError(f"{len(args.runs)} runs given; pass --compare to compare several runs")
     if args.compare and len(args.runs) < 2:
         raise ValueError("--compare needs at least two run folders")
     names = run_names(args.runs)
     default = Path("reports") / (names[0] if not args.compare else "compare")
-    out = check_run_folder(args.out or default, overwrite=True)  # before any scoring
+    out = Path(args.out or default)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a report folder; choose another --out")
     prepared = [_prepare(run, args) for run in args.runs]  # every run checked before scoring
+    out = check_run_folder(out, overwrite=True)  # created only now, but before any scoring
     if not args.compare:
         report = _report_for(prepared[0], names[0], args)
         paths = report.save(out, plots=not args.no_plots)

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .._choices import did_you_mean  # noqa: E402
 from ..plots import save_figure  # noqa: E402
 from .metrics import auroc, roc  # noqa: E402
 
@@ -41,11 +42,15 @@ def roc_curves(report: OODReport, path: str | os.PathLike) -> Path:
 
 
 def score_histograms(
-    report: OODReport, path: str | os.PathLike, scores: Sequence[str] | None = None
+    report: OODReport, path: str | os.PathLike, scores: str | Sequence[str] | None = None
 ) -> Path:
-    """Grid of histograms: rows are scores, columns OOD sets; in-distribution vs OOD."""
+    """Grid of histograms: rows are scores, columns OOD sets; in-distribution vs OOD.
+
+    ``scores`` picks some of the report's scores (a list, or names joined by commas); by
+    default all of them.
+    """
+    scores = _report_scores(report, scores)
     sns.set_theme(style="whitegrid")
-    scores = list(scores or report.score_names)
     sets = report.set_names
     fig, axes = plt.subplots(len(scores), len(sets), figsize=(3.6 * len(sets), 2.8 * len(scores)),
                              squeeze=False)  # fmt: skip
@@ -64,6 +69,29 @@ def score_histograms(
                    title=f"{ood_set} (AUROC {auroc(s_in, s_out):.3f})")  # fmt: skip
     fig.suptitle(f"{report.model}: anomaly scores", y=1.0)
     return save_figure(fig, path)
+
+
+def _report_scores(report: OODReport, scores: str | Sequence[str] | None) -> list[str]:
+    """The report's scores that ``scores`` names (all when None or empty), or a ValueError."""
+    if isinstance(scores, str):
+        scores = [s.strip() for s in scores.split(",") if s.strip()]
+    if not scores:
+        return report.score_names
+
+    def key(name: object) -> str:
+        return str(getattr(name, "value", name)).strip().lower().replace("-", "_")
+
+    names = []
+    for score in scores:
+        found = next((s for s in report.score_names if key(s) == key(score)), None)
+        if found is None:
+            raise ValueError(
+                f"the report has no score {score!r}; it has {', '.join(report.score_names)}: "
+                "pass some of those, or scores=None for all"
+                + did_you_mean(score, report.score_names)
+            )
+        names.append(found)
+    return list(dict.fromkeys(names))
 
 
 def shift_plot(

@@ -73,14 +73,19 @@ def compute_scores(
 
     Scores are computed in float64 and rounded to ``1e-10``, so rounding noise cannot rank
     inputs: e.g. the mutual information of identical samples (a MAP net) is exactly 0
-    rather than float32 noise of order 1e-7, which would give a spurious AUROC.
+    rather than float32 noise of order 1e-7, which would give a spurious AUROC. Probabilities
+    stored with fewer bits (bfloat16, float16) are renormalised in float64 first, a change
+    within their rounding error, so the float64 scores get rows that sum to one.
 
     >>> probs = torch.full((3, 2, 4), 0.25)
     >>> compute_scores(probs, "entropy")[Score.ENTROPY]
     tensor([1.3863, 1.3863], dtype=torch.float64)
     """
     core_scores.check_probs(probs)
+    low_precision = probs.dtype not in (torch.float32, torch.float64)
     probs = probs.double()
+    if low_precision:  # their class sums may be off by more than float64's check allows
+        probs = probs / probs.sum(-1, keepdim=True)
     return {
         s: SCORE_FUNCTIONS[s](probs).round(decimals=RESOLUTION_DECIMALS)
         for s in parse_scores(scores)

@@ -125,7 +125,7 @@ def shift_curve(
         what = "finite angles in degrees" if kind is ShiftKind.ROTATION else "noise stds >= 0"
         raise ValueError(f"levels must be {what}, got {bad}")
     chosen = parse_scores(scores)
-    n = model.default_samples if n_samples is None else n_samples
+    n = model.check_samples(model.default_samples if n_samples is None else n_samples)
     batch_size = auto_batch_size(model, n)
     if generator is None:  # the noise is drawn on the CPU (add_noise), seeded either way
         noise_gen = torch.Generator().manual_seed(0)

@@ -4,7 +4,10 @@ Built-in sets (Hendrycks & Gimpel 2017; Krueger et al. 2017): ``fashion_mnist`` 
 from the data folder), ``uniform_noise``, ``gaussian_noise`` (mean mid-range, std the full
 range, clipped to the pixel range), ``inverted`` (``lo + hi - x``) and ``held_out_classes``
 (test inputs of classes the model was not trained on). Register your own with
-:func:`register_ood_set`.
+:func:`register_ood_set`. Set names, like suite names, ignore case and read ``-`` as ``_``.
+
+The generated sets are clipped to the pixel range, so that float rounding (``lo + hi - x``
+can land an ulp outside it) never pushes them past the range check.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._checks import check_int
-from .._choices import parse_choice
+from .._choices import did_you_mean, parse_choice
 from ..data import load_dataset, select_classes
 
 SetSource = Tensor | Dataset | Callable[..., "Tensor | Dataset"]
@@ -75,13 +78,14 @@ def _fashion_mnist(ctx: SetContext) -> Tensor:
     x, _ = load_dataset("fashion_mnist", "test", ctx.data_dir)
     x = x[torch.randperm(x.shape[0], generator=ctx.generator)[: ctx.n]]
     lo, hi = ctx.pixel_range
-    return x if (lo, hi) == (0.0, 1.0) else (lo + (hi - lo) * x).to(ctx.x_in.dtype)
+    return x if (lo, hi) == (0.0, 1.0) else (lo + (hi - lo) * x).to(ctx.x_in.dtype).clamp(lo, hi)
 
 
 def _uniform_noise(ctx: SetContext) -> Tensor:
     lo, hi = ctx.pixel_range
     shape = (ctx.n, *ctx.x_in.shape[1:])
-    return lo + (hi - lo) * torch.rand(shape, generator=ctx.generator, dtype=ctx.x_in.dtype)
+    noise = torch.rand(shape, generator=ctx.generator, dtype=ctx.x_in.dtype)
+    return (lo + (hi - lo) * noise).clamp(lo, hi)
 
 
 def _gaussian_noise(ctx: SetContext) -> Tensor:
@@ -93,7 +97,7 @@ def _gaussian_noise(ctx: SetContext) -> Tensor:
 
 def _inverted(ctx: SetContext) -> Tensor:
     lo, hi = ctx.pixel_range
-    return lo + hi - ctx.x_in[: ctx.n]
+    return (lo + hi - ctx.x_in[: ctx.n]).clamp(lo, hi)
 
 
 def _held_out_classes(ctx: SetContext) -> Tensor:
@@ -114,8 +118,22 @@ _REGISTRY: dict[str, SetSource] = {
 }
 
 
+def _key(name: str) -> str:
+    """What a set or suite name is matched by: case and ``-`` for ``_`` do not count."""
+    return name.strip().lower().replace("-", "_")
+
+
+def _registered(name: object) -> str | None:
+    """The registered set that ``name`` stands for (in any case, ``-`` for ``_``), or None."""
+    if not isinstance(name, str):
+        return None
+    if name in _REGISTRY:
+        return name
+    return next((n for n in _REGISTRY if _key(n) == _key(name)), None)
+
+
 def register_ood_set(name: str, source: SetSource, *, overwrite: bool = False) -> None:
-    """Add an OOD set to the registry so :func:`build_suite` can use it by name.
+    """Add an OOD set to the registry so :func:`build_suite` can use it by name (any case).
 
     ``source`` is a tensor ``(N, *input_shape)``, a ``Dataset`` whose items are inputs or
     ``(input, label)`` pairs, or a callable returning either: called with no arguments, or
@@ -131,7 +149,7 @@ def register_ood_set(name: str, source: SetSource, *, overwrite: bool = False) -
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"an OOD set name must be a non-empty string, got {name!r}")
     reserved = ["all", *(c.value for c in SuiteName)]
-    if name.strip().lower() in reserved or "," in name:
+    if _key(name) in reserved or "," in name:
         raise ValueError(
             f"OOD set name {name!r} cannot be used: {', '.join(map(repr, reserved))} name "
             "suites and commas separate set names in build_suite(sets=...); pick another name"
@@ -141,18 +159,29 @@ def register_ood_set(name: str, source: SetSource, *, overwrite: bool = False) -
             f"OOD set {name!r}: source must be a tensor, a Dataset or a callable, "
             f"got {type(source).__name__}"
         )
-    if name in _REGISTRY and not overwrite:
+    existing = _registered(name)
+    if existing is not None and existing != name:
+        raise ValueError(
+            f"OOD set name {name!r} differs from the registered set {existing!r} only in case, "
+            f"spaces or '-' for '_', which set names ignore; register it as {existing!r} (with "
+            "overwrite=True to replace it) or pick another name"
+        )
+    if existing is not None and not overwrite:
         raise ValueError(f"an OOD set named {name!r} is already registered; pass overwrite=True")
     _REGISTRY[name] = source
 
 
 def unregister_ood_set(name: str) -> None:
     """Remove a user-registered set (built-in sets cannot be removed)."""
-    if name in {s.value for s in OODSetName}:
+    found = _registered(name)
+    if found in {s.value for s in OODSetName}:
         raise ValueError(f"{name!r} is a built-in OOD set and cannot be removed")
-    if name not in _REGISTRY:
-        raise ValueError(f"no OOD set named {name!r} is registered")
-    del _REGISTRY[name]
+    if found is None:
+        raise ValueError(
+            f"no OOD set named {name!r} is registered; registered sets: "
+            f"{', '.join(_REGISTRY)}{did_you_mean(name, list(_REGISTRY))}"
+        )
+    del _REGISTRY[found]
 
 
 def available_sets() -> list[str]:
@@ -204,7 +233,8 @@ def check_set(
         raise ValueError(f"OOD set {name!r} contains NaN or infinite values")
     lo, hi = pixel_range
     x_lo, x_hi = x.min().item(), x.max().item()
-    if x_lo < lo - 1e-6 or x_hi > hi + 1e-6:
+    tol = _range_tolerance(lo, hi)
+    if x_lo < lo - tol or x_hi > hi + tol:
         raise ValueError(
             f"OOD set {name!r} has values in [{x_lo:.4g}, {x_hi:.4g}], outside the "
             f"in-distribution pixel range [{lo:g}, {hi:g}]; rescale it to that range (a "
@@ -222,18 +252,37 @@ def check_set(
     return x.to(x_in.dtype)
 
 
+def _range_tolerance(lo: float, hi: float) -> float:
+    """How far outside ``[lo, hi]`` values may stray by rounding: ``1e-6``, relative to the
+    range's magnitude when that exceeds one (an ulp of float32 pixels near 256 is 3e-5)."""
+    return 1e-6 * max(1.0, abs(lo), abs(hi))
+
+
+def check_pixel_range(pixel_range: object) -> tuple[float, float]:
+    """``pixel_range`` as two finite floats ``(low, high)`` with low < high, or a ValueError."""
+    try:
+        lo, hi = (float(v) for v in pixel_range)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"pixel_range must be two numbers (low, high), got {pixel_range!r}; e.g. "
+            "pixel_range=(0, 1) for pixels in [0, 1]"
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(
+            f"pixel_range must be finite (low, high) with low < high, got {pixel_range}; e.g. "
+            "pixel_range=(0, 1) for pixels in [0, 1]"
+        )
+    return lo, hi
+
+
 def check_in_range(x: Tensor, pixel_range: tuple[float, float], what: str = "x") -> None:
     """Raise a ValueError unless ``pixel_range`` is ``(low, high)`` with low < high and ``x``
     lies inside it: an attack or shift that clips to the range would otherwise rescale
     inputs on another scale (0-255 pixels, standardised images) without a word."""
-    try:
-        lo, hi = (float(v) for v in pixel_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"pixel_range must be (low, high), got {pixel_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"pixel_range must be (low, high) with low < high, got {pixel_range}")
+    lo, hi = check_pixel_range(pixel_range)
     x_lo, x_hi = float(x.min()), float(x.max())
-    if x_lo < lo - 1e-6 or x_hi > hi + 1e-6:
+    tol = _range_tolerance(lo, hi)
+    if x_lo < lo - tol or x_hi > hi + tol:
         raise ValueError(
             f"{what} has values in [{x_lo:g}, {x_hi:g}], outside pixel_range [{lo:g}, {hi:g}]; "
             "pass the range your inputs use (e.g. pixel_range=(x.min(), x.max()) for "
@@ -245,10 +294,7 @@ def _pixel_range(x_in: Tensor, pixel_range: tuple[float, float] | None) -> tuple
     if pixel_range is None:
         lo, hi = x_in.min().item(), x_in.max().item()
         return (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi)
-    lo, hi = (float(v) for v in pixel_range)
-    if not lo < hi:
-        raise ValueError(f"pixel_range must be (low, high) with low < high, got {pixel_range}")
-    return lo, hi
+    return check_pixel_range(pixel_range)
 
 
 @dataclass
@@ -290,7 +336,8 @@ class OODSuite:
                 raise ValueError(f"y_in must hold class indices >= 0, got {int(y.min())}")
         self.pixel_range = _pixel_range(self.x_in, self.pixel_range)
         lo, hi = self.pixel_range
-        if self.x_in.min().item() < lo - 1e-6 or self.x_in.max().item() > hi + 1e-6:
+        tol = _range_tolerance(lo, hi)
+        if self.x_in.min().item() < lo - tol or self.x_in.max().item() > hi + tol:
             raise ValueError(f"x_in has values outside pixel_range [{lo:g}, {hi:g}]")
         sets, self.sets = dict(self.sets), {}
         for name, x in sets.items():
@@ -342,36 +389,34 @@ def set_names(sets: str | Sequence[str]) -> list[str]:
 def _resolve_sets(sets: str | Sequence[str]) -> tuple[list[str], bool]:
     """Names of the sets to build, and whether the suite needs the held-out class split."""
     if isinstance(sets, str):
-        if sets.strip().lower() == "all":
+        if _key(sets) == "all":
             return available_sets(), False
-        if "," not in sets and sets not in _REGISTRY:
+        if "," not in sets and _registered(sets) is None:
             suites = [c.value for c in SuiteName]
-            if sets.strip().lower().replace("-", "_") not in suites:
-                import difflib
-
-                close = difflib.get_close_matches(sets, suites + list(_REGISTRY), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+            if _key(sets) not in suites:
+                hint = did_you_mean(sets, suites + list(_REGISTRY))
                 raise ValueError(
                     f"unknown OOD suite or set {sets!r}; suites: {', '.join(suites)}; sets "
-                    f"(one, or several joined by commas): {', '.join(_REGISTRY)}; or 'all'.{hint}"
+                    f"(one, or several joined by commas): {', '.join(_REGISTRY)}; or "
+                    f"'all'{hint or '.'}"
                 )
             suite = parse_choice(sets, SuiteName, "OOD suite (or set)")
             if suite is SuiteName.MNIST:
                 return list(MNIST_SETS), False
             return [OODSetName.HELD_OUT_CLASSES.value, *MNIST_SETS], True
         sets = [s.strip() for s in sets.split(",") if s.strip()]
-    names = list(dict.fromkeys(sets))
+    names = []
+    for name in sets:
+        found = _registered(name)
+        if found is None:
+            raise ValueError(
+                f"unknown OOD set {name!r}; registered sets: {', '.join(_REGISTRY)}"
+                + did_you_mean(name, list(_REGISTRY))
+            )
+        names.append(found)
+    names = list(dict.fromkeys(names))
     if not names:
         raise ValueError("no OOD sets given")
-    for name in names:
-        if name not in _REGISTRY:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-            hint = f". Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"unknown OOD set {name!r}; registered sets: {', '.join(_REGISTRY)}{hint}"
-            )
     return names, OODSetName.HELD_OUT_CLASSES.value in names
 
 
