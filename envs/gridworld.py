@@ -121,7 +121,8 @@ class LavaGridEnv(gymnasium.Env):
         return self.observation_at(self.pos), {"cost": 0.0, "position": self.pos}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if not self.action_space.contains(action):
+        # bool is refused: Discrete.contains(True) holds, but True is no action number
+        if isinstance(action, bool) or not self.action_space.contains(action):
             raise ValueError(
                 f"action must be an integer in 0..{self.n_actions - 1}, got {action!r}"
             )

@@ -113,7 +113,8 @@ class WheelBanditEnv(gymnasium.Env):
         return self._context.copy(), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if not self.action_space.contains(action):
+        # bool is refused: Discrete.contains(True) holds, but True is no action number
+        if isinstance(action, bool) or not self.action_space.contains(action):
             raise ValueError(
                 f"action must be an integer in 0..{self.n_actions - 1}, got {action!r}"
             )

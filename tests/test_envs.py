@@ -187,3 +187,19 @@ def test_cartpole_cost_refuses_invalid_actions_with_a_value_error(action):
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action must be 0 .* or 1"):
         env.step(action)
+
+
+@pytest.mark.parametrize("env_id", safety_bhn_envs.ENV_IDS)
+def test_reset_reports_zero_cost_in_every_env(env_id):
+    _, info = gymnasium.make(env_id).reset(seed=0)
+    assert info["cost"] == 0.0  # CartPoleCost gave no cost on reset
+
+
+@pytest.mark.parametrize("env_id", safety_bhn_envs.ENV_IDS)
+@pytest.mark.parametrize("action", [True, False, np.bool_(True)])
+def test_envs_refuse_bool_actions(env_id, action):
+    env = gymnasium.make(env_id).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action must be"):  # True was action 1 before
+        env.step(action)
+    env.step(np.int64(1))  # an integer NumPy scalar is an action

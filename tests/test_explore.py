@@ -149,7 +149,7 @@ def test_posterior_bad_input_messages():
         post.sample_functions(0)
     with pytest.raises(ValueError, match="grad_clip must be a positive number"):
         post.update((torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(2)), grad_clip=-1)
-    with pytest.raises(ValueError, match="kl_weight must be a finite number"):
+    with pytest.raises(ValueError, match="kl_weight must be a non-negative number, got inf"):
         RegressionPosterior("map", 3, 2, kl_weight=math.inf)
     with pytest.raises(ValueError, match="min_noise_std must be a positive number"):
         RegressionPosterior("map", 3, 2, heteroscedastic=True, min_noise_std=0)
@@ -609,3 +609,189 @@ def test_wheel_bandit_names_a_render_mode_it_cannot_draw():
     with pytest.warns(UserWarning, match="render_modes"):  # gymnasium's own warning first
         with pytest.raises(ValueError, match="nothing to draw"):
             make_env("safety_bhn/WheelBandit-v0", render_mode="rgb_array")
+
+
+def test_run_agent_reports_no_violations_where_the_env_gives_no_cost():
+    rows = run_agent(make_env("CartPole-v1"), RandomAgent(2, seed=0), 100, seed=0, progress=False)
+    assert any(r["complete"] for r in rows)  # the pole fell: CartPole-v1 counts no cost for it
+    assert all(math.isnan(r["cost"]) and math.isnan(r["violations"]) for r in rows)  # not 0
+    assert math.isnan(summarize(rows)["violations"])
+    plain = make_agent(make_env("CartPole-v1"), "epsilon_greedy", "map", hidden=[8])
+    assert math.isnan(run_agent(make_env("CartPole-v1"), plain, 30, progress=False)[0]["cost"])
+    costed = run_agent(make_env("safety_bhn/CartPoleCost-v0"), RandomAgent(2), 100, progress=False)
+    assert summarize(costed)["violations"] == sum(r["complete"] for r in costed) > 0
+
+
+def test_safe_agent_refuses_an_env_without_costs_at_its_first_step():
+    env = make_env("CartPole-v1")
+    agent = make_agent(env, "epsilon_greedy", "map", safe=True, hidden=[8])
+    with pytest.raises(ValueError, match=r"CartPole-v1 gives no info\['cost'\].*a safe agent"):
+        run_agent(env, agent, 300, progress=False)
+    assert agent.steps == 0  # it learned nothing from made-up zero costs
+
+
+def test_training_plot_says_when_an_env_reports_no_costs(tmp_path):
+    from safety_bhn.explore.plots import plot_training
+
+    rows = run_agent(make_env("CartPole-v1"), RandomAgent(2), 60, progress=False)
+    fig = plot_training([{**r, "agent": "random"} for r in rows], tmp_path / "t.png")
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    assert (tmp_path / "t.png").stat().st_size > 0 and any("not reported" in t for t in texts)
+
+
+def test_cli_explore_reports_violations_as_na_and_refuses_safe_without_costs(tmp_path, capsys):
+    out = tmp_path / "plain"
+    argv = ["explore", "--env", "CartPole-v1", "--steps", "60", "--no-progress"]
+    assert main([*argv, "--agent", "random", "--out", str(out)]) == 0
+    assert "violations n/a (the env gives no info['cost'])" in capsys.readouterr().out
+    with open(out / "episodes.csv") as f:
+        assert all(math.isnan(float(r["cost"])) for r in csv.DictReader(f))
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    assert math.isnan(summary["violations"])
+    safe = [*argv, "--agent", "epsilon_greedy", "--method", "map", "--safe", "--hidden", "8"]
+    assert main([*safe, "--out", str(tmp_path / "safe")]) == 2
+    err = capsys.readouterr().err
+    assert "CartPole-v1 gives no info['cost']" in err and "safe agent" in err
+    assert not (tmp_path / "safe" / "summary.json").exists()
+
+
+LAVA_CONFIG = {"env": "safety_bhn/LavaGrid-v0", "agent": "random", "method": "bhn", "safe": False,
+               "threshold": 0.2, "quantile": 0.9, "steps": 50, "delta": None, "hidden": None,
+               "seed": 0}  # fmt: skip
+
+
+def _resume(out, *flags):
+    return main(["explore", "--resume", "--out", str(out), "--no-progress", *flags])
+
+
+@pytest.mark.parametrize(
+    ("state", "named"),
+    [({}, "no loop, agent, torch_rng"),
+     ({"loop": {"t": 1}, "agent": {}, "torch_rng": None}, "no loop['rows']"),
+     ({"loop": dict.fromkeys(("t", "rows", "recent", "violations", "fallbacks_before",
+                              "env_rng"), 0), "agent": {}, "torch_rng": torch.get_rng_state()},
+      "KeyError"),
+     ({"config": {k: v for k, v in LAVA_CONFIG.items() if k != "seed"}}, "config lacks seed")],
+)  # fmt: skip
+def test_cli_explore_resume_calls_a_checkpoint_missing_keys_damaged(state, named, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    torch.save({"config": dict(LAVA_CONFIG), **state}, tmp_path / "run" / "checkpoint.pt")
+    assert _resume(tmp_path / "run") == 2  # a KeyError traceback before
+    err = capsys.readouterr().err
+    assert "is a damaged checkpoint" in err and named in err and "--overwrite" in err
+
+
+def test_cli_explore_resume_refuses_a_flag_given_with_its_default(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    config = {**LAVA_CONFIG, "steps": 5000, "seed": 3, "agent": "Epsilon-Greedy",
+              "method": "MC-Dropout"}  # fmt: skip
+    torch.save({"config": config}, tmp_path / "run" / "checkpoint.pt")
+    assert _resume(tmp_path / "run", "--steps", "2000", "--seed", "0") == 2  # both defaults
+    err = capsys.readouterr().err
+    assert "--steps: saved 5000, given 2000" in err and "--seed: saved 3, given 0" in err
+    # the same names as the run normalised them are no contradiction (refused before)
+    assert _resume(tmp_path / "run", "--method", "mc_dropout", "--agent", "epsilon_greedy") == 2
+    err = capsys.readouterr().err
+    assert "contradict" not in err and "damaged checkpoint" in err  # it got past the flags
+    assert _resume(tmp_path / "run", "--method", "bhn") == 2
+    assert "--method: saved 'MC-Dropout', given 'bhn'" in capsys.readouterr().err
+
+
+def test_cli_explore_refuses_resume_with_overwrite(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    torch.save({"config": dict(LAVA_CONFIG)}, tmp_path / "run" / "checkpoint.pt")
+    assert _resume(tmp_path / "run", "--overwrite") == 2
+    assert "--resume continues the run saved in --out and --overwrite deletes it" in (
+        capsys.readouterr().err
+    )
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_make_agent_checks_the_random_agents_arguments_too():
+    grid, bandit = make_env("safety_bhn/LavaGrid-v0"), make_env("safety_bhn/WheelBandit-v0")
+    with pytest.raises(ValueError, match="Did you mean 'bhn'"):
+        make_agent(grid, "random", "bnh")
+    with pytest.raises(ValueError, match="random agent has no cost model"):
+        make_agent(grid, "random", "bhn", safe=True)
+    with pytest.raises(ValueError, match=r"unknown keyword argument\(s\) 'hiden'.*'hidden'"):
+        make_agent(grid, "random", "bhn", hiden=[8], threshold=0.7)
+    with pytest.raises(ValueError, match="'gamma' for the agents of this environment"):
+        make_agent(bandit, "random", "bhn", gamma=0.9)  # a DQN setting; the bandit has none
+    with pytest.raises(ValueError, match="safe must be True or False"):
+        make_agent(grid, "random", "bhn", safe="no")
+    # the keywords of the agent this env would get are accepted (and unused)
+    assert isinstance(make_agent(grid, "random", "bhn", hidden=[8], gamma=0.9), RandomAgent)
+    assert isinstance(make_agent(bandit, "random", "map", epsilon=0.1), RandomAgent)
+
+
+def test_posterior_takes_numpy_numbers_and_refuses_string_flags():
+    post = _posterior("map", kl_weight=np.float32(0.5))
+    assert post.kl_weight == 0.5
+    batch = (torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(2))
+    assert math.isfinite(post.update(batch, grad_clip=np.float32(1.0)))  # refused before
+    assert math.isfinite(post.update(batch, grad_clip=math.inf))  # no clipping
+    with pytest.raises(ValueError, match="grad_clip must be a positive number"):
+        post.update(batch, grad_clip=True)
+    with pytest.raises(ValueError, match="heteroscedastic must be True or False, got 'false'"):
+        _posterior("map", heteroscedastic="false")  # silently True before
+    with pytest.raises(ValueError, match="learn_noise must be True or False, got 'false'"):
+        _posterior("map", learn_noise="false")  # a torch TypeError before
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        RegressionPosterior("map", 3, 2, seed=-1)
+    assert RegressionPosterior("map", 3, 2, seed=None).generator is not None  # fresh randomness
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: NeuralBandit(3, 2, "map", "epsilon_greedy", **kw),
+    lambda **kw: DQNAgent(2, 3, "map", "epsilon_greedy", **kw),
+    lambda **kw: RegressionPosterior("map", 2, 3, **kw),
+])  # fmt: skip
+def test_agents_check_seed_and_hidden(make):
+    if make(hidden=[4]).__class__ is not RegressionPosterior:  # the posterior takes None
+        with pytest.raises(ValueError, match="seed must be a non-negative integer, got None"):
+            make(seed=None)  # a torch RuntimeError before
+    for hidden in (8, "50", b"50", None):  # 8 failed in the model; "50" became [5, 0]
+        with pytest.raises(ValueError, match="hidden must be a list of hidden-layer widths"):
+            make(hidden=hidden)
+    with pytest.raises(ValueError, match=r"hidden\[1\] must be a positive integer, got 0"):
+        make(hidden=[4, 0])
+    assert make(hidden=(4, np.int64(3)), seed=np.int64(1)) is not None
+
+
+def test_random_agent_checks_its_seed():
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        RandomAgent(2, seed=-1)  # NumPy's own error before
+    assert RandomAgent(2, seed=np.int64(5)).act(None) == RandomAgent(2, seed=5).act(None)
+
+
+def test_replay_buffer_checks_what_it_stores_and_samples():
+    from safety_bhn.explore import ReplayBuffer
+
+    with pytest.raises(ValueError, match="obs_dim must be a positive integer, got -1"):
+        ReplayBuffer(-1, 5)  # "negative dimensions" before
+    with pytest.raises(ValueError, match="buffer_size must be a positive integer, got 0"):
+        ReplayBuffer(2, 0)
+    buf = ReplayBuffer(2, 5)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="replay buffer is empty"):
+        buf.sample(4, rng)  # empty tensors before
+    obs = np.zeros(2, np.float32)
+    bad = [
+        ((0.5, 0, 0.0, 0.0, obs, False), r"obs and next_obs must have shape \(2,\), got \(\)"),
+        ((obs, 0, 0.0, 0.0, np.zeros(3), False), r"got \(2,\) and \(3,\)"),
+        ((obs, 1.5, 0.0, 0.0, obs, False), "action must be an integer"),
+        ((obs, True, 0.0, 0.0, obs, False), "action must be an integer"),
+        ((obs, 0, np.zeros(2), 0.0, obs, False), "reward and cost single numbers"),
+        ((obs, 0, 0.0, "x", obs, False), "reward and cost single numbers"),
+        ((obs, 0, 0.0, 0.0, obs, "False"), "done must be True or False"),
+    ]
+    for args, message in bad:
+        with pytest.raises(ValueError, match=message):
+            buf.add(*args)
+    assert buf.size == 0 and not buf.obs.any()  # nothing stored, 0.5 was broadcast before
+    buf.add([1.0, 2.0], np.int64(3), 0.5, 1.0, obs, True)
+    batch = buf.sample(3, rng)
+    assert batch["obs"].tolist() == [[1.0, 2.0]] and batch["action"].tolist() == [3]
+    assert batch["done"].tolist() == [1.0] and batch["cost"].tolist() == [1.0]
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        buf.sample(0, rng)

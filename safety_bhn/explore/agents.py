@@ -17,7 +17,7 @@ from torch import Tensor
 from .._checks import check_flag, check_int
 from .._choices import parse_choice
 from ..core.build import Method
-from .posterior import RegressionPosterior
+from .posterior import RegressionPosterior, check_hidden
 
 
 class Exploration(str, enum.Enum):
@@ -124,7 +124,7 @@ class RandomAgent:
 
     def __init__(self, n_actions: int, seed: int = 0) -> None:
         self.n_actions = check_int("n_actions", n_actions)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(check_int("seed", seed, minimum=0))
         self.fallbacks = 0
 
     def begin_episode(self) -> None:
@@ -200,6 +200,7 @@ class NeuralBandit:
         self.train_steps = check_int("train_steps", train_steps)
         self.batch_size = check_int("batch_size", batch_size)
         self.initial_pulls = check_int("initial_pulls", initial_pulls, minimum=0)
+        seed, hidden = check_int("seed", seed, minimum=0), check_hidden(hidden)
         self.posterior = _posterior(
             self.method, context_dim, n_actions, hidden, seed, lr=lr, noise_std=noise_std,
             learn_noise=check_flag("learn_noise", learn_noise),
@@ -274,29 +275,64 @@ class NeuralBandit:
 
 
 class ReplayBuffer:
-    """A fixed-size ring buffer of transitions ``(obs, action, reward, cost, next_obs, done)``."""
+    """A fixed-size ring buffer of transitions ``(obs, action, reward, cost, next_obs, done)``.
+
+    :meth:`add` checks the shapes and kinds of what it stores (cheaply: it runs every step);
+    :meth:`sample` refuses an empty buffer.
+
+    Example:
+        >>> buf = ReplayBuffer(obs_dim=2, capacity=10)
+        >>> buf.add(np.zeros(2), 1, 0.5, 0.0, np.ones(2), False)
+        >>> buf.sample(4, np.random.default_rng(0))["action"]
+        tensor([1])
+    """
 
     def __init__(self, obs_dim: int, capacity: int) -> None:
+        self.obs_dim = check_int("obs_dim", obs_dim)
         self.capacity = check_int("buffer_size", capacity)
-        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-        self.action = np.zeros(capacity, dtype=np.int64)
-        self.reward = np.zeros(capacity, dtype=np.float32)
-        self.cost = np.zeros(capacity, dtype=np.float32)
-        self.done = np.zeros(capacity, dtype=np.float32)
+        self.obs = np.zeros((self.capacity, self.obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((self.capacity, self.obs_dim), dtype=np.float32)
+        self.action = np.zeros(self.capacity, dtype=np.int64)
+        self.reward = np.zeros(self.capacity, dtype=np.float32)
+        self.cost = np.zeros(self.capacity, dtype=np.float32)
+        self.done = np.zeros(self.capacity, dtype=np.float32)
         self.size = 0
         self.pos = 0
 
     def add(
         self, obs: Any, action: int, reward: float, cost: float, next_obs: Any, done: bool
     ) -> None:
+        shape = (self.obs_dim,)
+        if np.shape(obs) != shape or np.shape(next_obs) != shape:  # 0.5 was broadcast
+            raise ValueError(
+                f"obs and next_obs must have shape {shape}, got {np.shape(obs)} and "
+                f"{np.shape(next_obs)}"
+            )
+        try:
+            a = operator.index(action)  # ints, integer NumPy scalars
+            if np.ndim(reward) or np.ndim(cost):
+                raise TypeError
+            reward, cost = float(reward), float(cost)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"action must be an integer and reward and cost single numbers, got "
+                f"action={action!r}, reward={reward!r:.40}, cost={cost!r:.40}"
+            ) from None
+        if isinstance(action, bool | np.bool_):
+            raise ValueError(f"action must be an integer, got {action!r}")
+        done = check_flag("done", done)
         i = self.pos
-        self.obs[i], self.action[i], self.reward[i] = obs, action, reward
+        self.obs[i], self.action[i], self.reward[i] = obs, a, reward
         self.cost[i], self.next_obs[i], self.done[i] = cost, next_obs, float(done)
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, Tensor]:
+        """``batch_size`` transitions drawn with replacement (fewer while the buffer holds
+        fewer), as tensors keyed by field."""
+        batch_size = check_int("batch_size", batch_size)
+        if self.size == 0:
+            raise ValueError("the replay buffer is empty; add() transitions before sampling")
         idx = rng.integers(self.size, size=min(batch_size, self.size))
         fields = ("obs", "action", "reward", "cost", "next_obs", "done")
         return {k: torch.as_tensor(getattr(self, k)[idx]) for k in fields}
@@ -386,6 +422,7 @@ class DQNAgent:
         self.target_samples = check_int("target_samples", target_samples)
         self.epsilon_decay_steps = check_int("epsilon_decay_steps", epsilon_decay_steps)
         self.learning_starts = check_int("learning_starts", learning_starts, minimum=0)
+        seed, hidden = check_int("seed", seed, minimum=0), check_hidden(hidden)
         if resample_every is not None:
             check_int("resample_every", resample_every)
         self.resample_every = resample_every

@@ -18,6 +18,22 @@ if TYPE_CHECKING:
     from .agents import Exploration
 
 
+class _Given(argparse.Action):
+    """Stores a flag's value as argparse's own actions do (``nargs=0``: ``const``, as
+    ``store_true``), and records in ``namespace.given`` that the flag was given, so that
+    ``--resume`` can tell a flag given with its default value from one left out."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        namespace.given = (*getattr(namespace, "given", ()), self.dest)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``explore`` sub-command."""
     p = subparsers.add_parser(
@@ -26,38 +42,56 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run an agent, count its safety violations while it learns, and save a "
         "per-episode CSV (return, cost, regret), a summary JSON and plots in --out. Each "
         "environment uses the settings its benchmark chose (the wheel bandit: per method, on "
-        "tuning seeds).",
+        "tuning seeds). Violations are the sum of the env's info['cost']; an env that gives "
+        "none (e.g. CartPole-v1) reports them as n/a and cannot take --safe.",
     )
-    p.add_argument("--env", default="safety_bhn/WheelBandit-v0",
+    run_flag = {"action": _Given}  # the settings of a run: see RUN_FLAGS
+    p.add_argument("--env", default="safety_bhn/WheelBandit-v0", **run_flag,
                    help="gymnasium id, e.g. safety_bhn/WheelBandit-v0, safety_bhn/LavaGrid-v0, "
                    "safety_bhn/CartPoleCost-v0")  # fmt: skip
-    p.add_argument("--agent", default="thompson", help="thompson, epsilon_greedy or random")
-    p.add_argument("--method", default="bhn", help="bhn, mc_dropout, factorial_vi or map")
-    p.add_argument("--safe", action="store_true", help="mask actions whose cost is too likely")
-    p.add_argument("--threshold", type=float, default=0.2, help="cost threshold in [0, 1]")
-    p.add_argument("--quantile", type=float, default=0.9, help="upper credible quantile")
-    p.add_argument("--steps", type=positive_int, default=2000, help="environment steps")
-    p.add_argument("--delta", type=float, default=None, help="wheel bandit exploration delta")
-    p.add_argument("--hidden", type=positive_int, nargs="+", default=None, help="hidden units")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the env and agent")
+    p.add_argument("--agent", default="thompson", **run_flag,
+                   help="thompson, epsilon_greedy or random")  # fmt: skip
+    p.add_argument("--method", default="bhn", **run_flag,
+                   help="bhn, mc_dropout, factorial_vi or map")  # fmt: skip
+    p.add_argument("--safe", nargs=0, const=True, default=False, **run_flag,
+                   help="mask actions whose cost is too likely (needs an env that gives "
+                   "info['cost'])")  # fmt: skip
+    p.add_argument("--threshold", type=float, default=0.2, **run_flag,
+                   help="cost threshold in [0, 1]")  # fmt: skip
+    p.add_argument("--quantile", type=float, default=0.9, **run_flag,
+                   help="upper credible quantile")  # fmt: skip
+    p.add_argument("--steps", type=positive_int, default=2000, **run_flag,
+                   help="environment steps")  # fmt: skip
+    p.add_argument("--delta", type=float, default=None, **run_flag,
+                   help="wheel bandit exploration delta")  # fmt: skip
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=None, **run_flag,
+                   help="hidden units")  # fmt: skip
+    p.add_argument("--seed", type=non_negative_int, default=0, **run_flag,
+                   help="seeds the env and agent")  # fmt: skip
     p.add_argument("--out", required=True, help="run folder, e.g. runs/wheel_bhn")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue the interrupted run saved in --out with its saved settings (other "
-        "flags may only repeat them), exactly as if it had not stopped",
+        "flags may only repeat them), exactly as if it had not stopped (not with --overwrite, "
+        "which deletes it)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, given=())
 
 
 #: The settings of a run (saved in its checkpoint and taken from it by --resume).
 RUN_FLAGS = ("env", "agent", "method", "safe", "threshold", "quantile", "steps", "delta",
              "hidden", "seed")  # fmt: skip
 CHECKPOINT = "checkpoint.pt"
+#: What a checkpoint holds besides "config" (see ``checkpoint`` in :func:`run`), and what
+#: its "loop" holds (see :func:`~safety_bhn.explore.run_agent`).
+CHECKPOINT_KEYS = ("loop", "agent", "torch_rng")
+LOOP_KEYS = ("t", "rows", "recent", "violations", "fallbacks_before", "env_rng")
 #: Least seconds between two checkpoints (one is written at an episode's end at most).
 CHECKPOINT_SECONDS = 30.0
+DAMAGED = "start the run again with --overwrite (without --resume)"
 
 
 def _defaults() -> dict[str, Any]:
@@ -66,25 +100,62 @@ def _defaults() -> dict[str, Any]:
     return vars(parser.parse_args(["explore", "--out", "-"]))
 
 
+def _canonical(flag: str, value: Any) -> Any:
+    """A flag's value as compared by --resume: agent and method names as parsed at the start
+    of a run ("MC-Dropout" is "mc_dropout"); other values as they are."""
+    from .._choices import parse_choice
+    from ..core.build import Method
+    from .agents import Exploration
+
+    choices = {"agent": Exploration, "method": Method}
+    if flag in choices:
+        try:
+            return parse_choice(value, choices[flag], flag).value
+        except ValueError:  # compared as given; check_choices names a bad name
+            return value
+    return value
+
+
 def _load_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     """The checkpoint of the interrupted run in ``--out``; its settings replace the flags
-    (a flag given with another value is an error naming both)."""
+    (a flag given with another value, its default included, is an error naming both)."""
 
     path = Path(args.out) / CHECKPOINT
     if not path.is_file():
         raise ValueError(f"cannot resume {args.out}: it holds no {CHECKPOINT} (no interrupted "
                          "run is saved there; a finished run has none)")  # fmt: skip
-    saved = load_state(path, "config", "start the run again with --overwrite")
+    saved = load_state(path, "config", DAMAGED)
+
+    def damaged(what: str) -> ValueError:
+        return ValueError(f"{path} is a damaged checkpoint ({what}); {DAMAGED}")
+
     config = saved["config"]
-    defaults = _defaults()
+    if not isinstance(config, dict) or not set(RUN_FLAGS) <= set(config):
+        missing = sorted(set(RUN_FLAGS) - set(config)) if isinstance(config, dict) else []
+        raise damaged(
+            f"its config lacks {', '.join(missing)}" if missing else "its config is no dict"
+        )
+    if "given" in vars(args):  # parsed by add_parser: the flags given on the command line
+        given = [k for k in RUN_FLAGS if k in args.given]
+    else:  # a namespace made otherwise: the flags that differ from their defaults
+        defaults = _defaults()
+        given = [k for k in RUN_FLAGS if getattr(args, k) != defaults[k]]
     conflicts = [
         f"--{k.replace('_', '-')}: saved {config[k]!r}, given {getattr(args, k)!r}"
-        for k in RUN_FLAGS
-        if getattr(args, k) != defaults[k] and getattr(args, k) != config[k]
+        for k in given
+        if _canonical(k, getattr(args, k)) != _canonical(k, config[k])
     ]
     if conflicts:
         raise ValueError(f"cannot resume {args.out}: flags contradict the saved run "
                          f"({'; '.join(conflicts)}); leave them out")  # fmt: skip
+    missing = [k for k in CHECKPOINT_KEYS if k not in saved]
+    loop = saved.get("loop")
+    if not missing and not isinstance(loop, dict):
+        missing = ["loop"]
+    elif not missing:
+        missing = [f"loop[{k!r}]" for k in LOOP_KEYS if k not in loop]
+    if missing:
+        raise damaged(f"no {', '.join(missing)}")
     for k in RUN_FLAGS:
         setattr(args, k, config[k])
     return saved
@@ -124,6 +195,11 @@ def run(args: argparse.Namespace) -> int:
         summarize,
     )
 
+    if args.resume and args.overwrite:
+        raise ValueError(
+            "--resume continues the run saved in --out and --overwrite deletes it; pass "
+            "--resume alone to continue it, or --overwrite alone to start it again"
+        )
     saved = _load_checkpoint(args) if args.resume else None
     exploration, method = check_choices(args)
     env = make_env(args.env)
@@ -161,8 +237,15 @@ def run(args: argparse.Namespace) -> int:
             else f"{exploration.value}/{method.value}" + ("/safe" if args.safe else "")
         )
         if saved is not None:  # the agent and torch's RNG as they were at the checkpoint
-            agent.load_state_dict(saved["agent"])
-            torch.set_rng_state(saved["torch_rng"])
+            try:
+                agent.load_state_dict(saved["agent"])
+                torch.set_rng_state(saved["torch_rng"])
+            except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
+                # a state from another agent or build, or cut short
+                raise ValueError(
+                    f"{out / CHECKPOINT} is a damaged checkpoint (its agent state does not fit "
+                    f"this run's agent: {type(err).__name__}: {str(err):.200}); {DAMAGED}"
+                ) from None
         last_save = time.monotonic()
 
         def checkpoint(loop: dict[str, Any]) -> None:
@@ -183,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows(rows)
         atomic_write_text(out / "episodes.csv", buf.getvalue())
         summary = summarize(rows)
-        config = {k: v for k, v in vars(args).items() if k not in ("func", "resume")}
+        config = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "given")}
         config["settings"] = dict(kwargs)  # the presets and flags the agent was built with
         if is_bandit(env):
             config["delta"] = float(env.unwrapped.delta)
@@ -195,9 +278,12 @@ def run(args: argparse.Namespace) -> int:
         if is_bandit(env):
             plot_regret(rows, out / "regret.png")
         regret = summary["cumulative_regret"]
+        violations = summary["violations"]  # NaN: the env gives no costs, not none counted
+        shown = "n/a (the env gives no info['cost'])" if math.isnan(violations) else (
+            f"{violations:.0f}")  # fmt: skip
         print(
             f"{label} on {args.env}: {summary['episodes']} episodes, mean return "
-            f"{summary['mean_return']:.3f}, violations {summary['violations']:.0f}"
+            f"{summary['mean_return']:.3f}, violations {shown}"
             + ("" if math.isnan(regret) else f", cumulative regret {regret:.1f}")
         )
         print(f"saved {out / 'episodes.csv'}, {out / 'summary.json'} and plots in {out}")

@@ -60,7 +60,8 @@ def plot_training(rows: Sequence[dict[str, Any]], path: str | os.PathLike | None
                   hue: str = "agent", window: int = 10) -> plt.Figure:  # fmt: skip
     """Episode return (rolling mean over ``window`` episodes) and cumulative violations.
 
-    One column per ``env`` when the rows have that key; mean and band over ``seed``.
+    One column per ``env`` when the rows have that key; mean and band over ``seed``. An env
+    whose rows have no costs (NaN) gets an empty violations panel that says so.
     """
     df = pd.DataFrame(rows)
     if "seed" not in df:
@@ -87,6 +88,9 @@ def plot_training(rows: Sequence[dict[str, Any]], path: str | os.PathLike | None
                          hue_order=[h for h in order if h in set(part[hue])], palette=palette,
                          legend=(i == 0 and j == len(envs) - 1))  # fmt: skip
             ax.set_title(env if i == 0 else "")
+            if i == 1 and part["cost"].isna().all():  # CartPole-v1 and others without costs
+                ax.text(0.5, 0.5, "not reported\n(the env gives no info['cost'])",
+                        ha="center", va="center", transform=ax.transAxes)  # fmt: skip
     if axes[0][-1].get_legend() is not None:
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()

@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int, check_real
+from .._checks import check_flag, check_int, check_real
 from .._choices import parse_choice
 from ..core.base import UncertaintyModel
 from ..core.build import Method, build_model
 
 Batch = tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]
+
+
+def check_hidden(hidden: Any) -> list[int]:
+    """MLP hidden widths as a list of positive ints; a bare int or a string is refused (``8``
+    failed inside the model, ``"50"`` became the widths 5 and 0).
+
+    >>> check_hidden((64, np.int64(32)))
+    [64, 32]
+    """
+    if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence | np.ndarray):
+        raise ValueError(
+            f"hidden must be a list of hidden-layer widths such as [50] or [64, 64], got "
+            f"{hidden!r}; wrap a single width in a list"
+        )
+    return [check_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)]
 
 
 class RegressionPosterior:
@@ -46,7 +63,8 @@ class RegressionPosterior:
         lr: Adam learning rate.
         train_samples: posterior draws per gradient step (BHN / factorial VI).
         kl_weight: multiplies the KL term (1 = the ELBO; smaller tempers the prior).
-        seed: seed of the initial weights.
+        seed: seed of the initial weights and of the training draws (a non-negative int), or
+            None for fresh randomness (the agents, which are reproducible, take an int only).
         **options: passed to :func:`safety_bhn.build_model` (e.g. ``coupling_layers=4``,
             ``p_hidden=0.1``, ``prior_std=0.1``).
 
@@ -89,20 +107,22 @@ class RegressionPosterior:
         ):
             check_real(name, value, 0.0, low_open=True)
         train_samples = check_int("train_samples", train_samples)
+        hidden = check_hidden(hidden)
+        if seed is not None:
+            seed = check_int("seed", seed, minimum=0)
+        learn_noise = check_flag("learn_noise", learn_noise)
         self.in_dim, self.n_outputs = in_dim, n_outputs
         self.output_scale = float(output_scale)
         self.train_samples = train_samples
-        if not (isinstance(kl_weight, int | float) and 0 <= kl_weight < math.inf):
-            raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
-        self.kl_weight = float(kl_weight)
-        self.heteroscedastic = bool(heteroscedastic)
+        self.kl_weight = check_real("kl_weight", kl_weight, 0.0)
+        self.heteroscedastic = check_flag("heteroscedastic", heteroscedastic)
         self.min_log_noise = math.log(min_noise_std)
         self.model: UncertaintyModel = build_model(
             self.method,
             "mlp",
             in_shape=(in_dim,),
             n_classes=max(n_outputs * (2 if self.heteroscedastic else 1), 2),
-            hidden=list(hidden),
+            hidden=hidden,
             seed=seed,
             device=device,
             **options,
@@ -254,7 +274,8 @@ class RegressionPosterior:
         of the data set ``batch`` was drawn from; default ``len(x)``).
         """
         steps = check_int("steps", steps)
-        if not (isinstance(grad_clip, int | float) and 0 < grad_clip <= math.inf):
+        real = isinstance(grad_clip, numbers.Real) and not isinstance(grad_clip, bool | np.bool_)
+        if not (real and 0 < grad_clip <= math.inf):  # NumPy numbers too; NaN fails
             raise ValueError(f"grad_clip must be a positive number (inf: no clipping), got "
                              f"{grad_clip!r}")  # fmt: skip
         self.model.train()
@@ -265,7 +286,7 @@ class RegressionPosterior:
                 raise FloatingPointError(f"non-finite training loss {loss.item()}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(grad_clip))
             self.optimizer.step()
             value = loss.item()
         self.steps_done += steps

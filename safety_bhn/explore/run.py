@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import numbers
@@ -14,7 +15,8 @@ import gymnasium
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._choices import parse_choice
+from .._checks import check_flag
+from .._choices import did_you_mean, parse_choice
 from ..core.build import Method
 from .agents import DQNAgent, Exploration, NeuralBandit, RandomAgent
 
@@ -55,6 +57,10 @@ def make_agent(
     """The agent for ``env``: a neural bandit for the wheel bandit, a DQN otherwise.
 
     Checks the spaces: a discrete action space and a flat ``Box`` observation space.
+    ``agent="random"`` gives a :class:`RandomAgent`, which uses neither the method nor the
+    keyword arguments; they are checked all the same (a method name, keywords of the agent
+    class this env would get), and ``safe=True`` is refused. A safe agent needs an env whose
+    steps report ``info["cost"]``; :func:`run_agent` refuses one that does not.
 
     Example:
         >>> env = make_env("safety_bhn/LavaGrid-v0")
@@ -63,6 +69,7 @@ def make_agent(
         'DQNAgent'
     """
     exploration = parse_choice(agent, Exploration, "agent")
+    safe = check_flag("safe", safe)
     if not isinstance(env.action_space, gymnasium.spaces.Discrete):
         raise ValueError(
             f"the agents need a discrete action space, but this environment has "
@@ -78,6 +85,23 @@ def make_agent(
         )
     n_actions, obs_dim = int(env.action_space.n), int(obs_space.shape[0])
     if exploration is Exploration.RANDOM:
+        # nothing of the method or the keywords is used, but a mistake in them is still one
+        parse_choice(method, Method, "method")
+        if safe:
+            raise ValueError(
+                "the random agent has no cost model to be safe with; pass safe=False, or use "
+                "agent='thompson' or 'epsilon_greedy'"
+            )
+        cls = NeuralBandit if is_bandit(env) else DQNAgent
+        params = inspect.signature(cls).parameters.values()
+        valid = sorted(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+        unknown = sorted(k for k in kwargs if k not in valid)
+        if unknown:
+            hint = did_you_mean(unknown[0], valid)
+            raise ValueError(
+                f"unknown keyword argument(s) {', '.join(map(repr, unknown))} for the agents "
+                f"of this environment ({cls.__name__}){hint}; expected some of {', '.join(valid)}"
+            )
         return RandomAgent(n_actions, seed=seed)
     if is_bandit(env):
         if safe:
@@ -102,9 +126,12 @@ def run_agent(
     """Run ``agent`` on ``env`` for ``steps`` environment steps (the last episode may be cut).
 
     Returns one row per episode: ``episode, phase, steps, episode_return, cost, regret``
-    (sum of ``info["regret"]``; NaN where the env gives none), ``reached_goal``, ``complete``
-    (False for a last episode cut short by ``steps``) and the running totals of this call
-    ``violations`` (cumulative cost) and ``fallbacks`` (all-masked decisions).
+    (sums of ``info["cost"]`` and ``info["regret"]``; NaN where the env gives none, so an env
+    without costs, such as ``CartPole-v1``, reports no violations rather than 0),
+    ``reached_goal``, ``complete`` (False for a last episode cut short by ``steps``) and the
+    running totals of this call ``violations`` (cumulative cost) and ``fallbacks`` (all-masked
+    decisions). A safe agent (``agent.safe``) needs the costs: a step without
+    ``info["cost"]`` raises a ValueError naming the env.
     A tqdm bar shows the running mean return of the last 10 episodes and the violations.
 
     ``checkpoint(loop)`` is called after every episode but the last, before the next reset,
@@ -124,11 +151,18 @@ def run_agent(
     if resume is None:
         obs, info = env.reset(seed=seed)
     else:
-        start, rows = int(resume["t"]), [dict(r) for r in resume["rows"]]
-        recent.extend(resume["recent"])
-        violations, fallbacks_before = resume["violations"], resume["fallbacks_before"]
-        env.reset(seed=seed)  # seeds the env's own generator; its state is then set
-        env.unwrapped.np_random.bit_generator.state = json.loads(resume["env_rng"])
+        try:
+            start, rows = int(resume["t"]), [dict(r) for r in resume["rows"]]
+            recent.extend(resume["recent"])
+            violations = float(resume["violations"])
+            fallbacks_before = int(resume["fallbacks_before"])
+            env.reset(seed=seed)  # seeds the env's own generator; its state is then set
+            env.unwrapped.np_random.bit_generator.state = json.loads(resume["env_rng"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(
+                f"resume is not a loop state that run_agent passed to checkpoint, or a damaged "
+                f"one ({type(err).__name__}: {str(err):.100}); start the run again"
+            ) from None
         obs, info = env.reset()
     agent.begin_episode()
     ep_return = ep_cost = ep_regret = 0.0
@@ -138,8 +172,19 @@ def run_agent(
     for t in bar:
         action = agent.act(obs)
         next_obs, reward, terminated, truncated, info = env.step(action)
-        cost = float(info.get("cost", 0.0))
-        agent.observe(obs, action, reward, next_obs, terminated, cost)
+        if "cost" in info:
+            cost = float(info["cost"])
+            agent.observe(obs, action, reward, next_obs, terminated, cost)
+        else:  # no violations to count: NaN, not 0; only a safe agent would use the cost
+            if getattr(agent, "safe", False):
+                raise ValueError(
+                    f"{_env_name(env)} gives no info['cost'] on its steps, and a safe agent "
+                    "learns which actions to avoid from info['cost']; use an environment that "
+                    "reports costs (e.g. safety_bhn/CartPoleCost-v0 for CartPole-v1), or a "
+                    "plain agent (safe=False, no --safe)"
+                )
+            cost = math.nan
+            agent.observe(obs, action, reward, next_obs, terminated, 0.0)
         ep_return += float(reward)
         ep_cost += cost
         ep_steps += 1
@@ -163,7 +208,7 @@ def run_agent(
                 "violations": violations,
                 "fallbacks": agent.fallbacks - fallbacks_before,
             })  # fmt: skip
-            bar.set_postfix(ret=f"{np.mean(recent):.2f}", violations=int(violations))
+            bar.set_postfix(ret=f"{np.mean(recent):.2f}", violations=_count(violations))
             if checkpoint is not None and t < steps - 1:
                 checkpoint({
                     "t": t + 1, "rows": rows, "recent": list(recent), "violations": violations,
@@ -176,6 +221,17 @@ def run_agent(
             ep_steps, has_regret, goal = 0, False, False
     bar.close()
     return rows
+
+
+def _env_name(env: gymnasium.Env) -> str:
+    """The env's gymnasium id, or its class name for one made without ``gymnasium.make``."""
+    spec = getattr(env, "spec", None)
+    return spec.id if spec is not None else type(env.unwrapped).__name__
+
+
+def _count(violations: float) -> str:
+    """A violation count for display: ``"n/a"`` where the env reports no costs (NaN)."""
+    return "n/a" if math.isnan(violations) else f"{violations:.0f}"
 
 
 def shift_detection_auroc(agent: DQNAgent, n_samples: int = 20) -> float:
@@ -266,7 +322,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
 
     Mean return and goal rate average the complete episodes (an episode that the step budget
     cut short would count a fragment as an episode), or every episode if none is complete;
-    violations, regret and steps count every step.
+    violations, regret and steps count every step (violations and regret are NaN where the
+    env reports no costs or no regret).
     """
     if not rows:
         raise ValueError("no episodes to summarise")
