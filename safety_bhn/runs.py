@@ -134,11 +134,12 @@ def mnist_splits(
     ``data_dir=None`` uses the embedded MNIST-5000 copy (5000 train, 10000 test images).
     ``classes`` keeps those digits only, relabelled ``0..K-1`` (:func:`select_classes`).
     """
+    val_size, seed = check_int("val_size", val_size, 0), check_int("seed", seed, 0)
     x, y = embedded_mnist("train") if data_dir is None else load_dataset("mnist", "train", data_dir)
     if classes is not None:
         x, y = select_classes(x, y, classes)
     xt, yt = mnist_test(data_dir, classes)
-    if not 0 <= val_size < x.shape[0]:
+    if val_size >= x.shape[0]:
         raise ValueError(f"val_size must lie in [0, {x.shape[0]}), got {val_size}")
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     val, train = perm[:val_size], perm[val_size:]

@@ -134,3 +134,16 @@ def test_flow_posterior_covers_both_modes_where_a_diagonal_gaussian_cannot(one_t
     assert share_diag < 0.01 or share_diag > 0.99  # one branch only
     assert abs(torch.corrcoef(diag.T)[0, 1]) < 0.1  # no correlation
     assert elbo[8] > elbo[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"n_samples": 0}, "n_samples must be a positive integer"),  # a history of NaN before
+     ({"steps": 0}, "steps must be a positive integer"), ({"lr": -1.0}, "lr must be")],
+)  # fmt: skip
+def test_fit_elbo_names_bad_settings(kwargs, message):
+    from safety_bhn.core.flows import fit_elbo
+
+    flow = NormalizingFlow(2, 0, init_scale=1.0)
+    with pytest.raises(ValueError, match=message):
+        fit_elbo(flow, lambda t: -t.pow(2).sum(-1), **{"steps": 2, **kwargs})

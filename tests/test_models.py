@@ -321,7 +321,10 @@ class TestBadInput:
          ("bhn", {"local_draws": "false"}, "local_draws must be True or False"),
          ("mc_dropout", {"p_input": "0.3"}, "p_input must be a number in"),
          ("bhn", {"prob_clip": "0.1"}, "prob_clip must lie in"),
-         ("map", {"seed": 1.5}, "seed must be a non-negative integer")],
+         ("map", {"seed": 1.5}, "seed must be a non-negative integer"),
+         # an OverflowError and a "math domain error" in the first loss before
+         ("factorial_vi", {"init_std": 1000.0}, r"init_std must be a number in \(0, 100\]"),
+         ("bhn", {"prior_std": 1e-200}, "prior_std must be a finite number >= 1e-06")],
     )  # fmt: skip
     def test_nan_strings_and_fractions_in_options_are_refused_at_build(
         self, method, options, message

@@ -381,3 +381,12 @@ def test_device_words_name_the_cpu_and_its_thread_count_or_the_gpu():
     assert device_words(torch.device("meta")) == "meta"
     if torch.cuda.is_available():
         assert device_words("cuda") == f"cuda: {torch.cuda.get_device_name()}"
+
+
+def test_mnist_splits_names_a_bad_size_or_seed_before_reading_data(tmp_path):
+    from safety_bhn.runs import mnist_splits
+
+    for kwargs, message in (({"val_size": 1.5}, "val_size must be a non-negative integer"),
+                            ({"seed": -1}, "seed must be a non-negative integer")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):  # a bare slice TypeError before
+            mnist_splits(tmp_path / "no-data-here", **kwargs)

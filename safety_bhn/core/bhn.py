@@ -116,7 +116,7 @@ class BHN(UncertaintyModel):
             config["options"]["prior_mean"] = self.prior_mean.value
         super().__init__(layers, config, prob_clip)
         train_samples = check_int("train_samples", train_samples)
-        prior_std = check_real("prior_std", prior_std, 0.0, low_open=True)
+        prior_std = check_real("prior_std", prior_std, 1e-6)  # 1e-200: log(0) in the KL
         init_scale = check_real("init_scale", init_scale, 0.0, low_open=True)
         self.train_samples = train_samples
         self.local_draws = check_flag("local_draws", local_draws)

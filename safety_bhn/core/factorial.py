@@ -48,8 +48,9 @@ class FactorialVI(UncertaintyModel):
         prob_clip: float = 0.0,
     ) -> None:
         super().__init__(layers, config, prob_clip)
-        prior_std = check_real("prior_std", prior_std, 0.0, low_open=True)
-        init_std = check_real("init_std", init_std, 0.0, low_open=True)
+        # bounds that keep the KL and softplus^-1(init_std) finite (1e3 overflowed expm1)
+        prior_std = check_real("prior_std", prior_std, 1e-6)
+        init_std = check_real("init_std", init_std, 0.0, 100.0, low_open=True)
         train_samples = check_int("train_samples", train_samples)
         self.prior_std = prior_std
         self.train_samples = train_samples

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_int
+from .._checks import check_int, check_real
 from . import noise
 
 
@@ -206,6 +206,8 @@ def fit_elbo(
         >>> bool(abs(flow.affine.loc - 3).max() < 0.1)
         True
     """
+    steps, n_samples = check_int("steps", steps), check_int("n_samples", n_samples)
+    lr = check_real("lr", lr, 0.0, low_open=True)  # n_samples=0 gave a history of NaN
     opt = torch.optim.Adam(flow.parameters(), lr=lr)
     history = []
     for _ in tqdm(range(steps), desc="fit_elbo", disable=not progress, leave=False):
