@@ -351,7 +351,9 @@ def evaluate_run(
     """Test-set accuracy, NLL, ECE and Brier of the model saved in ``run_dir``.
 
     With the run's own seed and number of samples (from its ``metrics.json``) unless
-    ``n_samples`` is given, so the figures repeat those training wrote.
+    ``n_samples`` is given, so the figures repeat those training wrote on the same kind of
+    device (a CUDA generator draws other numbers than a CPU one, so a GPU-trained run scored
+    on the CPU differs by Monte Carlo noise).
     """
     model, config = load_run(run_dir, device)
     classes = config.get("classes")

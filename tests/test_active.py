@@ -168,6 +168,13 @@ def test_batch_bald_sampled_configurations_estimate_the_joint():
     assert sel.scores[-1].item() == pytest.approx(brute, abs=0.05)
 
 
+def test_run_names_a_negative_max_steps():
+    learner = ActiveLearner(_tiny(steps=1), _blobs())
+    with pytest.raises(ValueError, match="max_steps must be a non-negative integer"):
+        learner.run(progress=False, max_steps=-1)
+    assert learner.run(progress=False, max_steps=0)["history"] == []
+
+
 def test_sampling_acquisitions_need_a_real_generator():
     probs = _random_probs(12, 15, 6, seed=7)
     # sampled from the global RNG before: not reproducible

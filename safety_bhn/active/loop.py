@@ -702,6 +702,8 @@ class ActiveLearner:
         the step in progress. While it runs, the run folder is locked: a second process
         running the same folder gets a RuntimeError instead of overwriting its state.
         """
+        if max_steps is not None:  # -1 ran nothing, silently
+            max_steps = check_int("max_steps", max_steps, 0)
         with folder_lock(self.out):
             return self._run(progress, max_steps)
 
