@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    cached_run,
     command_line,
-    load_run,
     markdown_table,
     mean_std,
     parse_args,
@@ -122,10 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for seed, method, recipe in tqdm(runs, desc="runs"):
         path = Path(args.state) / f"{method}-{recipe}-seed{seed}.json"
-        try:
-            cached = None if args.quick else load_run(path, settings)
-        except ValueError as err:
-            raise SystemExit(f"al_recipe.py: error: {err}") from None
+        cached = cached_run("al_recipe.py", path, settings, args.quick)
         if cached is not None:
             rows.append(cached)
             continue

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    cached_run,
     command_line,
-    load_run,
     markdown_table,
     parse_args,
     quick_out,
@@ -130,10 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             settings = run_settings(args, RUN_IGNORE + BHN_ONLY)
             name = f"{method}-seed{args.seed}"
         path = Path(args.state) / f"{name}.json"
-        try:
-            cached = None if args.quick else load_run(path, settings)
-        except ValueError as err:
-            raise SystemExit(f"bhn_prior.py: error: {err}") from None
+        cached = cached_run("bhn_prior.py", path, settings, args.quick)
         if cached is not None:
             rows.append(cached)
             continue

@@ -124,6 +124,18 @@ def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
     return data["result"]
 
 
+def cached_run(script: str, path: str | os.PathLike, settings: dict[str, Any], quick: bool) -> Any:
+    """:func:`load_run` for a benchmark's loop over runs: None for a ``--quick`` run (which
+    caches nothing); a run cached with other settings ends the script with an error naming
+    them, as a bad flag would."""
+    if quick:
+        return None
+    try:
+        return load_run(path, settings)
+    except ValueError as err:
+        raise SystemExit(f"{script}: error: {err}") from None
+
+
 def save_run(path: str | os.PathLike, result: Any, settings: dict[str, Any]) -> Path:
     """Cache one run's JSON-able ``result`` at ``path`` atomically, with the ``settings`` that
     :func:`load_run` checks."""
