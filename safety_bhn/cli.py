@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib
 import importlib.metadata
 import json
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ._argtypes import non_negative_int, positive_float, positive_int
+from ._choices import parse_choice
 from ._io import FolderInUseError
-from .core.build import Method
+from .core.build import Arch, Method
 
 # Modules that add a sub-command: each defines add_parser(subparsers) -> None, whose parser
 # sets ``func`` (called with the parsed arguments, returns an exit status).
@@ -98,7 +100,7 @@ def _print_table(rows: dict[str, dict[str, float]]) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .runs import TrainConfig, train_and_evaluate
 
-    method, arch = args.method.strip().lower(), args.arch.strip().lower()
+    method, arch = _canonical(args.method, Method), _canonical(args.arch, Arch)
     misplaced = [
         flag
         for flag, given, applies in (
@@ -108,7 +110,7 @@ def _train(args: argparse.Namespace) -> int:
         )
         if given and not applies
     ]
-    if misplaced and method in [m.value for m in Method] and arch in ("mlp", "cnn"):
+    if misplaced and method is not None and arch is not None:  # else TrainConfig names it
         raise ValueError(
             f"{' and '.join(misplaced)} {'does' if len(misplaced) == 1 else 'do'} not apply "
             f"to --method {method} --arch {arch}: "
@@ -131,7 +133,8 @@ def _train(args: argparse.Namespace) -> int:
         kl_anneal=args.kl_anneal,
         select=args.select,
         eval_samples=args.eval_samples,
-        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,  # for evaluate
+        # absolute, for evaluate from another folder; ~ as the data loaders read it
+        data_dir=str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None,
         device=args.device,
         options={"local_draws": True} if args.local_draws else {},
         classes=args.classes,
@@ -140,9 +143,17 @@ def _train(args: argparse.Namespace) -> int:
         config, args.out, progress=not args.no_progress, overwrite=args.overwrite
     )
     metrics = run.metrics
-    _print_table({args.method: metrics["test"]})
+    _print_table({config.method: metrics["test"]})  # the canonical name, as validated
     print(f"saved {Path(args.out) / 'model.pt'} and {Path(args.out) / 'metrics.json'}")
     return 0
+
+
+def _canonical(name: str, choices: type[enum.Enum]) -> str | None:
+    """``name`` in canonical spelling (``"MC-Dropout"``: ``"mc_dropout"``), None if unknown."""
+    try:
+        return parse_choice(name, choices, "name").value
+    except ValueError:
+        return None
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -211,10 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="test-set accuracy, NLL, ECE and Brier of a saved run")
-    p.add_argument("run", help="run folder written by 'safety-bhn train'")
-    p.add_argument("--samples", type=positive_int, default=None, help="posterior samples")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument("run", help="run folder written by 'safety-bhn train' (or its checkpoint)")
+    p.add_argument(
+        "--samples",
+        type=positive_int,
+        default=None,
+        help="posterior samples (default: the run's own, with its seed: training's figures)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with mnist/t10k-*.gz (default: the run's own, as its metrics.json says)",
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_evaluate)
 
@@ -226,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="epochs per model (default 60: about 2 minutes on 2 idle cores)",
     )
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_quickstart)
 
     for module in APPLICATIONS:

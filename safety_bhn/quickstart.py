@@ -45,8 +45,11 @@ def quickstart(
         )
     methods = ("bhn", "mc_dropout")
     record = out / "quickstart.json"
-    written = read_json(record).get("runs", {}) if record.is_file() else {}
+    written = _read_record(record)
     for method in methods:
+        if (out / method).exists() and not (out / method).is_dir():  # not after training bhn
+            raise ValueError(f"{out / method} is a file, not a folder for the quickstart's "
+                             f"{method} run; choose another --out, or move that file")  # fmt: skip
         metrics = out / method / "metrics.json"
         if (out / method / "model.pt").exists() and not (
             metrics.is_file()
@@ -88,6 +91,21 @@ def quickstart(
     return results
 
 
+def _read_record(record: Path) -> dict[str, str]:
+    """The digests in ``quickstart.json`` (``{}`` when there is none); a damaged file raises
+    a ValueError naming it."""
+    if not record.is_file():
+        return {}
+    saved = read_json(record)
+    runs = saved.get("runs", {}) if isinstance(saved, dict) else None
+    if not (isinstance(runs, dict) and all(isinstance(v, str) for v in runs.values())):
+        raise ValueError(
+            f"{record} is damaged: it should hold {{'runs': {{method: digest}}}}; delete it "
+            "(the quickstart then replaces only runs that have exactly its settings)"
+        )
+    return runs
+
+
 def _digest(path: Path) -> str:
     """SHA-256 of a file's bytes: which run the quickstart wrote in a folder."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -96,7 +114,10 @@ def _digest(path: Path) -> str:
 def _is_quickstart_run(metrics: Path, method: str) -> bool:
     """Whether a run written before quickstart.json existed (2026-12-06) has exactly the
     settings a quickstart gives ``method`` (any epochs and device)."""
-    config = read_json(metrics).get("config", {})
+    saved = read_json(metrics)
+    config = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(config, dict):  # damaged: not provably the quickstart's
+        return False
     expected = TrainConfig(method=method, epochs=config.get("epochs"), device=config.get("device"),
                            eval_samples=100)  # fmt: skip
     return config == asdict(expected)

@@ -20,9 +20,13 @@ from .core.base import UncertaintyModel
 from .core.build import Arch, Method, build_model, load, resolve_device
 from .core.metrics import classification_metrics, evaluate, predictive
 from .core.training import Selection, check_lr_recipe, check_validation_use, fit
-from .data import class_list, embedded_mnist, load_dataset, select_classes
+from .data import DataError, class_list, embedded_mnist, load_dataset, select_classes
 
 Split = tuple[Tensor, Tensor]
+
+#: The largest seed a run takes: torch seeds hold 64 bits, and ``fit`` seeds its validation
+#: draws with ``seed + 1``.
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -56,7 +60,8 @@ class TrainConfig:
     kl_anneal: float = 0.0
     """fraction of training over which the KL weight rises linearly from 0 to 1"""
     select: str = "nll"
-    """validation metric that picks the kept epoch: nll or accuracy"""
+    """which epoch is kept: nll (lowest validation NLL), accuracy (first most accurate) or
+    last (the final epoch)"""
     eval_samples: int = 100
     """posterior samples for test-set evaluation"""
     data_dir: str | None = None
@@ -73,10 +78,14 @@ class TrainConfig:
         """Check the names, sizes and fractions; raises a ValueError naming the first bad one
         (before any data is read). Model options are checked by ``build_model``.
         """
-        parse_choice(self.method, Method, "method")
-        parse_choice(self.arch, Arch, "architecture")
-        _, self.lr_warmup = check_lr_recipe(self.lr_schedule, self.lr_warmup)
+        # canonical names: model_options compares them ("BHN" trained 12 couplings whatever
+        # coupling_layers said), and metrics.json is read back by other commands
+        self.method = parse_choice(self.method, Method, "method").value
+        self.arch = parse_choice(self.arch, Arch, "architecture").value
+        schedule, self.lr_warmup = check_lr_recipe(self.lr_schedule, self.lr_warmup)
+        self.lr_schedule = schedule.value
         select = parse_choice(self.select, Selection, "select")
+        self.select = select.value
         if self.classes is not None:
             try:
                 digits = class_list(self.classes)  # plain ints, which metrics.json can hold
@@ -90,10 +99,25 @@ class TrainConfig:
         for name, least in (("epochs", 1), ("batch_size", 1), ("eval_samples", 1), ("val_size", 0),
                             ("seed", 0), ("coupling_layers", 0)):  # fmt: skip
             setattr(self, name, check_int(name, getattr(self, name), least))
+        if self.seed > MAX_SEED:  # torch seeds hold 64 bits, and fit seeds validation seed + 1
+            raise ValueError(f"seed must be at most 2**63 - 1, got {self.seed}")
         if self.patience is not None:
             self.patience = check_int("patience", self.patience)
         self.hidden = check_positive_ints("hidden", self.hidden)
-        self.options = {k: plain_value(k, v) for k, v in dict(self.options).items()}
+        if not isinstance(self.options, dict):
+            raise ValueError(f"options must be a dict of model options, e.g. {{'prior_std': "
+                             f"1.0}}, got {self.options!r}")  # fmt: skip
+        self.options = {k: plain_value(k, v) for k, v in self.options.items()}
+        # plain strings, which metrics.json can hold (a Path or torch.device failed there,
+        # after training, leaving model.pt without its metrics.json)
+        if self.data_dir is not None:
+            if not isinstance(self.data_dir, str | os.PathLike):
+                raise ValueError(f"data_dir must be a folder path or None, got {self.data_dir!r}")
+            self.data_dir = os.fspath(self.data_dir)
+        if isinstance(self.device, torch.device):
+            self.device = str(self.device)
+        elif self.device is not None and not isinstance(self.device, str):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or None, got {self.device!r}")
         self.lr = check_real("lr", self.lr, 0.0, low_open=True)
         self.kl_anneal = check_real("kl_anneal", self.kl_anneal, 0.0, 1.0)
         no_val = "val_size=0 holds none out; pass val_size > 0"
@@ -214,11 +238,11 @@ def run_names(runs: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def check_run_folder(
-    out: str | os.PathLike, overwrite: bool = False, marker: str = "model.pt"
+    out: str | os.PathLike, overwrite: bool = False, marker: str = "model.pt", create: bool = True
 ) -> Path:
-    """Make sure ``out`` can take a new run before any training: create it, and refuse (with
-    an error naming the fix) a path that is a file, or a folder holding a run already (its
-    file ``marker``), unless ``overwrite``."""
+    """Make sure ``out`` can take a new run before any training: create it (unless not
+    ``create``), and refuse (with an error naming the fix) a path that is a file, or a folder
+    holding a run already (its file ``marker``), unless ``overwrite``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; choose another --out")
@@ -227,8 +251,26 @@ def check_run_folder(
             f"{out} holds a run already ({out / marker}); choose another --out, "
             "or pass --overwrite (overwrite=True) to replace it"
         )
-    out.mkdir(parents=True, exist_ok=True)  # an unwritable place fails here, not after training
+    if create:  # an unwritable place fails here, not after training
+        out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+#: Files that mark a folder as another command's run, which a training run must not mix with
+#: (an active-learning run with warm starts keeps its model.pt there too).
+OTHER_RUNS = {"state.json": "an active-learning run", "summary.json": "an exploration run"}
+
+
+def _check_train_folder(out: Path, overwrite: bool, create: bool) -> Path:
+    """:func:`check_run_folder` for :func:`train_and_evaluate`: a run's ``metrics.json`` alone
+    counts as a saved run too, and another command's run folder is refused even with
+    ``overwrite``, which would replace only some of its files."""
+    for name, kind in OTHER_RUNS.items():
+        if (out / name).is_file():
+            raise ValueError(f"{out} holds {kind} ({out / name}), not a training run; choose "
+                             "another --out")  # fmt: skip
+    check_run_folder(out, overwrite, "metrics.json", create=False)
+    return check_run_folder(out, overwrite, create=create)
 
 
 #: Where :func:`train_and_evaluate` saves training state while it trains (every minute at
@@ -265,25 +307,30 @@ def train_and_evaluate(
         device=device,
         **config.model_options(),
     )
+    if out is not None:
+        out = _check_train_folder(Path(out), overwrite, create=False)
+    # the data next (its own generator: the order is free), so that a missing data folder or
+    # a val_size too large for it fails before the run folder is made
+    splits = mnist_splits(config.data_dir, config.val_size, config.seed, config.classes)
     if out is None:
-        return _train(config, model, device, None, progress, checkpoint)
+        return _train(config, model, device, splits, None, progress, checkpoint)
     out = check_run_folder(out, overwrite)
     with folder_lock(out):
-        check_run_folder(out, overwrite)  # again: another process may have finished one here
-        if overwrite:  # a fresh run: an interrupted one saved here is not resumed
+        _check_train_folder(out, overwrite, create=True)  # again: another process may have
+        if overwrite:  # finished one here; a fresh run: an interrupted one is not resumed
             (out / FIT_CHECKPOINT).unlink(missing_ok=True)
-        return _train(config, model, device, out, progress, out / FIT_CHECKPOINT)
+        return _train(config, model, device, splits, out, progress, out / FIT_CHECKPOINT)
 
 
 def _train(
     config: TrainConfig,
     model: UncertaintyModel,
     device: torch.device,
+    splits: dict[str, Split],
     out: Path | None,
     progress: bool,
     checkpoint: str | os.PathLike | None,
 ) -> RunResult:
-    splits = mnist_splits(config.data_dir, config.val_size, config.seed, config.classes)
     history = fit(
         model,
         splits["train"],
@@ -312,10 +359,27 @@ def _train(
         "environment": environment(),
     }
     if out is not None:
-        (out / "metrics.json").unlink(missing_ok=True)  # the old run's, if overwriting
-        model.save(out / "model.pt")
-        atomic_write_json(out / "metrics.json", metrics)
+        _save_run(out, model, metrics)
     return RunResult(model, metrics, probs)
+
+
+def _save_run(out: Path, model: UncertaintyModel, metrics: dict[str, Any]) -> None:
+    """Write ``out/model.pt`` and ``out/metrics.json``, replacing a saved run's only once both
+    new files are written in full (under temp names): a failed write (metrics that JSON
+    cannot hold, a full disk) leaves the old run as it was. The old ``metrics.json`` goes
+    first, so that no new model ever sits beside the old run's settings."""
+    new_metrics, new_model = out / ".metrics.json.new.tmp", out / ".model.pt.new.tmp"
+    try:  # hidden *.tmp names: folder_lock clears any that a killed process left
+        atomic_write_json(new_metrics, metrics)
+        model.save(new_model)
+        if (out / "model.pt").is_file():  # a rewritten file keeps its permissions
+            os.chmod(new_model, (out / "model.pt").stat().st_mode & 0o777)
+        (out / "metrics.json").unlink(missing_ok=True)
+        os.replace(new_model, out / "model.pt")
+        os.replace(new_metrics, out / "metrics.json")
+    finally:
+        new_model.unlink(missing_ok=True)
+        new_metrics.unlink(missing_ok=True)
 
 
 def load_run(
@@ -324,7 +388,10 @@ def load_run(
     """The model of a run folder written by :func:`train_and_evaluate` (or its ``model.pt``
     path) and the training config in its ``metrics.json`` (``{}`` when there is none)."""
     path = Path(run)
-    checkpoint = path / "model.pt" if path.is_dir() or not path.suffix else path
+    # a folder, or a name without a suffix that is not a file either (a checkpoint file may
+    # have no suffix: it was taken for a folder and refused as missing)
+    folder = path.is_dir() or not (path.suffix or path.is_file())
+    checkpoint = path / "model.pt" if folder else path
     if not checkpoint.is_file():
         inside = sorted(str(p.parent) for p in path.glob("*/model.pt")) if path.is_dir() else []
         if inside:
@@ -339,7 +406,33 @@ def load_run(
     config = saved.get("config", {}) if isinstance(saved, dict) else None
     if not isinstance(config, dict):
         raise ValueError(f"{metrics} is damaged: it should hold {{'config': {{...}}, ...}}")
+    try:  # the values evaluate and ood use, each checked so that damage is named as such
+        _check_saved_config(config)
+    except ValueError as err:
+        raise ValueError(
+            f"{metrics} is damaged: its config's {err}; restore it, or retrain the run"
+        ) from None
     return load(checkpoint, device=device), config
+
+
+def _check_saved_config(config: dict[str, Any]) -> None:
+    """Check (and make plain) the settings of a saved run's ``metrics.json`` that evaluation
+    reads back; a bad one raises a ValueError naming it."""
+    if "seed" in config:
+        config["seed"] = check_int("seed", config["seed"], 0)
+    if config.get("eval_samples") is not None:
+        config["eval_samples"] = check_int("eval_samples", config["eval_samples"])
+    if config.get("classes") is not None:
+        try:
+            digits = class_list(config["classes"])
+        except (TypeError, ValueError):
+            digits = [-1]
+        if not set(digits) <= set(range(10)):
+            raise ValueError(f"classes must be at least 2 distinct digits 0-9, got "
+                             f"{config['classes']!r}")  # fmt: skip
+        config["classes"] = digits
+    if config.get("data_dir") is not None and not isinstance(config["data_dir"], str):
+        raise ValueError(f"data_dir must be a folder path or null, got {config['data_dir']!r}")
 
 
 def evaluate_run(
@@ -367,8 +460,30 @@ def evaluate_run(
             f"{run_dir}: its metrics.json names {len(classes)} classes {list(classes)}, but "
             f"the model has {model.n_classes}; the two files come from different runs"
         )
-    data_dir = data_dir if data_dir is not None else config.get("data_dir")
-    xt, yt = mnist_test(data_dir, classes)  # the training files need not be there
-    gen = torch.Generator(device=model.device).manual_seed(int(config.get("seed", 0)))
+    if data_dir is not None:
+        xt, yt = mnist_test(data_dir, classes)  # the training files need not be there
+    else:
+        xt, yt = _saved_test_set(run_dir, config.get("data_dir"), classes)
+    gen = torch.Generator(device=model.device).manual_seed(config.get("seed", 0))
     n_samples = n_samples if n_samples is not None else config.get("eval_samples")
     return evaluate(model, xt, yt, n_samples=n_samples, generator=gen)
+
+
+def _saved_test_set(
+    run_dir: str | os.PathLike, data_dir: str | None, classes: list[int] | None
+) -> Split:
+    """The test set of the data folder a run was trained from (its ``metrics.json`` names
+    it); one that is gone (a run copied to another machine) is named as the run's, with the
+    fix, rather than as a ``data_dir`` argument the user never passed."""
+    try:
+        return mnist_test(data_dir, classes)
+    except DataError as err:
+        if data_dir is None:
+            raise
+        reason = str(err).splitlines()[0].replace(" (from the data_dir argument)", "")
+        reason = reason.rstrip(".")
+        raise ValueError(
+            f"{run_dir} was trained on the MNIST files in data_dir {data_dir} (its "
+            f"metrics.json says so), but {reason}; pass --data-dir (data_dir=) a folder "
+            "holding mnist/t10k-images-idx3-ubyte.gz and mnist/t10k-labels-idx1-ubyte.gz"
+        ) from None

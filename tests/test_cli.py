@@ -187,6 +187,15 @@ def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
         (["train", "--classes", "3", "12", "--out", "x"], "at least 2 distinct digits 0-9"),
         (["train", "--out", "done"], "holds a run already"),
         (["evaluate", "broken"], "broken/metrics.json is damaged (not valid JSON"),
+        (
+            ["train", "--method", "mc-dropout", "--coupling-layers", "3", "--out", "x"],
+            "--coupling-layers does not apply to --method mc_dropout",  # trained, ignoring it
+        ),
+        # the run folder was created (and left) before the data was read
+        (["train", "--data-dir", "nodata", "--out", "new"], "split not found"),
+        (["train", "--val-size", "5000", "--out", "new"], "val_size must lie in [0, 5000)"),
+        # failed at the first validation, inside the new folder, naming no seed
+        (["train", "--seed", str(2**64 - 1), "--out", "new"], "seed must be at most 2**63 - 1"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_nonzero_exit(args, message, tmp_path):
@@ -200,6 +209,7 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(args, message, tmp_path
     assert message in res.stderr
     assert "Traceback" not in res.stderr
     assert (tmp_path / "done" / "model.pt").read_text() == "a run the user wants to keep"
+    assert not (tmp_path / "new").exists()
 
 
 def test_version():
@@ -211,3 +221,178 @@ def test_help_shows_defaults():
     res = run("train", "--help")
     assert "--epochs EPOCHS       (default: 100)" in res.stdout
     assert "--seed SEED           (default: 0)" in res.stdout  # 0 is a default too
+
+
+def test_evaluate_help_says_where_its_defaults_come_from():
+    text = " ".join(run("evaluate", "--help").stdout.split())
+    assert "(default: the run's own, with its seed" in text  # "posterior samples" before
+    assert "(default: the run's own, as its metrics.json says)" in text  # nothing before
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished training run (a 784-8-10 MAP net, one epoch), to copy and damage."""
+    from safety_bhn.runs import TrainConfig, train_and_evaluate
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    config = TrainConfig(method="map", hidden=[8], epochs=1, eval_samples=1, device="cpu")
+    train_and_evaluate(config, out, progress=False)
+    return out
+
+
+def test_train_config_saves_names_in_canonical_spelling_and_honours_them(tmp_path):
+    from safety_bhn.runs import TrainConfig, train_and_evaluate
+
+    # "BHN" and "MLP" passed the name check, but model_options compared them with "bhn" and
+    # "mlp": a BHN of 12 couplings and 800 units trained, with metrics.json saying 1 and [8]
+    config = TrainConfig(method="BHN", arch="MLP", hidden=[8], coupling_layers=1, epochs=1,
+                         eval_samples=1, device="cpu", lr_schedule="Cosine",
+                         select="NLL")  # fmt: skip
+    run = train_and_evaluate(config, tmp_path / "run", progress=False)
+    assert run.model.config["options"] == {"hidden": [8], "coupling_layers": 1}
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]
+    names = [saved[key] for key in ("method", "arch", "lr_schedule", "select")]
+    assert names == ["bhn", "mlp", "cosine", "nll"]
+
+
+def test_train_config_makes_paths_and_devices_plain_strings():
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import torch
+
+    from safety_bhn.runs import TrainConfig
+
+    # both trained, then failed metrics.json after writing model.pt (over a saved run's)
+    config = TrainConfig(data_dir=Path("data"), device=torch.device("cpu")).validate()
+    assert (config.data_dir, config.device) == ("data", "cpu")
+    json.dumps(asdict(config))
+    for bad, message in [({"device": 0.5}, "device must be"), ({"data_dir": 3}, "data_dir must"),
+                         ({"options": None}, "options must be a dict")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**bad).validate()
+
+
+def test_a_failed_overwrite_leaves_the_saved_run_as_it_was(tmp_path, tiny_run, monkeypatch):
+    from safety_bhn.runs import TrainConfig, train_and_evaluate
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    before = {name: (out / name).read_bytes() for name in ("model.pt", "metrics.json")}
+
+    def disk_full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(
+        type(safety_bhn.build_model("map", hidden=[8], device="cpu")), "save", disk_full
+    )
+    config = TrainConfig(method="map", hidden=[8], epochs=1, eval_samples=1, device="cpu", seed=1)
+    with pytest.raises(OSError, match="No space left"):
+        train_and_evaluate(config, out, progress=False, overwrite=True)
+    # the old metrics.json was deleted before the new model was written
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_train_refuses_another_commands_run_folder_and_a_runs_metrics(tmp_path):
+    from safety_bhn.runs import TrainConfig, train_and_evaluate
+
+    config = TrainConfig(method="map", hidden=[8], epochs=1, eval_samples=1, device="cpu")
+    for name, kind in [
+        ("state.json", "an active-learning run"),
+        ("summary.json", "an exploration run"),
+    ]:
+        (tmp_path / name[:-5]).mkdir()
+        (tmp_path / name[:-5] / name).write_text("{}")
+        for overwrite in (False, True):  # model.pt and metrics.json were written beside them
+            with pytest.raises(ValueError, match=f"holds {kind}"):
+                train_and_evaluate(config, tmp_path / name[:-5], False, overwrite=overwrite)
+        assert sorted(p.name for p in (tmp_path / name[:-5]).iterdir()) == [name]
+    (tmp_path / "kept").mkdir()  # a run whose model.pt was moved away: its figures stay
+    (tmp_path / "kept" / "metrics.json").write_text('{"test": {"accuracy": 0.97}}')
+    with pytest.raises(ValueError, match="holds a run already"):
+        train_and_evaluate(config, tmp_path / "kept", progress=False)
+    assert "0.97" in (tmp_path / "kept" / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [({"seed": None}, "seed must be a non-negative integer, got None"),
+     ({"seed": 2.5}, "seed must be"), ({"eval_samples": 0}, "eval_samples must be"),
+     ({"classes": 5}, "classes must be at least 2 distinct digits"),
+     ({"classes": [0, 12]}, "classes must be"), ({"data_dir": 3}, "data_dir must be")],
+)  # fmt: skip
+def test_evaluate_names_a_damaged_setting_in_metrics_json(damage, message, tmp_path, tiny_run):
+    from safety_bhn.runs import evaluate_run
+
+    shutil.copytree(tiny_run, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    saved["config"].update(damage)
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(saved))
+    # "int() argument must be ... not 'NoneType'", "object of type 'int' has no len()", or a
+    # silent int(2.5) before
+    with pytest.raises(ValueError, match=rf"metrics.json is damaged: its config's {message}"):
+        evaluate_run(tmp_path / "run")
+
+
+def test_evaluate_names_the_runs_own_data_folder_when_it_is_gone(tmp_path, tiny_run):
+    from safety_bhn.runs import evaluate_run
+
+    shutil.copytree(tiny_run, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    saved["config"]["data_dir"] = str(tmp_path / "gone")  # trained on another machine
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="its metrics.json says so.*pass --data-dir") as err:
+        evaluate_run(tmp_path / "run")  # "(from the data_dir argument)" before: none was given
+    assert "data_dir argument" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_evaluate_reads_a_checkpoint_file_without_a_suffix(tmp_path, tiny_run):
+    from safety_bhn.runs import evaluate_run
+
+    shutil.copy(tiny_run / "model.pt", tmp_path / "mymodel")  # "no checkpoint mymodel/model.pt"
+    scores = evaluate_run(tmp_path / "mymodel", n_samples=1)
+    assert set(scores) == {"accuracy", "nll", "ece", "brier"}
+
+
+def test_train_reads_a_tilde_in_data_dir_as_the_home_folder(tmp_path, monkeypatch):
+    import safety_bhn.runs as runs
+    from safety_bhn.cli import main
+
+    seen = []
+
+    def capture(config, *args, **kwargs):
+        seen.append(config.data_dir)
+        raise ValueError("stop")
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(runs, "train_and_evaluate", capture)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data-dir=~/data", "--out", "x"]) == 2  # the shell leaves ~ here
+    assert seen == [str(tmp_path / "data")]  # "<cwd>/~/data" before
+
+
+@pytest.mark.parametrize(
+    "record, bhn_metrics, message",
+    [("[]", None, "quickstart.json is damaged"),  # AttributeError before
+     ('{"runs": []}', None, "quickstart.json is damaged"),  # TypeError after training bhn
+     (None, "[]", "holds a run the quickstart did not write"),  # AttributeError before
+     (None, None, "mc_dropout is a file, not a folder")],  # after training bhn before
+)  # fmt: skip
+def test_quickstart_refuses_damaged_or_foreign_files_before_training(
+    record, bhn_metrics, message, tmp_path
+):
+    from safety_bhn.quickstart import quickstart
+
+    out = tmp_path / "qs"
+    out.mkdir()
+    if record is not None:
+        (out / "quickstart.json").write_text(record)
+    if bhn_metrics is not None:
+        safety_bhn.build_model("map", hidden=[8], device="cpu").save(out / "bhn" / "model.pt")
+        (out / "bhn" / "metrics.json").write_text(bhn_metrics)
+    if record is None and bhn_metrics is None:
+        (out / "mc_dropout").write_text("")
+    with pytest.raises(ValueError, match=message):
+        quickstart(out, epochs=1, device="cpu", progress=False)
+    assert bhn_metrics is not None or not (out / "bhn").exists()
