@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import enum
+import json
 import math
 import multiprocessing
 import sys
@@ -31,17 +32,20 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
+    check_flags,
     command_line,
+    fail,
     in_results,
     markdown_table,
     mean_std,
     parse_args,
+    quick_out,
     quick_settings,
     seed_everything,
     write_csv,
 )
 
-from safety_bhn._io import atomic_write_text  # noqa: E402
+from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
 from safety_bhn.active import (  # noqa: E402
     ActiveConfig,
     ActiveLearner,
@@ -128,7 +132,8 @@ FULL = Args()
 def quick_args(args: Args) -> Args:
     """Smoke-test settings: tiny network, 2 steps, bald and random, one seed; the settings the
     user named on the command line are kept."""
-    runs_dir = str(Path(args.runs_dir) / "quick")
+    # never under the committed results, even where --runs-dir names a folder inside them
+    runs_dir = quick_out(str(Path(args.runs_dir) / "quick"))
     if in_results(args.out_dir):  # never overwrite the real results with a smoke test
         args = dataclasses.replace(args, out_dir=runs_dir)
     args = quick_settings(args, acquisitions=["bald", "random"], seeds=[0], hidden=[32],
@@ -428,11 +433,14 @@ def main(argv: list[str] | None = None) -> None:
     command = command_line("active_learning.py", argv)
     if args.quick:
         args = quick_args(args)
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
+    check_flags("active_learning.py", args, positive=["acquire", "threads"],
+                nonnegative=["test_size", "deadline_minutes"],
+                distinct=["methods", "acquisitions"])  # fmt: skip
     steps = (args.max_labels - args.initial) // args.acquire
     if steps < 1 or args.initial + steps * args.acquire != args.max_labels:
         raise SystemExit("--max-labels must be initial + acquire * steps with steps >= 1")
-    if args.workers < 1:
-        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     for method in args.methods:  # every name and setting checked before any run trains
         for acq in args.acquisitions:
             try:
@@ -447,10 +455,18 @@ def main(argv: list[str] | None = None) -> None:
         for method in args.methods
         for acq in args.acquisitions
     ]
+    for job in jobs:  # a run started on another test set is not continued on this one
+        try:
+            check_test_size(run_folder(args, *job), args.test_size)
+        except ValueError as err:
+            fail("active_learning.py", str(err))
     deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
     curves: dict[tuple[int, str, str], list[dict]] = {}
     if args.finished_csv:  # runs finished elsewhere, whose states are not here
-        earlier = read_finished_csv(args.finished_csv, steps, args.initial, args.acquire)
+        try:
+            earlier = read_finished_csv(args.finished_csv, steps, args.initial, args.acquire)
+        except (OSError, ValueError, KeyError) as err:  # missing, other settings, not ours
+            fail("active_learning.py", f"--finished-csv: {err}")
         here = {job for job in jobs if (run_folder(args, *job) / "state.json").is_file()}
         curves = {job: earlier[job] for job in jobs if job in earlier and job not in here}
     start = time.time()
@@ -530,6 +546,28 @@ def run_folder(args: Args, seed: int, method: str, acq: str) -> Path:
     return Path(args.runs_dir) / f"{method}-{acq}-seed{seed}"
 
 
+#: In a run folder, beside the loop's state: the benchmark's settings that the loop's own
+#: config does not hold (the test images that score it), so a resume can check them.
+TEST_SET_FILE = "benchmark_test_set.json"
+
+
+def check_test_size(folder: Path, test_size: int) -> None:
+    """Refuse to continue (or report) the run in ``folder`` with another ``--test-size`` than it
+    was started with: its saved steps were scored on those test images, and a curve with
+    steps scored on two test sets is no curve. Runs started before the test size was saved
+    (no file) cannot be checked."""
+    path = folder / TEST_SET_FILE
+    if not ((folder / "state.json").is_file() and path.is_file()):
+        return
+    saved = json.loads(path.read_text())["test_size"]
+    if saved != test_size:
+        raise ValueError(
+            f"{folder} was started with --test-size {saved}, but this invocation asks for "
+            f"--test-size {test_size}; pass --test-size {saved} to continue it, or another "
+            "--runs-dir for these settings"
+        )
+
+
 def unfinished_table(curves: list[list[dict]], steps: int) -> str:
     """Markdown table of runs stopped before their last step (left out of the summary above)."""
 
@@ -595,7 +633,10 @@ def run_one(
     config = make_config(args, seed, method, acq)
     folder = run_folder(args, seed, method, acq)
     resume = (folder / "state.json").is_file()
+    check_test_size(folder, args.test_size)
     learner = ActiveLearner(config, pool, test=test, out=folder, resume=resume)
+    if not resume:  # saved once the run's folder holds its state
+        atomic_write_json(folder / TEST_SET_FILE, {"test_size": args.test_size})
     if deadline is None:
         learner.run(progress=progress)
     else:  # one step at a time, so that no step starts after the deadline

@@ -21,11 +21,21 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, markdown_table, parse_args, write_csv  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    check_al_steps,
+    check_flags,
+    command_line,
+    flag_errors,
+    markdown_table,
+    parse_args,
+    write_csv,
+)
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.active import ActiveLearner, bald, mnist_pool, saved_config  # noqa: E402
 from safety_bhn.active.loop import saved_state  # noqa: E402
+from safety_bhn.core.build import resolve_device  # noqa: E402
 from safety_bhn.core.metrics import auto_batch_size, classification_metrics  # noqa: E402
 from safety_bhn.runs import device_words, environment  # noqa: E402
 
@@ -125,6 +135,10 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     command = command_line("al_class_accuracy.py", argv)
+    check_flags("al_class_accuracy.py", args, positive=["threads"], distinct=["runs", "steps"])
+    with flag_errors("al_class_accuracy.py", "--device: "):
+        resolve_device(args.device)
+    check_al_steps("al_class_accuracy.py", args.runs_dir, args.runs, args.steps)
     torch.set_num_threads(args.threads)
     start = time.time()
     rows, summaries = [], []

@@ -30,7 +30,10 @@ from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
     cached_run,
+    check_flags,
     command_line,
+    fail,
+    flag_errors,
     markdown_table,
     mean_std,
     parse_args,
@@ -96,6 +99,15 @@ class Args:
     """smoke test: 1 seed, 60 labels, 20 steps, 300 tuning images, written to runs/bench-quick"""
 
 
+def run_config(args: Args, method: str, schedule: str, warmup: float, select: str) -> ActiveConfig:
+    """The loop settings of one retrain (checked: a ValueError names a bad one)."""
+    opts = {"coupling_layers": args.coupling_layers, "prior_mean": args.bhn_prior_mean}
+    return ActiveConfig(method=method, arch="cnn", options=opts if method == "bhn" else {},
+                        train_steps=args.train_steps, batch_size=args.batch_size,
+                        lr=args.lr, lr_schedule=schedule, lr_warmup=warmup, select=select,
+                        eval_samples=args.samples, device="cpu").validate()  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:
@@ -111,9 +123,20 @@ def main(argv: list[str] | None = None) -> None:
                              "e.g. 'cosine+warmup+last'")  # fmt: skip
         warmup = args.warmup if "warmup" in extras else 0.0
         recipes[recipe] = (schedule, warmup, "last" if "last" in extras else "nll")
+    check_flags("al_recipe.py", args, positive=["labels", "val_size", "tune_size", "samples"],
+                distinct=["methods", "recipes"])  # fmt: skip
+    for method in args.methods:  # every run's settings checked before any data is read
+        for recipe in args.recipes:
+            with flag_errors("al_recipe.py", f"--methods {method} --recipes {recipe}: "):
+                config = run_config(args, method, *recipes[recipe])
+                safety_bhn.build_model(method, "cnn", device="cpu", **config.model_options())
     torch.set_num_threads(1)
     x, y = load_dataset("mnist", "train", args.data_dir)
     x_tune, y_tune = load_dataset("mnist", "extra", args.data_dir)
+    if args.val_size + args.labels > len(y) or args.tune_size > len(y_tune):
+        fail("al_recipe.py", f"--val-size {args.val_size} + --labels {args.labels} must fit in "
+             f"the {len(y)} training images, and --tune-size {args.tune_size} in the "
+             f"{len(y_tune)} tuning images")  # fmt: skip
     # mnist-extra5k is sorted by class: score a fixed random subset, not the first images.
     pick = torch.randperm(len(y_tune), generator=torch.Generator().manual_seed(12345))
     x_tune, y_tune = x_tune[pick[: args.tune_size]], y_tune[pick[: args.tune_size]]
@@ -131,11 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         val = perm[: args.val_size]
         lab = perm[args.val_size : args.val_size + args.labels]
         seed_everything(seed)
-        opts = {"coupling_layers": args.coupling_layers, "prior_mean": args.bhn_prior_mean}
-        config = ActiveConfig(method=method, arch="cnn", options=opts if method == "bhn" else {},
-                              train_steps=args.train_steps, batch_size=args.batch_size,
-                              lr=args.lr, lr_schedule=schedule, lr_warmup=warmup, select=select,
-                              eval_samples=args.samples, device="cpu").validate()  # fmt: skip
+        config = run_config(args, method, schedule, warmup, select)
         model = safety_bhn.build_model(method, "cnn", seed=seed, device="cpu",
                                        **config.model_options())  # fmt: skip
         start = time.perf_counter()

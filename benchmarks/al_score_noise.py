@@ -23,10 +23,21 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, markdown_table, mean_std, parse_args, write_csv  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    check_al_steps,
+    check_flags,
+    command_line,
+    fail,
+    flag_errors,
+    markdown_table,
+    mean_std,
+    parse_args,
+    write_csv,
+)
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
-from safety_bhn.active import ActiveLearner, bald, mnist_pool, saved_config  # noqa: E402
+from safety_bhn.active import ActiveConfig, ActiveLearner, bald, mnist_pool, saved_config  # noqa: E402
 from safety_bhn.active.loop import step_seed  # noqa: E402
 from safety_bhn.core.metrics import auto_batch_size  # noqa: E402
 from safety_bhn.runs import environment  # noqa: E402
@@ -128,6 +139,20 @@ def measure(args: Args, data: tuple, run: str, step: int, method: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     command = command_line("al_score_noise.py", argv)
+    check_flags("al_score_noise.py", args,
+                positive=["samples", "reference_samples", "top_k", "subset", "threads"],
+                distinct=["runs", "steps", "methods"])  # fmt: skip
+    if min(args.samples, args.reference_samples) < 2:  # one sample's BALD is 0 everywhere
+        fail("al_score_noise.py", "--samples and --reference-samples must be at least 2, got "
+             f"{args.samples} and {args.reference_samples}")  # fmt: skip
+    if args.top_k > args.subset:
+        fail("al_score_noise.py", f"--top-k {args.top_k} must be at most --subset {args.subset}")
+    for method in args.methods:  # BALD needs posterior samples that can disagree
+        with flag_errors("al_score_noise.py", f"--methods {method}: "):
+            options = {"coupling_layers": args.coupling_layers, "prior_mean": args.bhn_prior_mean}
+            ActiveConfig(method=method, acquisition="bald", acq_samples=args.samples,
+                         options=options if method == "bhn" else {}).validate()  # fmt: skip
+    check_al_steps("al_score_noise.py", args.runs_dir, args.runs, args.steps)
     torch.set_num_threads(args.threads)
     start = time.time()
     jobs = [(r, s, m) for r in args.runs for s in args.steps for m in args.methods]

@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
+    check_flags,
     command_line,
+    flag_errors,
     markdown_table,
     mean_std,
     parse_args,
@@ -159,6 +161,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
     fixed = fixed_noise(args)
     varying = heteroscedastic_agents(args)
+    check_flags("bandit.py", args, positive=["steps"], distinct=["deltas", "agents"])
+    for name in args.agents:  # each agent's settings checked before any agent runs
+        with flag_errors("bandit.py", f"agent {name}: "):
+            make_agent(args, name, args.seeds[0], fixed, varying)
     run_name = f"bandit__{'quick' if args.quick else 'full'}__{int(time.time())}"
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     out = Path(args.out)
@@ -173,16 +179,7 @@ def main(argv: list[str] | None = None) -> None:
             if name == "uniform":
                 agent = RandomAgent(5, seed=seed)
             else:
-                exploration, method = AGENTS[name]
-                agent = NeuralBandit(
-                    5, 2, method, exploration, epsilon=args.epsilon, hidden=args.hidden,
-                    train_every=args.train_every, train_steps=args.train_steps,
-                    batch_size=args.batch_size, lr=args.lr,
-                    noise_std=fixed.get(name, args.noise_std),
-                    learn_noise=args.learn_noise and name not in fixed,
-                    heteroscedastic=name in varying, seed=seed,
-                    model_options=model_options(args, method),
-                )  # fmt: skip
+                agent = make_agent(args, name, seed, fixed, varying)
             episodes = run_agent(env, agent, args.steps, seed=seed, progress=False)
             results[name] = summarize(episodes)
             results[name]["seconds"] = time.perf_counter() - start
@@ -207,6 +204,24 @@ def main(argv: list[str] | None = None) -> None:
     text = report(args, rows, run_name, command_line("bandit.py", argv))
     atomic_write_text(out / "bandit.md", text)
     print(text)
+
+
+def make_agent(
+    args: Args, name: str, seed: int, fixed: dict[str, float], varying: set[str]
+) -> NeuralBandit:
+    """The agent ``name`` (a key of AGENTS) with the settings ``args`` give it; a bad setting
+    raises the agent's ValueError. ``fixed``: :func:`fixed_noise`; ``varying``:
+    :func:`heteroscedastic_agents`."""
+    exploration, method = AGENTS[name]
+    return NeuralBandit(
+        5, 2, method, exploration, epsilon=args.epsilon, hidden=args.hidden,
+        train_every=args.train_every, train_steps=args.train_steps,
+        batch_size=args.batch_size, lr=args.lr,
+        noise_std=fixed.get(name, args.noise_std),
+        learn_noise=args.learn_noise and name not in fixed,
+        heteroscedastic=name in varying, seed=seed,
+        model_options=model_options(args, method),
+    )  # fmt: skip
 
 
 def model_options(args: Args, method: str) -> dict[str, float]:

@@ -31,7 +31,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bandit  # noqa: E402
 import bandit_tuning  # noqa: E402
-from common import RESULTS, command_line, in_results, markdown_table, parse_args  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    check_flags,
+    command_line,
+    in_results,
+    markdown_table,
+    parse_args,
+)
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 
@@ -136,6 +143,8 @@ def summary(args: Args, todo: list[bandit_tuning.Job], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
+    # each value is a bandit.py --noise-std, which must be positive; a repeat shares a folder
+    check_flags("bandit_noise.py", args, positive=["values"], distinct=["values"])
     if args.quick:  # never over the committed sweep
         out = "runs/bench-quick/bandit_noise" if in_results(args.out) else args.out
         args = dataclasses.replace(args, values=args.values[:1], high_seeds=[10],

@@ -31,7 +31,9 @@ from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
     cached_run,
+    check_flags,
     command_line,
+    flag_errors,
     markdown_table,
     parse_args,
     quick_out,
@@ -48,7 +50,7 @@ from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.core.bhn import PriorMean  # noqa: E402
 from safety_bhn.core.metrics import classification_metrics, predictive  # noqa: E402
 from safety_bhn.data import load_dataset  # noqa: E402
-from safety_bhn.runs import environment, mnist_splits  # noqa: E402
+from safety_bhn.runs import TrainConfig, environment, mnist_splits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_IGNORE = ("prior_stds", "data_dir", "out", "state", "quick")
@@ -105,6 +107,16 @@ def active_units(model: safety_bhn.UncertaintyModel, n_draws: int = 2000) -> tup
     return active_units_per_layer(model, n_draws)[0], model.sizes[0]
 
 
+def model_options(args: Args, method: str, prior: float | None) -> dict:
+    """``build_model``'s options of one run (``prior``: the BHN's prior std)."""
+    opts: dict = {"hidden": [args.hidden]}
+    if method == "bhn":
+        opts.update(
+            coupling_layers=args.coupling_layers, prior_std=prior, prior_mean=args.prior_mean
+        )
+    return opts
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     try:
@@ -114,13 +126,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args = quick_settings(args, prior_stds=[1.0, 3.0], coupling_layers=2,
                               hidden=32, epochs=1, samples=5, out=quick_out(args.out))  # fmt: skip
+    check_flags("bhn_prior.py", args, positive=["prior_stds", "samples"], distinct=["prior_stds"])
+    configs = [("bhn", s) for s in args.prior_stds] + [("mc_dropout", None)]
+    for method, prior in configs:  # every run's settings checked before any data is read
+        with flag_errors("bhn_prior.py", f"{method} run: "):
+            TrainConfig(method=method, hidden=[args.hidden], coupling_layers=args.coupling_layers,
+                        epochs=args.epochs, lr_schedule=args.lr_schedule,
+                        lr_warmup=args.lr_warmup, seed=args.seed,
+                        eval_samples=args.samples).validate()  # fmt: skip
+            safety_bhn.build_model(method, seed=args.seed, device="cpu",
+                                   **model_options(args, method, prior))  # fmt: skip
     torch.set_num_threads(1)
     splits = mnist_splits(args.data_dir, 500, args.seed)
     x_tune, y_tune = load_dataset("mnist", "extra", args.data_dir)
     if args.quick:
         pick = torch.randperm(len(y_tune), generator=torch.Generator().manual_seed(0))[:500]
         x_tune, y_tune = x_tune[pick], y_tune[pick]  # the file is sorted by class
-    configs = [("bhn", s) for s in args.prior_stds] + [("mc_dropout", None)]
     rows = []
     for method, prior in tqdm(configs, desc="runs"):
         if method == "bhn":
@@ -135,11 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(cached)
             continue
         seed_everything(args.seed)
-        opts = {"hidden": [args.hidden]}
-        if method == "bhn":
-            opts.update(
-                coupling_layers=args.coupling_layers, prior_std=prior, prior_mean=args.prior_mean
-            )
+        opts = model_options(args, method, prior)
         model = safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
         checkpoint = None if args.quick else Path(args.state) / "checkpoints" / f"{name}.pt"
         history = safety_bhn.fit(model, splits["train"], splits["val"], epochs=args.epochs,

@@ -36,7 +36,10 @@ from bhn_prior import active_units  # noqa: E402
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    check_flags,
     command_line,
+    fail,
+    flag_errors,
     markdown_table,
     parse_args,
     quick_out,
@@ -46,6 +49,7 @@ from common import (  # noqa: E402
 )
 
 import safety_bhn  # noqa: E402
+from safety_bhn.core.build import resolve_device  # noqa: E402
 from safety_bhn.core.metrics import classification_metrics, predictive  # noqa: E402
 from safety_bhn.data import load_dataset  # noqa: E402
 from safety_bhn.runs import environment, mnist_splits  # noqa: E402
@@ -154,20 +158,20 @@ def data(args: Args, extra_val: bool) -> tuple[tuple, tuple, tuple]:
     return split["train"], split["val"], tune
 
 
-def run_one(row: str, args: Args) -> dict[str, Any]:
-    """Train one row and score it on the tuning set; one tidy CSV row."""
-    if args.device in (None, "cpu"):
-        torch.set_num_threads(1)
-    method, layers, name = parse_row(row)
+def recipe_of(name: str, quick: bool = False) -> dict[str, Any]:
+    """Every setting of the recipe ``name`` (a key of RECIPES), defaults filled in."""
     recipe = {"lr": 1e-3, "batch_size": 100, "lr_schedule": "constant", "lr_warmup": 0.0,
               "kl_anneal": 0.0, "grad_clip": 100.0, "train_samples": 1, "extra_val": False,
               "select": "nll", "prior_std": 1.0, "prior_mean": "zero", "prob_clip": 0.0,
               "local_draws": False,
               **RECIPES[name]}  # fmt: skip
-    if args.quick:
+    if quick:
         recipe["epochs"] = 1
-    train, val, (x_tune, y_tune) = data(args, recipe["extra_val"])
-    seed_everything(args.seed)
+    return recipe
+
+
+def model_options(args: Args, method: str, layers: int, recipe: dict[str, Any]) -> dict[str, Any]:
+    """``build_model``'s options for a row of ``method`` with ``layers`` couplings."""
     opts: dict[str, Any] = {"hidden": [args.hidden]}
     if recipe["prob_clip"]:
         opts["prob_clip"] = recipe["prob_clip"]
@@ -175,6 +179,18 @@ def run_one(row: str, args: Args) -> dict[str, Any]:
         opts.update(coupling_layers=layers, train_samples=recipe["train_samples"],
                     prior_std=recipe["prior_std"], prior_mean=recipe["prior_mean"],
                     local_draws=recipe["local_draws"])  # fmt: skip
+    return opts
+
+
+def run_one(row: str, args: Args) -> dict[str, Any]:
+    """Train one row and score it on the tuning set; one tidy CSV row."""
+    if args.device in (None, "cpu"):
+        torch.set_num_threads(1)
+    method, layers, name = parse_row(row)
+    recipe = recipe_of(name, args.quick)
+    train, val, (x_tune, y_tune) = data(args, recipe["extra_val"])
+    seed_everything(args.seed)
+    opts = model_options(args, method, layers, recipe)
     model = safety_bhn.build_model(method, seed=args.seed, device=args.device, **opts)
     # training state saved as it trains: a benchmark stopped inside a run continues it
     checkpoint = Path(args.out) / "checkpoints" / f"{row.replace(':', '_')}-seed{args.seed}.pt"
@@ -187,7 +203,8 @@ def run_one(row: str, args: Args) -> dict[str, Any]:
     tune = classification_metrics(probs, y_tune)
     active, units = active_units(model) if method == "bhn" else ("", opts["hidden"][0])
     return {"row": row, "method": method, "coupling_layers": layers, "recipe": name,
-            "hidden": opts["hidden"][0], "seed": args.seed, "epochs": recipe["epochs"],
+            "hidden": opts["hidden"][0], "seed": args.seed, "samples": args.samples,
+            "epochs": recipe["epochs"],
             "best_epoch": history.best_epoch, "tune_acc": tune["accuracy"],
             "tune_nll": tune["nll"], "tune_ece": tune["ece"], "active_units": active,
             "units": units, "train_seconds": round(seconds, 1),
@@ -237,6 +254,27 @@ Recipes:
 """
 
 
+#: what rows written before the CSV had a samples column were scored with (the only default)
+LEGACY = {"samples": "100"}
+
+
+def check_resume(rows: list[dict[str, str]], args: Args, csv_path: Path) -> None:
+    """Refuse to keep (or report) finished rows of another width, seed, tuning-set sample
+    count or epoch count (a --quick row's single epoch) than these settings train: the table
+    would mix two recipes under one header."""
+    want = {"hidden": str(args.hidden), "seed": str(args.seed), "samples": str(args.samples)}
+    for r in rows:
+        have = {k: r.get(k) or LEGACY.get(k, "") for k in want}
+        diff = [f"{k}={have[k]} (asked: {want[k]})" for k in want if have[k] != want[k]]
+        epochs = str(recipe_of(parse_row(r["row"])[2])["epochs"])
+        if r.get("epochs") != epochs:
+            diff.append(f"epochs={r.get('epochs')} (recipe {r['recipe']}: {epochs})")
+        if diff:
+            fail("bhn_recipe.py", f"{csv_path} holds row {r['row']} run with "
+                 f"{', '.join(diff)}; pass the same settings to resume or report it, or --out "
+                 "another folder")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:
@@ -247,6 +285,17 @@ def main(argv: list[str] | None = None) -> None:
             parse_row(row)
     except ValueError as err:
         raise SystemExit(f"bhn_recipe.py: error: {err}") from None
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
+    check_flags("bhn_recipe.py", args, positive=["hidden", "samples"],
+                nonnegative=["deadline_minutes"], distinct=["rows"])  # fmt: skip
+    with flag_errors("bhn_recipe.py", "--device: "):
+        resolve_device(args.device)
+    for row in args.rows:  # every row's model settings checked before any run starts
+        method, layers, name = parse_row(row)
+        opts = model_options(args, method, layers, recipe_of(name))
+        with flag_errors("bhn_recipe.py", f"row {row}: "):
+            safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "bhn_recipe.csv"
@@ -255,14 +304,13 @@ def main(argv: list[str] | None = None) -> None:
     if csv_path.exists() and not args.quick:  # resume: keep finished rows
         with open(csv_path) as f:
             rows = [r for r in csv.DictReader(f) if r["row"] in args.rows]
+        check_resume(rows, args, csv_path)
     done = {r["row"] for r in rows}
     todo = sorted((r for r in args.rows if r not in done), key=cost, reverse=True)
     if args.report_only:
         todo = []
     deadline = time.monotonic() + 60 * args.deadline_minutes if args.deadline_minutes else None
     pending = [r for r in args.rows if r not in done]
-    if args.workers < 1:
-        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     # spawn: CUDA cannot be used in a forked child
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
 import dataclasses
 import inspect
 import io
 import json
+import math
 import os
 import random
 import shlex
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, NoReturn, TypeVar, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -42,8 +44,49 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def finite_float(text: str) -> float:
+    """The argparse type of every float flag: a finite number. No benchmark setting means
+    anything at NaN or infinity, which would only fail (or pass silently) later."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+#: NumPy's legacy seeding (``seed_everything``) takes seeds in 0..2**32 - 1.
+SEED_LIMIT = 2**32
+
+
+def is_seed_field(name: str) -> bool:
+    """Whether an argument field holds seeds: ``seed``, or a list such as ``seeds`` or
+    ``high_seeds``."""
+    return name == "seed" or name.endswith("seeds")
+
+
+def _check_seeds(parser: argparse.ArgumentParser, name: str, value: Any) -> None:
+    """Refuse a seed outside NumPy's range, or a seed list that names a seed twice (each seed
+    is one run: a repeat would be run again and counted as another seed in the report)."""
+    flag = "--" + name.replace("_", "-")
+    seeds = value if isinstance(value, list) else [value]
+    bad = [s for s in seeds if not 0 <= s < SEED_LIMIT]
+    if bad:
+        parser.error(f"{flag} {' '.join(map(str, seeds))}: a seed must lie in 0..2**32 - 1, got "
+                     f"{', '.join(map(str, bad))}")  # fmt: skip
+    twice = list(dict.fromkeys(s for s in seeds if seeds.count(s) > 1))
+    if twice:
+        parser.error(f"{flag} {' '.join(map(str, seeds))}: seed {', '.join(map(str, twice))} "
+                     "given more than once; each seed is one run")  # fmt: skip
+
+
 def parse_args(cls: type[T], argv: Sequence[str] | None = None) -> T:
-    """Build an argparse parser from the dataclass ``cls`` (flags ``--field-name``) and parse."""
+    """Build an argparse parser from the dataclass ``cls`` (flags ``--field-name``) and parse.
+
+    Float flags take finite numbers only, and seed flags (:func:`is_seed_field`) seeds in
+    0..2**32 - 1, none twice; a bad value ends the script with argparse's one-line error.
+    """
     parser = argparse.ArgumentParser(description=inspect.getdoc(cls))
     docs = _field_docs(cls)
     hints = get_type_hints(cls)
@@ -61,8 +104,65 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None) -> T:
             kind, nargs = get_args(kind)[0], "+"
         elif get_origin(kind) is not None:  # Optional[X]
             kind = next(a for a in get_args(kind) if a is not type(None))
+        kind = finite_float if kind is float else kind
         parser.add_argument(flag, type=kind, nargs=nargs, default=default, help=help_text)
-    return cls(**vars(parser.parse_args(argv)))
+    parsed = vars(parser.parse_args(argv))
+    for name, value in parsed.items():
+        if is_seed_field(name):
+            _check_seeds(parser, name, value)
+    return cls(**parsed)
+
+
+def fail(script: str, message: str) -> NoReturn:
+    """End ``benchmarks/SCRIPT`` as a bad flag does: one ``SCRIPT: error: MESSAGE`` line and
+    exit status 1, no traceback."""
+    raise SystemExit(f"{script}: error: {message}")
+
+
+@contextlib.contextmanager
+def flag_errors(script: str, prefix: str = "") -> Iterator[None]:
+    """Turn a ValueError raised in the block (a library's check of a setting, run before any
+    work) into :func:`fail`'s one-line error, after ``prefix`` (e.g. which row it was)."""
+    try:
+        yield
+    except ValueError as err:
+        fail(script, f"{prefix}{err}")
+
+
+def check_flags(
+    script: str,
+    args: Any,
+    positive: Sequence[str] = (),
+    nonnegative: Sequence[str] = (),
+    distinct: Sequence[str] = (),
+) -> None:
+    """Refuse flags that no run can use, before any work: each field in ``positive`` (every
+    entry, for a list) must be > 0 (at least 1 for an integer), each in ``nonnegative`` >= 0,
+    and the lists in ``distinct`` must not name an entry twice (a repeated row or method would
+    run again and count twice in the report).
+
+    >>> @dataclasses.dataclass
+    ... class A:
+    ...     workers: int = 0
+    >>> check_flags("x.py", A(), positive=["workers"])
+    Traceback (most recent call last):
+    SystemExit: x.py: error: --workers must be at least 1, got 0
+    """
+    for name in [*positive, *nonnegative]:
+        value = getattr(args, name)
+        strict = name in positive
+        for v in value if isinstance(value, list) else [value]:
+            if not (v > 0 if strict else v >= 0):  # NaN fails both
+                least = ("at least 1" if strict else "at least 0") if isinstance(v, int) else (
+                    "positive" if strict else "non-negative")  # fmt: skip
+                shown = " ".join(map(str, value)) if isinstance(value, list) else value
+                fail(script, f"--{name.replace('_', '-')} must be {least}, got {shown}")
+    for name in distinct:
+        values = list(getattr(args, name))
+        twice = list(dict.fromkeys(v for v in values if values.count(v) > 1))
+        if twice:
+            fail(script, f"--{name.replace('_', '-')} names {', '.join(map(str, twice))} more "
+                         "than once; each entry is one run (or column) of the report")  # fmt: skip
 
 
 def command_line(script: str, argv: Sequence[str] | None = None, drop: Sequence[str] = ()) -> str:
@@ -134,6 +234,33 @@ def cached_run(script: str, path: str | os.PathLike, settings: dict[str, Any], q
         return load_run(path, settings)
     except ValueError as err:
         raise SystemExit(f"{script}: error: {err}") from None
+
+
+def check_al_steps(
+    script: str, runs_dir: str, runs: Sequence[str], steps: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """For the scripts that retrain steps of finished active-learning runs: each run folder
+    in ``runs_dir`` must hold a readable state, not of a warm-start run (whose steps cannot be
+    rebuilt), in which every step in ``steps`` has finished; else :func:`fail` names the run,
+    before the first retrain (a missing run or step failed after minutes of retraining the
+    others). Returns each run's saved config."""
+    from safety_bhn.active.loop import saved_state
+
+    configs = {}
+    for run in runs:
+        try:
+            state = saved_state(Path(runs_dir) / run)
+        except (FileNotFoundError, ValueError) as err:
+            fail(script, f"run {run}: {err}")
+        done = len(state["history"])
+        bad = [step for step in steps if not 0 <= step < done]
+        if bad:
+            finished = f"steps 0..{done - 1}" if done else "no step"
+            fail(script, f"--steps {' '.join(map(str, bad))}: run {run} has finished {finished}")
+        if state["config"].get("warm_start"):
+            fail(script, f"run {run} is a warm-start run, whose steps cannot be rebuilt one by one")
+        configs[run] = state["config"]
+    return configs
 
 
 def save_run(path: str | os.PathLike, result: Any, settings: dict[str, Any]) -> Path:

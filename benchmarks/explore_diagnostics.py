@@ -17,7 +17,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
+    check_flags,
     command_line,
+    fail,
     markdown_table,
     parse_args,
     quick_out,
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args = quick_settings(args, grid_steps=300, shift_steps=100, cartpole_steps=300,
                               out=quick_out(args.out))  # fmt: skip
+    check_flags("explore_diagnostics.py", args,
+                positive=["grid_steps", "shift_steps", "cartpole_steps"])  # fmt: skip
+    if args.samples < 2:  # the table's spread over samples needs two
+        fail("explore_diagnostics.py", f"--samples must be at least 2, got {args.samples}")
     torch.set_num_threads(1)
     table = markdown_table(["cell", "action", *(f"Q {a}" for a in ACTIONS)], q_along_episode(args))
     resamples = cartpole_resamples(args)

@@ -21,7 +21,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, markdown_table, parse_args, write_csv  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    check_al_steps,
+    check_flags,
+    command_line,
+    fail,
+    markdown_table,
+    parse_args,
+    write_csv,
+)
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.active import ActiveLearner, mnist_pool, saved_config  # noqa: E402
@@ -92,6 +101,11 @@ def measure(args: Args, data: tuple, step: int, weight: float) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     command = command_line("fvi_kl.py", argv)
+    check_flags("fvi_kl.py", args, positive=["threads"], nonnegative=["kl_weights"],
+                distinct=["steps", "kl_weights"])  # fmt: skip
+    config = check_al_steps("fvi_kl.py", args.runs_dir, [args.run], args.steps)[args.run]
+    if config["method"] != "factorial_vi":
+        fail("fvi_kl.py", f"--run {args.run} is a {config['method']} run; pass a factorial_vi run")
     torch.set_num_threads(args.threads)
     start = time.time()
     jobs = [(s, w) for s in args.steps for w in args.kl_weights]

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     RESULTS,
+    check_flags,
     command_line,
     markdown_table,
     mean_std,
@@ -169,6 +170,8 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
             ])  # fmt: skip
     checks = []
     for hidden, target in ((800, 96.2), (1200, 96.5)):
+        if hidden not in args.hidden or not {"bhn-12", "mc_dropout"} <= set(args.rows):
+            continue  # runs the command did not ask for are not its verdict
         bhn = [100 * r["test_acc"] for r in rows if r["hidden"] == hidden and r["row"] == "bhn-12"]
         mcd = [100 * r["test_acc"] for r in rows if r["hidden"] == hidden
                and r["row"] == "mc_dropout"]  # fmt: skip
@@ -239,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         args = quick_settings(args, rows=["bhn-2", "mc_dropout", "factorial_vi",
                               "map"], seeds=[0], hidden=[64], epochs=1, eval_samples=10,
                               out=quick_out(args.out), resume=False)  # fmt: skip
+    # a repeated row or width would train the same run twice, at once, into one checkpoint
+    check_flags("mnist5000.py", args, distinct=["rows", "hidden"])
     seed_everything(args.seeds[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import difflib
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    check_flags,
     command_line,
+    fail,
+    flag_errors,
     in_results,
     load_run,
     markdown_table,
@@ -58,7 +62,7 @@ from safety_bhn.ood import (  # noqa: E402
 )
 from safety_bhn.ood.plots import auroc_bars, shift_plot  # noqa: E402
 from safety_bhn.ood.scores import parse_scores  # noqa: E402
-from safety_bhn.runs import environment, mnist_splits  # noqa: E402
+from safety_bhn.runs import TrainConfig, environment, mnist_splits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ["fashion_mnist", "uniform_noise", "gaussian_noise", "inverted", "held_out_classes"]
@@ -463,6 +467,14 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
                             ["accuracy", "auroc_entropy", "auroc_mutual_information"])  # fmt: skip
 
     label = f"**{args.label}**\n\n" if args.label else ""
+    have = {(r["method"], r["seed"]) for r in rows}
+    missing = [f"{row} seed {seed}" for seed in args.seeds for row in args.rows
+               if (row, seed) not in have]  # fmt: skip
+    if missing:  # --cached-only without every run: say so, as the verdicts see fewer seeds
+        label += (f"**Incomplete:** {len(missing)} of {len(args.seeds) * len(args.rows)} "
+                  f"requested (method, seed) runs are not in {project_path(args.state)}: "
+                  f"{'; '.join(missing)}. Each table and target averages the seeds its method "
+                  "has (the seeds column).\n\n")  # fmt: skip
     return (
         "# OOD detection on MNIST-5000\n\n" + label + f"Command: `{command}`  \n"
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}; "
@@ -508,14 +520,31 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
     )
 
 
+def check_settings(script: str, args: Any, sizes: Sequence[str] = ("samples",)) -> None:
+    """Every setting that training and scoring use, checked before any run trains (a bad one
+    failed after a run's training before, or in its held-out copy): the recipe as fit takes
+    it, each row's model, and the sizes of the sets and curves (``sizes``: the fields of
+    ``args`` with posterior sample counts)."""
+    check_flags(script, args, positive=["n_test", *sizes], distinct=["rows"])
+    for row in args.rows:
+        with flag_errors(script, f"row {row}: "):
+            method, _ = parse_row(row)
+            TrainConfig(method=method, arch=args.arch, hidden=list(args.hidden),
+                        epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule,
+                        lr_warmup=args.lr_warmup, batch_size=args.batch_size,
+                        select=args.select, val_size=args.val_size).validate()  # fmt: skip
+            build(row, 10, 0, args)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
-    args = dataclasses.replace(
-        args,
-        arch=parse_choice(args.arch, Arch, "architecture").value,
-        select=parse_choice(args.select, Selection, "select").value,
-        scores=[s.value for s in parse_scores(args.scores)],
-    )
+    with flag_errors("ood.py"):
+        args = dataclasses.replace(
+            args,
+            arch=parse_choice(args.arch, Arch, "architecture").value,
+            select=parse_choice(args.select, Selection, "select").value,
+            scores=[s.value for s in parse_scores(args.scores)],
+        )
     try:  # a misspelt row fails here, not after hours of training
         for row in args.rows:
             parse_row(row)
@@ -525,8 +554,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--threads must be at least 1, got {args.threads}")
     missing = [s for s in ("entropy", "mutual_information") if s not in args.scores]
     if missing:
-        raise ValueError(f"--scores {' '.join(args.scores)} lacks {', '.join(missing)}, which "
-                         "the shift and FGSM curves plot; add them to --scores")  # fmt: skip
+        fail("ood.py", f"--scores {' '.join(args.scores)} lacks {', '.join(missing)}, which "
+                       "the shift and FGSM curves plot; add them to --scores")  # fmt: skip
     command = command_line("ood.py", argv)
     if args.quick:
         quick_out = ROOT / "runs" / "bench-ood-quick"
@@ -537,6 +566,8 @@ def main(argv: list[str] | None = None) -> None:
             out=str(quick_out) if in_results(args.out) else args.out,
             state=str(Path(quick_out if in_results(args.out) else args.out) / "state"),
         )  # fmt: skip
+    check_settings("ood.py", args, sizes=("samples", "shift_n", "attack_samples"))
+    check_flags("ood.py", args, nonnegative=["epsilons", "noise_stds"])
     torch.set_num_threads(args.threads)
     seed_everything(args.seeds[0])
     out, state = Path(args.out), Path(args.state)

@@ -33,12 +33,15 @@ from bhn_prior import active_units_per_layer  # noqa: E402
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    check_flags,
     command_line,
+    fail,
     load_run,
     markdown_table,
     mean_std,
     parse_args,
     project_path,
+    quick_out,
     save_run,
     seed_everything,
     write_csv,
@@ -366,24 +369,32 @@ def summarise(rows: list[dict], args: Args, command: str, found: int) -> str:
     )
 
 
+def quick_args(args: Args) -> Args:
+    """A ``--quick`` run's settings: benchmarks/ood.py --quick's models, written to
+    runs/bench-quick, or to ``--out`` if given, but never into the committed results, however
+    ``--out`` spells them."""
+    out = "runs/bench-quick" if args.out == Args.out else quick_out(args.out)
+    return dataclasses.replace(
+        args, rows=["bhn-2", "mc_dropout"], arch="mlp", hidden=[16], seeds=[0], epochs=1,
+        n_test=100, samples=[4, 8], out=out, state=str(Path(out) / "state"),
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     command = command_line("ood_noise_scores.py", argv)
-    for row in args.rows:  # a misspelt row fails here, not after an hour of training
-        ood.parse_row(row)
+    try:  # a misspelt row fails here, not after an hour of training
+        for row in args.rows:
+            ood.parse_row(row)
+    except ValueError as err:
+        fail("ood_noise_scores.py", f"--rows: {err}")
     if args.quick:
-        out = args.out if args.out != str(RESULTS / "ood_noise_scores") else "runs/bench-quick"
-        args = dataclasses.replace(
-            args, rows=["bhn-2", "mc_dropout"], arch="mlp", hidden=[16], seeds=[0], epochs=1,
-            n_test=100, samples=[4, 8], out=out, state=str(Path(out) / "state"),
-        )  # fmt: skip
-    if not args.samples or min(args.samples) < 1:
-        raise ValueError(f"--samples must be positive counts, got {args.samples}")
+        args = quick_args(args)
+    check_flags("ood_noise_scores.py", args, positive=["threads"], distinct=["samples"])
+    ood.check_settings("ood_noise_scores.py", args, sizes=("samples",))
     if args.reference and not Path(args.reference).is_file():
-        raise FileNotFoundError(
-            f"--reference {args.reference}: no such file; pass an ood.csv from "
-            "benchmarks/ood.py, or --reference '' for none"
-        )
+        fail("ood_noise_scores.py", f"--reference {args.reference}: no such file; pass an "
+             "ood.csv from benchmarks/ood.py, or --reference '' for none")  # fmt: skip
     torch.set_num_threads(args.threads)
     key_args = ood_args(args)
     settings = ood.cache_settings(args, (*ood.RUN_IGNORE, "reference"))

@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
+    check_flags,
     command_line,
+    flag_errors,
     markdown_table,
     mean_std,
     parse_args,
@@ -114,22 +116,26 @@ class Args:
     """show progress bars"""
 
 
+def build_agent(args: Args, env_id: str, env: Any, name: str, safe: bool, seed: int) -> Any:
+    """The agent ``name`` ("random" or a key of AGENTS) for ``env``, with the settings ``args``
+    give it; a bad setting raises the agent's ValueError."""
+    if name == "random":
+        return RandomAgent(int(env.action_space.n), seed=seed)
+    exploration, method = AGENTS[name]
+    return make_agent(env, exploration, method, safe=safe, seed=seed, hidden=args.hidden,
+                      threshold=args.threshold, quantile=args.quantile,
+                      **{**ENV_PRESETS[env_id], "resample_on_revisit": args.resample_on_revisit},
+                      **({"model_options": {"p_hidden": args.mc_dropout_p}}
+                         if method == "mc_dropout" else {}))  # fmt: skip
+
+
 def run_one(args: Args, env_name: str, name: str, safe: bool, seed: int) -> tuple[list, list]:
     """One agent on one experiment: (summary rows, episode rows)."""
     env_id = GRID if env_name == "gridworld" else CARTPOLE
     env = make_env(env_id)
     seed_everything(seed)
     start = time.perf_counter()
-    if name == "random":
-        agent = RandomAgent(int(env.action_space.n), seed=seed)
-    else:
-        exploration, method = AGENTS[name]
-        agent = make_agent(env, exploration, method, safe=safe, seed=seed, hidden=args.hidden,
-                           threshold=args.threshold, quantile=args.quantile,
-                           **{**ENV_PRESETS[env_id],
-                              "resample_on_revisit": args.resample_on_revisit},
-                           **({"model_options": {"p_hidden": args.mc_dropout_p}}
-                              if method == "mc_dropout" else {}))  # fmt: skip
+    agent = build_agent(args, env_id, env, name, safe, seed)
     steps = args.grid_steps if env_name == "gridworld" else args.cartpole_steps
     phases = [(env_id, env, steps)]
     if env_name == "gridworld":
@@ -174,6 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args.envs) - {"gridworld", "cartpole"}
     if unknown:
         raise SystemExit(f"unknown --envs {sorted(unknown)}; choose from gridworld, cartpole")
+    steps = {"gridworld": ["grid_steps", "shift_steps"], "cartpole": ["cartpole_steps"]}
+    check_flags("safe_exploration.py", args, positive=[n for e in args.envs for n in steps[e]],
+                distinct=["agents", "envs"])  # fmt: skip
+    for env_name in args.envs:  # every agent's settings checked before any agent runs
+        env_id = GRID if env_name == "gridworld" else CARTPOLE
+        for name in args.agents:
+            for safe in (False, True):
+                with flag_errors("safe_exploration.py", f"{name} on {env_name}: "):
+                    build_agent(args, env_id, make_env(env_id), name, safe, args.seeds[0])
     run_name = f"safe_exploration__{'quick' if args.quick else 'full'}__{int(time.time())}"
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     jobs = [(e, "random", False, s) for e in args.envs for s in args.seeds]

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
     command_line,
+    flag_errors,
     markdown_table,
     parse_args,
     quick_out,
@@ -132,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     def separate(model: safety_bhn.UncertaintyModel, n: int) -> Callable[[], None]:
         return lambda: [model.predict_proba(x, 1) for _ in range(n)]
 
+    for method in METHODS:  # a bad --hidden or --coupling-layers: one error line, not a trace
+        with flag_errors("speed.py"):
+            build(method)
     jobs: dict[tuple[str, str], Callable[[], object]] = {}
     for method in METHODS:
         jobs[(method, "train step, 1 sample")] = train_step(build(method))

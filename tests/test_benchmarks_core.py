@@ -1,7 +1,9 @@
 """Smoke tests of the core benchmarks' --quick modes, run as a user would (subprocess)."""
 
 import csv
+import dataclasses
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -288,3 +290,197 @@ def test_quick_runs_never_write_into_the_committed_results(benchmark_module):
     args = common.quick_settings(bandit.Args(out=str(root / "benchmarks/results/")))
     assert args.out == "runs/bench-quick"  # the user's spelling kept the results folder before
     assert common.quick_out("/tmp/smoke") == "/tmp/smoke"
+
+
+def test_parse_args_refuses_nan_floats_and_bad_or_repeated_seeds(benchmark_module, capsys):
+    common, m5k = benchmark_module("common"), benchmark_module("mnist5000")
+    for argv, message in [
+        (["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+        (["--bhn-prior-std", "inf"], "expected a finite number, got 'inf'"),
+        (["--seeds", "0", "-1"], "a seed must lie in 0..2**32 - 1, got -1"),  # NumPy's error
+        (["--seeds", "0", "1", "0"], "seed 0 given more than once"),  # a "± 0.00" of 2 seeds
+    ]:
+        with pytest.raises(SystemExit):
+            common.parse_args(m5k.Args, argv)
+        assert message in capsys.readouterr().err
+    assert common.parse_args(m5k.Args, ["--seeds", "3", "0", "--lr", "1e-4"]).lr == 1e-4
+
+
+@pytest.mark.parametrize(
+    ("script", "flags", "message"),
+    [("active_learning", ["--acquire", "0"], "--acquire must be at least 1, got 0"),
+     ("active_learning", ["--threads", "0"], "--threads must be at least 1"),
+     ("active_learning", ["--test-size", "-5"], "--test-size must be at least 0, got -5"),
+     ("active_learning", ["--deadline-minutes", "-1"], "--deadline-minutes must be non-negative"),
+     ("active_learning", ["--methods", "map", "map", "--acquisitions", "random"],
+      "--methods names map more than once"),
+     ("active_learning", ["--finished-csv", "none.csv"], "--finished-csv: [Errno 2] No such file"),
+     ("al_recipe", ["--methods", "mc_dropout", "bnh"],
+      "--methods bnh --recipes constant: unknown method 'bnh'"),
+     ("al_recipe", ["--samples", "0"], "--samples must be at least 1, got 0"),
+     ("al_recipe", ["--lr", "0"], "--methods bhn --recipes constant: lr must be a positive"),
+     ("al_recipe", ["--tune-size", "0"], "--tune-size must be at least 1, got 0"),
+     ("bhn_prior", ["--samples", "0"], "--samples must be at least 1, got 0"),
+     ("bhn_prior", ["--prior-stds", "1.0", "0"], "--prior-stds must be positive, got 1.0 0.0"),
+     ("bhn_prior", ["--lr-schedule", "cosin"], "unknown lr_schedule 'cosin'"),
+     ("bhn_recipe", ["--samples", "0"], "--samples must be at least 1, got 0"),
+     ("bhn_recipe", ["--device", "gpu"], "--device: unknown device 'gpu'"),
+     ("bhn_recipe", ["--rows", "mc_dropout:cos-200", "mc_dropout:cos-200"],
+      "--rows names mc_dropout:cos-200 more than once"),
+     ("ood", ["--arch", "cnnn"], "ood.py: error: unknown architecture 'cnnn'"),
+     ("ood", ["--scores", "entropy"], "ood.py: error: --scores entropy lacks mutual_information"),
+     ("ood", ["--samples", "0"], "--samples must be at least 1, got 0"),
+     ("ood", ["--shift-n", "0"], "--shift-n must be at least 1, got 0"),
+     ("ood", ["--epochs", "0"], "row bhn-2: epochs must be a positive integer, got 0"),
+     ("ood", ["--rows", "map", "--hidden", "0"], "row map: hidden must be a non-empty list"),
+     ("ood_noise_scores", ["--rows", "bnh"], "ood_noise_scores.py: error: --rows: row 'bnh'"),
+     ("speed", ["--hidden", "0"], "speed.py: error: hidden must be a non-empty list"),
+     ("mnist5000", ["--rows", "map", "map"], "--rows names map more than once"),
+     ("mnist5000", ["--hidden", "64", "64"], "--hidden names 64 more than once")],
+)  # fmt: skip
+def test_benchmarks_refuse_a_bad_flag_before_any_work(
+    benchmark_module, tmp_path, script, flags, message
+):
+    """Each gave a traceback before, most after reading the data or training other runs."""
+    module = benchmark_module(script)
+    where = {"active_learning": ["--runs-dir", tmp_path / "runs", "--out-dir", tmp_path],
+             "speed": ["--out", tmp_path], "mnist5000": ["--out", tmp_path]}  # fmt: skip
+    where = where.get(script, ["--out", tmp_path, "--data-dir", tmp_path / "none"])  # none read
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        module.main(["--quick", *flags, *map(str, where)])
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_ood_noise_scores_refuses_bad_samples_and_a_missing_reference(benchmark_module, tmp_path):
+    ons = benchmark_module("ood_noise_scores")
+    out = ["--out", str(tmp_path), "--state", str(tmp_path / "state")]
+    with pytest.raises(SystemExit, match="--samples must be at least 1, got 30 0"):
+        ons.main(["--samples", "30", "0", "--reference", "", *out])  # a traceback before
+    with pytest.raises(SystemExit, match="--samples names 30 more than once"):
+        ons.main(["--samples", "30", "30", "--reference", "", *out])
+    with pytest.raises(SystemExit, match="--reference .*none.csv: no such file"):
+        ons.main(["--reference", str(tmp_path / "none.csv"), *out])
+    assert not list(tmp_path.iterdir())
+
+
+def test_quick_runs_keep_run_folders_and_reports_out_of_the_results(benchmark_module):
+    common, al = benchmark_module("common"), benchmark_module("active_learning")
+    inside = str(common.RESULTS / "active_learning_full")
+    args = al.quick_args(al.Args(runs_dir=inside))
+    assert not common.in_results(args.runs_dir)  # its state folders went there before
+    assert not common.in_results(args.out_dir)
+    ons = benchmark_module("ood_noise_scores")
+    for spelt in (str(common.RESULTS) + "/", str(common.RESULTS / "ood_noise_scores") + "/"):
+        quick = ons.quick_args(ons.Args(out=spelt))  # a trailing slash wrote into them before
+        assert not common.in_results(quick.out) and not common.in_results(quick.state)
+    assert ons.quick_args(ons.Args()).out == "runs/bench-quick"
+    assert ons.quick_args(ons.Args(out="/tmp/smoke")).out == "/tmp/smoke"
+
+
+def test_active_learning_refuses_to_continue_a_run_on_another_test_set(benchmark_module, tmp_path):
+    al = benchmark_module("active_learning")
+    quick = ["--quick", "--methods", "map", "--acquisitions", "random", "--runs-dir",
+             str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]  # fmt: skip
+    args = al.quick_args(al.parse_args(al.Args, quick))  # test_size 1000
+    al.run_one(args, 0, "map", "random")  # a finished run: resumed, it reports its curve
+    folder = al.run_folder(args, 0, "map", "random")
+    with pytest.raises(SystemExit, match="was started with --test-size 1000, but this invocation"):
+        al.main([*quick, "--test-size", "2000"])  # reported as scored on 2000 images before
+    with pytest.raises(ValueError, match="--test-size 1000"):
+        al.run_one(dataclasses.replace(args, test_size=0), 0, "map", "random")
+    al.check_test_size(folder, 1000)  # the same test set: continued
+    (folder / al.TEST_SET_FILE).unlink()
+    al.check_test_size(folder, 0)  # a run from before the file: cannot be checked
+
+
+def test_bhn_recipe_refuses_to_keep_rows_of_other_settings(benchmark_module, tmp_path, capsys):
+    recipe = benchmark_module("bhn_recipe")
+    committed = recipe.RESULTS / "bhn_recipe" / "bhn_recipe.csv"
+    with open(committed) as f:
+        row = next(r for r in csv.DictReader(f) if r["row"] == "mc_dropout:const-200")
+    assert "samples" not in row  # written before the column: scored with the default 100
+
+    def report(*flags, **changed):
+        with open(tmp_path / "bhn_recipe.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys([*row, *changed])))
+            writer.writeheader()
+            writer.writerow({**row, **changed})
+        recipe.main(["--report-only", "--rows", "mc_dropout:const-200", "--out", str(tmp_path),
+                     *flags])  # fmt: skip
+
+    report()  # the same settings: reported
+    assert "MLP 784-800-10" in capsys.readouterr().out
+    for flags, changed, message in [
+        (["--hidden", "400"], {}, "hidden=800 (asked: 400)"),  # reported as 400 units before
+        (["--seed", "3"], {}, "seed=0 (asked: 3)"),
+        (["--samples", "10"], {}, "samples=100 (asked: 10)"),
+        ([], {"samples": "5", "epochs": "1"}, "samples=5 (asked: 100), epochs=1 (recipe "),
+    ]:
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            report(*flags, **changed)
+
+
+def test_mnist5000_targets_cover_only_the_widths_and_rows_its_command_names(benchmark_module):
+    m5k = benchmark_module("mnist5000")
+    rows = [{"row": row, "method": row.partition("-")[0], "coupling_layers": 12.0,
+             "hidden": hidden, "seed": 0, "test_acc": 0.95, "test_nll": 0.1, "ece": 0.01,
+             "train_seconds": 1.0}
+            for hidden in (800, 1200) for row in ("bhn-12", "mc_dropout")]  # fmt: skip
+    both = m5k.summarise(rows, m5k.Args(seeds=[0], rows=["bhn-12", "mc_dropout"]), "cmd")
+    assert "- 800 units: BHN-12" in both and "- 1200 units: BHN-12" in both
+    one = m5k.summarise(rows, m5k.Args(seeds=[0], rows=["bhn-12", "mc_dropout"], hidden=[800]),
+                        "cmd")  # fmt: skip
+    assert "- 800 units" in one and "1200 units" not in one  # a verdict on unasked runs before
+    none = m5k.summarise(rows, m5k.Args(seeds=[0], rows=["mc_dropout"]), "cmd")
+    assert "units: BHN-12" not in none
+
+
+def test_ood_report_says_which_requested_runs_it_lacks(benchmark_module):
+    ood = benchmark_module("ood")
+    rows = [{"method": "map", "seed": 0, "ood_set": "fashion_mnist", "score": score,
+             "auroc": 0.7, "fpr95": 0.5, "in_accuracy": 0.9, "train_seconds": 1.0, "threads": 1}
+            for score in ood.BENCHMARK_SCORES]  # fmt: skip
+    full = ood.summarise(rows, [], [], ood.Args(rows=["map"], seeds=[0]), "cmd", 1.0, 1)
+    assert "Incomplete" not in full
+    cached = ood.Args(rows=["map", "mc_dropout"], seeds=[0, 1], cached_only=True)
+    text = ood.summarise(rows, [], [], cached, "cmd", 1.0, 1)
+    assert "**Incomplete:** 3 of 4 requested (method, seed) runs" in text
+    assert "map seed 1; mc_dropout seed 1" in text and "mc_dropout seed 0" in text
+
+
+def test_step_rebuilding_scripts_check_runs_and_steps_before_retraining(benchmark_module, tmp_path):
+    from safety_bhn.cli import main as cli
+
+    runs = tmp_path / "runs"
+    assert cli(["active-learn", "--method", "mc_dropout", "--acquisition", "random", "--out",
+                str(runs / "al"), "--hidden", "8", "--steps", "1", "--acquire", "5",
+                "--train-steps", "2", "--eval-samples", "2", "--no-progress",
+                "--device", "cpu"]) == 0  # fmt: skip
+    where = ["--runs-dir", str(runs), "--out-dir", str(tmp_path / "out")]
+    for script, flags, message in [  # each retrained the steps before it first (a traceback)
+        ("al_class_accuracy", ["--runs", "al", "gone", "--steps", "1"],
+         "run gone: no active-learning state"),
+        ("al_class_accuracy", ["--runs", "al", "--steps", "1", "5"],
+         "--steps 5: run al has finished steps 0..1"),
+        ("al_class_accuracy", ["--runs", "al", "--steps", "1", "--threads", "0"],
+         "--threads must be at least 1, got 0"),
+        ("al_class_accuracy", ["--runs", "al", "--steps", "1", "--device", "gpu"],
+         "--device: unknown device 'gpu'"),
+        ("al_score_noise", ["--runs", "al", "--steps", "1", "--methods", "mc_dropout", "bnh"],
+         "--methods bnh: unknown method 'bnh'"),
+        ("al_score_noise", ["--runs", "al", "--steps", "1", "--methods", "map"],
+         "method 'map' is a single network"),  # its BALD is 0: a table of ties before
+        ("al_score_noise", ["--runs", "al", "--steps", "1", "--subset", "20", "--top-k", "30"],
+         "--top-k 30 must be at most --subset 20"),
+        ("al_score_noise", ["--runs", "al", "--steps", "1", "--samples", "1"],
+         "--samples and --reference-samples must be at least 2"),
+        ("al_score_noise", ["--runs", "al", "--steps", "0", "2"],
+         "--steps 2: run al has finished steps 0..1"),
+        ("fvi_kl", ["--run", "al", "--steps", "1"], "--run al is a mc_dropout run"),
+        ("fvi_kl", ["--run", "al", "--steps", "1", "--kl-weights", "1", "-1"],
+         "--kl-weights must be non-negative, got 1.0 -1.0"),  # ran silently before
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as err:
+            benchmark_module(script).main([*where, *flags])
+        assert str(err.value).startswith(f"{script}.py: error: ") and message in str(err.value)
+    assert not (tmp_path / "out").exists()

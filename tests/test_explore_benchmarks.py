@@ -285,3 +285,42 @@ def test_bandit_noise_reads_the_tuning_runs_at_the_chosen_settings(benchmark_mod
     assert set(folders) == {"bhn", "mc_dropout", "factorial_vi", "epsilon_greedy"}
     for paths in folders.values():  # bandit.py's defaults are values that were swept
         assert all((p / "bandit.csv").is_file() for p in paths), paths
+
+
+@pytest.mark.parametrize(
+    ("script", "flags", "message"),
+    [("bandit", ["--fvi-init-std", "-1"],
+      "bandit.py: error: agent factorial_vi: init_std must be a non-negative number"),
+     ("bandit", ["--mc-dropout-p", "1.5"], "agent mc_dropout: p_hidden must be a number in"),
+     ("bandit", ["--steps", "0"], "--steps must be at least 1, got 0"),
+     ("bandit", ["--agents", "bhn", "bhn"], "--agents names bhn more than once"),
+     ("bandit_noise", ["--values", "0"], "--values must be positive, got 0.0"),
+     ("bandit_noise", ["--values", "0.01", "0.010"], "--values names 0.01 more than once"),
+     ("safe_exploration", ["--grid-steps", "0"], "--grid-steps must be at least 1, got 0"),
+     ("safe_exploration", ["--quantile", "2"], "bhn on gridworld: quantile must lie in [0, 1]"),
+     ("safe_exploration", ["--agents", "mc_dropout", "--mc-dropout-p", "2"],
+      "mc_dropout on gridworld: p_hidden must be a number in [0, 1]"),
+     ("explore_diagnostics", ["--samples", "1"], "--samples must be at least 2, got 1"),
+     ("explore_diagnostics", ["--cartpole-steps", "0"], "--cartpole-steps must be at least 1")],
+)  # fmt: skip
+def test_explore_benchmarks_refuse_a_bad_flag_before_any_agent_runs(
+    benchmark_module, tmp_path, script, flags, message
+):
+    """Each gave a traceback before, some after other agents had run their steps."""
+    module = benchmark_module(script)
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        module.main(["--quick", "--out", str(tmp_path), *flags])
+    assert not list(tmp_path.iterdir())  # nothing run, nothing written
+
+
+def test_explore_benchmarks_refuse_negative_or_repeated_seeds(benchmark_module, capsys):
+    common, bandit, tuning = (benchmark_module(m) for m in ("common", "bandit", "bandit_tuning"))
+    for cls, argv, message in [
+        (bandit.Args, ["--seeds", "-1"], "--seeds -1: a seed must lie in 0..2**32 - 1"),
+        (bandit.Args, ["--seeds", "0", "0"], "seed 0 given more than once"),
+        (tuning.Args, ["--high-seeds", "10", "10"], "--high-seeds 10 10: seed 10 given more"),
+        (bandit.Args, ["--epsilon", "nan"], "argument --epsilon: expected a finite number"),
+    ]:
+        with pytest.raises(SystemExit):
+            common.parse_args(cls, argv)
+        assert message in capsys.readouterr().err
