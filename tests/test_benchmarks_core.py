@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -446,6 +447,18 @@ def test_ood_report_says_which_requested_runs_it_lacks(benchmark_module):
     text = ood.summarise(rows, [], [], cached, "cmd", 1.0, 1)
     assert "**Incomplete:** 3 of 4 requested (method, seed) runs" in text
     assert "map seed 1; mc_dropout seed 1" in text and "mc_dropout seed 0" in text
+
+
+def test_ood_report_takes_one_accuracy_per_seed(benchmark_module):
+    ood = benchmark_module("ood")
+    rows = [{"method": "map", "seed": seed, "ood_set": ood_set, "score": score, "auroc": 0.7,
+             "fpr95": 0.5, "in_accuracy": acc, "train_seconds": 1.0, "threads": 1}
+            for seed, acc in ((0, 0.90), (1, 0.94))
+            for ood_set in ("fashion_mnist", "uniform_noise", "inverted")
+            for score in ood.BENCHMARK_SCORES]  # fmt: skip
+    text = ood.summarise(rows, [], [], ood.Args(rows=["map"], seeds=[0, 1]), "cmd", 1.0, 1)
+    # the sample std of two seeds, not of the six rows that repeat them (0.0219)
+    assert f"0.9200 ± {np.std([0.90, 0.94], ddof=1):.4f}" in text and "0.0219" not in text
 
 
 def test_step_rebuilding_scripts_check_runs_and_steps_before_retraining(benchmark_module, tmp_path):
