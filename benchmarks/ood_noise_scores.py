@@ -47,9 +47,12 @@ from common import (  # noqa: E402
     write_csv,
 )
 
+from safety_bhn._choices import parse_choice  # noqa: E402
 from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.core.bhn import BHN  # noqa: E402
+from safety_bhn.core.build import Arch  # noqa: E402
 from safety_bhn.core.metrics import auto_batch_size  # noqa: E402
+from safety_bhn.core.training import Selection  # noqa: E402
 from safety_bhn.ood import build_suite, held_out_split  # noqa: E402
 from safety_bhn.ood.metrics import auroc  # noqa: E402
 from safety_bhn.ood.scores import SCORE_FUNCTIONS, Score, sample_probs  # noqa: E402
@@ -383,6 +386,12 @@ def quick_args(args: Args) -> Args:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     command = command_line("ood_noise_scores.py", argv)
+    try:  # canonical names: ood.build tests arch == "mlp" ("MLP" built another network)
+        arch = parse_choice(args.arch, Arch, "architecture").value
+        select = parse_choice(args.select, Selection, "select").value
+        args = dataclasses.replace(args, arch=arch, select=select)
+    except ValueError as err:
+        fail("ood_noise_scores.py", str(err))
     try:  # a misspelt row fails here, not after an hour of training
         for row in args.rows:
             ood.parse_row(row)

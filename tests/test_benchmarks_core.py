@@ -364,6 +364,22 @@ def test_ood_noise_scores_refuses_bad_samples_and_a_missing_reference(benchmark_
     assert not list(tmp_path.iterdir())
 
 
+def test_ood_noise_scores_reads_names_in_any_spelling(benchmark_module, monkeypatch, tmp_path):
+    ons = benchmark_module("ood_noise_scores")
+    seen = {}
+
+    def stop(script, args, **kwargs):
+        seen.update(arch=args.arch, select=args.select)
+        raise SystemExit("stopped before any work")
+
+    monkeypatch.setattr(ons.ood, "check_settings", stop)
+    with pytest.raises(SystemExit, match="stopped"):  # "MLP" built the CNN's options before
+        ons.main(["--arch", "MLP", "--select", "LAST", "--reference", "", "--out", str(tmp_path)])
+    assert seen == {"arch": "mlp", "select": "last"}
+    with pytest.raises(SystemExit, match="unknown architecture 'cnnn'"):
+        ons.main(["--arch", "cnnn", "--out", str(tmp_path)])
+
+
 def test_quick_runs_keep_run_folders_and_reports_out_of_the_results(benchmark_module):
     common, al = benchmark_module("common"), benchmark_module("active_learning")
     inside = str(common.RESULTS / "active_learning_full")
