@@ -136,8 +136,11 @@ def read_json(path: str | os.PathLike) -> Any:
 def fingerprint(*tensors: Tensor) -> str:
     """A SHA-1 of the tensors' dtypes, shapes and bytes: saved state records which data it
     was made from, so a resume on other data of the same size is refused."""
+    import torch
+
     digest = hashlib.sha1()
     for t in tensors:
         digest.update(str((t.dtype, tuple(t.shape))).encode())
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        # the raw bytes, which every dtype has (bfloat16 has no NumPy type)
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()

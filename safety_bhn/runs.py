@@ -482,7 +482,7 @@ def _saved_test_set(
             raise
         reason = str(err).splitlines()[0].replace(" (from the data_dir argument)", "")
         reason = reason.rstrip(".")
-        raise ValueError(
+        raise DataError(
             f"{run_dir} was trained on the MNIST files in data_dir {data_dir} (its "
             f"metrics.json says so), but {reason}; pass --data-dir (data_dir=) a folder "
             "holding mnist/t10k-images-idx3-ubyte.gz and mnist/t10k-labels-idx1-ubyte.gz"

@@ -168,6 +168,22 @@ def test_batch_bald_sampled_configurations_estimate_the_joint():
     assert sel.scores[-1].item() == pytest.approx(brute, abs=0.05)
 
 
+def test_a_run_saved_with_prior_mean_as_typed_resumes(tmp_path):
+    x, y = _blobs()
+    cfg = dict(method="bhn", options={"coupling_layers": 1, "prior_mean": "init"})
+    ActiveLearner(_tiny(steps=1, **cfg), (x, y), out=tmp_path).run(progress=False, max_steps=1)
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["config"]["options"]["prior_mean"] = "Init"  # as states before 2026-12-06 kept it
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    learner = ActiveLearner(_tiny(steps=1, **cfg), (x, y), out=tmp_path, resume=True)
+    assert len(learner.run(progress=False)["history"]) == 2  # refused as another setting before
+
+
+def test_a_bfloat16_pool_runs():  # its fingerprint raised a TypeError
+    x, y = _blobs()
+    ActiveLearner(_tiny(steps=0), (x.bfloat16(), y)).run(progress=False)
+
+
 def test_run_names_a_negative_max_steps():
     learner = ActiveLearner(_tiny(steps=1), _blobs())
     with pytest.raises(ValueError, match="max_steps must be a non-negative integer"):

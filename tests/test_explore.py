@@ -622,6 +622,36 @@ def test_run_agent_reports_no_violations_where_the_env_gives_no_cost():
     assert summarize(costed)["violations"] == sum(r["complete"] for r in costed) > 0
 
 
+class _SparseCost(gymnasium.Wrapper):
+    """CartPole reporting a cost only on the step the pole falls (and, if asked, 0 on reset)."""
+
+    def __init__(self, env, on_reset):
+        super().__init__(env)
+        self.on_reset = on_reset
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, ({"cost": 0.0} if self.on_reset else {})
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = self.env.step(action)
+        return obs, reward, terminated, truncated, ({"cost": 1.0} if terminated else {})
+
+
+def test_an_env_that_reports_costs_only_when_they_occur_counts_the_rest_as_zero():
+    # every episode was NaN before: a step without info["cost"] counted as unknown
+    rows = run_agent(_SparseCost(make_env("CartPole-v1"), True), RandomAgent(2), 100,
+                     progress=False)  # fmt: skip
+    assert [r["cost"] for r in rows] == [float(r["complete"]) for r in rows]
+    assert summarize(rows)["violations"] == sum(r["complete"] for r in rows) > 0
+    # nothing on reset: unknown (NaN) until the first cost is seen, then counted
+    rows = run_agent(_SparseCost(make_env("CartPole-v1"), False), RandomAgent(2), 100,
+                     progress=False)  # fmt: skip
+    assert math.isnan(rows[0]["cost"]) and [r["cost"] for r in rows[1:]] == [
+        float(r["complete"]) for r in rows[1:]
+    ]
+
+
 def test_safe_agent_refuses_an_env_without_costs_at_its_first_step():
     env = make_env("CartPole-v1")
     agent = make_agent(env, "epsilon_greedy", "map", safe=True, hidden=[8])

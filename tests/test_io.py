@@ -56,3 +56,17 @@ def test_folder_lock_removes_temp_files_left_by_a_killed_writer(tmp_path):
     with folder_lock(tmp_path):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "curve.csv"]
+
+
+def test_fingerprint_tells_data_apart_in_every_dtype():
+    import torch
+
+    from safety_bhn._io import fingerprint
+
+    x = torch.arange(6.0).reshape(2, 3)
+    assert fingerprint(x) == fingerprint(x.clone())
+    assert fingerprint(x) != fingerprint(x.flip(0))  # same values, another order
+    assert fingerprint(x) != fingerprint(x.double())  # same values, another dtype
+    assert fingerprint(x) != fingerprint(x.reshape(3, 2))  # same bytes, another shape
+    half = x.bfloat16()  # no NumPy type: .numpy() raised a TypeError
+    assert fingerprint(half) == fingerprint(half.clone()) != fingerprint(x)

@@ -75,6 +75,9 @@ def test_fit_resumes_from_its_checkpoint_exactly(method, tmp_path, monkeypatch):
         safety_bhn.fit(build(), (x, y), (xv, yv), checkpoint=path, **{**kw, "epochs": 7})
     with pytest.raises(ValueError, match="data: saved"):  # other data of the same size
         safety_bhn.fit(build(), (x.flip(0), y), (xv, yv), checkpoint=path, **kw)
+    saved = torch.load(path, weights_only=True)  # a checkpoint from before 2026-12-06 ...
+    del saved["settings"]["data"]  # ... has no data fingerprint: it still resumes
+    torch.save(saved, path)
     resumed = build()  # a fresh process: a new model, the same call
     again = safety_bhn.fit(resumed, (x, y), (xv, yv), checkpoint=path, **kw)
     assert again.train_loss == history.train_loss and again.best_epoch == history.best_epoch

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import io
 import math
 import os
@@ -364,8 +365,6 @@ class ActiveLearner:
         self.config = config.validate()
         self.pool_source = dict(pool_source or {})
         self.x, self.y = _pool_inputs(pool)
-        # which pool the saved indices point into: a resume on another pool is refused
-        self.pool_fingerprint = fingerprint(self.x, *(() if self.y is None else (self.y,)))
         if oracle is None and self.y is None:
             raise ValueError("the pool has no labels: pass oracle(indices) -> labels")
         if oracle is not None and not callable(oracle):
@@ -563,6 +562,12 @@ class ActiveLearner:
         return load(self.out / name, device=self.device)
 
     # -- views ----------------------------------------------------------------------------
+    @functools.cached_property
+    def pool_fingerprint(self) -> str:
+        """Which pool the saved indices point into (a resume on another pool is refused);
+        computed once, when a state is first saved or resumed."""
+        return fingerprint(self.x, *(() if self.y is None else (self.y,)))
+
     @property
     def pool_indices(self) -> Tensor:
         """Indices neither labelled nor in the validation set, ascending."""
@@ -879,6 +884,14 @@ def _read_state(path: Path) -> dict[str, Any]:
     state["config"].setdefault("lr_schedule", "constant")
     state["config"].setdefault("lr_warmup", 0.0)
     state["config"].setdefault("select", "nll")  # and kept the best-validation-NLL weights
+    # saved as typed before 2026-12-06 ("Init"); ActiveConfig now keeps the canonical name
+    options = state["config"].get("options")
+    if isinstance(options, dict) and isinstance(options.get("prior_mean"), str):
+        try:
+            prior_mean = parse_choice(options["prior_mean"], PriorMean, "prior_mean")
+            options["prior_mean"] = prior_mean.value
+        except ValueError:
+            pass  # validate names the bad value when the config is used
     return state
 
 

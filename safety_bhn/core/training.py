@@ -108,7 +108,8 @@ def _read_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> dict[
     saved = load_state(path, "settings", "delete it to train from the start")
     had = saved["settings"]
     differ = [f"{k}: saved {had.get(k)!r}, now {v!r}" for k, v in settings.items()
-              if had.get(k) != v]  # fmt: skip
+              if had.get(k) != v and not (k == "data" and k not in had)]  # fmt: skip
+    # (checkpoints saved before 2026-12-06 hold no data fingerprint: not checked)
     if differ:
         raise ValueError(f"{path} was saved by another training run ({'; '.join(differ)}); "
                          "delete it, or pass the same settings to resume")  # fmt: skip

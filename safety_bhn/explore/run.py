@@ -127,7 +127,8 @@ def run_agent(
 
     Returns one row per episode: ``episode, phase, steps, episode_return, cost, regret``
     (sums of ``info["cost"]`` and ``info["regret"]``; NaN where the env gives none, so an env
-    without costs, such as ``CartPole-v1``, reports no violations rather than 0),
+    without costs, such as ``CartPole-v1``, reports no violations rather than 0; once an env
+    has reported a cost, on reset or on a step, a step without one counts 0),
     ``reached_goal``, ``complete`` (False for a last episode cut short by ``steps``) and the
     running totals of this call ``violations`` (cumulative cost) and ``fallbacks`` (all-masked
     decisions). A safe agent (``agent.safe``) needs the costs: a step without
@@ -150,12 +151,15 @@ def run_agent(
     start = 0
     if resume is None:
         obs, info = env.reset(seed=seed)
+        cost_seen = False
     else:
         try:
             start, rows = int(resume["t"]), [dict(r) for r in resume["rows"]]
             recent.extend(resume["recent"])
             violations = float(resume["violations"])
             fallbacks_before = int(resume["fallbacks_before"])
+            # absent in checkpoints before 2026-12-06, which counted a missing cost as 0
+            cost_seen = bool(resume.get("cost_seen", True))
             env.reset(seed=seed)  # seeds the env's own generator; its state is then set
             env.unwrapped.np_random.bit_generator.state = json.loads(resume["env_rng"])
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -164,6 +168,7 @@ def run_agent(
                 f"one ({type(err).__name__}: {str(err):.100}); start the run again"
             ) from None
         obs, info = env.reset()
+    cost_seen = cost_seen or "cost" in info
     agent.begin_episode()
     ep_return = ep_cost = ep_regret = 0.0
     ep_steps, has_regret, goal = 0, False, False
@@ -173,9 +178,12 @@ def run_agent(
         action = agent.act(obs)
         next_obs, reward, terminated, truncated, info = env.step(action)
         if "cost" in info:
-            cost = float(info["cost"])
+            cost, cost_seen = float(info["cost"]), True
             agent.observe(obs, action, reward, next_obs, terminated, cost)
-        else:  # no violations to count: NaN, not 0; only a safe agent would use the cost
+        elif cost_seen:  # an env that reports costs (on reset, or before): none here is 0
+            cost = 0.0
+            agent.observe(obs, action, reward, next_obs, terminated, cost)
+        else:  # no cost reported yet: NaN (unknown), not 0; a safe agent needs the costs
             if getattr(agent, "safe", False):
                 raise ValueError(
                     f"{_env_name(env)} gives no info['cost'] on its steps, and a safe agent "
@@ -212,10 +220,11 @@ def run_agent(
             if checkpoint is not None and t < steps - 1:
                 checkpoint({
                     "t": t + 1, "rows": rows, "recent": list(recent), "violations": violations,
-                    "fallbacks_before": fallbacks_before,
+                    "fallbacks_before": fallbacks_before, "cost_seen": cost_seen,
                     "env_rng": json.dumps(env.unwrapped.np_random.bit_generator.state),
                 })  # fmt: skip
             obs, info = env.reset()
+            cost_seen = cost_seen or "cost" in info
             agent.begin_episode()
             ep_return = ep_cost = ep_regret = 0.0
             ep_steps, has_regret, goal = 0, False, False
