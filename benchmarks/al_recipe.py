@@ -10,9 +10,9 @@ Writes benchmarks/results/al_recipe.{csv,md}. Run from the project root:
     python benchmarks/al_recipe.py            # 2 methods x 3 recipes x 5 seeds; ~15 min
     python benchmarks/al_recipe.py --quick    # a smoke test
 
-Each finished run is cached under ``--state`` (one JSON file per method, recipe and seed, with
-the settings it was trained with), so an interrupted benchmark, run again with the same
-command, trains only the runs it had not finished.
+Each finished run is cached under ``--state`` (one JSON file per method, recipe, seed and
+settings; runs of other settings get files of their own), so an interrupted benchmark, run
+again with the same command, trains only the runs it had not finished.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    cache_file,
     cached_run,
     check_flags,
     command_line,
@@ -141,10 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     pick = torch.randperm(len(y_tune), generator=torch.Generator().manual_seed(12345))
     x_tune, y_tune = x_tune[pick[: args.tune_size]], y_tune[pick[: args.tune_size]]
     runs = [(s, m, r) for s in args.seeds for m in args.methods for r in args.recipes]
-    settings = run_settings(args, RUN_IGNORE)
     rows = []
     for seed, method, recipe in tqdm(runs, desc="runs"):
-        path = Path(args.state) / f"{method}-{recipe}-seed{seed}.json"
+        unused = () if "warmup" in recipe else ("warmup",)  # a recipe without one ignores it
+        settings = run_settings(args, RUN_IGNORE + unused)
+        path = cache_file(args.state, f"{method}-{recipe}-seed{seed}", settings)
         cached = cached_run("al_recipe.py", path, settings, args.quick)
         if cached is not None:
             rows.append(cached)

@@ -13,8 +13,9 @@ Writes benchmarks/results/bhn_prior.{csv,md}. Run from the project root:
         --out benchmarks/results/bhn_prior_init   # the prior centred on the initial scales
 
 Each run's training state is saved under ``--state`` as it trains, and each finished run is
-cached there (with the settings it was trained with), so an interrupted benchmark, run again
-with the same command, continues the run it stopped in and retrains none it had finished.
+cached there (one file per run and settings; other settings get files of their own), so an
+interrupted benchmark, run again with the same command, continues the run it stopped in and
+retrains none it had finished.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    cache_file,
     cached_run,
     check_flags,
     command_line,
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             settings = run_settings(args, RUN_IGNORE + BHN_ONLY)
             name = f"{method}-seed{args.seed}"
-        path = Path(args.state) / f"{name}.json"
+        path = cache_file(args.state, name, settings)
         cached = cached_run("bhn_prior.py", path, settings, args.quick)
         if cached is not None:
             rows.append(cached)
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         seed_everything(args.seed)
         opts = model_options(args, method, prior)
         model = safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
-        checkpoint = None if args.quick else Path(args.state) / "checkpoints" / f"{name}.pt"
+        checkpoint = None if args.quick else path.parent / "checkpoints" / f"{path.stem}.pt"
         history = safety_bhn.fit(model, splits["train"], splits["val"], epochs=args.epochs,
                                  seed=args.seed, lr_schedule=args.lr_schedule,
                                  lr_warmup=args.lr_warmup, checkpoint=checkpoint,

@@ -7,6 +7,7 @@ import ast
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import inspect
 import io
 import json
@@ -224,16 +225,28 @@ def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
     return data["result"]
 
 
+def cache_file(state: str | os.PathLike, name: str, settings: dict[str, Any]) -> Path:
+    """Where one run is cached in the ``state`` folder: ``name`` and a short hash of its
+    ``settings``, so runs of other settings (another --lr-warmup, say) get files of their own
+    rather than meeting a cached run they cannot use.
+
+    >>> cache_file("s", "bhn-seed0", {"epochs": 1}) != cache_file("s", "bhn-seed0", {"epochs": 2})
+    True
+    """
+    text = json.dumps(json.loads(json.dumps(settings)), sort_keys=True)
+    return Path(state) / f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}.json"
+
+
 def cached_run(script: str, path: str | os.PathLike, settings: dict[str, Any], quick: bool) -> Any:
     """:func:`load_run` for a benchmark's loop over runs: None for a ``--quick`` run (which
-    caches nothing); a run cached with other settings ends the script with an error naming
-    them, as a bad flag would."""
+    caches nothing); a damaged file, or one cached with other settings, ends the script with
+    an error naming it, as a bad flag would."""
     if quick:
         return None
     try:
         return load_run(path, settings)
     except ValueError as err:
-        raise SystemExit(f"{script}: error: {err}") from None
+        fail(script, str(err))
 
 
 def check_al_steps(
