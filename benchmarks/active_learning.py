@@ -433,9 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     command = command_line("active_learning.py", argv)
     if args.quick:
         args = quick_args(args)
-    if args.workers < 1:
-        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
-    check_flags("active_learning.py", args, positive=["acquire", "threads"],
+    check_flags("active_learning.py", args, positive=["workers", "acquire", "threads"],
                 nonnegative=["test_size", "deadline_minutes"],
                 distinct=["methods", "acquisitions"])  # fmt: skip
     steps = (args.max_labels - args.initial) // args.acquire

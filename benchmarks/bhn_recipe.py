@@ -285,9 +285,7 @@ def main(argv: list[str] | None = None) -> None:
             parse_row(row)
     except ValueError as err:
         raise SystemExit(f"bhn_recipe.py: error: {err}") from None
-    if args.workers < 1:
-        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
-    check_flags("bhn_recipe.py", args, positive=["hidden", "samples"],
+    check_flags("bhn_recipe.py", args, positive=["workers", "hidden", "samples"],
                 nonnegative=["deadline_minutes"], distinct=["rows"])  # fmt: skip
     with flag_errors("bhn_recipe.py", "--device: "):
         resolve_device(args.device)

@@ -402,7 +402,7 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
             score, values = best_auroc(rows, method, s)
             cells.append(f"{mean_std(values, '{:.3f}')} ({score})" if values else "")
         # one accuracy per seed: each (set, score) row repeats its run's, and counting a seed
-        # once per set understated the spread (0.0090 for 0.0106 over three seeds)
+        # once per set understated the spread over seeds
         acc = list({r["seed"]: r["in_accuracy"] for r in rows if r["method"] == method
                     and r["ood_set"] != "held_out_classes"}.values())  # fmt: skip
         n_seeds = len({r["seed"] for r in rows if r["method"] == method})

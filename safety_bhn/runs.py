@@ -87,14 +87,7 @@ class TrainConfig:
         select = parse_choice(self.select, Selection, "select")
         self.select = select.value
         if self.classes is not None:
-            try:
-                digits = class_list(self.classes)  # plain ints, which metrics.json can hold
-            except ValueError:
-                digits = [-1]
-            if not set(digits) <= set(range(10)):
-                raise ValueError(f"classes must be at least 2 distinct digits 0-9, got "
-                                 f"{list(self.classes)}")  # fmt: skip
-            self.classes = digits
+            self.classes = _digits(self.classes)  # plain ints, which metrics.json can hold
         # plain Python numbers (not NumPy scalars), which metrics.json can hold
         for name, least in (("epochs", 1), ("batch_size", 1), ("eval_samples", 1), ("val_size", 0),
                             ("seed", 0), ("coupling_layers", 0)):  # fmt: skip
@@ -136,6 +129,18 @@ class TrainConfig:
         if self.method == "bhn":
             opts.setdefault("coupling_layers", self.coupling_layers)
         return opts
+
+
+def _digits(classes: Any) -> list[int]:
+    """``classes`` as a list of at least 2 distinct digits 0-9, or a ValueError naming it."""
+    try:
+        digits = class_list(classes)
+    except (TypeError, ValueError):
+        digits = [-1]
+    if not set(digits) <= set(range(10)):
+        shown = list(classes) if isinstance(classes, list | tuple) else classes
+        raise ValueError(f"classes must be at least 2 distinct digits 0-9, got {shown!r}")
+    return digits
 
 
 def mnist_test(
@@ -314,7 +319,7 @@ def train_and_evaluate(
     splits = mnist_splits(config.data_dir, config.val_size, config.seed, config.classes)
     if out is None:
         return _train(config, model, device, splits, None, progress, checkpoint)
-    out = check_run_folder(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)  # for the lock; checked again under it
     with folder_lock(out):
         _check_train_folder(out, overwrite, create=True)  # again: another process may have
         if overwrite:  # finished one here; a fresh run: an interrupted one is not resumed
@@ -423,14 +428,7 @@ def _check_saved_config(config: dict[str, Any]) -> None:
     if config.get("eval_samples") is not None:
         config["eval_samples"] = check_int("eval_samples", config["eval_samples"])
     if config.get("classes") is not None:
-        try:
-            digits = class_list(config["classes"])
-        except (TypeError, ValueError):
-            digits = [-1]
-        if not set(digits) <= set(range(10)):
-            raise ValueError(f"classes must be at least 2 distinct digits 0-9, got "
-                             f"{config['classes']!r}")  # fmt: skip
-        config["classes"] = digits
+        config["classes"] = _digits(config["classes"])
     if config.get("data_dir") is not None and not isinstance(config["data_dir"], str):
         raise ValueError(f"data_dir must be a folder path or null, got {config['data_dir']!r}")
 
