@@ -682,7 +682,15 @@ def test_cli_explore_reports_violations_as_na_and_refuses_safe_without_costs(tmp
     assert main([*safe, "--out", str(tmp_path / "safe")]) == 2
     err = capsys.readouterr().err
     assert "CartPole-v1 gives no info['cost']" in err and "safe agent" in err
-    assert not (tmp_path / "safe" / "summary.json").exists()
+    assert not (tmp_path / "safe").exists()  # refused before the folder was made
+
+
+def test_cli_explore_leaves_no_folder_when_the_agent_cannot_be_built(tmp_path, capsys):
+    out = tmp_path / "pendulum"
+    argv = ["explore", "--env", "Pendulum-v1", "--steps", "10", "--no-progress", "--out", str(out)]
+    assert main(argv) == 2
+    assert "discrete action space" in capsys.readouterr().err
+    assert not out.exists()
 
 
 LAVA_CONFIG = {"env": "safety_bhn/LavaGrid-v0", "agent": "random", "method": "bhn", "safe": False,

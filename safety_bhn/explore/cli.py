@@ -178,6 +178,21 @@ def check_choices(args: argparse.Namespace) -> tuple[Exploration, Method]:
     return exploration, method
 
 
+def _check_costs(env_id: str, seed: int) -> None:
+    """Refuse, before any folder is made, an env whose reset and first step give no
+    ``info["cost"]``: a safe agent learns from the costs (:func:`run_agent` would refuse the
+    env at its first step, after the run folder was made). Run on a copy of the env."""
+    from .run import make_env, no_costs_message
+
+    probe = make_env(env_id)
+    _, info = probe.reset(seed=seed)
+    if "cost" not in info:
+        info = probe.step(probe.action_space.start)[-1]  # any action: only the keys matter
+    probe.close()
+    if "cost" not in info:
+        raise ValueError(no_costs_message(env_id))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the agent and write ``episodes.csv``, ``summary.json`` and ``training.png``."""
     import torch
@@ -210,6 +225,26 @@ def run(args: argparse.Namespace) -> int:
                 "(leave --delta out, or use --env safety_bhn/WheelBandit-v0)"
             )
         env = make_env(args.env, delta=args.delta)
+    # the agent is built (its spaces and settings checked) before the folder is made, so a
+    # run that cannot start leaves no folder behind
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
+    kwargs = {} if args.hidden is None else {"hidden": args.hidden}
+    if is_bandit(env):
+        if args.safe:
+            raise ValueError("--safe needs costs, and the wheel bandit has none")
+        kwargs.update(bandit_preset(exploration, method))
+    elif exploration is not Exploration.RANDOM:
+        kwargs.update(ENV_PRESETS.get(args.env, {}))
+        kwargs.update(threshold=args.threshold, quantile=args.quantile)
+    agent = make_agent(env, exploration, method, safe=args.safe, seed=args.seed, **kwargs)
+    if args.safe:
+        _check_costs(args.env, args.seed)
+    label = (
+        "random"
+        if exploration is Exploration.RANDOM
+        else f"{exploration.value}/{method.value}" + ("/safe" if args.safe else "")
+    )
     out = check_run_folder(args.out, args.overwrite, marker="summary.json")  # before the run
     with folder_lock(out):  # a second process writing here fails at once
         check_run_folder(out, args.overwrite, marker="summary.json")  # again, under the lock
@@ -220,22 +255,6 @@ def run(args: argparse.Namespace) -> int:
             for stale in ("summary.json", "episodes.csv", "training.png", "regret.png",
                           CHECKPOINT):  # fmt: skip
                 (out / stale).unlink(missing_ok=True)
-        torch.manual_seed(args.seed)
-        torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
-        kwargs = {} if args.hidden is None else {"hidden": args.hidden}
-        if is_bandit(env):
-            if args.safe:
-                raise ValueError("--safe needs costs, and the wheel bandit has none")
-            kwargs.update(bandit_preset(exploration, method))
-        elif exploration is not Exploration.RANDOM:
-            kwargs.update(ENV_PRESETS.get(args.env, {}))
-            kwargs.update(threshold=args.threshold, quantile=args.quantile)
-        agent = make_agent(env, exploration, method, safe=args.safe, seed=args.seed, **kwargs)
-        label = (
-            "random"
-            if exploration is Exploration.RANDOM
-            else f"{exploration.value}/{method.value}" + ("/safe" if args.safe else "")
-        )
         if saved is not None:  # the agent and torch's RNG as they were at the checkpoint
             try:
                 agent.load_state_dict(saved["agent"])

@@ -185,12 +185,7 @@ def run_agent(
             agent.observe(obs, action, reward, next_obs, terminated, cost)
         else:  # no cost reported yet: NaN (unknown), not 0; a safe agent needs the costs
             if getattr(agent, "safe", False):
-                raise ValueError(
-                    f"{_env_name(env)} gives no info['cost'] on its steps, and a safe agent "
-                    "learns which actions to avoid from info['cost']; use an environment that "
-                    "reports costs (e.g. safety_bhn/CartPoleCost-v0 for CartPole-v1), or a "
-                    "plain agent (safe=False, no --safe)"
-                )
+                raise ValueError(no_costs_message(_env_name(env)))
             cost = math.nan
             agent.observe(obs, action, reward, next_obs, terminated, 0.0)
         ep_return += float(reward)
@@ -230,6 +225,15 @@ def run_agent(
             ep_steps, has_regret, goal = 0, False, False
     bar.close()
     return rows
+
+
+def no_costs_message(env_name: str) -> str:
+    """The error for a safe agent on an env that gives no ``info["cost"]``."""
+    return (
+        f"{env_name} gives no info['cost'] on its steps, and a safe agent learns which actions "
+        "to avoid from info['cost']; use an environment that reports costs (e.g. "
+        "safety_bhn/CartPoleCost-v0 for CartPole-v1), or a plain agent (safe=False, no --safe)"
+    )
 
 
 def _env_name(env: gymnasium.Env) -> str:
