@@ -741,6 +741,9 @@ def test_cli_active_learn_and_compare(tmp_path, capsys):
         main(["active-learn", "--arch", "cnn", "--hidden", "8", "--out", str(tmp_path / "y")]) == 2
     )
     assert "--hidden sizes the MLP only" in capsys.readouterr().err
+    assert main(["active-learn", "--data-dir", str(tmp_path), "--out", str(tmp_path / "d")]) == 2
+    assert "--data-dir is read only with --extra" in capsys.readouterr().err  # ignored before
+    assert not (tmp_path / "d").exists()
 
 
 def test_cli_prior_mean_reaches_the_bhn_and_is_checked_early(tmp_path, capsys):
@@ -759,12 +762,15 @@ def test_cli_prior_mean_reaches_the_bhn_and_is_checked_early(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_saves_the_data_dir_absolute_so_resume_works_from_elsewhere(tmp_path, monkeypatch):
+def test_cli_saves_the_data_dir_absolute_so_resume_works_from_elsewhere(
+    tmp_path, monkeypatch, shared_data_dir
+):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist-extra5k").symlink_to(shared_data_dir / "mnist-extra5k")
     flags = ["--method", "map", "--acquisition", "max_entropy", "--hidden", "8", "--steps", "0",
              "--train-steps", "2", "--eval-samples", "2", "--no-progress", "--device", "cpu",
-             "--data-dir", "data", "--out", "run"]  # fmt: skip
+             "--extra", "--data-dir", "data", "--out", "run"]  # fmt: skip
     assert main(["active-learn", *flags]) == 0
     source = saved_state(tmp_path / "run")["pool_source"]
     assert source["data_dir"] == str(tmp_path / "data")  # "data" before: relative to the cwd

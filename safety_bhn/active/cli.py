@@ -215,6 +215,12 @@ def _active_learn(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; choose another --out")
     config, source = _settings(args, out)
+    if args.data_dir and not source.get("extra", False):  # it was ignored, silently
+        raise ValueError(
+            "--data-dir is read only with --extra: the pool and the test set are the MNIST copy "
+            "embedded in the package; drop --data-dir, or add --extra (on a new run) to pool "
+            "DATA_DIR/mnist-extra5k as well"
+        )
     pool, test = mnist_pool(source["data_dir"], extra=source.get("extra", False))
     learner = ActiveLearner(
         config, pool, test=test, out=out, resume=args.resume, pool_source=source
