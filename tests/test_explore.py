@@ -502,8 +502,8 @@ def test_cli_explore_overwrite_leaves_no_file_of_the_replaced_run(tmp_path):
 
 @pytest.mark.parametrize(
     ("env", "agent", "extra"),
-    [("safety_bhn/LavaGrid-v0", "DQNAgent", ["--method", "mc_dropout", "--safe"]),
-     ("safety_bhn/WheelBandit-v0", "NeuralBandit", ["--method", "bhn"]),
+    [("safety_bhn/LavaGrid-v0", "DQNAgent", ["--method", "mc_dropout", "--safe", "--hidden", "8"]),
+     ("safety_bhn/WheelBandit-v0", "NeuralBandit", ["--method", "bhn", "--hidden", "8"]),
      ("safety_bhn/CartPoleCost-v0", "RandomAgent", ["--agent", "random"])],
 )  # fmt: skip
 def test_cli_explore_resumes_an_interrupted_run_exactly(env, agent, extra, tmp_path, monkeypatch):
@@ -511,7 +511,7 @@ def test_cli_explore_resumes_an_interrupted_run_exactly(env, agent, extra, tmp_p
     import safety_bhn.explore.cli as explore_cli
 
     monkeypatch.setattr(explore_cli, "CHECKPOINT_SECONDS", 0.0)  # one after every episode
-    flags = ["explore", "--env", env, *extra, "--hidden", "8", "--steps", "260", "--seed", "3",
+    flags = ["explore", "--env", env, *extra, "--steps", "260", "--seed", "3",
              "--no-progress"]  # fmt: skip
     assert main([*flags, "--out", str(tmp_path / "whole")]) == 0
     cls = getattr(agents, agent)
@@ -683,6 +683,24 @@ def test_cli_explore_reports_violations_as_na_and_refuses_safe_without_costs(tmp
     err = capsys.readouterr().err
     assert "CartPole-v1 gives no info['cost']" in err and "safe agent" in err
     assert not (tmp_path / "safe").exists()  # refused before the folder was made
+
+
+def test_cli_explore_refuses_flags_it_would_ignore(tmp_path, capsys):
+    """--threshold without --safe, and --method or --hidden for the random agent, were
+    ignored silently (the run went on with other settings than the ones given)."""
+    base = ["explore", "--env", "safety_bhn/LavaGrid-v0", "--steps", "10", "--no-progress"]
+    for flags, message in [
+        (["--threshold", "0.1"], "mask settings (--threshold) need --safe"),
+        (["--quantile", "0.5", "--threshold", "0.1"], "(--threshold, --quantile) need --safe"),
+        (["--agent", "random", "--hidden", "8"], "no network: --hidden does not apply"),
+        (["--agent", "random", "--method", "map", "--threshold", "0.3"],
+         "--method, --threshold do not apply"),
+    ]:  # fmt: skip
+        assert main([*base, *flags, "--out", str(tmp_path / "run")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
+    assert main([*base, "--threshold", "0.1", "--safe", "--hidden", "8",
+                 "--out", str(tmp_path / "run")]) == 0  # fmt: skip
 
 
 def test_cli_explore_leaves_no_folder_when_the_agent_cannot_be_built(tmp_path, capsys):

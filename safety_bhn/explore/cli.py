@@ -116,6 +116,19 @@ def _canonical(flag: str, value: Any) -> Any:
     return value
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _given_flags(args: argparse.Namespace) -> list[str]:
+    """The run flags (RUN_FLAGS) given on the command line; for a namespace made otherwise
+    than by :func:`add_parser`, those that differ from their defaults."""
+    if "given" in vars(args):
+        return [k for k in RUN_FLAGS if k in args.given]
+    defaults = _defaults()
+    return [k for k in RUN_FLAGS if getattr(args, k) != defaults[k]]
+
+
 def _load_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     """The checkpoint of the interrupted run in ``--out``; its settings replace the flags
     (a flag given with another value, its default included, is an error naming both)."""
@@ -135,13 +148,9 @@ def _load_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         raise damaged(
             f"its config lacks {', '.join(missing)}" if missing else "its config is no dict"
         )
-    if "given" in vars(args):  # parsed by add_parser: the flags given on the command line
-        given = [k for k in RUN_FLAGS if k in args.given]
-    else:  # a namespace made otherwise: the flags that differ from their defaults
-        defaults = _defaults()
-        given = [k for k in RUN_FLAGS if getattr(args, k) != defaults[k]]
+    given = _given_flags(args)
     conflicts = [
-        f"--{k.replace('_', '-')}: saved {config[k]!r}, given {getattr(args, k)!r}"
+        f"{_flag(k)}: saved {config[k]!r}, given {getattr(args, k)!r}"
         for k in given
         if _canonical(k, getattr(args, k)) != _canonical(k, config[k])
     ]
@@ -174,6 +183,18 @@ def check_choices(args: argparse.Namespace) -> tuple[Exploration, Method]:
     if exploration is Exploration.RANDOM and args.safe:
         raise ValueError("the random agent has no cost model to be safe with; drop --safe, or "
                          "use --agent thompson or epsilon_greedy")  # fmt: skip
+    given = _given_flags(args)  # flags that would be ignored are refused, as train does
+    unused = [k for k in ("method", "hidden", "threshold", "quantile") if k in given]
+    if exploration is Exploration.RANDOM and unused:
+        verb = (
+            "does not apply to it; drop it" if len(unused) == 1 else "do not apply to it; drop them"
+        )
+        raise ValueError(f"the random agent has no network: {', '.join(map(_flag, unused))} "
+                         f"{verb}")  # fmt: skip
+    unused = [k for k in ("threshold", "quantile") if k in given]
+    if unused and not args.safe:
+        raise ValueError(f"the safe variant's mask settings ({', '.join(map(_flag, unused))}) "
+                         "need --safe; add it, or drop them")  # fmt: skip
     check_exploration(method, exploration)
     return exploration, method
 
