@@ -1,6 +1,6 @@
-"""Two checks behind the safe-exploration notes of benchmarks/results/README.md: where MC
-dropout's Q samples trap it on the shifted gridworld, and how often ``resample_on_revisit``
-fires on CartPole.
+"""Three checks behind the safe-exploration notes of benchmarks/results/README.md: where MC
+dropout's Q samples trap it on the shifted gridworld, how often ``resample_on_revisit`` fires
+on CartPole, and what the safe agents' cost posteriors say about the moved lava.
 
     python benchmarks/explore_diagnostics.py            # prints both, writes explore_diagnostics.md
     python benchmarks/explore_diagnostics.py --quick    # smoke test
@@ -9,10 +9,13 @@ fires on CartPole.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium
+import numpy as np
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
@@ -24,10 +27,19 @@ from common import (  # noqa: E402
     parse_args,
     quick_out,
     quick_settings,
+    seed_everything,
 )
+from safe_exploration import AGENTS, build_agent  # noqa: E402
+from safe_exploration import Args as SafeArgs  # noqa: E402
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
-from safety_bhn.explore import ENV_PRESETS, make_agent, make_env, run_agent  # noqa: E402
+from safety_bhn.explore import (  # noqa: E402
+    ENV_PRESETS,
+    make_agent,
+    make_env,
+    run_agent,
+    shift_detection_auroc,
+)
 from safety_bhn.runs import environment  # noqa: E402
 
 GRID, SHIFTED, CARTPOLE = (
@@ -52,6 +64,14 @@ class Args:
     """factorial-VI Thompson DQN's steps on CartPole, counting revisit resamples"""
     samples: int = 20
     """Q posterior samples per visited cell"""
+    cost_seeds: list[int] = field(default_factory=lambda: list(range(10)))
+    """seeds of the safe agents whose cost posteriors are read (safe_exploration.py's runs of
+    these seeds, rebuilt the same way)"""
+    cost_agents: list[str] = field(default_factory=lambda: list(AGENTS))
+    """agents whose safe variants are read: bhn, mc_dropout, factorial_vi (Thompson) and
+    epsilon_greedy (its cost model a MAP network, for reference)"""
+    cost_shift_steps: int = 1000
+    """their steps on the shifted layout (safe_exploration.py's --shift-steps)"""
     quick: bool = False
     """smoke test: a few hundred steps"""
     out: str = str(RESULTS)
@@ -93,18 +113,99 @@ def cartpole_resamples(args: Args) -> int:
     return agent.resamples
 
 
+#: The moves into the shifted layout's lava (row 2, column 3), which the training layout's
+#: route crossed: (cell, action).
+NEW_LAVA_MOVES = (((1, 3), 2), ((2, 2), 1), ((2, 4), 3), ((3, 3), 0))
+
+
+class _RecordViolations(gymnasium.Wrapper):
+    """Records, for each step into lava, the cell, the move and the agent's upper cost
+    quantile for it (read from the episode's fixed cost draws, so no randomness is used)."""
+
+    def __init__(self, env: gymnasium.Env, agent: object) -> None:
+        super().__init__(env)
+        self.agent, self.obs, self.violations = agent, None, []
+
+    def reset(self, **kwargs):
+        self.obs, info = self.env.reset(**kwargs)
+        return self.obs, info
+
+    def step(self, action):
+        cell = self.env.unwrapped.pos
+        _, upper = self.agent.allowed_actions(self.obs)
+        self.obs, reward, terminated, truncated, info = self.env.step(action)
+        if info.get("cost", 0.0) > 0:
+            self.violations.append((cell, int(action), float(upper[int(action)])))
+        return self.obs, reward, terminated, truncated, info
+
+
+def cost_at_shift(args: Args, name: str, seed: int) -> dict[str, object]:
+    """Rebuild safe_exploration.py's safe ``name`` agent of ``seed`` and run its two phases
+    as that script does; between them read the cost model's upper quantile of each move
+    into the moved lava (with a generator of its own, so the run goes on unchanged), and
+    during the shifted phase record each step into lava with the quantile it was given."""
+    env = make_env(GRID)
+    seed_everything(seed)
+    agent = build_agent(SafeArgs(), GRID, env, name, True, seed)
+    eps = run_agent(env, agent, args.grid_steps, seed=seed, phase="LavaGrid-v0", progress=False)
+    shift_detection_auroc(agent)  # as safe_exploration.py does: it draws from the agent's RNG
+    shifted = make_env(SHIFTED)
+    gen = torch.Generator().manual_seed(seed)
+    upper = []
+    for cell, action in NEW_LAVA_MOVES:
+        obs = torch.as_tensor(shifted.unwrapped.observation_at(cell))[None]
+        draws = agent.cost.sample(obs, agent.cost_samples, gen)[:, 0, action]
+        upper.append(float(torch.quantile(draws, agent.quantile)))
+    recorder = _RecordViolations(shifted, agent)
+    shifted_eps = run_agent(recorder, agent, args.cost_shift_steps, seed=seed,
+                            episode_offset=len(eps), phase="LavaGridShifted-v0",
+                            progress=False)  # fmt: skip
+    return {"agent": name, "seed": seed, "upper": upper, "violations": recorder.violations,
+            "threshold": agent.threshold, "quantile": agent.quantile,
+            "cost_samples": agent.cost_samples, "episodes": shifted_eps}  # fmt: skip
+
+
+def cost_tables(results: list[dict[str, object]]) -> tuple[str, str]:
+    """Markdown tables: per method, the upper cost quantiles of the new-lava moves at the
+    shift; and every step into lava during the shifted phase."""
+    rows = []
+    for name in dict.fromkeys(r["agent"] for r in results):
+        sel = [r for r in results if r["agent"] == name]
+        upper = np.array([r["upper"] for r in sel])  # (seeds, moves)
+        cells = [f"{np.median(u):.2f} ({np.mean(u > sel[0]['threshold']):.0%})" for u in upper.T]
+        rows.append([name, *cells, str(sum(len(r["violations"]) for r in sel))])
+    moves = [f"{cell} {ACTIONS[a]}" for cell, a in NEW_LAVA_MOVES]
+    at_shift = markdown_table(["agent (safe)", *moves, "steps into lava after"], rows)
+    steps = [[r["agent"], str(r["seed"]), str(cell), ACTIONS[a], f"{u:.2f}"]
+             for r in results for cell, a, u in r["violations"]]  # fmt: skip
+    into_lava = (markdown_table(["agent (safe)", "seed", "cell", "move", "upper quantile"], steps)
+                 if steps else "None.\n")  # fmt: skip
+    return at_shift, into_lava
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.quick:
         args = quick_settings(args, grid_steps=300, shift_steps=100, cartpole_steps=300,
+                              cost_seeds=[0], cost_agents=["bhn"], cost_shift_steps=100,
                               out=quick_out(args.out))  # fmt: skip
+    unknown = [a for a in args.cost_agents if a not in AGENTS]
+    if unknown:
+        fail("explore_diagnostics.py", f"--cost-agents: unknown {', '.join(unknown)}; choose "
+                                       f"from {', '.join(AGENTS)}")  # fmt: skip
     check_flags("explore_diagnostics.py", args,
-                positive=["grid_steps", "shift_steps", "cartpole_steps"])  # fmt: skip
+                positive=["grid_steps", "shift_steps", "cartpole_steps", "cost_shift_steps"],
+                distinct=["cost_agents"])  # fmt: skip
     if args.samples < 2:  # the table's spread over samples needs two
         fail("explore_diagnostics.py", f"--samples must be at least 2, got {args.samples}")
     torch.set_num_threads(1)
     table = markdown_table(["cell", "action", *(f"Q {a}" for a in ACTIONS)], q_along_episode(args))
     resamples = cartpole_resamples(args)
+    jobs = [(name, seed) for name in args.cost_agents for seed in args.cost_seeds]
+    results = [cost_at_shift(args, name, seed) for name, seed in
+               tqdm(jobs, desc="safe agents at the shift", disable=not args.progress)]  # fmt: skip
+    at_shift, into_lava = cost_tables(results)
+    safe = results[0]
     env = environment()
     text = (
         "# Thompson-DQN diagnostics\n\n"
@@ -115,7 +216,17 @@ def main(argv: list[str] | None = None) -> None:
         f"Q mean ± std over {args.samples} posterior samples per cell (row, column).\n\n"
         + table
         + f"\nCartPole: a factorial-VI Thompson DQN with resample_on_revisit saw an observation "
-        f"again {resamples} times in {args.cartpole_steps} steps.\n"
+        f"again {resamples} times in {args.cartpole_steps} steps.\n\n"
+        f"Safe agents of `safe_exploration.py` (its settings; seeds "
+        f"{' '.join(map(str, args.cost_seeds))}), after {args.grid_steps} steps on the training "
+        f"layout: the cost model's upper {safe['quantile']} quantile (over the agent's "
+        f"{safe['cost_samples']} draws) of each move into the lava of the shifted layout, "
+        f"median over seeds, and in brackets the share of seeds where it exceeds the threshold "
+        f"{safe['threshold']}, so that the move is masked; then the steps into lava in the "
+        f"{args.cost_shift_steps} steps that follow on the shifted layout (learning goes on).\n\n"
+        + at_shift
+        + "\nEach step into lava, with the upper cost quantile the agent gave that move when it "
+        f"took it (masked above {safe['threshold']}):\n\n" + into_lava
     )
     print(text)
     atomic_write_text(Path(args.out) / "explore_diagnostics.md", text)

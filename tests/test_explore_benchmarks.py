@@ -1,12 +1,14 @@
 """Smoke tests: the bandit and safe-exploration benchmarks run end to end with --quick."""
 
 import csv
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from safety_bhn_envs.gridworld import LAYOUTS, MOVES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +52,32 @@ def test_explore_diagnostics_quick(tmp_path):
     text = (tmp_path / "explore_diagnostics.md").read_text()
     assert text in stdout + "\n" and "| cell | action | Q up |" in text
     assert re.search(r"again \d+ times in 300 steps", text)
+    assert "| agent (safe) | (1, 3) down | (2, 2) right |" in text
+    assert re.search(r"\| bhn \| \d\.\d\d \((0|100)%\) \|", text)  # one seed: 0% or 100%
+
+
+def test_cost_diagnostic_replays_the_benchmark_run(benchmark_module):
+    """cost_at_shift reruns safe_exploration.py's run of a safe agent: the same episodes on
+    the shifted layout, although it reads the cost model between the phases, and each step
+    into lava it records is a move into the shifted layout's lava. (After 60 steps the agent
+    still acts at random, so lava is hit; the full run's violations per seed can be set
+    against safe_exploration_grid_10seeds/safe_exploration.csv.)"""
+    diag, safe_exploration = (
+        benchmark_module("explore_diagnostics"),
+        benchmark_module("safe_exploration"),
+    )
+    result = diag.cost_at_shift(diag.Args(grid_steps=60, cost_shift_steps=150), "bhn", 3)
+    bench = safe_exploration.Args(grid_steps=60, shift_steps=150)
+    rows, episodes = safe_exploration.run_one(bench, "gridworld", "bhn", True, 3)
+    shifted = [r for r in rows if r["env"] == "LavaGridShifted-v0"][0]
+    assert shifted["violations"] == len(result["violations"]) > 0
+    returns = [e["episode_return"] for e in episodes if e["env"] == "LavaGridShifted-v0"]
+    assert [e["episode_return"] for e in result["episodes"]] == returns
+    for cell, action, upper in result["violations"]:  # each a step from a neighbour of (2, 3)
+        assert (cell, action) in diag.NEW_LAVA_MOVES and math.isfinite(upper)
+        row, col = (cell[0] + MOVES[action][0], cell[1] + MOVES[action][1])
+        assert LAYOUTS["shifted"][row][col] == "L"
+    assert len(result["upper"]) == len(diag.NEW_LAVA_MOVES)
 
 
 @pytest.mark.slow
@@ -301,7 +329,8 @@ def test_bandit_noise_reads_the_tuning_runs_at_the_chosen_settings(benchmark_mod
      ("safe_exploration", ["--agents", "mc_dropout", "--mc-dropout-p", "2"],
       "mc_dropout on gridworld: p_hidden must be a number in [0, 1]"),
      ("explore_diagnostics", ["--samples", "1"], "--samples must be at least 2, got 1"),
-     ("explore_diagnostics", ["--cartpole-steps", "0"], "--cartpole-steps must be at least 1")],
+     ("explore_diagnostics", ["--cartpole-steps", "0"], "--cartpole-steps must be at least 1"),
+     ("explore_diagnostics", ["--cost-agents", "bhm"], "--cost-agents: unknown bhm; choose")],
 )  # fmt: skip
 def test_explore_benchmarks_refuse_a_bad_flag_before_any_agent_runs(
     benchmark_module, tmp_path, script, flags, message
