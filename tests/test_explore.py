@@ -797,6 +797,15 @@ def test_posterior_takes_numpy_numbers_and_refuses_string_flags():
     assert RegressionPosterior("map", 3, 2, seed=None).generator is not None  # fresh randomness
 
 
+def test_posterior_refuses_a_prior_centre_it_never_sets():
+    """prior_mean='init' needs fit's data-dependent init, which update() does not do: it
+    trained with the prior at 0, as 'zero' does (the same losses), without a word."""
+    with pytest.raises(ValueError, match="prior_mean='init' centres the BHN's prior"):
+        RegressionPosterior("bhn", 3, 2, [8], coupling_layers=1, prior_mean="INIT", seed=0)
+    post = RegressionPosterior("bhn", 3, 2, [8], coupling_layers=1, prior_mean="zero", seed=0)
+    assert math.isfinite(post.update((torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(2))))
+
+
 @pytest.mark.parametrize("make", [
     lambda **kw: NeuralBandit(3, 2, "map", "epsilon_greedy", **kw),
     lambda **kw: DQNAgent(2, 3, "map", "epsilon_greedy", **kw),

@@ -14,6 +14,7 @@ from torch import Tensor
 from .._checks import check_flag, check_int, check_real
 from .._choices import parse_choice
 from ..core.base import UncertaintyModel
+from ..core.bhn import PriorMean
 from ..core.build import Method, build_model
 
 Batch = tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]
@@ -127,6 +128,13 @@ class RegressionPosterior:
             device=device,
             **options,
         )
+        if getattr(self.model, "prior_mean", None) is PriorMean.INIT:
+            raise ValueError(
+                "prior_mean='init' centres the BHN's prior on the data-dependent initial scales "
+                "that safety_bhn.fit sets from the training data; a RegressionPosterior trains "
+                "by update() without that initialisation, so its prior would stay centred at 0 "
+                "(prior_mean='zero', the default); leave prior_mean out"
+            )
         self.generator = torch.Generator(device=self.model.device)
         if seed is None:
             self.generator.seed()
