@@ -781,7 +781,7 @@ def test_make_agent_checks_the_random_agents_arguments_too():
 
 
 def test_posterior_takes_numpy_numbers_and_refuses_string_flags():
-    post = _posterior("map", kl_weight=np.float32(0.5))
+    post = _posterior("factorial_vi", kl_weight=np.float32(0.5))
     assert post.kl_weight == 0.5
     batch = (torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(2))
     assert math.isfinite(post.update(batch, grad_clip=np.float32(1.0)))  # refused before
@@ -795,6 +795,18 @@ def test_posterior_takes_numpy_numbers_and_refuses_string_flags():
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         RegressionPosterior("map", 3, 2, seed=-1)
     assert RegressionPosterior("map", 3, 2, seed=None).generator is not None  # fresh randomness
+
+
+@pytest.mark.parametrize("method", ["map", "mc_dropout"])
+def test_posterior_refuses_elbo_settings_a_method_would_ignore(method):
+    """kl_weight and train_samples were accepted and ignored for MAP and MC dropout (a
+    DQNAgent(method="mc_dropout", kl_weight=0.1) trained as with 1)."""
+    for kw in ({"kl_weight": 0.1}, {"train_samples": 4}):
+        with pytest.raises(ValueError, match=f"'{method}' trains on one .* would ignore them"):
+            _posterior(method, **kw)
+    with pytest.raises(ValueError, match="shape the ELBO of 'bhn' and 'factorial_vi'"):
+        DQNAgent(3, 2, method=method, exploration="epsilon_greedy", kl_weight=0.5)
+    assert _posterior(method, kl_weight=1.0, train_samples=1).kl_weight == 1.0
 
 
 def test_posterior_refuses_a_prior_centre_it_never_sets():

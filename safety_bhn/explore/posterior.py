@@ -62,8 +62,9 @@ class RegressionPosterior:
         min_noise_std: floor of the heteroscedastic noise std (same units as ``noise_std``).
         output_scale: the network predicts ``y / output_scale`` (keeps targets O(1)).
         lr: Adam learning rate.
-        train_samples: posterior draws per gradient step (BHN / factorial VI).
-        kl_weight: multiplies the KL term (1 = the ELBO; smaller tempers the prior).
+        train_samples: posterior draws per gradient step (BHN / factorial VI only).
+        kl_weight: multiplies the KL term (1 = the ELBO; smaller tempers the prior; BHN /
+            factorial VI only).
         seed: seed of the initial weights and of the training draws (a non-negative int), or
             None for fresh randomness (the agents, which are reproducible, take an int only).
         **options: passed to :func:`safety_bhn.build_model` (e.g. ``coupling_layers=4``,
@@ -116,6 +117,13 @@ class RegressionPosterior:
         self.output_scale = float(output_scale)
         self.train_samples = train_samples
         self.kl_weight = check_real("kl_weight", kl_weight, 0.0)
+        if self.method in (Method.MAP, Method.MC_DROPOUT) and (train_samples, kl_weight) != (1, 1):
+            one = "dropout mask" if self.method is Method.MC_DROPOUT else "network"
+            raise ValueError(
+                f"train_samples and kl_weight shape the ELBO of 'bhn' and 'factorial_vi'; "
+                f"{self.method.value!r} trains on one {one} per step with its weight-decay "
+                "penalty and would ignore them; leave them at 1"
+            )
         self.heteroscedastic = check_flag("heteroscedastic", heteroscedastic)
         self.min_log_noise = math.log(min_noise_std)
         self.model: UncertaintyModel = build_model(
