@@ -304,6 +304,29 @@ class TestBadInput:
         with pytest.raises(ValueError, match="coupling_layers"):
             safety_bhn.build_model("map", coupling_layers=3)
 
+    @pytest.mark.parametrize(("method", "arch"), [("bhn", "mlp"), ("factorial_vi", "cnn"),
+                                                  ("map", "mlp")])  # fmt: skip
+    def test_dropout_rates_only_for_mc_dropout(self, method, arch):
+        """p_hidden and the other rates were accepted and ignored by the other methods (their
+        layers never drop units: the same loss for p_hidden 0 and 0.9)."""
+        with pytest.raises(ValueError, match=f"p_hidden set MC dropout's rates, and method "
+                                             f"'{method}' has no dropout"):  # fmt: skip
+            safety_bhn.build_model(method, arch, p_hidden=0.5)
+        with pytest.raises(ValueError, match="unknown option") as err:
+            safety_bhn.build_model(method, arch, bogus=1)
+        assert "p_hidden" not in str(err.value)  # not listed among the valid options
+        assert safety_bhn.build_model("mc_dropout", arch, p_hidden=0.5).config["options"] == {
+            "p_hidden": 0.5
+        }
+
+    def test_models_saved_with_an_ignored_dropout_rate_still_load(self, tmp_path):
+        model = safety_bhn.build_model("map", hidden=[8], seed=0)
+        model.config["options"]["p_hidden"] = 0.5  # accepted (and ignored) before 2026-12-07
+        model.save(tmp_path / "old.pt")
+        loaded = safety_bhn.load(tmp_path / "old.pt", device="cpu")
+        x = torch.rand(3, 1, 28, 28)
+        assert torch.equal(loaded.predict_proba(x, 1), model.predict_proba(x, 1))
+
     @pytest.mark.parametrize("kwargs", [{"hidden": [0]}, {"hidden": [-5]}, {"coupling_layers": -1},
                                         {"p_hidden": 1.0}, {"n_classes": 1}])  # fmt: skip
     def test_bad_sizes(self, kwargs):

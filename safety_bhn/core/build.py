@@ -49,6 +49,8 @@ ARCH_OPTIONS = {
     Arch.MLP: ("hidden", "p_input", "p_hidden"),
     Arch.CNN: ("channels", "kernel_size", "dense", "p_conv", "p_hidden"),
 }
+#: The architecture options that only MC dropout uses.
+DROPOUT_RATES = {"p_input", "p_hidden", "p_conv"}
 
 
 def default_device() -> torch.device:
@@ -100,7 +102,8 @@ def build_model(
     Args:
         method: ``"bhn"``, ``"mc_dropout"``, ``"factorial_vi"`` or ``"map"``.
         arch: ``"mlp"`` (options ``hidden=[800]``, ``p_input``, ``p_hidden``) or ``"cnn"``
-            (options ``channels``, ``kernel_size``, ``dense``, ``p_conv``, ``p_hidden``).
+            (options ``channels``, ``kernel_size``, ``dense``, ``p_conv``, ``p_hidden``); the
+            dropout rates ``p_*`` for ``"mc_dropout"`` only.
         in_shape: shape of one input, e.g. ``(1, 28, 28)`` or ``(784,)`` (MLP only).
         n_classes: number of classes (outputs).
         seed: seed for the initial weights (None: the global RNG).
@@ -126,6 +129,14 @@ def build_model(
     cls = MODEL_CLASSES[method]
     method_keys = set(inspect.signature(cls.__init__).parameters) - {"self", "layers", "config"}
     arch_keys = set(ARCH_OPTIONS[arch])
+    if method is not Method.MC_DROPOUT:  # only MC dropout's layers drop units
+        rates = sorted(set(options) & DROPOUT_RATES)
+        if rates:
+            raise ValueError(
+                f"{', '.join(rates)} set MC dropout's rates, and method {method.value!r} has no "
+                "dropout (it would ignore them); drop them, or use method 'mc_dropout'"
+            )
+        arch_keys -= DROPOUT_RATES
     unknown = set(options) - method_keys - arch_keys
     if unknown:
         raise ValueError(
@@ -213,13 +224,16 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> U
         raise ValueError(f"{path} is not a safety_bhn checkpoint (format {FORMAT_VERSION})")
     try:
         config = payload["config"]
+        options = dict(config["options"])
+        if config["method"] != Method.MC_DROPOUT.value:  # saved before 2026-12-07, which
+            options = {k: v for k, v in options.items() if k not in DROPOUT_RATES}  # ignored them
         model = build_model(
             config["method"],
             config["arch"],
             config["in_shape"],
             config["n_classes"],
             device="cpu",
-            **config["options"],
+            **options,
         )
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as err:
