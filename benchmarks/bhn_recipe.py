@@ -51,6 +51,7 @@ from common import (  # noqa: E402
 import safety_bhn  # noqa: E402
 from safety_bhn.core.build import resolve_device  # noqa: E402
 from safety_bhn.core.metrics import classification_metrics, predictive  # noqa: E402
+from safety_bhn.core.training import check_kl_anneal  # noqa: E402
 from safety_bhn.data import load_dataset  # noqa: E402
 from safety_bhn.runs import environment, mnist_splits  # noqa: E402
 
@@ -294,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         opts = model_options(args, method, layers, recipe_of(name))
         with flag_errors("bhn_recipe.py", f"row {row}: "):
             safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
+            check_kl_anneal(recipe_of(name)["kl_anneal"], method)  # fit's own check
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "bhn_recipe.csv"

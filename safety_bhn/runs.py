@@ -19,7 +19,13 @@ from ._io import atomic_write_json, folder_lock, read_json
 from .core.base import UncertaintyModel
 from .core.build import Arch, Method, build_model, load, resolve_device
 from .core.metrics import classification_metrics, evaluate, predictive
-from .core.training import Selection, check_lr_recipe, check_validation_use, fit
+from .core.training import (
+    Selection,
+    check_kl_anneal,
+    check_lr_recipe,
+    check_validation_use,
+    fit,
+)
 from .data import DataError, class_list, embedded_mnist, load_dataset, select_classes
 
 Split = tuple[Tensor, Tensor]
@@ -58,7 +64,8 @@ class TrainConfig:
     patience: int | None = None
     """stop after this many epochs without a better validation score (None: train all epochs)"""
     kl_anneal: float = 0.0
-    """fraction of training over which the KL weight rises linearly from 0 to 1"""
+    """fraction of training over which the KL weight rises linearly from 0 to 1 (bhn and
+    factorial_vi only: map and mc_dropout have no KL term)"""
     select: str = "nll"
     """which epoch is kept: nll (lowest validation NLL), accuracy (first most accurate) or
     last (the final epoch)"""
@@ -101,6 +108,15 @@ class TrainConfig:
             raise ValueError(f"options must be a dict of model options, e.g. {{'prior_std': "
                              f"1.0}}, got {self.options!r}")  # fmt: skip
         self.options = {k: plain_value(k, v) for k, v in self.options.items()}
+        fields = [k for k, used in (("hidden", self.arch == "mlp"),
+                                    ("coupling_layers", self.method == "bhn")) if used]  # fmt: skip
+        for key in fields:  # the options' value won, and metrics.json recorded the field's
+            if key in self.options and self.options[key] != getattr(self, key):
+                raise ValueError(
+                    f"options[{key!r}]={self.options[key]!r} contradicts {key}="
+                    f"{getattr(self, key)!r}, which it would override; set {key} instead and "
+                    "drop it from options"
+                )
         # plain strings, which metrics.json can hold (a Path or torch.device failed there,
         # after training, leaving model.pt without its metrics.json)
         if self.data_dir is not None:
@@ -112,7 +128,7 @@ class TrainConfig:
         elif self.device is not None and not isinstance(self.device, str):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or None, got {self.device!r}")
         self.lr = check_real("lr", self.lr, 0.0, low_open=True)
-        self.kl_anneal = check_real("kl_anneal", self.kl_anneal, 0.0, 1.0)
+        self.kl_anneal = check_kl_anneal(self.kl_anneal, self.method)
         no_val = "val_size=0 holds none out; pass val_size > 0"
         check_validation_use(select, self.patience, no_val if self.val_size == 0 else None)
         return self
@@ -300,9 +316,20 @@ def train_and_evaluate(
     write never leaves a new model beside the old run's settings. Training state is saved to
     ``out/fit-checkpoint.pt`` at most every minute: after an interruption the same call (the
     same command) continues where it stopped, with the same result. Without ``out``, a
-    ``checkpoint`` path does the same (a benchmark keeps its runs' checkpoints apart).
+    ``checkpoint`` path does the same (a benchmark keeps its runs' checkpoints apart); with
+    ``out``, a ``checkpoint`` is refused, as is ``overwrite`` without ``out``.
     """
     config.validate()
+    if out is not None and checkpoint is not None:
+        raise ValueError(
+            f"checkpoint={str(checkpoint)!r} is for runs without out; with out, training state "
+            f"is saved to {str(Path(out) / FIT_CHECKPOINT)!r}; drop checkpoint"
+        )
+    if out is None and overwrite:
+        raise ValueError(
+            "overwrite=True replaces a run saved in out, but out is None; pass out, or leave "
+            "overwrite False"
+        )
     device = resolve_device(config.device)
     model = build_model(  # checks the options, and seeds its own RNG: the order is free
         config.method,

@@ -336,6 +336,8 @@ def test_parse_args_refuses_nan_floats_and_bad_or_repeated_seeds(benchmark_modul
      ("bhn_recipe", ["--device", "gpu"], "--device: unknown device 'gpu'"),
      ("bhn_recipe", ["--rows", "mc_dropout:cos-200", "mc_dropout:cos-200"],
       "--rows names mc_dropout:cos-200 more than once"),
+     ("bhn_recipe", ["--rows", "mc_dropout:cos-200-anneal"],
+      "row mc_dropout:cos-200-anneal: kl_anneal=0.25 ramps up the KL term"),
      ("ood", ["--arch", "cnnn"], "ood.py: error: unknown architecture 'cnnn'"),
      ("ood", ["--scores", "entropy"], "ood.py: error: --scores entropy lacks mutual_information"),
      ("ood", ["--samples", "0"], "--samples must be at least 1, got 0"),

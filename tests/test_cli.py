@@ -196,6 +196,8 @@ def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
         (["train", "--val-size", "5000", "--out", "new"], "val_size must lie in [0, 5000)"),
         # failed at the first validation, inside the new folder, naming no seed
         (["train", "--seed", str(2**64 - 1), "--out", "new"], "seed must be at most 2**63 - 1"),
+        # trained as without it (no KL term to anneal), before the folder was made
+        (["train", "--method", "map", "--kl-anneal", "0.5", "--out", "new"], "has no KL term"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_nonzero_exit(args, message, tmp_path):
@@ -313,6 +315,19 @@ def test_train_refuses_another_commands_run_folder_and_a_runs_metrics(tmp_path):
     with pytest.raises(ValueError, match="holds a run already"):
         train_and_evaluate(config, tmp_path / "kept", progress=False)
     assert "0.97" in (tmp_path / "kept" / "metrics.json").read_text()
+
+
+def test_train_and_evaluate_refuses_a_checkpoint_or_overwrite_it_would_ignore(tmp_path):
+    """With out, the checkpoint argument was ignored (state went to out/fit-checkpoint.pt);
+    without out, overwrite=True was, and a checkpoint was resumed rather than started afresh."""
+    from safety_bhn.runs import TrainConfig, train_and_evaluate
+
+    config = TrainConfig(method="map", hidden=[8], epochs=1, eval_samples=1, device="cpu")
+    with pytest.raises(ValueError, match="is for runs without out; .* drop checkpoint"):
+        train_and_evaluate(config, tmp_path / "run", False, checkpoint=tmp_path / "fit.pt")
+    with pytest.raises(ValueError, match="overwrite=True replaces a run saved in out, but out"):
+        train_and_evaluate(config, None, False, overwrite=True, checkpoint=tmp_path / "fit.pt")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

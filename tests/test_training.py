@@ -363,6 +363,33 @@ def test_train_config_refuses_validation_settings_without_a_validation_set():
             TrainConfig(val_size=0, **bad).validate()
 
 
+@pytest.mark.parametrize("method", ["map", "mc_dropout"])
+def test_kl_anneal_is_refused_for_methods_without_a_kl_term(method, mnist_small):
+    """Their loss ignores the KL weight: fit(map_model, kl_anneal=0.5) trained exactly as
+    without it, and TrainConfig(method="map", kl_anneal=0.5) recorded a ramp that never was."""
+    from safety_bhn.runs import TrainConfig
+
+    train, _ = mnist_small
+    with pytest.raises(ValueError, match=f"'{method}' has no KL term and would ignore it"):
+        safety_bhn.fit(_model(method), train, epochs=1, kl_anneal=0.5, progress=False)
+    with pytest.raises(ValueError, match="ramps up the KL term of 'bhn' and 'factorial_vi'"):
+        TrainConfig(method=method, kl_anneal=0.5).validate()
+    assert TrainConfig(method="factorial_vi", kl_anneal=0.5).validate().kl_anneal == 0.5
+
+
+def test_train_config_refuses_options_that_contradict_its_fields():
+    """options={"coupling_layers": 8} overrode coupling_layers=4 (and the default 12) while
+    metrics.json recorded the field's value."""
+    from safety_bhn.runs import TrainConfig
+
+    for bad in ({"coupling_layers": 4, "options": {"coupling_layers": 8}},
+                {"hidden": [32], "options": {"hidden": [16]}}):  # fmt: skip
+        with pytest.raises(ValueError, match=r"options\['\w+'\]=.* contradicts .* set \w+ inst"):
+            TrainConfig(**bad).validate()
+    same = TrainConfig(coupling_layers=4, options={"coupling_layers": np.int64(4)}).validate()
+    assert same.model_options()["coupling_layers"] == 4
+
+
 def test_results_name_the_cpu_and_the_kernels_torch_uses(tmp_path):
     """Models trained on CPUs with different vector units (AVX2, AVX-512) differ in the last
     bits, so every result file names both."""

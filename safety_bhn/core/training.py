@@ -83,6 +83,21 @@ def check_lr_recipe(lr_schedule: str | LRSchedule, lr_warmup: float) -> tuple[LR
         raise ValueError(f"lr_warmup must lie in [0, 1], got {lr_warmup!r}") from None
 
 
+#: The methods whose loss has no KL term, so a KL weight (and its annealing) does nothing.
+NO_KL_METHODS = ("map", "mc_dropout")
+
+
+def check_kl_anneal(kl_anneal: float, method: str) -> float:
+    """Check a KL-annealing fraction; refuse a positive one for a method without a KL term."""
+    kl_anneal = check_real("kl_anneal", kl_anneal, 0.0, 1.0)
+    if kl_anneal > 0 and method in NO_KL_METHODS:
+        raise ValueError(
+            f"kl_anneal={kl_anneal!r} ramps up the KL term of 'bhn' and 'factorial_vi', but "
+            f"{method!r} has no KL term and would ignore it; leave kl_anneal at 0"
+        )
+    return kl_anneal
+
+
 @dataclass
 class History:
     """What happened during :func:`fit` (one entry per epoch; validation where evaluated)."""
@@ -193,7 +208,8 @@ def fit(
         batch_size: examples per step.
         seed: seeds shuffling, data-dependent initialisation and the model's noise.
         patience: stop after this many validations without improvement (None: never).
-        kl_anneal: fraction of all steps over which the KL weight rises linearly from 0 to 1.
+        kl_anneal: fraction of all steps over which the KL weight rises linearly from 0 to 1
+            (BHN and factorial VI: MAP and MC dropout have no KL term and refuse it).
         grad_clip: maximum gradient norm (None: no clipping).
         lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 by the last epoch). Cosine
             lets the weights settle at the end of a short run; the active-learning loop uses
@@ -204,8 +220,8 @@ def fit(
             non-negative hidden units) those moves add up, so one full-rate first step can
             shift every scale at once and throw a short training run off course; a short
             warmup avoids it (measured by ``benchmarks/al_recipe.py``).
-        val_samples: posterior samples for the validation predictive.
-        eval_every: validate every this many epochs.
+        val_samples: posterior samples for the validation predictive (unused without ``val``).
+        eval_every: validate every this many epochs (unused without ``val``).
         select: ``"nll"`` keeps the epoch with the lowest validation NLL; ``"accuracy"`` the
             first with the highest validation accuracy; ``"last"`` the final epoch. NLL also
             penalises overconfidence, so with a weak regulariser it can stop long before
@@ -242,7 +258,7 @@ def fit(
             raise ValueError(
                 f"grad_clip must be positive (None: no clipping), got {grad_clip!r}"
             ) from None
-    kl_anneal = check_real("kl_anneal", kl_anneal, 0.0, 1.0)
+    kl_anneal = check_kl_anneal(kl_anneal, model.method)
     schedule, lr_warmup = check_lr_recipe(lr_schedule, lr_warmup)
     if val is not None and eval_every > epochs:
         raise ValueError(
