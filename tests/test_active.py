@@ -202,6 +202,14 @@ def test_sampling_acquisitions_need_a_real_generator():
             select(name, probs, 2, generator=0)
 
 
+def test_num_configs_is_refused_for_acquisitions_other_than_batch_bald():
+    probs = _random_probs(6, 15, 3, seed=7)
+    for name in ("bald", "power_bald", "random"):  # ignored, silently, before
+        with pytest.raises(ValueError, match=f"acquisition '{name}' would ignore it"):
+            select(name, probs, 2, torch.Generator().manual_seed(0), num_configs=10)
+    assert len(select("batch_bald", probs, 2, num_configs=10).indices) == 2  # 3**2: exact
+
+
 def test_batch_bald_avoids_exact_duplicates_where_bald_does_not():
     s = 8
     a = torch.zeros(s, 4, dtype=torch.float64)
@@ -528,6 +536,7 @@ def test_user_dataset_with_an_oracle_is_asked_only_for_what_it_labels():
         (dict(acquisition="entropy"), "unknown acquisition"),
         (dict(method="bnn"), "unknown method"),
         (dict(acquisition="bald", acq_samples=1), "acq_samples=1 would score every point 0"),
+        (dict(acquisition="bald", num_configs=500), "num_configs=500 sets .* batch_bald only"),
         (dict(options={"hiden": [4]}), "do not build a model: unknown option.*'hiden'"),
     ],
 )
@@ -744,6 +753,13 @@ def test_cli_active_learn_and_compare(tmp_path, capsys):
     assert main(["active-learn", "--data-dir", str(tmp_path), "--out", str(tmp_path / "d")]) == 2
     assert "--data-dir is read only with --extra" in capsys.readouterr().err  # ignored before
     assert not (tmp_path / "d").exists()
+
+
+def test_cli_compare_refuses_data_dir(tmp_path, capsys):
+    # --compare reads the saved curves, never a pool: --data-dir was ignored, silently
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main(["active-learn", "--compare", *runs, "--data-dir", str(tmp_path)]) == 2
+    assert "takes only --out; drop --data-dir" in capsys.readouterr().err
 
 
 def test_cli_prior_mean_reaches_the_bhn_and_is_checked_early(tmp_path, capsys):

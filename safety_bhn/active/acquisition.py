@@ -107,20 +107,27 @@ def select(
     probs: Tensor,
     k: int,
     generator: torch.Generator | None = None,
-    num_configs: int = 2000,
+    num_configs: int | None = None,
 ) -> Selection:
     """Pick ``k`` of the ``batch`` points of ``probs[n_samples, batch, classes]``.
 
     Top-``k`` of the score, except ``batch_bald``, which selects greedily (see
-    :func:`batch_bald`), and ``power_bald``, which samples (see :func:`power_bald`). Ties break
-    towards the lower index.
+    :func:`batch_bald`; ``num_configs``, for it only, defaults to 2000), and ``power_bald``,
+    which samples (see :func:`power_bald`). Ties break towards the lower index.
     """
     acquisition = parse_choice(acquisition, Acquisition, "acquisition")
     scores.check_probs(probs)
     _check_k(k, probs.shape[1])
     check_generator(generator)
+    if num_configs is not None and acquisition is not Acquisition.BATCH_BALD:
+        raise ValueError(
+            f"num_configs={num_configs} sets the label configurations of batch_bald only, so "
+            f"acquisition {acquisition.value!r} would ignore it; drop num_configs, or use "
+            "'batch_bald'"
+        )
     if acquisition is Acquisition.BATCH_BALD:
-        return batch_bald(probs, k, num_configs=num_configs, generator=generator)
+        configs = 2000 if num_configs is None else num_configs
+        return batch_bald(probs, k, num_configs=configs, generator=generator)
     if acquisition is Acquisition.POWER_BALD:
         return power_bald(probs, k, generator=generator)
     values = score(acquisition, probs, generator)

@@ -195,6 +195,7 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[s
 def _active_learn(args: argparse.Namespace) -> int:
     if args.compare:
         ignored = [_flag(name) for name in _given(args)] + ["--resume"] * bool(args.resume)
+        ignored += ["--data-dir"] * (args.data_dir is not None)  # the runs' pools are not read
         if ignored:
             raise ValueError(
                 f"--compare reads finished run folders and takes only --out; drop "

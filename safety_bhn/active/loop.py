@@ -160,6 +160,13 @@ class ActiveConfig:
             )
         no_val = "val_size=0 holds none out; pass val_size > 0, or select='nll' or 'last'"
         check_validation_use(Selection(self.select), None, no_val if self.val_size == 0 else None)
+        configs = self.num_configs
+        if acquisition is not Acquisition.BATCH_BALD and configs != ActiveConfig.num_configs:
+            raise ValueError(
+                f"num_configs={configs} sets the label configurations of batch_bald only, so "
+                f"acquisition {acquisition.value!r} would ignore it; drop num_configs, or use "
+                "acquisition='batch_bald'"
+            )
         if 0 < self.pool_subset < self.acquire:
             raise ValueError(
                 f"pool_subset ({self.pool_subset}) must be at least acquire ({self.acquire})"
@@ -688,7 +695,8 @@ class ActiveLearner:
         with torch.no_grad():
             logits = model.sample_logits(self.x[subset], cfg.acq_samples, model_gen, chunk)
         probs = F.softmax(logits.double(), dim=-1).cpu()
-        picked = select(acquisition, probs, cfg.acquire, self.gen, cfg.num_configs)
+        configs = cfg.num_configs if acquisition is Acquisition.BATCH_BALD else None
+        picked = select(acquisition, probs, cfg.acquire, self.gen, configs)
         return [int(subset[i]) for i in picked.indices], [float(s) for s in picked.scores]
 
     def _evaluate(self, model: UncertaintyModel, step: int) -> dict[str, float]:
