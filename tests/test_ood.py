@@ -184,6 +184,17 @@ def test_sample_probs_shape_and_shared_draw():
     torch.testing.assert_close(probs, whole)  # chunking does not change the draw
 
 
+def test_sample_probs_refuses_arguments_a_given_draw_overrides():
+    model = safety_bhn.build_model("mc_dropout", hidden=[16], in_shape=(5,), n_classes=3, seed=0)
+    x, draw = torch.rand(7, 5), model.draw(4, torch.Generator().manual_seed(0))
+    assert sample_probs(model, x, 4, draw=draw).shape == (4, 7, 3)
+    # both were ignored, silently, before: the draw fixes the samples and their number
+    with pytest.raises(ValueError, match="generator is not used when draw is given"):
+        sample_probs(model, x, 4, torch.Generator().manual_seed(1), draw=draw)
+    with pytest.raises(ValueError, match="n_samples=7 but the draw given holds 4 samples"):
+        sample_probs(model, x, 7, draw=draw)
+
+
 # -- suites -----------------------------------------------------------------------------------
 def fake_mnist(n=60, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -359,6 +370,13 @@ def test_report_metrics_and_files(tmp_path):
     assert {"ood_set", "score", "auroc", "aupr_in", "aupr_out", "fpr95"} <= set(table[0])
 
 
+def test_report_refuses_a_zero_batch_size():
+    suite = build_suite(*fake_mnist(10), "inverted")
+    model = safety_bhn.build_model("map", hidden=[4], seed=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        evaluate_ood(model, suite, batch_size=0, progress=False)  # the automatic size before
+
+
 # -- dataset shift ----------------------------------------------------------------------------
 def test_rotate_matches_rot90_and_identity():
     x, _ = fake_mnist(3)
@@ -501,11 +519,12 @@ def test_cli_with_fashion_mnist(tiny_runs, tmp_path, shared_data_dir):
     [(["--scores", "entrpy"], "Did you mean 'entropy'"),
      (["--suite", "mnsit"], "unknown OOD suite"),
      (["--suite", "mnist_held_out"], "has 10 classes, so it was trained on them"),
-     (["SECOND"], "pass --compare")],
+     (["SECOND"], "pass --compare"),
+     (["--suite", "inverted", "--data-dir", "TMP"], "is not read: it has no mnist/ folder")],
 )  # fmt: skip
 def test_cli_errors(tiny_runs, tmp_path, capsys, extra, message):
     run = str(tiny_runs / "mc_dropout")
-    extra = [run if e == "SECOND" else e for e in extra]
+    extra = [{"SECOND": run, "TMP": str(tmp_path)}.get(e, e) for e in extra]
     assert main(["ood", run, *extra, "--out", str(tmp_path), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
 

@@ -16,7 +16,10 @@ from ..data import embedded_mnist, load_dataset
 from ..runs import check_run_folder, load_run, run_names
 from .report import OODReport, evaluate_ood, rows_to_csv, rows_to_markdown
 from .scores import parse_scores
-from .suite import HELD_OUT_KNOWN, available_sets, build_suite, set_names
+from .suite import HELD_OUT_KNOWN, OODSetName, available_sets, build_suite, set_names
+
+# built-in sets made from the test images alone, which never read --data-dir
+NO_DATA_DIR_SETS = {s.value for s in OODSetName} - {OODSetName.FASHION_MNIST.value}
 
 
 def add_parser(subparsers: Any) -> None:
@@ -119,7 +122,15 @@ def run_ood(args: argparse.Namespace) -> int:
     scoring, so an unwritable place fails at once rather than after it.
     """
     parse_scores(args.scores)
-    set_names(args.suite)
+    sets = set_names(args.suite)
+    reads_data_dir = [s for s in sets if s not in NO_DATA_DIR_SETS]  # e.g. fashion_mnist
+    mnist_folder = args.data_dir is not None and (Path(args.data_dir) / "mnist").is_dir()
+    if args.data_dir is not None and not reads_data_dir and not mnist_folder:
+        raise ValueError(
+            f"--data-dir {args.data_dir} is not read: it has no mnist/ folder (the test images "
+            f"come from the embedded copy) and suite {args.suite!r} has no fashion_mnist set; "
+            "drop --data-dir, or point it at the folder holding mnist/ or fashion-mnist/"
+        )
     if len(args.runs) > 1 and not args.compare:
         raise ValueError(f"{len(args.runs)} runs given; pass --compare to compare several runs")
     if args.compare and len(args.runs) < 2:

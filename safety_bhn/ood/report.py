@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from .._choices import did_you_mean
 from .._io import atomic_write_text
 from ..core.base import UncertaintyModel
@@ -156,7 +157,9 @@ def evaluate_ood(
     chosen = parse_scores(scores)
     n = model.default_samples if n_samples is None else n_samples
     draw = model.draw(model.check_samples(n), generator)
-    batch_size = batch_size or auto_batch_size(model, n)
+    batch_size = (
+        auto_batch_size(model, n) if batch_size is None else check_int("batch_size", batch_size)
+    )
 
     def score(x: torch.Tensor, desc: str) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         probs = sample_probs(model, x, n, batch_size=batch_size, draw=draw, desc=desc)

@@ -107,7 +107,8 @@ def sample_probs(
     """Softmax of ``n_samples`` posterior draws on ``x``: ``(n_samples, batch, classes)`` on CPU.
 
     One draw of weights is shared by all of ``x`` (the inputs are only chunked for memory).
-    Pass ``draw=model.draw(n, generator)`` to score several sets under the same draws.
+    Pass ``draw=model.draw(n, generator)`` to score several sets under the same draws (then
+    no ``generator``, and ``n_samples``, if given, must be the draw's ``n``).
 
     >>> import safety_bhn
     >>> model = safety_bhn.build_model("mc_dropout", hidden=[8], in_shape=(3,), n_classes=2)
@@ -118,6 +119,11 @@ def sample_probs(
     if draw is None:
         n = model.default_samples if n_samples is None else n_samples
         draw = model.draw(model.check_samples(n), generator)
+    elif generator is not None:
+        raise ValueError(
+            "generator is not used when draw is given (the draw already fixes the posterior "
+            "samples); drop generator, or pass it to model.draw(n_samples, generator)"
+        )
     else:
         n = n_samples or 1
     batch_size = (
@@ -128,7 +134,15 @@ def sample_probs(
     try:
         chunks = x.split(batch_size)
         bar = tqdm(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False)
-        probs = [F.softmax(model.forward_draw(c, draw), dim=-1).cpu() for c in bar]
+        probs = []
+        for c in bar:
+            probs.append(F.softmax(model.forward_draw(c, draw), dim=-1).cpu())
+            if n_samples is not None and probs[0].shape[0] != n_samples:
+                raise ValueError(
+                    f"n_samples={n_samples} but the draw given holds {probs[0].shape[0]} "
+                    "samples, which decide the result; pass n_samples equal to the draw's "
+                    "(model.draw(n_samples, ...)), or leave it out"
+                )
     finally:
         model.train(was_training)
     return torch.cat(probs, dim=1)
