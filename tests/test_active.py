@@ -179,6 +179,17 @@ def test_a_run_saved_with_prior_mean_as_typed_resumes(tmp_path):
     assert len(learner.run(progress=False)["history"]) == 2  # refused as another setting before
 
 
+def test_a_run_saved_with_an_ignored_num_configs_resumes(tmp_path):
+    x, y = _blobs()
+    ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path).run(progress=False, max_steps=1)
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["config"]["num_configs"] = 500  # accepted with bald (and unused) before 2026-12-07
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert saved_config(tmp_path).validate().num_configs == ActiveConfig.num_configs
+    learner = ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path, resume=True)
+    assert len(learner.run(progress=False)["history"]) == 2
+
+
 def test_a_bfloat16_pool_runs():  # its fingerprint raised a TypeError
     x, y = _blobs()
     ActiveLearner(_tiny(steps=0), (x.bfloat16(), y)).run(progress=False)

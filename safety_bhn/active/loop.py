@@ -900,6 +900,14 @@ def _read_state(path: Path) -> dict[str, Any]:
             options["prior_mean"] = prior_mean.value
         except ValueError:
             pass  # validate names the bad value when the config is used
+    # before 2026-12-07 any acquisition took (and all but batch_bald ignored) num_configs
+    config = state["config"]
+    try:
+        acquisition = parse_choice(config.get("acquisition"), Acquisition, "acquisition")
+    except ValueError:
+        acquisition = Acquisition.BATCH_BALD  # kept: validate names the bad name when used
+    if acquisition is not Acquisition.BATCH_BALD and "num_configs" in config:
+        config["num_configs"] = ActiveConfig.num_configs
     return state
 
 
