@@ -213,7 +213,7 @@ def test_load_dataset_missing_lists_paths_and_fixes(tmp_path: Path) -> None:
         assert str(root / "mnist" / f"{stem}.gz") in msg
         assert str(root / "mnist" / stem) in msg
     assert "does not exist" in msg
-    assert "data_dir=" in msg and "SAFETY_BHN_DATA" in msg
+    assert "data_dir= (--data-dir on the command line)" in msg and "SAFETY_BHN_DATA" in msg
     assert "safety_bhn.data.download('mnist'" in msg
     assert "embedded_mnist('test')" in msg
     (tmp_path / "a_file").write_text("")

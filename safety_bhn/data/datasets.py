@@ -195,8 +195,8 @@ def _missing_message(
     tried = "\n".join(f"  {p}  ({'found' if ok else 'missing'})" for p, ok in candidates)
     folder, img_stem, _ = _layout(name, split)
     fixes = [
-        f"pass data_dir= a folder laid out as <dir>/{folder}/{img_stem}.gz (raw files without "
-        ".gz work too)",
+        f"pass data_dir= (--data-dir on the command line) a folder laid out as "
+        f"<dir>/{folder}/{img_stem}.gz (raw files without .gz work too)",
         f"set {ENV_VAR}=<dir>",
     ]
     if split == "extra":
