@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         for recipe in args.recipes:
             with flag_errors("al_recipe.py", f"--methods {method} --recipes {recipe}: "):
                 config = run_config(args, method, *recipes[recipe])
-                safety_bhn.build_model(method, "cnn", device="cpu", **config.model_options())
+                opts = config.model_options()  # seeded: a check that draws from no global RNG
+                safety_bhn.build_model(method, "cnn", seed=0, device="cpu", **opts)
     torch.set_num_threads(1)
     x, y = load_dataset("mnist", "train", args.data_dir)
     x_tune, y_tune = load_dataset("mnist", "extra", args.data_dir)

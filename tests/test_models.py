@@ -134,6 +134,24 @@ def test_map_samples_are_identical():
     torch.testing.assert_close(logits, logits[:1].expand_as(logits))
 
 
+def test_seed_none_draws_fresh_weights_from_the_global_rng_and_a_seed_leaves_it_alone(tmp_path):
+    def weights(**kwargs):
+        return safety_bhn.build_model("map", hidden=[8], in_shape=(4,), device="cpu", **kwargs)
+
+    # seed=None restored the global RNG after drawing: every call built the same weights
+    a, b = weights(), weights()
+    assert not torch.equal(a.net[0].weight, b.net[0].weight)
+    torch.manual_seed(3)
+    first = weights().net[0].weight
+    torch.manual_seed(3)
+    assert torch.equal(weights().net[0].weight, first)  # reproducible with the global seed
+    a.save(tmp_path / "a.pt")
+    state = torch.get_rng_state()
+    weights(seed=0)
+    safety_bhn.load(tmp_path / "a.pt", device="cpu")
+    assert torch.equal(torch.get_rng_state(), state)  # a seed or a load draws nothing global
+
+
 @pytest.mark.parametrize("chunk_elements", [2**22, 1, 200])
 def test_bhn_matches_explicit_weight_norm_network(chunk_elements):
     """Known answer: w = g * v / ||v|| per sample, run as a plain MLP one sample at a time.

@@ -106,7 +106,8 @@ def build_model(
             dropout rates ``p_*`` for ``"mc_dropout"`` only.
         in_shape: shape of one input, e.g. ``(1, 28, 28)`` or ``(784,)`` (MLP only).
         n_classes: number of classes (outputs).
-        seed: seed for the initial weights (None: the global RNG).
+        seed: seed for the initial weights, which leaves the global RNG as it was (None: draw
+            them from the global RNG, so that two calls give different weights).
         device: where the model lives (default: CUDA when available).
         **options: architecture options above, and the method's own options, e.g.
             ``coupling_layers=12`` for BHN (see each class's docstring).
@@ -168,10 +169,12 @@ def build_model(
         "n_classes": n_classes,
         "options": dict(options),
     }
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
+    if seed is None:  # drawn from (and advancing) the global RNG: two calls differ
         model = cls(layers, config, **method_opts)
+    else:
+        with torch.random.fork_rng(devices=[]):  # the global RNG is left as it was
+            torch.manual_seed(seed)
+            model = cls(layers, config, **method_opts)
     return model.to(target)
 
 
@@ -227,14 +230,15 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> U
         options = dict(config["options"])
         if config["method"] != Method.MC_DROPOUT.value:  # saved before 2026-12-07, which
             options = {k: v for k, v in options.items() if k not in DROPOUT_RATES}  # ignored them
-        model = build_model(
-            config["method"],
-            config["arch"],
-            config["in_shape"],
-            config["n_classes"],
-            device="cpu",
-            **options,
-        )
+        with torch.random.fork_rng(devices=[]):  # its weights are replaced: draw none
+            model = build_model(
+                config["method"],
+                config["arch"],
+                config["in_shape"],
+                config["n_classes"],
+                device="cpu",
+                **options,
+            )
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as err:
         raise ValueError(
