@@ -44,10 +44,12 @@ class LavaGridEnv(gymnasium.Env):
     """Reach the goal without stepping into lava.
 
     Actions 0..3 move up, right, down, left; walking into a wall leaves the agent in place.
-    Rewards: ``step_reward`` (-0.01) per step, ``goal_reward`` (+1) on reaching the goal,
-    ``lava_reward`` (-1) on entering lava. Entering lava is the safety violation: the episode
-    ends (``terminated``) and ``info["cost"] = 1``; every other step has cost 0. Reaching the
-    goal also terminates. Registered with a 50-step time limit.
+    Rewards: ``step_reward`` (-0.01) per step, except ``goal_reward`` (+1) on the step that
+    reaches the goal and ``lava_reward`` (-1) on the step that enters lava. Entering lava is
+    the safety violation: the episode ends (``terminated``) and ``info["cost"] = 1``; every
+    other step has cost 0. Reaching the goal also terminates. Registered with a 50-step time
+    limit. ``info`` also holds the agent's ``position`` (row, col) and, after a step,
+    ``goal`` (whether it reached the goal).
 
     Observation (float32): a one-hot of the agent's cell (``rows * cols`` entries) followed by
     the 3x3 lava neighbourhood around the agent (9 entries, row by row). The neighbourhood lets

@@ -18,13 +18,14 @@ class WheelBanditEnv(gymnasium.Env):
     other actions pay ``mu_2``. Every reward gets Gaussian noise of std ``sigma`` (0.01).
     Large ``delta`` makes the lucrative outer ring rare, so finding it needs exploration.
 
-    Each step returns the next context. ``info`` holds the chosen action's expected reward,
-    the optimal action, its realised and expected reward, the step's expected ``regret``
-    (optimal minus chosen expected reward; 0 for the oracle) and ``cost`` (always 0). After
-    ``reset`` these describe the returned context; after ``step`` they describe the context
-    just acted on, not the returned one, so an oracle reads ``info["optimal_action"]`` from
-    ``reset`` once and then needs the next context's optimum, which ``step`` gives as
-    ``info["next_optimal_action"]``.
+    Each step returns the next context. Its ``info`` holds the chosen action's expected
+    reward, the optimal action, its realised and expected reward, the step's expected
+    ``regret`` (optimal minus chosen expected reward; 0 for the oracle) and ``cost`` (always
+    0). The ``info`` of ``reset`` holds the returned context's ``optimal_action``,
+    ``optimal_expected_reward``, ``expected_rewards`` (all five) and ``cost``; that of
+    ``step`` describes the context just acted on, not the returned one, so an oracle reads
+    ``info["optimal_action"]`` from ``reset`` once and then needs the next context's optimum,
+    which ``step`` gives as ``info["next_optimal_action"]``.
     An episode is ``episode_length`` decisions (then ``truncated``); it never terminates.
 
     Example:

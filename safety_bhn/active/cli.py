@@ -53,7 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "OUT/state.json after every step, OUT/curve.csv and OUT/curve.png; or --compare the "
         "curves of finished run folders.",
     )
-    p.add_argument("--method", help="bhn, mc_dropout, factorial_vi")
+    p.add_argument(
+        "--method", help="bhn, mc_dropout, factorial_vi or map (map: max_entropy or random only)"
+    )
     p.add_argument(
         "--acquisition",
         help="bald, max_entropy, variation_ratios, mean_std, random, batch_bald or power_bald",
@@ -134,7 +136,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="run folders to plot and tabulate (writes OUT/compare.png)",
     )
-    p.add_argument("--out", default=None, help="run folder (default runs/al-METHOD-ACQUISITION)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run folder (default runs/al-METHOD-ACQUISITION; with --compare, runs/al-compare)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_active_learn)
 

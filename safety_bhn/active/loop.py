@@ -72,7 +72,7 @@ class ActiveConfig:
     method: str = "bhn"
     """posterior method: bhn, mc_dropout, factorial_vi or map"""
     acquisition: str = "bald"
-    """bald, max_entropy, variation_ratios, mean_std, random or batch_bald"""
+    """bald, max_entropy, variation_ratios, mean_std, random, batch_bald or power_bald"""
     arch: str = "mlp"
     """primary network: mlp or cnn"""
     hidden: list[int] = field(default_factory=lambda: [800])
@@ -82,7 +82,8 @@ class ActiveConfig:
     initial: int = 20
     """labels before the first acquisition (class-balanced when the pool's labels are known)"""
     val_size: int = 100
-    """labelled validation points held out of the pool (early stopping); 0 for none"""
+    """labelled validation points held out of the pool (with select nll or accuracy, they pick
+    the weights each retrain keeps); 0 for none"""
     acquire: int = 10
     """points acquired per step"""
     steps: int = 50
@@ -348,11 +349,13 @@ class ActiveLearner:
         oracle: ``oracle(indices) -> labels`` for a LongTensor of pool indices; needed when the
             pool has no labels. The initial set is then drawn at random (not balanced).
         test: optional ``(x, y)`` or Dataset for the test metrics of each step.
-        out: folder for ``state.json``, ``curve.csv`` (and ``model.pt`` with warm start).
+        out: folder for ``state.json``, ``curve.csv`` (and, with warm start, the model,
+            ``model-step<N>.pt``).
         resume: continue from ``out/state.json``; ``config`` must equal the saved settings
             except ``steps`` and ``device`` (:func:`saved_config` reads them).
-        n_classes: number of classes (default: inferred from the labels seen so far; pass it
-            when an oracle may later return a class not yet seen, e.g. with warm start).
+        n_classes: number of classes (default: from the pool's labels when it has them, else
+            inferred from the labels seen so far; pass it when an oracle may later return a
+            class not yet seen, e.g. with warm start).
         pool_source: how the pool was built (JSON-serialisable), saved in ``state.json`` so a
             resume can build the same pool; e.g. the CLI saves ``{"extra": ..., "data_dir":
             ...}``. On resume, None keeps the saved one.

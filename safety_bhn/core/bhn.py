@@ -31,8 +31,9 @@ class BHN(UncertaintyModel):
     """Primary net with weight-normalised layers ``w = g * v / ||v||``; ``q(g)`` is a flow.
 
     The hypernetwork ``h`` maps noise ``eps ~ N(0, I)`` to the vector ``g`` of all scales (one
-    per output unit of every layer) through ``coupling_layers`` RealNVP affine couplings and a
-    final elementwise affine layer (``coupling_layers=0``: a diagonal Gaussian over ``g``).
+    per output unit of every layer) through an elementwise affine layer followed by
+    ``coupling_layers`` RealNVP affine couplings (``coupling_layers=0``: a diagonal Gaussian
+    over ``g``; see :class:`NormalizingFlow`).
     Directions ``v`` and biases are point estimates. Because a scale multiplies a whole output
     unit, the first layer's product ``x @ (v / ||v||)^T`` is computed once and shared by every
     sample; only the cheap per-unit scaling differs.

@@ -47,7 +47,8 @@ class MCDropoutNet(MAPNet):
     def draw(
         self, n_samples: int, generator: torch.Generator | None = None
     ) -> tuple[int, list[Tensor | None]]:
-        """Return ``(n_samples, masks)``: one mask ``(n_samples, 1, *in_shape)`` per layer."""
+        """Return ``(n_samples, masks)``: one mask ``(n_samples, 1, *in_shape)`` per layer
+        (``None`` for a layer without dropout), ``in_shape`` being that layer's input."""
         masks: list[Tensor | None] = []
         for layer in self.layers:
             if layer.dropout == 0.0:

@@ -202,7 +202,8 @@ def fit(
 
     Args:
         train: ``(x, y)`` tensors or a ``Dataset`` of pairs.
-        val: optional validation data; the weights of the best validation epoch are kept.
+        val: optional validation data; the weights of the epoch that ``select`` picks are kept
+            (without ``val``, the final epoch's).
         epochs: maximum passes over ``train``.
         lr: Adam learning rate.
         batch_size: examples per step.
@@ -234,6 +235,7 @@ def fit(
             every ``checkpoint_seconds``, and to resume from: if it exists, ``fit`` continues
             from its last saved epoch exactly as the uninterrupted call would (same data,
             settings and model, which it checks), and it deletes the file when training ends.
+        checkpoint_seconds: the least time between two saves of ``checkpoint`` (0: every epoch).
 
     Example:
         >>> import safety_bhn

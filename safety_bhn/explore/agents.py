@@ -155,8 +155,9 @@ class NeuralBandit:
     ``method="map"``), uniformly random with probability ``epsilon``. The first
     ``initial_pulls`` rounds play every action in turn; then the model is retrained with
     ``train_steps`` minibatch steps on all data every ``train_every`` decisions.
-    Rewards are divided by the largest absolute reward seen so far before fitting, and the
-    reward model's Gaussian noise std (``noise_std``, in those units) is learned per action
+    Rewards are divided by the largest absolute reward seen so far (by 1 while that is less
+    than 1) before fitting, and the reward model's Gaussian noise std (``noise_std``, in
+    those units) is learned per action
     unless ``learn_noise=False`` holds it fixed; ``heteroscedastic=True`` lets the reward
     model predict its noise per context as well (see :class:`RegressionPosterior`).
 
@@ -361,10 +362,8 @@ class DQNAgent:
     Both explorations start with random actions (among allowed ones) with a probability
     ``epsilon`` annealed linearly from ``epsilon_start`` to ``epsilon_end`` over
     ``epsilon_decay_steps`` steps: down to 0.05 for epsilon-greedy, and to 0 for Thompson,
-    which is then pure Thompson sampling. (Without this warm-up, BHN and factorial-VI
-    Thompson DQNs never found the gridworld's goal in 5000 steps: their posteriors are too
-    narrow to drive deep exploration; see benchmarks/results/safe_exploration.md.) The first
-    ``learning_starts`` steps are always random.
+    which is then pure Thompson sampling. The first ``learning_starts`` steps are always
+    random.
     """
 
     def __init__(

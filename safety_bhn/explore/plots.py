@@ -30,7 +30,8 @@ def plot_regret(rows: Sequence[dict[str, Any]], path: str | os.PathLike | None =
     """Cumulative regret against decisions, one line per ``hue`` (mean and band over seeds).
 
     ``rows`` are per-episode rows from :func:`safety_bhn.explore.run_agent` with the extra
-    keys ``hue`` and ``seed``; decisions are summed from each episode's ``steps``.
+    key named by ``hue`` and, optionally, ``seed`` (default 0) and ``delta`` (one panel per
+    value); decisions are summed from each episode's ``steps``.
     """
     df = pd.DataFrame(rows).sort_values("episode")
     if "seed" not in df:

@@ -67,6 +67,7 @@ class RegressionPosterior:
             factorial VI only).
         seed: seed of the initial weights and of the training draws (a non-negative int), or
             None for fresh randomness (the agents, which are reproducible, take an int only).
+        device: where the network lives and trains (default ``"cpu"``).
         **options: passed to :func:`safety_bhn.build_model` (e.g. ``coupling_layers=4``,
             ``p_hidden=0.1``, ``prior_std=0.1``).
 

@@ -48,8 +48,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="folder with mnist/ and fashion-mnist/ (default: the run's data_dir, else "
-        "$SAFETY_BHN_DATA or the cache; MNIST falls back to the embedded copy)",
+        help="folder with mnist/ and fashion-mnist/ (default: the run's data_dir; without "
+        "either, fashion-mnist/ comes from $SAFETY_BHN_DATA or the cache). The MNIST test "
+        "images come from its mnist/ when it has one, else from the embedded copy",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-plots", action="store_true", help="write only the tables")

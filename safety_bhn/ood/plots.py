@@ -105,7 +105,7 @@ def shift_plot(
     """Ovadia et al. (2019) style: each metric against the shift level, one line per model.
 
     ``rows`` are tidy dicts with the ``level`` column, the ``hue`` column and each metric
-    (several rows per (model, level), e.g. seeds, are averaged with a confidence band).
+    (several rows per (model, level), e.g. seeds, are averaged with a standard-deviation band).
     """
     sns.set_theme(style="whitegrid")
     frame = pd.DataFrame(list(rows))

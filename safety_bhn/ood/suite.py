@@ -470,7 +470,8 @@ def build_suite(
             generated set the same size; larger user sets are subsampled to ``n``.
         seed: seeds the subsets and the noise sets.
         data_dir: folder holding ``fashion-mnist/`` (see :func:`safety_bhn.data.load_dataset`).
-        pixel_range: valid input range (default ``(0, 1)`` if ``x`` lies in it).
+        pixel_range: valid input range (default ``(0, 1)`` if ``x`` lies in it, else ``x``'s
+            min and max).
 
     Example:
         >>> suite = build_suite(torch.rand(10, 1, 28, 28), sets="uniform_noise,inverted")
