@@ -16,9 +16,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.utils.data import TensorDataset
 
 import safety_bhn
+import safety_bhn.ood.cli as ood_cli
 from safety_bhn.cli import main
 from safety_bhn.core import scores as core_scores
 from safety_bhn.core.metrics import evaluate
+from safety_bhn.data import load_dataset
 from safety_bhn.ood import (
     OODSuite,
     Score,
@@ -527,6 +529,20 @@ def test_cli_errors(tiny_runs, tmp_path, capsys, extra, message):
     extra = [{"SECOND": run, "TMP": str(tmp_path)}.get(e, e) for e in extra]
     assert main(["ood", run, *extra, "--out", str(tmp_path), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_reads_a_data_dir_under_home(tiny_runs, tmp_path, monkeypatch, shared_data_dir):
+    """'~/data' was checked for mnist/ without expanding '~', so the test images came from the
+    embedded copy (and with --suite inverted, the folder was refused as unread)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist").symlink_to(shared_data_dir / "mnist")
+    calls = []
+    monkeypatch.setattr(ood_cli, "load_dataset", lambda *a: calls.append(a) or load_dataset(*a))
+    rc = main(["ood", str(tiny_runs / "mc_dropout"), "--suite", "inverted", "--data-dir",
+               "~/data", "--n", "20", "--samples", "2", "--out", str(tmp_path / "r"),
+               "--no-progress", "--no-plots"])  # fmt: skip
+    assert rc == 0 and calls == [("mnist", "test", str(tmp_path / "data"))]
 
 
 def test_cli_missing_run(tmp_path, capsys):

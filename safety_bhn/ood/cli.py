@@ -64,7 +64,7 @@ def _mnist_test(model: UncertaintyModel, data_dir: str | None) -> tuple[torch.Te
             f"the ood command evaluates MNIST models (inputs of 784 pixels) but this model takes "
             f"inputs of shape {model.in_shape}; use safety_bhn.ood.build_suite in Python instead"
         )
-    if data_dir is not None and (Path(data_dir) / "mnist").is_dir():
+    if data_dir is not None and (Path(data_dir).expanduser() / "mnist").is_dir():
         x, y = load_dataset("mnist", "test", data_dir)
     else:
         x, y = embedded_mnist("test")
@@ -125,12 +125,15 @@ def run_ood(args: argparse.Namespace) -> int:
     parse_scores(args.scores)
     sets = set_names(args.suite)
     reads_data_dir = [s for s in sets if s not in NO_DATA_DIR_SETS]  # e.g. fashion_mnist
+    if args.data_dir is not None:  # "~/data" as load_dataset reads it
+        args.data_dir = str(Path(args.data_dir).expanduser())
     mnist_folder = args.data_dir is not None and (Path(args.data_dir) / "mnist").is_dir()
     if args.data_dir is not None and not reads_data_dir and not mnist_folder:
         raise ValueError(
             f"--data-dir {args.data_dir} is not read: it has no mnist/ folder (the test images "
             f"come from the embedded copy) and suite {args.suite!r} has no fashion_mnist set; "
-            "drop --data-dir, or point it at the folder holding mnist/ or fashion-mnist/"
+            "drop --data-dir, point it at a folder holding mnist/, or add fashion_mnist to "
+            "--suite"
         )
     if len(args.runs) > 1 and not args.compare:
         raise ValueError(f"{len(args.runs)} runs given; pass --compare to compare several runs")
