@@ -695,6 +695,8 @@ def test_cli_explore_refuses_flags_it_would_ignore(tmp_path, capsys):
         (["--agent", "random", "--hidden", "8"], "no network: --hidden does not apply"),
         (["--agent", "random", "--method", "map", "--threshold", "0.3"],
          "--method, --threshold do not apply"),
+        (["--env", "safety_bhn/WheelBandit-v0", "--threshold", "0.3"],
+         "need --safe; the wheel bandit has no costs, so drop them"),  # not "add --safe"
     ]:  # fmt: skip
         assert main([*base, *flags, "--out", str(tmp_path / "run")]) == 2
         assert message in capsys.readouterr().err

@@ -191,10 +191,6 @@ def check_choices(args: argparse.Namespace) -> tuple[Exploration, Method]:
         )
         raise ValueError(f"the random agent has no network: {', '.join(map(_flag, unused))} "
                          f"{verb}")  # fmt: skip
-    unused = [k for k in ("threshold", "quantile") if k in given]
-    if unused and not args.safe:
-        raise ValueError(f"the safe variant's mask settings ({', '.join(map(_flag, unused))}) "
-                         "need --safe; add it, or drop them")  # fmt: skip
     check_exploration(method, exploration)
     return exploration, method
 
@@ -246,6 +242,12 @@ def run(args: argparse.Namespace) -> int:
                 "(leave --delta out, or use --env safety_bhn/WheelBandit-v0)"
             )
         env = make_env(args.env, delta=args.delta)
+    unused = [k for k in ("threshold", "quantile") if k in _given_flags(args)]
+    if unused and not args.safe:
+        fix = ("the wheel bandit has no costs, so drop them" if is_bandit(env) else
+               "add --safe, or drop them")  # fmt: skip
+        raise ValueError(f"the safe variant's mask settings ({', '.join(map(_flag, unused))}) "
+                         f"need --safe; {fix}")  # fmt: skip
     # the agent is built (its spaces and settings checked) before the folder is made, so a
     # run that cannot start leaves no folder behind
     torch.manual_seed(args.seed)
