@@ -179,14 +179,17 @@ def test_a_run_saved_with_prior_mean_as_typed_resumes(tmp_path):
     assert len(learner.run(progress=False)["history"]) == 2  # refused as another setting before
 
 
-def test_a_run_saved_with_an_ignored_num_configs_resumes(tmp_path):
+def test_a_run_saved_with_ignored_settings_resumes(tmp_path):
     x, y = _blobs()
-    ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path).run(progress=False, max_steps=1)
+    cfg = dict(steps=1, method="map", acquisition="max_entropy")
+    ActiveLearner(_tiny(**cfg), (x, y), out=tmp_path).run(progress=False, max_steps=1)
     state = json.loads((tmp_path / "state.json").read_text())
-    state["config"]["num_configs"] = 500  # accepted with bald (and unused) before 2026-12-07
+    state["config"]["num_configs"] = 500  # accepted (and unused) before 2026-12-07, as were
+    state["config"]["options"]["p_hidden"] = 0.5  # dropout rates for map, bhn and fvi
     (tmp_path / "state.json").write_text(json.dumps(state))
-    assert saved_config(tmp_path).validate().num_configs == ActiveConfig.num_configs
-    learner = ActiveLearner(_tiny(steps=1), (x, y), out=tmp_path, resume=True)
+    saved = saved_config(tmp_path).validate()
+    assert saved.num_configs == ActiveConfig.num_configs and "p_hidden" not in saved.options
+    learner = ActiveLearner(_tiny(**cfg), (x, y), out=tmp_path, resume=True)
     assert len(learner.run(progress=False)["history"]) == 2
 
 

@@ -35,7 +35,15 @@ from .._choices import parse_choice
 from .._io import atomic_write, atomic_write_json, fingerprint, folder_lock, read_json
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
-from ..core.build import Arch, Method, build_model, default_device, load, resolve_device
+from ..core.build import (
+    DROPOUT_RATES,
+    Arch,
+    Method,
+    build_model,
+    default_device,
+    load,
+    resolve_device,
+)
 from ..core.metrics import auto_batch_size, evaluate
 from ..core.training import (
     History,
@@ -903,8 +911,16 @@ def _read_state(path: Path) -> dict[str, Any]:
             options["prior_mean"] = prior_mean.value
         except ValueError:
             pass  # validate names the bad value when the config is used
-    # before 2026-12-07 any acquisition took (and all but batch_bald ignored) num_configs
+    # before 2026-12-07 any acquisition took (and all but batch_bald ignored) num_configs,
+    # and every method took (and all but mc_dropout ignored) dropout rates
     config = state["config"]
+    try:
+        method = parse_choice(config.get("method"), Method, "method")
+    except ValueError:
+        method = Method.MC_DROPOUT  # kept: validate names the bad name when used
+    if isinstance(options, dict) and method is not Method.MC_DROPOUT:
+        for rate in DROPOUT_RATES:
+            options.pop(rate, None)
     try:
         acquisition = parse_choice(config.get("acquisition"), Acquisition, "acquisition")
     except ValueError:
