@@ -2,8 +2,8 @@
 dropout's Q samples trap it on the shifted gridworld, how often ``resample_on_revisit`` fires
 on CartPole, and what the safe agents' cost posteriors say about the moved lava.
 
-    python benchmarks/explore_diagnostics.py            # prints both, writes explore_diagnostics.md
-    python benchmarks/explore_diagnostics.py --quick    # smoke test
+    python benchmarks/explore_diagnostics.py          # prints all three, writes the .md file
+    python benchmarks/explore_diagnostics.py --quick  # smoke test
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class Args:
     seed: int = 0
     """seed of the environments, the agents and torch"""
     grid_steps: int = 3000
-    """MC dropout's training steps on the gridworld's training layout"""
+    """training steps on the gridworld's training layout: MC dropout's, and the safe agents'
+    (safe_exploration.py's --grid-steps; another value no longer replays its runs)"""
     shift_steps: int = 500
     """its steps on the shifted layout before its Q samples are read"""
     cartpole_steps: int = 5000
@@ -219,8 +220,10 @@ def main(argv: list[str] | None = None) -> None:
         f"again {resamples} times in {args.cartpole_steps} steps.\n\n"
         f"Safe agents of `safe_exploration.py` (its settings; seeds "
         f"{' '.join(map(str, args.cost_seeds))}), after {args.grid_steps} steps on the training "
-        f"layout: the cost model's upper {safe['quantile']} quantile (over the agent's "
-        f"{safe['cost_samples']} draws) of each move into the lava of the shifted layout, "
+        f"layout: the cost model's upper {safe['quantile']} quantile (over "
+        f"{safe['cost_samples']} posterior draws, as many as the agent masks with, from a "
+        "generator of their own seeded with the seed) of each move into the lava of the shifted "
+        "layout, "
         f"median over seeds, and in brackets the share of seeds where it exceeds the threshold "
         f"{safe['threshold']}, so that the move is masked; then the steps into lava in the "
         f"{args.cost_shift_steps} steps that follow on the shifted layout (learning goes on).\n\n"
