@@ -36,13 +36,13 @@ from .._io import atomic_write, atomic_write_json, fingerprint, folder_lock, rea
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import (
-    DROPOUT_RATES,
     Arch,
     Method,
     build_model,
     default_device,
     load,
     resolve_device,
+    without_ignored_rates,
 )
 from ..core.metrics import auto_batch_size, evaluate
 from ..core.training import (
@@ -914,13 +914,8 @@ def _read_state(path: Path) -> dict[str, Any]:
     # before 2026-12-07 any acquisition took (and all but batch_bald ignored) num_configs,
     # and every method took (and all but mc_dropout ignored) dropout rates
     config = state["config"]
-    try:
-        method = parse_choice(config.get("method"), Method, "method")
-    except ValueError:
-        method = Method.MC_DROPOUT  # kept: validate names the bad name when used
-    if isinstance(options, dict) and method is not Method.MC_DROPOUT:
-        for rate in DROPOUT_RATES:
-            options.pop(rate, None)
+    if isinstance(options, dict):
+        config["options"] = without_ignored_rates(config.get("method"), options)
     try:
         acquisition = parse_choice(config.get("acquisition"), Acquisition, "acquisition")
     except ValueError:

@@ -51,6 +51,22 @@ ARCH_OPTIONS = {
 }
 #: The architecture options that only MC dropout uses.
 DROPOUT_RATES = {"p_input", "p_hidden", "p_conv"}
+#: The methods whose loss has no KL term (MAP: weight decay; MC dropout: its own penalty), so
+#: KL weights, their annealing and ELBO samples do nothing for them.
+NO_KL_METHODS = (Method.MAP, Method.MC_DROPOUT)
+
+
+def without_ignored_rates(method: str | Method, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` less the dropout rates that methods other than MC dropout took, and
+    ignored, before 2026-12-07 (``build_model`` refuses them now), so that models and
+    active-learning states saved then still load and resume."""
+    try:
+        method = parse_choice(method, Method, "method")
+    except ValueError:  # build_model names the bad method when the options are used
+        return dict(options)
+    if method is Method.MC_DROPOUT:
+        return dict(options)
+    return {k: v for k, v in options.items() if k not in DROPOUT_RATES}
 
 
 def default_device() -> torch.device:
@@ -227,9 +243,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> U
         raise ValueError(f"{path} is not a safety_bhn checkpoint (format {FORMAT_VERSION})")
     try:
         config = payload["config"]
-        options = dict(config["options"])
-        if config["method"] != Method.MC_DROPOUT.value:  # saved before 2026-12-07, which
-            options = {k: v for k, v in options.items() if k not in DROPOUT_RATES}  # ignored them
+        options = without_ignored_rates(config["method"], config["options"])
         with torch.random.fork_rng(devices=[]):  # its weights are replaced: draw none
             model = build_model(
                 config["method"],

@@ -21,6 +21,7 @@ from .._checks import check_int, check_real
 from .._choices import parse_choice
 from .._io import fingerprint, load_state, save_state
 from .base import UncertaintyModel
+from .build import NO_KL_METHODS
 from .metrics import evaluate
 
 Data = tuple[Tensor, Tensor] | Dataset
@@ -81,10 +82,6 @@ def check_lr_recipe(lr_schedule: str | LRSchedule, lr_warmup: float) -> tuple[LR
         return schedule, check_real("lr_warmup", lr_warmup, 0.0, 1.0)
     except ValueError:
         raise ValueError(f"lr_warmup must lie in [0, 1], got {lr_warmup!r}") from None
-
-
-#: The methods whose loss has no KL term, so a KL weight (and its annealing) does nothing.
-NO_KL_METHODS = ("map", "mc_dropout")
 
 
 def check_kl_anneal(kl_anneal: float, method: str) -> float:

@@ -15,7 +15,7 @@ from .._checks import check_flag, check_int, check_real
 from .._choices import parse_choice
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
-from ..core.build import Method, build_model
+from ..core.build import NO_KL_METHODS, Method, build_model
 
 Batch = tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]
 
@@ -118,7 +118,7 @@ class RegressionPosterior:
         self.output_scale = float(output_scale)
         self.train_samples = train_samples
         self.kl_weight = check_real("kl_weight", kl_weight, 0.0)
-        if self.method in (Method.MAP, Method.MC_DROPOUT) and (train_samples, kl_weight) != (1, 1):
+        if self.method in NO_KL_METHODS and (train_samples, kl_weight) != (1, 1):
             one = "dropout mask" if self.method is Method.MC_DROPOUT else "network"
             raise ValueError(
                 f"train_samples and kl_weight shape the ELBO of 'bhn' and 'factorial_vi'; "
