@@ -214,7 +214,8 @@ def make_agent(
     :func:`heteroscedastic_agents`."""
     exploration, method = AGENTS[name]
     return NeuralBandit(
-        5, 2, method, exploration, epsilon=args.epsilon, hidden=args.hidden,
+        5, 2, method, exploration, hidden=args.hidden,
+        **({"epsilon": args.epsilon} if exploration == "epsilon_greedy" else {}),
         train_every=args.train_every, train_steps=args.train_steps,
         batch_size=args.batch_size, lr=args.lr,
         noise_std=fixed.get(name, args.noise_std),

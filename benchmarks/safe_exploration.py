@@ -47,6 +47,7 @@ from safety_bhn._io import atomic_write_text  # noqa: E402
 from safety_bhn.core.build import Method  # noqa: E402
 from safety_bhn.explore import (  # noqa: E402
     ENV_PRESETS,
+    SAFE_DEFAULTS,
     DQNAgent,
     RandomAgent,
     make_agent,
@@ -67,8 +68,9 @@ GRID, SHIFTED, CARTPOLE = (
 
 
 def dqn_setting(env_id: str, name: str) -> Any:
-    """The value of DQNAgent's ``name`` on ``env_id``: its ENV_PRESETS entry, else the default."""
-    default = inspect.signature(DQNAgent).parameters[name].default
+    """The value of DQNAgent's ``name`` on ``env_id``: its ENV_PRESETS entry, else the default
+    (SAFE_DEFAULTS for the cost model's settings)."""
+    default = SAFE_DEFAULTS.get(name, inspect.signature(DQNAgent).parameters[name].default)
     return ENV_PRESETS.get(env_id, {}).get(name, default)
 
 
@@ -122,8 +124,8 @@ def build_agent(args: Args, env_id: str, env: Any, name: str, safe: bool, seed: 
     if name == "random":
         return RandomAgent(int(env.action_space.n), seed=seed)
     exploration, method = AGENTS[name]
-    return make_agent(env, exploration, method, safe=safe, seed=seed, hidden=args.hidden,
-                      threshold=args.threshold, quantile=args.quantile,
+    mask = {"threshold": args.threshold, "quantile": args.quantile} if safe else {}
+    return make_agent(env, exploration, method, safe=safe, seed=seed, hidden=args.hidden, **mask,
                       **{**ENV_PRESETS[env_id], "resample_on_revisit": args.resample_on_revisit},
                       **({"model_options": {"p_hidden": args.mc_dropout_p}}
                          if method == "mc_dropout" else {}))  # fmt: skip

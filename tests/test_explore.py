@@ -13,6 +13,7 @@ import torch
 
 from safety_bhn.cli import main
 from safety_bhn.explore import (
+    SAFE_DEFAULTS,
     DQNAgent,
     NeuralBandit,
     RandomAgent,
@@ -301,6 +302,25 @@ def test_agents_reject_bad_input():
         make_env("safety_bhn/Nope-v0")
 
 
+def test_agents_refuse_settings_their_exploration_never_uses():
+    """A DQNAgent without safe=True took threshold, quantile, cost_samples and cost_gamma and
+    ignored them (no cost model, so nothing was masked), and a Thompson NeuralBandit took
+    epsilon and never acted at random: a user who set a safety threshold but forgot safe=True
+    got an unsafe agent without a word."""
+    for kw in ({"threshold": 0.1}, {"quantile": 0.5}, {"cost_samples": 3}, {"cost_gamma": 0.5}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))}=.* apply to the safe variant"):
+            DQNAgent(2, 3, "mc_dropout", **kw)
+    with pytest.raises(ValueError, match="apply to the safe variant only"):
+        make_agent(make_env("safety_bhn/LavaGrid-v0"), "thompson", "bhn", threshold=0.2)
+    safe = DQNAgent(2, 3, "mc_dropout", safe=True, quantile=0.5, cost_samples=3)
+    assert (safe.threshold, safe.quantile, safe.cost_samples, safe.cost_gamma) == (
+        SAFE_DEFAULTS["threshold"], 0.5, 3, SAFE_DEFAULTS["cost_gamma"])  # fmt: skip
+    with pytest.raises(ValueError, match="epsilon=0.1 is the random-action probability"):
+        NeuralBandit(3, 2, "mc_dropout", "thompson", epsilon=0.1)
+    assert NeuralBandit(3, 2, "map", "epsilon_greedy", hidden=[4]).epsilon == 0.05
+    assert NeuralBandit(3, 2, "map", "epsilon_greedy", hidden=[4], epsilon=0.2).epsilon == 0.2
+
+
 def test_agents_refuse_bad_observations_flags_and_foreign_observations_before_storing_them():
     dqn = DQNAgent(2, 3, "mc_dropout", hidden=[8])
     for obs in (0.5, np.zeros(1), np.array([np.nan, 0.0])):  # 0.5 was broadcast into the buffer
@@ -313,7 +333,7 @@ def test_agents_refuse_bad_observations_flags_and_foreign_observations_before_st
         dqn.q_uncertainty(np.zeros(4))
     with pytest.raises(ValueError, match="safe must be True or False"):
         DQNAgent(2, 3, "mc_dropout", safe="no")
-    assert DQNAgent(2, 3, "mc_dropout", threshold=np.float32(0.25)).threshold == 0.25
+    assert DQNAgent(2, 3, "mc_dropout", safe=True, threshold=np.float32(0.25)).threshold == 0.25
     bandit = NeuralBandit(3, 2, method="mc_dropout", hidden=[8], train_every=4, initial_pulls=0)
     with pytest.raises(ValueError, match="NaN"):  # every later retrain failed on it before
         bandit.observe(np.array([np.nan, 0.0]), 0, 1.0, None, False, 0.0)

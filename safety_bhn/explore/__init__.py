@@ -1,6 +1,6 @@
 """Safe exploration: Thompson-sampling agents and a plug-in posterior for RL."""
 
-from .agents import DQNAgent, Exploration, NeuralBandit, RandomAgent, ReplayBuffer
+from .agents import SAFE_DEFAULTS, DQNAgent, Exploration, NeuralBandit, RandomAgent, ReplayBuffer
 from .posterior import RegressionPosterior
 from .run import (
     ENV_PRESETS,
@@ -23,6 +23,7 @@ __all__ = [
     "RandomAgent",
     "RegressionPosterior",
     "ReplayBuffer",
+    "SAFE_DEFAULTS",
     "WHEEL_BANDIT_EPSILON",
     "WHEEL_BANDIT_PRESETS",
     "bandit_preset",

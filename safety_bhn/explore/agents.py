@@ -75,6 +75,11 @@ def _check_action(action: Any, n_actions: int) -> int:
     return a
 
 
+#: The safe variant's settings when not given (see :class:`DQNAgent`).
+SAFE_DEFAULTS: dict[str, Any] = {"threshold": 0.2, "quantile": 0.9, "cost_samples": 10,
+                                 "cost_gamma": 0.9}  # fmt: skip
+
+
 def check_exploration(method: Method, exploration: Exploration) -> None:
     """Refuse Thompson sampling from ``map``, which has no posterior to sample."""
     if exploration is Exploration.THOMPSON and method is Method.MAP:
@@ -152,7 +157,8 @@ class NeuralBandit:
 
     ``exploration="thompson"``: each decision draws one posterior sample of the reward model
     and acts greedily under it. ``"epsilon_greedy"``: greedy under one sample (use
-    ``method="map"``), uniformly random with probability ``epsilon``. The first
+    ``method="map"``), uniformly random with probability ``epsilon`` (default 0.05; Thompson
+    sampling refuses it, as it never acts at random). The first
     ``initial_pulls`` rounds play every action in turn; then the model is retrained with
     ``train_steps`` minibatch steps on all data every ``train_every`` decisions.
     Rewards are divided by the largest absolute reward seen so far (by 1 while that is less
@@ -176,7 +182,7 @@ class NeuralBandit:
         method: str | Method = "bhn",
         exploration: str | Exploration = "thompson",
         *,
-        epsilon: float = 0.05,
+        epsilon: float | None = None,
         hidden: Sequence[int] = (50,),
         train_every: int = 50,
         train_steps: int = 100,
@@ -196,7 +202,13 @@ class NeuralBandit:
         check_exploration(self.method, self.exploration)
         self.n_actions = check_int("n_actions", n_actions)
         self.context_dim = check_int("context_dim", context_dim)
-        self.epsilon = _check_probability("epsilon", epsilon)
+        if epsilon is not None and self.exploration is not Exploration.EPSILON_GREEDY:
+            raise ValueError(
+                f"epsilon={epsilon!r} is the random-action probability of epsilon-greedy, and "
+                f"exploration {self.exploration.value!r} never acts at random; drop it, or pass "
+                "exploration='epsilon_greedy'"
+            )
+        self.epsilon = _check_probability("epsilon", 0.05 if epsilon is None else epsilon)
         self.train_every = check_int("train_every", train_every)
         self.train_steps = check_int("train_steps", train_steps)
         self.batch_size = check_int("batch_size", batch_size)
@@ -357,7 +369,9 @@ class DQNAgent:
     *masked* when the ``quantile``-th quantile of ``C(s, a)`` over ``cost_samples`` posterior
     draws exceeds ``threshold``: pessimistic about safety, Thompson about reward. If every
     action is masked the agent takes the one with the smallest upper quantile and counts it
-    in ``fallbacks``. ``last_mask`` holds the most recent mask (True = allowed).
+    in ``fallbacks``. ``last_mask`` holds the most recent mask (True = allowed). Those four
+    settings default to :data:`SAFE_DEFAULTS`; an agent without ``safe=True`` refuses them,
+    as it has no cost model to apply them to.
 
     Both explorations start with random actions (among allowed ones) with a probability
     ``epsilon`` annealed linearly from ``epsilon_start`` to ``epsilon_end`` over
@@ -374,10 +388,10 @@ class DQNAgent:
         exploration: str | Exploration = "thompson",
         *,
         safe: bool = False,
-        threshold: float = 0.2,
-        quantile: float = 0.9,
-        cost_samples: int = 10,
-        cost_gamma: float = 0.9,
+        threshold: float | None = None,
+        quantile: float | None = None,
+        cost_samples: int | None = None,
+        cost_gamma: float | None = None,
         gamma: float = 0.99,
         hidden: Sequence[int] = (64,),
         lr: float = 1e-3,
@@ -406,15 +420,25 @@ class DQNAgent:
         self.obs_dim = check_int("obs_dim", obs_dim)
         self.n_actions = check_int("n_actions", n_actions)
         self.safe = check_flag("safe", safe)
-        self.threshold = _check_probability("threshold", threshold)
-        self.quantile = _check_probability("quantile", quantile)
-        self.cost_gamma = _check_probability("cost_gamma", cost_gamma)
+        given = {"threshold": threshold, "quantile": quantile, "cost_samples": cost_samples,
+                 "cost_gamma": cost_gamma}  # fmt: skip
+        given = {k: v for k, v in given.items() if v is not None}
+        if given and not self.safe:
+            raise ValueError(
+                f"{', '.join(f'{k}={v!r}' for k, v in given.items())}: the cost model's "
+                "settings apply to the safe variant only, and this agent has no cost model "
+                "(safe=False); pass safe=True, or drop them"
+            )
+        safe_settings = {**SAFE_DEFAULTS, **given}
+        self.threshold = _check_probability("threshold", safe_settings["threshold"])
+        self.quantile = _check_probability("quantile", safe_settings["quantile"])
+        self.cost_gamma = _check_probability("cost_gamma", safe_settings["cost_gamma"])
         self.gamma = _check_probability("gamma", gamma)
         self.epsilon_start = _check_probability("epsilon_start", epsilon_start)
         if epsilon_end is None:
             epsilon_end = 0.05 if self.exploration is Exploration.EPSILON_GREEDY else 0.0
         self.epsilon_end = _check_probability("epsilon_end", epsilon_end)
-        self.cost_samples = check_int("cost_samples", cost_samples)
+        self.cost_samples = check_int("cost_samples", safe_settings["cost_samples"])
         self.batch_size = check_int("batch_size", batch_size)
         self.train_every = check_int("train_every", train_every)
         self.target_every = check_int("target_every", target_every)

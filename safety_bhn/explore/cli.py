@@ -259,7 +259,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs.update(bandit_preset(exploration, method))
     elif exploration is not Exploration.RANDOM:
         kwargs.update(ENV_PRESETS.get(args.env, {}))
-        kwargs.update(threshold=args.threshold, quantile=args.quantile)
+        if args.safe:
+            kwargs.update(threshold=args.threshold, quantile=args.quantile)
     agent = make_agent(env, exploration, method, safe=args.safe, seed=args.seed, **kwargs)
     if args.safe:
         _check_costs(args.env, args.seed)
