@@ -9,12 +9,15 @@ Run from the project root:
     python benchmarks/ood.py            # the full run (settings in ood.md)
     python benchmarks/ood.py --quick    # a smoke test in well under a minute
     python benchmarks/ood.py --arch cnn # the suite with Gal et al.'s CNN instead of the MLP
+    python benchmarks/ood.py --report-only --out DIR  # DIR/ood.md's tables from its CSVs
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
+import shlex
 import sys
 import time
 from collections import Counter
@@ -42,6 +45,7 @@ from common import (  # noqa: E402
     parse_args,
     project_path,
     quick_settings,
+    read_csv,
     run_settings,
     save_run,
     seed_everything,
@@ -77,7 +81,7 @@ HENDRYCKS_GIMPEL = {"uniform_noise": 0.979, "gaussian_noise": 0.883}
 # Arguments that do not change a (method, seed) run's results (which runs, where files go,
 # threads, the report's label); every other one is stored with the cached run and checked.
 RUN_IGNORE = ("rows", "seeds", "data_dir", "threads", "out", "state", "cached_only", "label",
-              "quick")  # fmt: skip
+              "quick", "report_only")  # fmt: skip
 # The scores every committed run was scored with, the default of --scores. Later scores
 # (expected_entropy) are opt-in, so that the committed commands still give their tables.
 BENCHMARK_SCORES = ["max_softmax", "entropy", "mutual_information", "variation_ratio", "vote_ratio"]
@@ -148,6 +152,10 @@ class Args:
     """train nothing: summarise only the (method, seed) runs already in the state folder"""
     label: str = ""
     """note printed at the top of ood.md (e.g. that this is a reduced run)"""
+    report_only: bool = False
+    """train and score nothing: rebuild --out's ood.md from the CSVs there with this script's
+    tables, keeping that report's header (its command, machine and timing) and reading its
+    settings from its command; takes no other flag"""
     quick: bool = False
     """smoke test: tiny nets, 1 epoch, 1 seed, few samples; written to runs/bench-ood-quick"""
 
@@ -522,6 +530,54 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
     )
 
 
+TABLES = "## Best score per method and OOD set (AUROC)\n"
+REBUILT = re.compile(r"^Tables rebuilt on .*?\n\n", re.M | re.S)
+
+
+def rebuild_report(out: Path, command: str) -> str:
+    """``out``/ood.md rebuilt from the CSVs beside it (ood.csv, ood_shift.csv,
+    ood_adversarial.csv), for a report written before one of its tables changed: the header
+    down to the first table is kept as it was (the run's command, machine and timing), a line
+    says when and by which ``command`` the tables were rebuilt, and the tables come from
+    :func:`summarise` with the settings of the run's command."""
+    old_path = out / "ood.md"
+    if not old_path.is_file():
+        fail("ood.py", f"--report-only rebuilds {old_path}, which does not exist; run the "
+                       "benchmark into --out first")  # fmt: skip
+    old = old_path.read_text()
+    found = re.search(r"^Command: `(.*)`", old, re.M)
+    if found is None or TABLES not in old:
+        fail("ood.py", f"{old_path} has no 'Command:' line or no tables; it was not written "
+                       "by this script")  # fmt: skip
+    argv = shlex.split(found.group(1))
+    if argv[:2] != ["python", "benchmarks/ood.py"]:
+        fail("ood.py", f"{old_path}'s command is not benchmarks/ood.py's: {found.group(1)}")
+    with flag_errors("ood.py", f"the command in {old_path}: "):
+        args = normalise(parse_args(Args, argv[2:]))
+    missing = [n for n in ("ood.csv", "ood_shift.csv", "ood_adversarial.csv")
+               if not (out / n).is_file()]  # fmt: skip
+    if missing:
+        fail("ood.py", f"--report-only needs {', '.join(missing)} in {out}")
+    rows, shift, adv = (read_csv(out / n) for n in
+                        ("ood.csv", "ood_shift.csv", "ood_adversarial.csv"))  # fmt: skip
+    tables = summarise(rows, shift, adv, args, found.group(1), 0.0, 0).split(TABLES, 1)[1]
+    head = REBUILT.sub("", old.split(TABLES, 1)[0])
+    note = (f"Tables rebuilt on {environment()['date']} from this folder's CSVs by `{command}` "
+            "(nothing retrained or rescored; the lines above are the run's own).\n\n")  # fmt: skip
+    return head + note + TABLES + tables
+
+
+def normalise(args: Args) -> Args:
+    """``args`` with its choices in canonical form; a bad one ends the script."""
+    with flag_errors("ood.py"):
+        return dataclasses.replace(
+            args,
+            arch=parse_choice(args.arch, Arch, "architecture").value,
+            select=parse_choice(args.select, Selection, "select").value,
+            scores=[s.value for s in parse_scores(args.scores)],
+        )
+
+
 def check_settings(script: str, args: Any, sizes: Sequence[str] = ("samples",)) -> None:
     """Every setting that training and scoring use, checked before any run trains (a bad one
     failed after a run's training before, or in its held-out copy): the recipe as fit takes
@@ -540,13 +596,18 @@ def check_settings(script: str, args: Any, sizes: Sequence[str] = ("samples",)) 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
-    with flag_errors("ood.py"):
-        args = dataclasses.replace(
-            args,
-            arch=parse_choice(args.arch, Arch, "architecture").value,
-            select=parse_choice(args.select, Selection, "select").value,
-            scores=[s.value for s in parse_scores(args.scores)],
-        )
+    if args.report_only:
+        given = sys.argv[1:] if argv is None else list(argv)
+        other = sorted({a.split("=")[0] for a in given if a.startswith("--")}
+                       - {"--report-only", "--out"})  # fmt: skip
+        if other:
+            fail("ood.py", f"--report-only reads every setting from --out's ood.md, so "
+                           f"{', '.join(other)} would be ignored; drop them")  # fmt: skip
+        text = rebuild_report(Path(args.out), command_line("ood.py", argv))
+        atomic_write_text(Path(args.out) / "ood.md", text)
+        print(text)
+        return
+    args = normalise(args)
     try:  # a misspelt row fails here, not after hours of training
         for row in args.rows:
             parse_row(row)

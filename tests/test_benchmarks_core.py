@@ -5,6 +5,7 @@ import dataclasses
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -485,6 +486,37 @@ def test_ood_report_takes_one_accuracy_per_seed(benchmark_module):
     text = ood.summarise(rows, [], [], ood.Args(rows=["map"], seeds=[0, 1]), "cmd", 1.0, 1)
     # the sample std of two seeds, not of the six rows that repeat them (0.0219)
     assert f"0.9200 ± {np.std([0.90, 0.94], ddof=1):.4f}" in text and "0.0219" not in text
+
+
+def test_ood_report_only_rebuilds_the_tables_from_the_csvs(benchmark_module, tmp_path, capsys):
+    """A committed report rebuilt from its own CSVs: every table the same as the run printed,
+    but the accuracy column's std over seeds (each seed counted once), and its header kept."""
+    ood = benchmark_module("ood")
+    src = ood.RESULTS / "ood-mlp-last"
+    shutil.copytree(src, tmp_path / "r")
+    ood.main(["--report-only", "--out", str(tmp_path / "r")])
+    old, new = (src / "ood.md").read_text(), (tmp_path / "r" / "ood.md").read_text()
+    assert new.startswith(old.split(ood.TABLES)[0] + "Tables rebuilt on ")
+    acc = {}
+    for r in csv.DictReader(open(src / "ood.csv")):
+        if r["ood_set"] != "held_out_classes":
+            acc.setdefault(r["method"], {})[r["seed"]] = float(r["in_accuracy"])
+    changed = []
+    for before, after in zip(old.split(ood.TABLES)[1].splitlines(),
+                             new.split(ood.TABLES)[1].splitlines(), strict=True):  # fmt: skip
+        if before != after:
+            method = after.split(" | ")[0].strip("| ")
+            values = list(acc[method].values())
+            assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in after
+            changed.append(method)
+    assert sorted(changed) == sorted(acc)  # only the accuracy cells moved
+    ood.main(["--report-only", "--out", str(tmp_path / "r")])  # again: one note, not two
+    assert (tmp_path / "r" / "ood.md").read_text().count("Tables rebuilt on ") == 1
+    capsys.readouterr()
+    for argv, message in [(["--epochs", "3"], "--epochs would be ignored"),
+                          (["--out", str(tmp_path)], "ood.md, which does not exist")]:  # fmt: skip
+        with pytest.raises(SystemExit, match=message):
+            ood.main(["--report-only", *argv])
 
 
 def test_step_rebuilding_scripts_check_runs_and_steps_before_retraining(benchmark_module, tmp_path):
