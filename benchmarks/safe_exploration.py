@@ -103,6 +103,9 @@ class Args:
     """safe variant: mask actions whose upper cost quantile exceeds this"""
     quantile: float = 0.9
     """safe variant: the upper credible quantile over cost-posterior samples"""
+    violation_replay: int = 0
+    """safe variant: transitions with a cost (kept apart from the replay buffer's window)
+    added to each of the cost model's batches; 0 trains it on the replay buffer alone"""
     hidden: list[int] = field(default_factory=lambda: [64])
     """hidden units of the Q and cost MLPs"""
     resample_on_revisit: bool = True
@@ -124,7 +127,8 @@ def build_agent(args: Args, env_id: str, env: Any, name: str, safe: bool, seed: 
     if name == "random":
         return RandomAgent(int(env.action_space.n), seed=seed)
     exploration, method = AGENTS[name]
-    mask = {"threshold": args.threshold, "quantile": args.quantile} if safe else {}
+    mask = ({"threshold": args.threshold, "quantile": args.quantile,
+             "violation_replay": args.violation_replay} if safe else {})  # fmt: skip
     return make_agent(env, exploration, method, safe=safe, seed=seed, hidden=args.hidden, **mask,
                       **{**ENV_PRESETS[env_id], "resample_on_revisit": args.resample_on_revisit},
                       **({"model_options": {"p_hidden": args.mc_dropout_p}}
@@ -275,7 +279,14 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str, command: str) 
         + ". Safe variant: cost posterior of the discounted future cost "
         f"(cost gamma {grid('cost_gamma')}), actions masked when the {args.quantile} "
         f"quantile over {grid('cost_samples')} "
-        f"posterior draws exceeds {args.threshold}. BHN: {bhn['coupling_layers']} couplings "
+        f"posterior draws exceeds {args.threshold}"
+        + (
+            f"; each cost-model batch adds {args.violation_replay} transitions with a cost, "
+            "drawn from all the agent has met (not only the replay buffer's window)"
+            if args.violation_replay
+            else ""
+        )  # fmt: skip
+        + f". BHN: {bhn['coupling_layers']} couplings "
         f"({bhn['coupling_hidden']} hidden), initial q std {bhn['init_scale']}; factorial VI: "
         f"initial std {DEFAULT_OPTIONS[Method.FACTORIAL_VI]['init_std']}; MC dropout: "
         f"p={args.mc_dropout_p} hidden.\n\n"

@@ -321,6 +321,35 @@ def test_agents_refuse_settings_their_exploration_never_uses():
     assert NeuralBandit(3, 2, "map", "epsilon_greedy", hidden=[4], epsilon=0.2).epsilon == 0.2
 
 
+@pytest.mark.parametrize("k", [0, 3])
+def test_safe_agent_replays_violations_the_buffer_window_has_passed(k):
+    """The cost model forgot lava once its few violations left the replay buffer's window;
+    violation_replay=k adds k of every violation so far to each of its batches."""
+    agent = DQNAgent(3, 2, "map", "epsilon_greedy", safe=True, hidden=[8], buffer_size=5,
+                     batch_size=4, learning_starts=0, violation_replay=k, seed=0)  # fmt: skip
+    batches = []
+    update = agent.cost.update
+    agent.cost.update = lambda batch, **kw: (batches.append(batch), update(batch, **kw))[1]
+    obs = np.zeros(3, dtype=np.float32)
+    agent.observe(obs, 1, -1.0, obs + 1, True, 1.0)  # the one violation
+    for _ in range(6):
+        agent.observe(obs, 0, 0.0, obs, False, 0.0)
+    assert agent.buffer.cost[: agent.buffer.size].max() == 0  # the window has passed it
+    assert agent.violations.size == 1 and agent.violations.action[0] == 1
+    x, a, y = batches[-1]
+    assert len(y) == 4 + k  # the buffer's batch, then k replayed violations
+    assert a[4:].tolist() == [1] * k and y[4:].tolist() == [1.0] * k  # terminal: target = cost
+    assert (y[:4] < 1).all()
+    clone = DQNAgent(3, 2, "map", "epsilon_greedy", safe=True, hidden=[8], buffer_size=5,
+                     batch_size=4, learning_starts=0, violation_replay=k, seed=1)  # fmt: skip
+    clone.load_state_dict(agent.state_dict())  # kept in checkpoints, so a resume has them
+    assert clone.violations.size == 1 and clone.violations.cost[0] == 1.0
+    with pytest.raises(ValueError, match="violation_replay=2: the cost model's settings"):
+        DQNAgent(3, 2, "map", "epsilon_greedy", violation_replay=2)
+    with pytest.raises(ValueError, match="violation_replay must be"):
+        DQNAgent(3, 2, "map", "epsilon_greedy", safe=True, violation_replay=-1)
+
+
 def test_agents_refuse_bad_observations_flags_and_foreign_observations_before_storing_them():
     dqn = DQNAgent(2, 3, "mc_dropout", hidden=[8])
     for obs in (0.5, np.zeros(1), np.array([np.nan, 0.0])):  # 0.5 was broadcast into the buffer

@@ -77,7 +77,7 @@ def _check_action(action: Any, n_actions: int) -> int:
 
 #: The safe variant's settings when not given (see :class:`DQNAgent`).
 SAFE_DEFAULTS: dict[str, Any] = {"threshold": 0.2, "quantile": 0.9, "cost_samples": 10,
-                                 "cost_gamma": 0.9}  # fmt: skip
+                                 "cost_gamma": 0.9, "violation_replay": 0}  # fmt: skip
 
 
 def check_exploration(method: Method, exploration: Exploration) -> None:
@@ -340,13 +340,28 @@ class ReplayBuffer:
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
+    FIELDS = ("obs", "next_obs", "action", "reward", "cost", "done")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored transitions and the ring's position, as tensors and ints."""
+        arrays = {k: torch.as_tensor(getattr(self, k)) for k in self.FIELDS}
+        return {**arrays, "size": self.size, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in self.FIELDS:
+            getattr(self, k)[...] = state[k].numpy()
+        self.size, self.pos = int(state["size"]), int(state["pos"])
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, Tensor]:
         """``batch_size`` transitions drawn with replacement (fewer while the buffer holds
         fewer), as tensors keyed by field."""
         batch_size = check_int("batch_size", batch_size)
         if self.size == 0:
             raise ValueError("the replay buffer is empty; add() transitions before sampling")
-        idx = rng.integers(self.size, size=min(batch_size, self.size))
+        return self.take(rng.integers(self.size, size=min(batch_size, self.size)))
+
+    def take(self, idx: np.ndarray) -> dict[str, Tensor]:
+        """The transitions at indices ``idx`` (each below :attr:`size`), keyed by field."""
         fields = ("obs", "action", "reward", "cost", "next_obs", "done")
         return {k: torch.as_tensor(getattr(self, k)[idx]) for k in fields}
 
@@ -369,9 +384,15 @@ class DQNAgent:
     *masked* when the ``quantile``-th quantile of ``C(s, a)`` over ``cost_samples`` posterior
     draws exceeds ``threshold``: pessimistic about safety, Thompson about reward. If every
     action is masked the agent takes the one with the smallest upper quantile and counts it
-    in ``fallbacks``. ``last_mask`` holds the most recent mask (True = allowed). Those four
-    settings default to :data:`SAFE_DEFAULTS`; an agent without ``safe=True`` refuses them,
-    as it has no cost model to apply them to.
+    in ``fallbacks``. ``last_mask`` holds the most recent mask (True = allowed).
+
+    Violations are rare, and once the replay buffer's window has passed them the cost model
+    trains on safe transitions only and forgets where the costs were. The safe agent keeps
+    every transition with a cost in ``violations`` (as large as the buffer), and with
+    ``violation_replay=k`` adds ``k`` of them, drawn at random with replacement, to each of
+    the cost model's batches (0, the default, trains on the buffer alone). The safe settings
+    default to :data:`SAFE_DEFAULTS`; an agent without ``safe=True`` refuses them, as it has
+    no cost model to apply them to.
 
     Both explorations start with random actions (among allowed ones) with a probability
     ``epsilon`` annealed linearly from ``epsilon_start`` to ``epsilon_end`` over
@@ -392,6 +413,7 @@ class DQNAgent:
         quantile: float | None = None,
         cost_samples: int | None = None,
         cost_gamma: float | None = None,
+        violation_replay: int | None = None,
         gamma: float = 0.99,
         hidden: Sequence[int] = (64,),
         lr: float = 1e-3,
@@ -421,7 +443,7 @@ class DQNAgent:
         self.n_actions = check_int("n_actions", n_actions)
         self.safe = check_flag("safe", safe)
         given = {"threshold": threshold, "quantile": quantile, "cost_samples": cost_samples,
-                 "cost_gamma": cost_gamma}  # fmt: skip
+                 "cost_gamma": cost_gamma, "violation_replay": violation_replay}  # fmt: skip
         given = {k: v for k, v in given.items() if v is not None}
         if given and not self.safe:
             raise ValueError(
@@ -439,6 +461,9 @@ class DQNAgent:
             epsilon_end = 0.05 if self.exploration is Exploration.EPSILON_GREEDY else 0.0
         self.epsilon_end = _check_probability("epsilon_end", epsilon_end)
         self.cost_samples = check_int("cost_samples", safe_settings["cost_samples"])
+        self.violation_replay = check_int(
+            "violation_replay", safe_settings["violation_replay"], minimum=0
+        )
         self.batch_size = check_int("batch_size", batch_size)
         self.train_every = check_int("train_every", train_every)
         self.target_every = check_int("target_every", target_every)
@@ -470,6 +495,8 @@ class DQNAgent:
             self.cost, self.cost_target = make(1.0, 1), make(1.0, 1)
             self.cost_target.copy_weights_from(self.cost)
         self.buffer = ReplayBuffer(obs_dim, buffer_size)
+        # every transition with a cost, kept apart from the buffer's window (safe agents)
+        self.violations = ReplayBuffer(obs_dim, buffer_size) if self.safe else None
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.steps = 0
@@ -492,15 +519,15 @@ class DQNAgent:
         nets = {"q": self.q, "q_target": self.q_target}
         if self.safe:
             nets.update(cost=self.cost, cost_target=self.cost_target)
-        buffer = {k: torch.as_tensor(getattr(self.buffer, k)) for k in
-                  ("obs", "next_obs", "action", "reward", "cost", "done")}  # fmt: skip
+        violations = {"violations": self.violations.state_dict()} if self.safe else {}
         return {
             "rng": _rng_state(self.rng),
             "generator": self.generator.get_state(),
             "steps": self.steps,
             "fallbacks": self.fallbacks,
             "resamples": self.resamples,
-            "buffer": {**buffer, "size": self.buffer.size, "pos": self.buffer.pos},
+            "buffer": self.buffer.state_dict(),
+            **violations,
             **{name: net.state_dict() for name, net in nets.items()},
         }
 
@@ -510,12 +537,9 @@ class DQNAgent:
         self.generator.set_state(state["generator"])
         self.steps, self.fallbacks = int(state["steps"]), int(state["fallbacks"])
         self.resamples = int(state["resamples"])
-        for k in ("obs", "next_obs", "action", "reward", "cost", "done"):
-            getattr(self.buffer, k)[...] = state["buffer"][k].numpy()
-        self.buffer.size, self.buffer.pos = (
-            int(state["buffer"]["size"]),
-            int(state["buffer"]["pos"]),
-        )
+        self.buffer.load_state_dict(state["buffer"])
+        if self.safe and "violations" in state:  # checkpoints from before it was kept lack it
+            self.violations.load_state_dict(state["violations"])
         self.q.load_state_dict(state["q"])
         self.q_target.load_state_dict(state["q_target"])
         if self.safe:
@@ -593,6 +617,8 @@ class DQNAgent:
         action = _check_action(action, self.n_actions)
         terminated = check_flag("terminated", terminated)
         self.buffer.add(obs, action, reward, cost, next_obs, terminated)
+        if self.safe and cost > 0:
+            self.violations.add(obs, action, reward, cost, next_obs, terminated)
         self.steps += 1
         if self.steps >= max(self.learning_starts, 1) and self.steps % self.train_every == 0:
             self.train_step()
@@ -610,6 +636,10 @@ class DQNAgent:
             target = b["reward"] + self.gamma * (1 - b["done"]) * q_next.mean(0).max(-1).values
         self.q.update((b["obs"], b["action"], target), n_data=n)
         if self.safe:
+            if self.violation_replay and self.violations.size:
+                idx = self.rng.integers(self.violations.size, size=self.violation_replay)
+                v = self.violations.take(idx)
+                b = {k: torch.cat([b[k], v[k]]) for k in b}
             with torch.no_grad():
                 c_next = self.cost_target.sample(b["next_obs"], self.target_samples, self.generator)
                 c_next = c_next.mean(0).min(-1).values.clamp(0.0, 1.0)
