@@ -73,6 +73,8 @@ class Args:
     epsilon_greedy (its cost model a MAP network, for reference)"""
     cost_shift_steps: int = 1000
     """their steps on the shifted layout (safe_exploration.py's --shift-steps)"""
+    violation_replay: int = 0
+    """the safe agents' violation_replay (safe_exploration.py's --violation-replay)"""
     quick: bool = False
     """smoke test: a few hundred steps"""
     out: str = str(RESULTS)
@@ -117,6 +119,8 @@ def cartpole_resamples(args: Args) -> int:
 #: The moves into the shifted layout's lava (row 2, column 3), which the training layout's
 #: route crossed: (cell, action).
 NEW_LAVA_MOVES = (((1, 3), 2), ((2, 2), 1), ((2, 4), 3), ((3, 3), 0))
+#: the six moves into the training layout's lava (cells (1, 3) and (3, 3))
+TRAIN_LAVA_MOVES = (((1, 2), 1), ((1, 4), 3), ((2, 3), 0), ((2, 3), 2), ((3, 2), 1), ((3, 4), 3))
 
 
 class _RecordViolations(gymnasium.Wrapper):
@@ -147,7 +151,8 @@ def cost_at_shift(args: Args, name: str, seed: int) -> dict[str, object]:
     during the shifted phase record each step into lava with the quantile it was given."""
     env = make_env(GRID)
     seed_everything(seed)
-    agent = build_agent(SafeArgs(), GRID, env, name, True, seed)
+    safe_args = SafeArgs(violation_replay=args.violation_replay)
+    agent = build_agent(safe_args, GRID, env, name, True, seed)
     eps = run_agent(env, agent, args.grid_steps, seed=seed, phase="LavaGrid-v0", progress=False)
     shift_detection_auroc(agent)  # as safe_exploration.py does: it draws from the agent's RNG
     shifted = make_env(SHIFTED)
@@ -157,11 +162,17 @@ def cost_at_shift(args: Args, name: str, seed: int) -> dict[str, object]:
         obs = torch.as_tensor(shifted.unwrapped.observation_at(cell))[None]
         draws = agent.cost.sample(obs, agent.cost_samples, gen)[:, 0, action]
         upper.append(float(torch.quantile(draws, agent.quantile)))
+    train_upper = []  # drawn after the moves above, so their numbers stay as they were
+    for cell, action in TRAIN_LAVA_MOVES:
+        obs = torch.as_tensor(env.unwrapped.observation_at(cell))[None]
+        draws = agent.cost.sample(obs, agent.cost_samples, gen)[:, 0, action]
+        train_upper.append(float(torch.quantile(draws, agent.quantile)))
     recorder = _RecordViolations(shifted, agent)
     shifted_eps = run_agent(recorder, agent, args.cost_shift_steps, seed=seed,
                             episode_offset=len(eps), phase="LavaGridShifted-v0",
                             progress=False)  # fmt: skip
-    return {"agent": name, "seed": seed, "upper": upper, "violations": recorder.violations,
+    return {"agent": name, "seed": seed, "upper": upper, "train_upper": train_upper,
+            "violations": recorder.violations,
             "threshold": agent.threshold, "quantile": agent.quantile,
             "cost_samples": agent.cost_samples, "episodes": shifted_eps}  # fmt: skip
 
@@ -174,9 +185,12 @@ def cost_tables(results: list[dict[str, object]]) -> tuple[str, str]:
         sel = [r for r in results if r["agent"] == name]
         upper = np.array([r["upper"] for r in sel])  # (seeds, moves)
         cells = [f"{np.median(u):.2f} ({np.mean(u > sel[0]['threshold']):.0%})" for u in upper.T]
-        rows.append([name, *cells, str(sum(len(r["violations"]) for r in sel))])
+        old = np.array([r["train_upper"] for r in sel])  # (seeds, training-lava moves)
+        old_cell = f"{np.median(old):.2f} ({np.mean(old > sel[0]['threshold']):.0%})"
+        rows.append([name, old_cell, *cells, str(sum(len(r["violations"]) for r in sel))])
     moves = [f"{cell} {ACTIONS[a]}" for cell, a in NEW_LAVA_MOVES]
-    at_shift = markdown_table(["agent (safe)", *moves, "steps into lava after"], rows)
+    at_shift = markdown_table(["agent (safe)", "old lava (6 moves)", *moves,
+                               "steps into lava after"], rows)  # fmt: skip
     steps = [[r["agent"], str(r["seed"]), str(cell), ACTIONS[a], f"{u:.2f}"]
              for r in results for cell, a, u in r["violations"]]  # fmt: skip
     into_lava = (markdown_table(["agent (safe)", "seed", "cell", "move", "upper quantile"], steps)
@@ -196,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
                                        f"from {', '.join(AGENTS)}")  # fmt: skip
     check_flags("explore_diagnostics.py", args,
                 positive=["grid_steps", "shift_steps", "cartpole_steps", "cost_shift_steps"],
-                distinct=["cost_agents"])  # fmt: skip
+                nonnegative=["violation_replay"], distinct=["cost_agents"])  # fmt: skip
     if args.samples < 2:  # the table's spread over samples needs two
         fail("explore_diagnostics.py", f"--samples must be at least 2, got {args.samples}")
     torch.set_num_threads(1)
@@ -226,7 +240,17 @@ def main(argv: list[str] | None = None) -> None:
         "layout, "
         f"median over seeds, and in brackets the share of seeds where it exceeds the threshold "
         f"{safe['threshold']}, so that the move is masked; then the steps into lava in the "
-        f"{args.cost_shift_steps} steps that follow on the shifted layout (learning goes on).\n\n"
+        f"{args.cost_shift_steps} steps that follow on the shifted layout (learning goes on). "
+        "`old lava`: the same for the six moves into the training layout's own lava (cells "
+        "(1, 3) and (3, 3)), the median and the share masked over seeds and moves together: "
+        "whether the cost model still knows the lava it was trained on"
+        + (
+            f". The safe agents add {args.violation_replay} transitions with a cost to each "
+            "cost-model batch (violation_replay)"
+            if args.violation_replay
+            else ""
+        )
+        + ".\n\n"
         + at_shift
         + "\nEach step into lava, with the upper cost quantile the agent gave that move when it "
         f"took it (masked above {safe['threshold']}):\n\n" + into_lava

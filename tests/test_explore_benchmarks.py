@@ -56,7 +56,8 @@ def test_explore_diagnostics_quick(tmp_path):
     assert re.search(r"\| bhn \| \d\.\d\d \((0|100)%\) \|", text)  # one seed: 0% or 100%
 
 
-def test_cost_diagnostic_replays_the_benchmark_run(benchmark_module):
+@pytest.mark.parametrize("replay", [0, 4])
+def test_cost_diagnostic_replays_the_benchmark_run(benchmark_module, replay):
     """cost_at_shift reruns safe_exploration.py's run of a safe agent: the same episodes on
     the shifted layout, although it reads the cost model between the phases, and each step
     into lava it records is a move into the shifted layout's lava. (After 60 steps the agent
@@ -66,8 +67,9 @@ def test_cost_diagnostic_replays_the_benchmark_run(benchmark_module):
         benchmark_module("explore_diagnostics"),
         benchmark_module("safe_exploration"),
     )
-    result = diag.cost_at_shift(diag.Args(grid_steps=60, cost_shift_steps=150), "bhn", 3)
-    bench = safe_exploration.Args(grid_steps=60, shift_steps=150)
+    result = diag.cost_at_shift(diag.Args(grid_steps=60, cost_shift_steps=150,
+                                          violation_replay=replay), "bhn", 3)  # fmt: skip
+    bench = safe_exploration.Args(grid_steps=60, shift_steps=150, violation_replay=replay)
     rows, episodes = safe_exploration.run_one(bench, "gridworld", "bhn", True, 3)
     shifted = [r for r in rows if r["env"] == "LavaGridShifted-v0"][0]
     assert shifted["violations"] == len(result["violations"]) > 0
@@ -78,6 +80,9 @@ def test_cost_diagnostic_replays_the_benchmark_run(benchmark_module):
         row, col = (cell[0] + MOVES[action][0], cell[1] + MOVES[action][1])
         assert LAYOUTS["shifted"][row][col] == "L"
     assert len(result["upper"]) == len(diag.NEW_LAVA_MOVES)
+    assert len(result["train_upper"]) == len(diag.TRAIN_LAVA_MOVES) == 6
+    for (row, col), action in diag.TRAIN_LAVA_MOVES:  # each into the training layout's lava
+        assert LAYOUTS["train"][row + MOVES[action][0]][col + MOVES[action][1]] == "L"
 
 
 @pytest.mark.slow
