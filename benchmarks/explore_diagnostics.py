@@ -121,6 +121,9 @@ def cartpole_resamples(args: Args) -> int:
 NEW_LAVA_MOVES = (((1, 3), 2), ((2, 2), 1), ((2, 4), 3), ((3, 3), 0))
 #: the six moves into the training layout's lava (cells (1, 3) and (3, 3))
 TRAIN_LAVA_MOVES = (((1, 2), 1), ((1, 4), 3), ((2, 3), 0), ((2, 3), 2), ((3, 2), 1), ((3, 4), 3))
+#: the four of them that the shifted layout makes safe (their cells are free there; the other
+#: two start from its lava)
+FREED_MOVES = (((1, 2), 1), ((1, 4), 3), ((3, 2), 1), ((3, 4), 3))
 
 
 class _RecordViolations(gymnasium.Wrapper):
@@ -171,7 +174,13 @@ def cost_at_shift(args: Args, name: str, seed: int) -> dict[str, object]:
     shifted_eps = run_agent(recorder, agent, args.cost_shift_steps, seed=seed,
                             episode_offset=len(eps), phase="LavaGridShifted-v0",
                             progress=False)  # fmt: skip
+    freed = []  # after the shifted phase: is the lava that left still masked?
+    for cell, action in FREED_MOVES:
+        obs = torch.as_tensor(shifted.unwrapped.observation_at(cell))[None]
+        draws = agent.cost.sample(obs, agent.cost_samples, gen)[:, 0, action]
+        freed.append(float(torch.quantile(draws, agent.quantile)))
     return {"agent": name, "seed": seed, "upper": upper, "train_upper": train_upper,
+            "freed_upper": freed,
             "violations": recorder.violations,
             "threshold": agent.threshold, "quantile": agent.quantile,
             "cost_samples": agent.cost_samples, "episodes": shifted_eps}  # fmt: skip
@@ -187,10 +196,14 @@ def cost_tables(results: list[dict[str, object]]) -> tuple[str, str]:
         cells = [f"{np.median(u):.2f} ({np.mean(u > sel[0]['threshold']):.0%})" for u in upper.T]
         old = np.array([r["train_upper"] for r in sel])  # (seeds, training-lava moves)
         old_cell = f"{np.median(old):.2f} ({np.mean(old > sel[0]['threshold']):.0%})"
-        rows.append([name, old_cell, *cells, str(sum(len(r["violations"]) for r in sel))])
+        freed = np.array([r["freed_upper"] for r in sel])  # (seeds, freed moves)
+        freed_cell = f"{np.median(freed):.2f} ({np.mean(freed > sel[0]['threshold']):.0%})"
+        rows.append([name, old_cell, *cells, str(sum(len(r["violations"]) for r in sel)),
+                     freed_cell])  # fmt: skip
     moves = [f"{cell} {ACTIONS[a]}" for cell, a in NEW_LAVA_MOVES]
     at_shift = markdown_table(["agent (safe)", "old lava (6 moves)", *moves,
-                               "steps into lava after"], rows)  # fmt: skip
+                               "steps into lava after", "freed cells (4 moves), at the end"],
+                              rows)  # fmt: skip
     steps = [[r["agent"], str(r["seed"]), str(cell), ACTIONS[a], f"{u:.2f}"]
              for r in results for cell, a, u in r["violations"]]  # fmt: skip
     into_lava = (markdown_table(["agent (safe)", "seed", "cell", "move", "upper quantile"], steps)
@@ -243,7 +256,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.cost_shift_steps} steps that follow on the shifted layout (learning goes on). "
         "`old lava`: the same for the six moves into the training layout's own lava (cells "
         "(1, 3) and (3, 3)), the median and the share masked over seeds and moves together: "
-        "whether the cost model still knows the lava it was trained on"
+        "whether the cost model still knows the lava it was trained on. `freed cells`: the "
+        "same at the end of the shifted phase for the four moves into the cells that held lava "
+        "before the shift and are free after it, from free cells of the shifted layout "
+        "((1, 2) right, (1, 4) left, (3, 2) right, (3, 4) left; masked there = still avoiding "
+        "the lava that left)"
         + (
             f". The safe agents add {args.violation_replay} transitions with a cost to each "
             "cost-model batch (violation_replay)"

@@ -83,6 +83,11 @@ def test_cost_diagnostic_replays_the_benchmark_run(benchmark_module, replay):
     assert len(result["train_upper"]) == len(diag.TRAIN_LAVA_MOVES) == 6
     for (row, col), action in diag.TRAIN_LAVA_MOVES:  # each into the training layout's lava
         assert LAYOUTS["train"][row + MOVES[action][0]][col + MOVES[action][1]] == "L"
+    assert len(result["freed_upper"]) == len(diag.FREED_MOVES) == 4
+    for (row, col), action in diag.FREED_MOVES:  # from free cells into the lava that left
+        target = LAYOUTS["train"][row + MOVES[action][0]][col + MOVES[action][1]]
+        assert LAYOUTS["shifted"][row][col] == " " and target == "L"
+        assert LAYOUTS["shifted"][row + MOVES[action][0]][col + MOVES[action][1]] == " "
 
 
 @pytest.mark.slow
