@@ -52,8 +52,10 @@ def test_explore_diagnostics_quick(tmp_path):
     text = (tmp_path / "explore_diagnostics.md").read_text()
     assert text in stdout + "\n" and "| cell | action | Q up |" in text
     assert re.search(r"again \d+ times in 300 steps", text)
-    assert "| agent (safe) | (1, 3) down | (2, 2) right |" in text
-    assert re.search(r"\| bhn \| \d\.\d\d \((0|100)%\) \|", text)  # one seed: 0% or 100%
+    assert "| agent (safe) | old lava (6 moves) | (1, 3) down | (2, 2) right |" in text
+    assert "| steps into lava after | freed cells (4 moves), at the end |" in text
+    # one seed: a new-lava move is masked on 0% or 100% of seeds
+    assert re.search(r"\| bhn \| \d\.\d\d \(\d+%\) \| \d\.\d\d \((0|100)%\) \|", text)
 
 
 @pytest.mark.parametrize("replay", [0, 4])
