@@ -300,6 +300,8 @@ class ReplayBuffer:
         tensor([1])
     """
 
+    FIELDS = ("obs", "action", "reward", "cost", "next_obs", "done")
+
     def __init__(self, obs_dim: int, capacity: int) -> None:
         self.obs_dim = check_int("obs_dim", obs_dim)
         self.capacity = check_int("buffer_size", capacity)
@@ -340,8 +342,6 @@ class ReplayBuffer:
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    FIELDS = ("obs", "next_obs", "action", "reward", "cost", "done")
-
     def state_dict(self) -> dict[str, Any]:
         """The stored transitions and the ring's position, as tensors and ints."""
         arrays = {k: torch.as_tensor(getattr(self, k)) for k in self.FIELDS}
@@ -362,8 +362,7 @@ class ReplayBuffer:
 
     def take(self, idx: np.ndarray) -> dict[str, Tensor]:
         """The transitions at indices ``idx`` (each below :attr:`size`), keyed by field."""
-        fields = ("obs", "action", "reward", "cost", "next_obs", "done")
-        return {k: torch.as_tensor(getattr(self, k)[idx]) for k in fields}
+        return {k: torch.as_tensor(getattr(self, k)[idx]) for k in self.FIELDS}
 
 
 class DQNAgent:
@@ -386,11 +385,13 @@ class DQNAgent:
     action is masked the agent takes the one with the smallest upper quantile and counts it
     in ``fallbacks``. ``last_mask`` holds the most recent mask (True = allowed).
 
-    Violations are rare, and once the replay buffer's window has passed them the cost model
-    trains on safe transitions only and forgets where the costs were. The safe agent keeps
-    every transition with a cost in ``violations`` (as large as the buffer), and with
-    ``violation_replay=k`` adds ``k`` of them, drawn at random with replacement, to each of
-    the cost model's batches (0, the default, trains on the buffer alone). The safe settings
+    Violations are rare, and the cost model trains mostly on safe transitions, so it may forget
+    where the costs were (on the lava gridworld the BHN's and factorial VI's did; see
+    benchmarks/results/README.md). The safe agent keeps every transition with a cost in
+    ``violations`` (as large as the buffer), and with ``violation_replay=k`` adds ``k`` of
+    them, drawn at random with replacement, to each of the cost model's batches (0, the
+    default, trains on the buffer alone; replayed violations also keep masking a move after
+    it has become safe, as on the shifted gridworld). The safe settings
     default to :data:`SAFE_DEFAULTS`; an agent without ``safe=True`` refuses them, as it has
     no cost model to apply them to.
 
