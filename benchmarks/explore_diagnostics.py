@@ -9,6 +9,7 @@ on CartPole, and what the safe agents' cost posteriors say about the moved lava.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,11 +148,24 @@ class _RecordViolations(gymnasium.Wrapper):
         return self.obs, reward, terminated, truncated, info
 
 
+def upper_quantiles(agent: object, env: gymnasium.Env, moves: Sequence[tuple], gen: torch.Generator
+                    ) -> list[float]:  # fmt: skip
+    """The safe ``agent``'s upper cost quantile of each ``(cell, action)`` of ``moves`` in
+    ``env``'s layout, over as many draws (from ``gen``) as it masks with."""
+    upper = []
+    for cell, action in moves:
+        obs = torch.as_tensor(env.unwrapped.observation_at(cell))[None]
+        draws = agent.cost.sample(obs, agent.cost_samples, gen)[:, 0, action]
+        upper.append(float(torch.quantile(draws, agent.quantile)))
+    return upper
+
+
 def cost_at_shift(args: Args, name: str, seed: int) -> dict[str, object]:
     """Rebuild safe_exploration.py's safe ``name`` agent of ``seed`` and run its two phases
     as that script does; between them read the cost model's upper quantile of each move
-    into the moved lava (with a generator of its own, so the run goes on unchanged), and
-    during the shifted phase record each step into lava with the quantile it was given."""
+    into the moved lava and into the training layout's lava (with a generator of its own, so
+    the run goes on unchanged), during the shifted phase record each step into lava with the
+    quantile it was given, and after it read the moves into the cells the lava left."""
     env = make_env(GRID)
     seed_everything(seed)
     safe_args = SafeArgs(violation_replay=args.violation_replay)
@@ -160,52 +174,46 @@ def cost_at_shift(args: Args, name: str, seed: int) -> dict[str, object]:
     shift_detection_auroc(agent)  # as safe_exploration.py does: it draws from the agent's RNG
     shifted = make_env(SHIFTED)
     gen = torch.Generator().manual_seed(seed)
-    upper = []
-    for cell, action in NEW_LAVA_MOVES:
-        obs = torch.as_tensor(shifted.unwrapped.observation_at(cell))[None]
-        draws = agent.cost.sample(obs, agent.cost_samples, gen)[:, 0, action]
-        upper.append(float(torch.quantile(draws, agent.quantile)))
-    train_upper = []  # drawn after the moves above, so their numbers stay as they were
-    for cell, action in TRAIN_LAVA_MOVES:
-        obs = torch.as_tensor(env.unwrapped.observation_at(cell))[None]
-        draws = agent.cost.sample(obs, agent.cost_samples, gen)[:, 0, action]
-        train_upper.append(float(torch.quantile(draws, agent.quantile)))
+    upper = upper_quantiles(agent, shifted, NEW_LAVA_MOVES, gen)
+    # drawn after the moves above, so their numbers stay as they were
+    train_upper = upper_quantiles(agent, env, TRAIN_LAVA_MOVES, gen)
     recorder = _RecordViolations(shifted, agent)
     shifted_eps = run_agent(recorder, agent, args.cost_shift_steps, seed=seed,
                             episode_offset=len(eps), phase="LavaGridShifted-v0",
                             progress=False)  # fmt: skip
-    freed = []  # after the shifted phase: is the lava that left still masked?
-    for cell, action in FREED_MOVES:
-        obs = torch.as_tensor(shifted.unwrapped.observation_at(cell))[None]
-        draws = agent.cost.sample(obs, agent.cost_samples, gen)[:, 0, action]
-        freed.append(float(torch.quantile(draws, agent.quantile)))
+    # after the shifted phase: is the lava that left still masked?
+    freed = upper_quantiles(agent, shifted, FREED_MOVES, gen)
     return {"agent": name, "seed": seed, "upper": upper, "train_upper": train_upper,
-            "freed_upper": freed,
-            "violations": recorder.violations,
+            "freed_upper": freed, "violations": recorder.violations,
             "threshold": agent.threshold, "quantile": agent.quantile,
             "cost_samples": agent.cost_samples, "episodes": shifted_eps}  # fmt: skip
 
 
 def cost_tables(results: list[dict[str, object]]) -> tuple[str, str]:
     """Markdown tables: per method, the upper cost quantiles of the new-lava moves at the
-    shift; and every step into lava during the shifted phase."""
+    shift (and of the old lava's and the freed cells' moves); and every step into lava during
+    the shifted phase."""
+
+    def cell(values: np.ndarray, threshold: float) -> str:
+        """The median upper quantile and, in brackets, the share masked (above threshold)."""
+        return f"{np.median(values):.2f} ({np.mean(values > threshold):.0%})"
+
     rows = []
     for name in dict.fromkeys(r["agent"] for r in results):
         sel = [r for r in results if r["agent"] == name]
+        threshold = sel[0]["threshold"]
         upper = np.array([r["upper"] for r in sel])  # (seeds, moves)
-        cells = [f"{np.median(u):.2f} ({np.mean(u > sel[0]['threshold']):.0%})" for u in upper.T]
         old = np.array([r["train_upper"] for r in sel])  # (seeds, training-lava moves)
-        old_cell = f"{np.median(old):.2f} ({np.mean(old > sel[0]['threshold']):.0%})"
         freed = np.array([r["freed_upper"] for r in sel])  # (seeds, freed moves)
-        freed_cell = f"{np.median(freed):.2f} ({np.mean(freed > sel[0]['threshold']):.0%})"
-        rows.append([name, old_cell, *cells, str(sum(len(r["violations"]) for r in sel)),
-                     freed_cell])  # fmt: skip
-    moves = [f"{cell} {ACTIONS[a]}" for cell, a in NEW_LAVA_MOVES]
+        steps_into_lava = str(sum(len(r["violations"]) for r in sel))
+        rows.append([name, cell(old, threshold), *(cell(u, threshold) for u in upper.T),
+                     steps_into_lava, cell(freed, threshold)])  # fmt: skip
+    moves = [f"{c} {ACTIONS[a]}" for c, a in NEW_LAVA_MOVES]
     at_shift = markdown_table(["agent (safe)", "old lava (6 moves)", *moves,
                                "steps into lava after", "freed cells (4 moves), at the end"],
                               rows)  # fmt: skip
-    steps = [[r["agent"], str(r["seed"]), str(cell), ACTIONS[a], f"{u:.2f}"]
-             for r in results for cell, a, u in r["violations"]]  # fmt: skip
+    steps = [[r["agent"], str(r["seed"]), str(c), ACTIONS[a], f"{u:.2f}"]
+             for r in results for c, a, u in r["violations"]]  # fmt: skip
     into_lava = (markdown_table(["agent (safe)", "seed", "cell", "move", "upper quantile"], steps)
                  if steps else "None.\n")  # fmt: skip
     return at_shift, into_lava
