@@ -50,6 +50,7 @@ from safety_bhn.explore import (  # noqa: E402
     SAFE_DEFAULTS,
     DQNAgent,
     RandomAgent,
+    dqn_preset,
     make_agent,
     make_env,
     run_agent,
@@ -129,8 +130,10 @@ def build_agent(args: Args, env_id: str, env: Any, name: str, safe: bool, seed: 
     exploration, method = AGENTS[name]
     mask = ({"threshold": args.threshold, "quantile": args.quantile,
              "violation_replay": args.violation_replay} if safe else {})  # fmt: skip
+    # the MAP net has no posterior to redraw from, and refuses the setting
+    sampling = {} if method == "map" else {"resample_on_revisit": args.resample_on_revisit}
     return make_agent(env, exploration, method, safe=safe, seed=seed, hidden=args.hidden, **mask,
-                      **{**ENV_PRESETS[env_id], "resample_on_revisit": args.resample_on_revisit},
+                      **{**dqn_preset(env_id, method), **sampling},
                       **({"model_options": {"p_hidden": args.mc_dropout_p}}
                          if method == "mc_dropout" else {}))  # fmt: skip
 

@@ -230,6 +230,36 @@ def test_dqn_resample_on_revisit_draws_a_new_sample_only_on_a_repeated_observati
     assert agent.resamples == 2
 
 
+def test_epsilon_greedy_dqn_redraws_its_sample_on_revisits_too():
+    """resample_on_revisit was dropped without a word for every epsilon-greedy agent, though
+    one with a posterior holds a sample as a Thompson agent does; only "map" has none."""
+    agent = _dqn(exploration="epsilon_greedy", resample_on_revisit=True)
+    agent.begin_episode()
+    f = agent._q_fn
+    agent.act(LavaObs().obs[0])
+    agent.act(LavaObs().obs[0])
+    assert agent._q_fn is not f and agent.resamples == 1
+    for kw in ({"resample_on_revisit": True}, {"resample_every": 5}):
+        with pytest.raises(ValueError, match="the 'map' network is one function, with no post"):
+            _dqn(method="map", exploration="epsilon_greedy", **kw)
+
+
+def test_dqn_preset_leaves_the_resampling_out_for_map():
+    from safety_bhn.explore import ENV_PRESETS, dqn_preset
+
+    grid = "safety_bhn/LavaGrid-v0"
+    assert dqn_preset(grid, "mc_dropout") == ENV_PRESETS[grid]
+    assert dqn_preset(grid, "MAP") == {
+        k: v for k, v in ENV_PRESETS[grid].items() if k != "resample_on_revisit"
+    }
+    assert dqn_preset("safety_bhn/WheelBandit-v0", "bhn") == {}
+    dqn_preset(grid, "bhn")["gamma"] = 0.5  # a copy: the preset itself is left as it was
+    assert ENV_PRESETS[grid]["gamma"] == 0.9
+    env = make_env(grid)  # what the CLI builds from it
+    assert make_agent(env, "epsilon_greedy", "map", **dqn_preset(grid, "map")).gamma == 0.9
+    assert make_agent(env, "epsilon_greedy", "bhn", **dqn_preset(grid, "bhn")).resample_on_revisit
+
+
 def test_dqn_holds_its_sample_on_revisits_by_default():
     agent = _dqn()
     agent.begin_episode()

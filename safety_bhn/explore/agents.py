@@ -373,7 +373,9 @@ class DQNAgent:
     greedily under it. With ``resample_on_revisit``, a new sample is also drawn whenever the
     agent sees an observation again within the episode: in a deterministic environment a
     fixed greedy policy that revisits a state is caught in a cycle for the rest of the
-    episode, so holding that sample can only waste steps. The Q-posterior is trained
+    episode, so holding that sample can only waste steps. Epsilon-greedy holds and redraws
+    its sample the same way (with ``"map"``, which has one function only, both resampling
+    settings are refused). The Q-posterior is trained
     on TD targets ``r + gamma * (1 - terminated) * max_a' Q_target(s', a')``, where the target
     network (a periodic copy) averages ``target_samples`` posterior draws.
 
@@ -475,10 +477,16 @@ class DQNAgent:
         if resample_every is not None:
             check_int("resample_every", resample_every)
         self.resample_every = resample_every
-        # epsilon-greedy's MAP network has one function only: nothing to resample
-        self.resample_on_revisit = check_flag("resample_on_revisit", resample_on_revisit) and (
-            self.exploration is Exploration.THOMPSON
-        )
+        self.resample_on_revisit = check_flag("resample_on_revisit", resample_on_revisit)
+        if self.method is Method.MAP and (resample_every is not None or resample_on_revisit):
+            settings = (("resample_every", resample_every),
+                        ("resample_on_revisit", resample_on_revisit))  # fmt: skip
+            given = [f"{k}={v!r}" for k, v in settings if v not in (None, False)]
+            raise ValueError(
+                f"{', '.join(given)}: the 'map' network is one function, with no posterior "
+                "to draw a new sample from; drop them, or use a Bayesian method (bhn, "
+                "mc_dropout, factorial_vi)"
+            )
         self._visited: set[bytes] = set()
         self.resamples = 0
         options = model_options or {}

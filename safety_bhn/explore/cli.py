@@ -218,8 +218,8 @@ def run(args: argparse.Namespace) -> int:
     from .agents import Exploration
     from .plots import plot_regret, plot_training
     from .run import (
-        ENV_PRESETS,
         bandit_preset,
+        dqn_preset,
         is_bandit,
         make_agent,
         make_env,
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--safe needs costs, and the wheel bandit has none")
         kwargs.update(bandit_preset(exploration, method))
     elif exploration is not Exploration.RANDOM:
-        kwargs.update(ENV_PRESETS.get(args.env, {}))
+        kwargs.update(dqn_preset(args.env, method))
         if args.safe:
             kwargs.update(threshold=args.threshold, quantile=args.quantile)
     agent = make_agent(env, exploration, method, safe=args.safe, seed=args.seed, **kwargs)

@@ -282,10 +282,10 @@ def shift_detection_auroc(agent: DQNAgent, n_samples: int = 20) -> float:
 #: the stale Q-values trap Thompson agents in a loop (chosen on tuning seeds 10-12 with a
 #: script that was not committed; the safe-exploration section of benchmarks/results/README.md
 #: says what it found).
-#: Thompson agents there also draw a new Q sample when they revisit a cell within an episode
-#: (``resample_on_revisit``): the grid is deterministic, so a held sample that revisits a cell
-#: would loop until the step limit (benchmarks/results/safe_exploration_tuning compares, on
-#: tuning seeds 10-12).
+#: Agents with a posterior there also draw a new Q sample when they revisit a cell within an
+#: episode (``resample_on_revisit``; :func:`dqn_preset` leaves it out for "map"): the grid is
+#: deterministic, so a held sample that revisits a cell would loop until the step limit
+#: (benchmarks/results/safe_exploration_tuning compares, on tuning seeds 10-12).
 _GRID: dict[str, Any] = {
     "gamma": 0.9,
     "epsilon_decay_steps": 1500,
@@ -298,6 +298,24 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     "safety_bhn/CartPoleCost-v0": {"gamma": 0.99, "q_scale": 10.0, "epsilon_decay_steps": 2000},
     "CartPole-v1": {"gamma": 0.99, "q_scale": 10.0, "epsilon_decay_steps": 2000},
 }
+
+#: ENV_PRESETS' settings that redraw a posterior sample, which a "map" network has not got
+SAMPLING_SETTINGS = ("resample_every", "resample_on_revisit")
+
+
+def dqn_preset(env_id: str, method: str | Method) -> dict[str, Any]:
+    """The :class:`DQNAgent` keyword arguments of :data:`ENV_PRESETS` for ``env_id`` ({} for
+    an env without a preset), less the resampling settings for ``"map"``, which refuses them.
+
+    Example:
+        >>> dqn_preset("safety_bhn/LavaGrid-v0", "map")
+        {'gamma': 0.9, 'epsilon_decay_steps': 1500, 'buffer_size': 1000}
+    """
+    preset = copy.deepcopy(ENV_PRESETS.get(env_id, {}))
+    if parse_choice(method, Method, "method") is Method.MAP:
+        preset = {k: v for k, v in preset.items() if k not in SAMPLING_SETTINGS}
+    return preset
+
 
 #: The wheel bandit's settings per method, chosen on tuning seeds 10-19 by the lowest mean
 #: regret over δ = 0.9, 0.95 and 0.99 (``benchmarks/bandit_tuning.py`` for each method's
