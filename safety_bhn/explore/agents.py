@@ -90,6 +90,18 @@ def check_exploration(method: Method, exploration: Exploration) -> None:
         )
 
 
+def _learning_agent(
+    method: str | Method, exploration: str | Exploration
+) -> tuple[Method, Exploration]:
+    """``(method, exploration)`` parsed for an agent that learns: random is RandomAgent's."""
+    method = parse_choice(method, Method, "method")
+    exploration = parse_choice(exploration, Exploration, "exploration")
+    if exploration is Exploration.RANDOM:
+        raise ValueError("use RandomAgent for uniformly random actions")
+    check_exploration(method, exploration)
+    return method, exploration
+
+
 def _rng_state(rng: np.random.Generator) -> str:
     """A NumPy generator's state as JSON text (its integers exceed 64 bits)."""
     return json.dumps(rng.bit_generator.state)
@@ -195,11 +207,7 @@ class NeuralBandit:
         seed: int = 0,
         model_options: dict[str, Any] | None = None,
     ) -> None:
-        self.method = parse_choice(method, Method, "method")
-        self.exploration = parse_choice(exploration, Exploration, "exploration")
-        if self.exploration is Exploration.RANDOM:
-            raise ValueError("use RandomAgent for uniformly random actions")
-        check_exploration(self.method, self.exploration)
+        self.method, self.exploration = _learning_agent(method, exploration)
         self.n_actions = check_int("n_actions", n_actions)
         self.context_dim = check_int("context_dim", context_dim)
         if epsilon is not None and self.exploration is not Exploration.EPSILON_GREEDY:
@@ -437,11 +445,7 @@ class DQNAgent:
         seed: int = 0,
         model_options: dict[str, Any] | None = None,
     ) -> None:
-        self.method = parse_choice(method, Method, "method")
-        self.exploration = parse_choice(exploration, Exploration, "exploration")
-        if self.exploration is Exploration.RANDOM:
-            raise ValueError("use RandomAgent for uniformly random actions")
-        check_exploration(self.method, self.exploration)
+        self.method, self.exploration = _learning_agent(method, exploration)
         self.obs_dim = check_int("obs_dim", obs_dim)
         self.n_actions = check_int("n_actions", n_actions)
         self.safe = check_flag("safe", safe)
