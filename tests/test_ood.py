@@ -1,6 +1,7 @@
 """OOD detection: metrics against brute-force references, scores, suites, shift, FGSM and CLI."""
 
 import csv
+import json
 import math
 import re
 import subprocess
@@ -20,7 +21,7 @@ import safety_bhn.ood.cli as ood_cli
 from safety_bhn.cli import main
 from safety_bhn.core import scores as core_scores
 from safety_bhn.core.metrics import evaluate
-from safety_bhn.data import load_dataset
+from safety_bhn.data import embedded_mnist, load_dataset
 from safety_bhn.ood import (
     OODSuite,
     Score,
@@ -334,6 +335,33 @@ def test_a_model_with_fewer_classes_than_the_suite_is_refused():
     assert evaluate_ood(five, held_out, "entropy", 2, progress=False).accuracy is not None
 
 
+def test_a_suite_records_its_known_classes_and_refuses_a_model_of_others():
+    """A ten-class model scored on a held-out suite ran without a word: its outputs 0-4 were
+    read as the relabelled digits 5-9 (in-distribution accuracy 0.11)."""
+    x, y = fake_mnist(40)
+    ten = safety_bhn.build_model("map", hidden=[4], seed=0)
+    for known in ([5, 6, 7, 8, 9], None):  # None: mnist_held_out's default split, 0-4
+        suite = build_suite(x, y, "held_out_classes,inverted", known_classes=known)
+        assert suite.known_classes == tuple(known or range(5))
+        with pytest.raises(ValueError, match=r"model of the 5 classes .* has 10 classes"):
+            evaluate_ood(ten, suite, "entropy", 2, progress=False)
+
+
+def test_known_classes_that_cover_every_label_relabel_without_a_held_out_set(shared_data_dir):
+    """known_classes naming all ten digits failed in every suite ('must split the labels'),
+    so a run trained with --classes 0 1 ... 9 could not be scored at all."""
+    x, y = fake_mnist(40)
+    reverse = list(range(9, -1, -1))  # the model's output i stands for digit 9 - i
+    for sets in ("inverted", "all"):
+        suite = build_suite(x, y, sets, known_classes=reverse, n=20, data_dir=shared_data_dir)
+        plain = build_suite(x, y, sets, n=20, data_dir=shared_data_dir)
+        assert "held_out_classes" not in suite.names and suite.known_classes == tuple(reverse)
+        assert suite.names == plain.names and torch.equal(suite.x_in, plain.x_in)
+        assert torch.equal(suite.y_in, 9 - plain.y_in)
+    with pytest.raises(ValueError, match="must split the labels into known and novel"):
+        build_suite(x, y, "held_out_classes", known_classes=reverse)  # asked for by name
+
+
 def test_suite_warns_about_a_set_on_another_scale_only():
     x, y = fake_mnist(10)
     suite = OODSuite(x, y)
@@ -543,6 +571,62 @@ def test_cli_reads_a_data_dir_under_home(tiny_runs, tmp_path, monkeypatch, share
                "~/data", "--n", "20", "--samples", "2", "--out", str(tmp_path / "r"),
                "--no-progress", "--no-plots"])  # fmt: skip
     assert rc == 0 and calls == [("mnist", "test", str(tmp_path / "data"))]
+
+
+def test_cli_suite_all_scores_a_ten_class_run_without_the_held_out_set(
+    tiny_runs, tmp_path, shared_data_dir
+):
+    """--suite all was refused for every ten-class run, as if it named held_out_classes."""
+    rc = main(["ood", str(tiny_runs / "mc_dropout"), "--suite", "all", "--data-dir",
+               str(shared_data_dir), "--n", "20", "--samples", "2", "--scores", "entropy",
+               "--out", str(tmp_path), "--no-progress", "--no-plots"])  # fmt: skip
+    assert rc == 0
+    with open(tmp_path / "ood.csv") as f:
+        sets = {r["ood_set"] for r in csv.DictReader(f)}
+    assert sets == {"fashion_mnist", "uniform_noise", "gaussian_noise", "inverted"}
+
+
+def _run_with_classes(root, model, classes):
+    model.save(root / "model.pt")
+    (root / "metrics.json").write_text(json.dumps({"config": {"classes": classes}}))
+    return str(root)
+
+
+def test_cli_scores_a_run_trained_on_all_ten_digits_named(tmp_path, capsys):
+    """A run of 'safety-bhn train --classes 0 1 ... 9' failed on every suite."""
+    model = safety_bhn.build_model("map", hidden=[8], seed=0, device="cpu")
+    argv = ["--n", "50", "--samples", "1", "--scores", "entropy", "--no-progress", "--no-plots"]
+    accuracy = {}
+    for name, classes in (("plain", None), ("named", list(range(10))),
+                          ("reversed", list(range(9, -1, -1)))):  # fmt: skip
+        run = _run_with_classes(tmp_path / name, model, classes)
+        assert main(["ood", run, "--suite", "inverted", "--out", str(tmp_path / f"r{name}"),
+                     *argv]) == 0  # fmt: skip
+        accuracy[name] = capsys.readouterr().out.split("accuracy ")[1].split()[0]
+    assert accuracy["named"] == accuracy["plain"]
+    x, y = embedded_mnist("test")  # reversed: output i is digit 9 - i, as trained
+    keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:50]
+    with torch.no_grad():
+        pred = model.predict_proba(x[keep].reshape(50, 1, 28, 28), 1).argmax(-1)
+    assert accuracy["reversed"] == f"{(pred == 9 - y[keep]).double().mean().item():.4f}"
+    run = str(tmp_path / "named")
+    assert main(["ood", run, "--suite", "mnist_held_out", "--out", str(tmp_path / "x")]) == 2
+    assert "trained on all ten (--classes 0 1 2 3 4 5 6 7 8 9)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_refuses_a_run_of_unknown_digits_before_making_the_report_folder(tmp_path, capsys):
+    """A five-class model.pt without its metrics.json failed only after the report folder was
+    made, with advice for Python (build_suite(..., known_classes=...))."""
+    five = safety_bhn.build_model("map", hidden=[8], n_classes=5, seed=0, device="cpu")
+    five.save(tmp_path / "run" / "model.pt")
+    out = tmp_path / "report"
+    assert main(["ood", str(tmp_path / "run"), "--suite", "inverted", "--out", str(out)]) == 2
+    assert "no metrics.json beside it names the digits it learned" in capsys.readouterr().err
+    assert not out.exists()
+    rc = main(["ood", str(tmp_path / "run"), "--suite", "held_out_classes", "--n", "20",
+               "--samples", "1", "--out", str(out), "--no-progress", "--no-plots"])  # fmt: skip
+    assert rc == 0  # held-out classes: taken for digits 0-4, the split's default
 
 
 def test_cli_missing_run(tmp_path, capsys):

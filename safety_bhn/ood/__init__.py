@@ -22,6 +22,7 @@ from .suite import (
     available_sets,
     build_suite,
     held_out_split,
+    needs_class_split,
     register_ood_set,
     unregister_ood_set,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "fgsm",
     "fpr_at_tpr",
     "held_out_split",
+    "needs_class_split",
     "parse_scores",
     "register_ood_set",
     "roc",

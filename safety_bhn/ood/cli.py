@@ -16,7 +16,14 @@ from ..data import embedded_mnist, load_dataset
 from ..runs import check_run_folder, load_run, run_names
 from .report import OODReport, evaluate_ood, rows_to_csv, rows_to_markdown
 from .scores import parse_scores
-from .suite import HELD_OUT_KNOWN, OODSetName, available_sets, build_suite, set_names
+from .suite import (
+    HELD_OUT_KNOWN,
+    OODSetName,
+    available_sets,
+    build_suite,
+    needs_class_split,
+    set_names,
+)
 
 # built-in sets made from the test images alone, which never read --data-dir
 NO_DATA_DIR_SETS = {s.value for s in OODSetName} - {OODSetName.FASHION_MNIST.value}
@@ -78,17 +85,35 @@ def _prepare(run: str, args: argparse.Namespace) -> dict[str, Any]:
     data_dir = args.data_dir if args.data_dir is not None else config.get("data_dir")
     x, y = _mnist_test(model, data_dir)
     known = config.get("classes")  # the digits a 'safety-bhn train --classes' run learned
-    if known is None and "held_out_classes" in set_names(args.suite):
-        if model.n_classes > len(HELD_OUT_KNOWN):
-            raise ValueError(
-                f"the held-out-classes set treats digits {len(HELD_OUT_KNOWN)}-9 as novel, but "
-                f"{run} has {model.n_classes} classes, so it was trained on them; train with "
-                f"'safety-bhn train --classes {' '.join(map(str, HELD_OUT_KNOWN))}', or use "
-                "--suite mnist"
-            )
     if known is not None and len(known) != model.n_classes:
         raise ValueError(f"{run}'s metrics.json names classes {known}, but its model has "
                          f"{model.n_classes} outputs")  # fmt: skip
+    split = needs_class_split(args.suite)
+    if known is None and model.n_classes == 10 and split:
+        raise ValueError(
+            f"the held-out-classes set treats digits {len(HELD_OUT_KNOWN)}-9 as novel, but "
+            f"{run} has {model.n_classes} classes, so it was trained on them; train with "
+            f"'safety-bhn train --classes {' '.join(map(str, HELD_OUT_KNOWN))}', or use "
+            "--suite mnist"
+        )
+    # without metrics.json, a model of fewer than ten digits is taken for one of digits 0-4
+    # where the held-out split asks for it (its default); any other's digits are unknown
+    if (
+        known is None
+        and model.n_classes != 10
+        and not (split and model.n_classes == len(HELD_OUT_KNOWN))
+    ):
+        raise ValueError(
+            f"{run}'s model has {model.n_classes} classes, but no metrics.json beside it names "
+            "the digits it learned; keep the run's metrics.json (written by 'safety-bhn "
+            "train') beside model.pt"
+        )
+    if known is not None and split and not set(range(10)) - set(known):
+        raise ValueError(
+            f"the held-out-classes set scores the digits a model never learned as novel, but "
+            f"{run} was trained on all ten (--classes {' '.join(map(str, known))}); use "
+            "--suite mnist, or a run trained with fewer --classes"
+        )
     suite = build_suite(x, y, args.suite, known_classes=known, n=args.n, seed=args.seed,
                         data_dir=data_dir)  # fmt: skip
     return {"model": model, "suite": suite}

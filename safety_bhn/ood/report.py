@@ -147,6 +147,15 @@ def evaluate_ood(
         raise TypeError(f"suite must be an OODSuite (see build_suite), got {type(suite).__name__}")
     if len(suite) == 0:
         raise ValueError("the suite has no OOD sets; add one with suite.add(name, x)")
+    known = suite.known_classes
+    if known is not None and len(known) != model.n_classes:
+        raise ValueError(
+            f"the suite was built for a model of the {len(known)} classes {list(known)} "
+            f"(known_classes), but the model has {model.n_classes} classes, so its outputs do "
+            "not stand for the suite's labels; build the suite with known_classes set to the "
+            "classes the model was trained on, in the order of its outputs (none, for a model "
+            "of every class)"
+        )
     if suite.y_in is not None and int(suite.y_in.max()) >= model.n_classes:
         raise ValueError(
             f"the suite's in-distribution labels go up to {int(suite.y_in.max())}, but the model "

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from .._checks import check_int
 from .._choices import did_you_mean, parse_choice
-from ..data import load_dataset, select_classes
+from ..data import class_list, load_dataset, select_classes
 
 SetSource = Tensor | Dataset | Callable[..., "Tensor | Dataset"]
 
@@ -308,6 +308,9 @@ class OODSuite:
     y_in: Tensor | None = None
     pixel_range: tuple[float, float] | None = None
     sets: dict[str, Tensor] = field(default_factory=dict)
+    #: the classes the in-distribution labels were relabelled from (``y_in`` = i for class
+    #: ``known_classes[i]``), when the suite was built for a model that learned only these
+    known_classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.x_in, Tensor):
@@ -420,6 +423,16 @@ def _resolve_sets(sets: str | Sequence[str]) -> tuple[list[str], bool]:
     return names, OODSetName.HELD_OUT_CLASSES.value in names
 
 
+def needs_class_split(sets: str | Sequence[str]) -> bool:
+    """Whether ``sets`` asks for the ``held_out_classes`` set by name (``"all"`` does not: it
+    includes the set only where the model's classes leave some out).
+
+    >>> needs_class_split("mnist_held_out"), needs_class_split("all")
+    (True, False)
+    """
+    return _resolve_sets(sets)[1]
+
+
 def held_out_split(
     x: Tensor, y: Tensor, known_classes: Sequence[int] = HELD_OUT_KNOWN
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -463,9 +476,11 @@ def build_suite(
         sets: a suite name (``"mnist"``, ``"mnist_held_out"``), ``"all"`` registered sets
             (``held_out_classes`` among them only when ``known_classes`` is given), or set
             names (a list or a comma-separated string).
-        known_classes: the classes the model was trained on; inputs of other classes become
-            the ``held_out_classes`` set (default for ``"mnist_held_out"``: digits 0-4).
-            The in-distribution set keeps only the known classes, relabelled ``0..K-1``.
+        known_classes: the classes the model was trained on, in the order of its outputs;
+            inputs of other classes become the ``held_out_classes`` set (default for
+            ``"mnist_held_out"``: digits 0-4). The in-distribution set keeps only the known
+            classes, relabelled ``0..K-1``; the suite records them, and
+            :func:`~safety_bhn.ood.evaluate_ood` refuses a model with another class count.
         n: use at most ``n`` in-distribution inputs (a seeded random subset) and make each
             generated set the same size; larger user sets are subsampled to ``n``.
         seed: seeds the subsets and the noise sets.
@@ -479,25 +494,32 @@ def build_suite(
         (['uniform_noise', 'inverted'], (10, 1, 28, 28))
     """
     names, needs_split = _resolve_sets(sets)
+    held_out = OODSetName.HELD_OUT_CLASSES.value
     if needs_split and known_classes is None:
         known_classes = HELD_OUT_KNOWN
-    if known_classes is None:  # "all": held-out classes exist only for a model that lacks some
-        names = [s for s in names if s != OODSetName.HELD_OUT_CLASSES.value]
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
     n = None if n is None else check_int("n", n)
     seed = check_int("seed", seed, minimum=0)
     gen = torch.Generator().manual_seed(seed)
-    x_novel = None
+    x_novel = known = None
     if known_classes is not None:
         if y is None:
             raise ValueError("known_classes (and the held_out_classes set) need the labels y")
-        x, y, x_novel = held_out_split(x, y, known_classes)
-        x_novel = x_novel[torch.randperm(x_novel.shape[0], generator=gen)]
+        known = tuple(class_list(known_classes))
+        x_known, y_known = select_classes(x, y, known)  # checks y and the classes
+        # asked for by name, the held-out set must exist; "all" has it where classes are left
+        if held_out in names and (needs_split or x_known.shape[0] < x.shape[0]):
+            x, y, x_novel = held_out_split(x, y, known)
+            x_novel = x_novel[torch.randperm(x_novel.shape[0], generator=gen)]
+        else:
+            x, y = x_known, y_known
+    if x_novel is None:  # held-out classes exist only for a model that lacks some
+        names = [s for s in names if s != held_out]
     if x.dim() >= 1 and x.shape[0] > 0 and n is not None and n < x.shape[0]:
         keep = torch.randperm(x.shape[0], generator=gen)[:n]
         x, y = x[keep], (y[keep] if y is not None else None)
-    suite = OODSuite(x, y, pixel_range)
+    suite = OODSuite(x, y, pixel_range, known_classes=known)
     assert suite.pixel_range is not None
     ctx = SetContext(suite.x_in, suite.x_in.shape[0], gen, suite.pixel_range, data_dir, x_novel)
     for name in names:
