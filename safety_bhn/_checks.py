@@ -32,6 +32,24 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     return n
 
 
+#: The largest seed the toolkit takes. torch seeds hold 64 bits (up to 2**64 - 1), and some
+#: seeds are derived from the one given (fit seeds its validation draws with ``seed + 1``, a
+#: safe agent its cost model likewise), so half that range is kept for them.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(name: str, value: Any, maximum: int = MAX_SEED) -> int:
+    """``value`` as an ``int`` seed in ``0..maximum``, or a ValueError naming ``name``.
+
+    >>> check_seed("seed", np.uint64(2**63 - 1)) == MAX_SEED
+    True
+    """
+    seed = check_int(name, value, minimum=0)
+    if seed > maximum:
+        raise ValueError(f"{name} must be at most {maximum} (torch seeds hold 64 bits), got {seed}")
+    return seed
+
+
 def check_real(
     name: str,
     value: Any,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_positive_ints, check_real, plain_value
+from ._checks import check_int, check_positive_ints, check_real, check_seed, plain_value
 from ._choices import parse_choice
 from ._io import atomic_write_json, folder_lock, read_json
 from .core.base import UncertaintyModel
@@ -29,10 +29,6 @@ from .core.training import (
 from .data import DataError, class_list, embedded_mnist, load_dataset, select_classes
 
 Split = tuple[Tensor, Tensor]
-
-#: The largest seed a run takes: torch seeds hold 64 bits, and ``fit`` seeds its validation
-#: draws with ``seed + 1``.
-MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -97,10 +93,9 @@ class TrainConfig:
             self.classes = _digits(self.classes)  # plain ints, which metrics.json can hold
         # plain Python numbers (not NumPy scalars), which metrics.json can hold
         for name, least in (("epochs", 1), ("batch_size", 1), ("eval_samples", 1), ("val_size", 0),
-                            ("seed", 0), ("coupling_layers", 0)):  # fmt: skip
+                            ("coupling_layers", 0)):  # fmt: skip
             setattr(self, name, check_int(name, getattr(self, name), least))
-        if self.seed > MAX_SEED:  # torch seeds hold 64 bits, and fit seeds validation seed + 1
-            raise ValueError(f"seed must be at most 2**63 - 1, got {self.seed}")
+        self.seed = check_seed("seed", self.seed)
         if self.patience is not None:
             self.patience = check_int("patience", self.patience)
         self.hidden = check_positive_ints("hidden", self.hidden)
@@ -179,7 +174,7 @@ def mnist_splits(
     ``data_dir=None`` uses the embedded MNIST-5000 copy (5000 train, 10000 test images).
     ``classes`` keeps those digits only, relabelled ``0..K-1`` (:func:`select_classes`).
     """
-    val_size, seed = check_int("val_size", val_size, 0), check_int("seed", seed, 0)
+    val_size, seed = check_int("val_size", val_size, 0), check_seed("seed", seed)
     x, y = embedded_mnist("train") if data_dir is None else load_dataset("mnist", "train", data_dir)
     if classes is not None:
         x, y = select_classes(x, y, classes)

@@ -657,6 +657,28 @@ def test_loop_checks_pool_test_set_and_device_before_asking_the_oracle(tmp_path)
     assert not asked and not any((tmp_path / d).exists() for d in "abcd")
 
 
+def test_loop_checks_labels_against_the_pools_classes(tmp_path):
+    """1-based test labels were taken as an 11th class (test accuracy near 0), and a pool
+    whose labels exceeded the n_classes given blamed an oracle that was never passed."""
+    x, y = _blobs()
+    with pytest.raises(ValueError, match=r"test labels go up to 3, outside 0..2, the classes of"):
+        ActiveLearner(_tiny(), (x, y), test=(x, y + 1))
+    with pytest.raises(ValueError, match=r"pool's labels go up to 2, outside 0..1 for the n_c"):
+        ActiveLearner(_tiny(), (x, y), n_classes=2)
+    assert ActiveLearner(_tiny(), (x, y), n_classes=4, test=(x, y + 1)).n_classes == 4
+
+
+def test_config_bounds_the_seed_so_every_steps_seed_fits_torch():
+    """seed 2e14 passed, then every step failed in torch ('Overflow when unpacking long
+    long'), after state.json was written: the run could be neither resumed nor restarted."""
+    from safety_bhn.active.loop import MAX_SEED, step_seed
+
+    with pytest.raises(ValueError, match=r"seed must be at most \d+ \(torch seeds hold 64 bits"):
+        _tiny(seed=MAX_SEED + 1).validate()
+    cfg = _tiny(seed=MAX_SEED).validate()
+    torch.Generator().manual_seed(step_seed(cfg, 60_000) + 1)  # fit's seed for the last step
+
+
 def test_config_accepts_numpy_integers_and_saves_plain_ones(tmp_path):
     x, y = _blobs()
     cfg = _tiny(acquire=np.int64(4), steps=np.int32(1), seed=np.int64(1))
@@ -712,13 +734,13 @@ def test_rarest_class_counts_known_answers():
 
 # -- CLI and benchmark -------------------------------------------------------------------
 def test_cli_active_learn_and_compare(tmp_path, capsys):
-    flags = ["--hidden", "16", "--steps", "2", "--acquire", "5", "--pool-subset", "100",
-             "--train-steps", "10", "--acq-samples", "3", "--eval-samples", "2", "--no-progress",
-             "--device", "cpu"]  # fmt: skip
+    flags = ["--hidden", "16", "--steps", "2", "--acquire", "5", "--train-steps", "10",
+             "--eval-samples", "2", "--no-progress", "--device", "cpu"]  # fmt: skip
+    scoring = {"bald": ["--pool-subset", "100", "--acq-samples", "3"], "random": []}
     for acq in ("bald", "random"):
         out = tmp_path / f"al-{acq}"
         code = main(["active-learn", "--method", "mc_dropout", "--acquisition", acq,
-                     "--out", str(out), *flags])  # fmt: skip
+                     "--out", str(out), *flags, *scoring[acq]])  # fmt: skip
         assert code == 0
         assert {"state.json", "curve.csv", "curve.png"} <= {p.name for p in out.iterdir()}
         curve = read_curve(out)
@@ -728,6 +750,11 @@ def test_cli_active_learn_and_compare(tmp_path, capsys):
         assert [r["rarest_class"] for r in curve] == [
             min(labels[:n].count(k) for k in range(10)) for n in (20, 25, 30)
         ]
+    # random scores nothing: scoring flags were saved and ignored
+    code = main(["active-learn", "--method", "mc_dropout", "--acquisition", "random",
+                 "--out", str(tmp_path / "x"), *flags, *scoring["bald"]])  # fmt: skip
+    assert code == 2 and not (tmp_path / "x").exists()
+    assert "--pool-subset and --acq-samples set how the pool is scored" in capsys.readouterr().err
     runs = [str(tmp_path / "al-bald"), str(tmp_path / "al-random")]
     code = main(["active-learn", "--compare", *runs, "--out", str(tmp_path / "cmp")])
     assert code == 0

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from safety_bhn._checks import check_flag, check_generator, check_int, check_real
+import safety_bhn
+from safety_bhn._checks import MAX_SEED, check_flag, check_generator, check_int, check_real
+from safety_bhn.explore import DQNAgent, RandomAgent
+from safety_bhn.ood import build_suite
 
 
 def test_check_int_accepts_integers_and_refuses_the_rest():
@@ -17,6 +20,19 @@ def test_check_int_accepts_integers_and_refuses_the_rest():
             check_int("k", bad)
     with pytest.raises(ValueError, match="an integer >= 2"):
         check_int("n_classes", 1, minimum=2)
+
+
+@pytest.mark.parametrize("make", [
+    lambda seed: safety_bhn.build_model("map", hidden=[4], seed=seed),
+    lambda seed: build_suite(torch.rand(4, 1, 28, 28), sets="inverted", seed=seed),
+    lambda seed: DQNAgent(3, 2, "mc_dropout", hidden=[4], seed=seed),
+    lambda seed: RandomAgent(2, seed=seed),
+])  # fmt: skip
+def test_seeds_beyond_torchs_64_bits_are_refused_by_name(make):
+    """2**64 failed deep in torch ('Overflow when unpacking long long'), naming no argument."""
+    with pytest.raises(ValueError, match=r"seed must be at most 9223372036854775807 \(torch"):
+        make(2**64)
+    assert make(MAX_SEED) is not None
 
 
 def test_check_real_refuses_nan_infinities_strings_and_out_of_range():

@@ -195,7 +195,10 @@ def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
         (["train", "--data-dir", "nodata", "--out", "new"], "split not found"),
         (["train", "--val-size", "5000", "--out", "new"], "val_size must lie in [0, 5000)"),
         # failed at the first validation, inside the new folder, naming no seed
-        (["train", "--seed", str(2**64 - 1), "--out", "new"], "seed must be at most 2**63 - 1"),
+        (
+            ["train", "--seed", str(2**64 - 1), "--out", "new"],
+            "seed must be at most 9223372036854775807",
+        ),
         # trained as without it (no KL term to anneal), before the folder was made
         (["train", "--method", "map", "--kl-anneal", "0.5", "--out", "new"], "has no KL term"),
     ],

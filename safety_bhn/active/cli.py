@@ -172,6 +172,13 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[s
         config = ActiveConfig(**given, options=options).validate()
         if "hidden" in given and config.arch != "mlp":
             raise ValueError(f"--hidden sizes the MLP only; drop it with --arch {config.arch}")
+        scoring = [_flag(name) for name in ("pool_subset", "acq_samples") if name in given]
+        if scoring and config.acquisition == Acquisition.RANDOM.value:
+            raise ValueError(
+                f"{' and '.join(scoring)} set how the pool is scored, and --acquisition random "
+                "scores nothing (it picks points at random); drop them, or pick a scoring "
+                "acquisition (bald, max_entropy, ...)"
+            )
         return config, {"extra": extra, "data_dir": data_dir}
     state = saved_state(out)
     saved = dict(state["config"])

@@ -30,7 +30,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .._checks import check_flag, check_int, check_positive_ints, check_real, plain_value
+from .._checks import MAX_SEED as MAX_TORCH_SEED
+from .._checks import (
+    check_flag,
+    check_int,
+    check_positive_ints,
+    check_real,
+    check_seed,
+    plain_value,
+)
 from .._choices import parse_choice
 from .._io import atomic_write, atomic_write_json, fingerprint, folder_lock, read_json
 from ..core.base import UncertaintyModel
@@ -155,8 +163,9 @@ class ActiveConfig:
         for name in ("initial", "acquire", "acq_samples", "eval_samples", "train_steps",
                      "batch_size", "num_configs"):  # fmt: skip
             setattr(self, name, check_int(name, getattr(self, name), minimum=1))
-        for name in ("val_size", "steps", "pool_subset", "seed"):
+        for name in ("val_size", "steps", "pool_subset"):
             setattr(self, name, check_int(name, getattr(self, name), minimum=0))
+        self.seed = check_seed("seed", self.seed, MAX_SEED)
         self.lr = check_real("lr", self.lr, 0.0, low_open=True)
         self.warm_start = check_flag("warm_start", self.warm_start)
         if self.device is not None:
@@ -189,9 +198,15 @@ class ActiveConfig:
         return opts
 
 
+#: step_seed's stride: steps of one run seed get seeds seed * STEP_STRIDE + 0, 1, ...
+STEP_STRIDE = 100_003
+#: The largest run seed, so that every step's seed (and fit's seed + 1) fits torch's 64 bits.
+MAX_SEED = (MAX_TORCH_SEED - 2 * STEP_STRIDE) // STEP_STRIDE
+
+
 def step_seed(config: ActiveConfig, step: int) -> int:
     """Seed of step ``step``'s retrain and acquisition scores, distinct per run seed and step."""
-    return config.seed * 100_003 + step
+    return config.seed * STEP_STRIDE + step
 
 
 def retrain(
@@ -394,18 +409,26 @@ class ActiveLearner:
         given_n_classes = n_classes
         if n_classes is not None:
             n_classes = check_int("n_classes", n_classes, minimum=2)
+            if self.y is not None and (top := int(self.y.max())) >= n_classes:
+                raise ValueError(
+                    f"the pool's labels go up to {top}, outside 0..{n_classes - 1} for the "
+                    f"n_classes={n_classes} given; pass the right n_classes (or leave it out: "
+                    "the pool's labels set it) or fix the pool's labels"
+                )
         elif self.y is not None:
             n_classes = int(self.y.max()) + 1
         self.n_classes = n_classes
         self.model: UncertaintyModel | None = None
         self._model_files: dict[str, str] = {}  # warm-start files the saved state names
         self._check_model_settings()
-        if self.test is not None and given_n_classes is not None:
+        if self.test is not None and n_classes is not None:
             top = int(self.test[1].max())
             if top >= n_classes:
+                whence = (f"for the n_classes={n_classes} given" if given_n_classes is not None
+                          else "the classes of the pool's labels")  # fmt: skip
                 raise ValueError(
-                    f"test labels go up to {top}, outside 0..{n_classes - 1} for the n_classes="
-                    f"{n_classes} given; pass the right n_classes or fix the test labels"
+                    f"test labels go up to {top}, outside 0..{n_classes - 1}, {whence}; fix "
+                    "the test labels (1-based labels: y - 1) or pass the right n_classes"
                 )
         state_path = self.out / STATE_FILE if self.out is not None else None
         if resume:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .._checks import check_int, check_positive_ints, check_real, plain_value
+from .._checks import check_int, check_positive_ints, check_real, check_seed, plain_value
 from .._choices import parse_choice
 from .base import FORMAT_VERSION, UncertaintyModel
 from .bhn import BHN
@@ -142,7 +142,7 @@ def build_model(
     options = {k: plain_value(k, v) for k, v in options.items()}
     n_classes = check_int("n_classes", n_classes, minimum=2)
     if seed is not None:
-        seed = check_int("seed", seed, minimum=0)
+        seed = check_seed("seed", seed)
     cls = MODEL_CLASSES[method]
     method_keys = set(inspect.signature(cls.__init__).parameters) - {"self", "layers", "config"}
     arch_keys = set(ARCH_OPTIONS[arch])

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .._checks import check_int, check_real
+from .._checks import check_int, check_real, check_seed
 from .._choices import parse_choice
 from .._io import fingerprint, load_state, save_state
 from .base import UncertaintyModel
@@ -246,7 +246,7 @@ def fit(
         check_int("eval_every", eval_every),
         check_int("val_samples", val_samples),
     )
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     if patience is not None:
         patience = check_int("patience", patience)
     lr = check_real("lr", lr, 0.0, low_open=True)

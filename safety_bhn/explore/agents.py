@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_flag, check_int
+from .._checks import check_flag, check_int, check_seed
 from .._choices import parse_choice
 from ..core.build import Method
 from .posterior import RegressionPosterior, check_hidden
@@ -141,7 +141,7 @@ class RandomAgent:
 
     def __init__(self, n_actions: int, seed: int = 0) -> None:
         self.n_actions = check_int("n_actions", n_actions)
-        self.rng = np.random.default_rng(check_int("seed", seed, minimum=0))
+        self.rng = np.random.default_rng(check_seed("seed", seed))
         self.fallbacks = 0
 
     def begin_episode(self) -> None:
@@ -221,7 +221,7 @@ class NeuralBandit:
         self.train_steps = check_int("train_steps", train_steps)
         self.batch_size = check_int("batch_size", batch_size)
         self.initial_pulls = check_int("initial_pulls", initial_pulls, minimum=0)
-        seed, hidden = check_int("seed", seed, minimum=0), check_hidden(hidden)
+        seed, hidden = check_seed("seed", seed), check_hidden(hidden)
         self.posterior = _posterior(
             self.method, context_dim, n_actions, hidden, seed, lr=lr, noise_std=noise_std,
             learn_noise=check_flag("learn_noise", learn_noise),
@@ -477,7 +477,7 @@ class DQNAgent:
         self.target_samples = check_int("target_samples", target_samples)
         self.epsilon_decay_steps = check_int("epsilon_decay_steps", epsilon_decay_steps)
         self.learning_starts = check_int("learning_starts", learning_starts, minimum=0)
-        seed, hidden = check_int("seed", seed, minimum=0), check_hidden(hidden)
+        seed, hidden = check_seed("seed", seed), check_hidden(hidden)
         if resample_every is not None:
             check_int("resample_every", resample_every)
         self.resample_every = resample_every

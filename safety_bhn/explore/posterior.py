@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_flag, check_int, check_real
+from .._checks import check_flag, check_int, check_real, check_seed
 from .._choices import parse_choice
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
@@ -112,7 +112,7 @@ class RegressionPosterior:
         train_samples = check_int("train_samples", train_samples)
         hidden = check_hidden(hidden)
         if seed is not None:
-            seed = check_int("seed", seed, minimum=0)
+            seed = check_seed("seed", seed)
         learn_noise = check_flag("learn_noise", learn_noise)
         self.in_dim, self.n_outputs = in_dim, n_outputs
         self.output_scale = float(output_scale)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .._checks import check_int
+from .._checks import check_int, check_seed
 from .._choices import did_you_mean, parse_choice
 from ..data import class_list, load_dataset, select_classes
 
@@ -500,7 +500,7 @@ def build_suite(
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
     n = None if n is None else check_int("n", n)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     gen = torch.Generator().manual_seed(seed)
     x_novel = known = None
     if known_classes is not None:
