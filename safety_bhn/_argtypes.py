@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ._checks import MAX_SEED
+
 
 def positive_int(text: str) -> int:
     value = int(text)
@@ -24,4 +26,14 @@ def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed: an integer in 0..MAX_SEED (torch seeds hold 64 bits)."""
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_SEED} (torch seeds hold 64 bits), got {text}"
+        )
     return value

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import non_negative_int, positive_float, positive_int
+from ._argtypes import non_negative_int, positive_float, positive_int, seed_int
 from ._choices import parse_choice
 from ._io import FolderInUseError
 from .core.build import Arch, Method
@@ -66,7 +66,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--lr-warmup", type=float, default=0.0, help="fraction of steps with a linear lr warmup"
     )
     p.add_argument("--batch-size", type=positive_int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--val-size", type=non_negative_int, default=500)
     p.add_argument(
         "--patience",

@@ -197,7 +197,14 @@ def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
         # failed at the first validation, inside the new folder, naming no seed
         (
             ["train", "--seed", str(2**64 - 1), "--out", "new"],
-            "seed must be at most 9223372036854775807",
+            "argument --seed: must be at most 9223372036854775807",
+        ),
+        # failed in torch ('Overflow when unpacking long long'), naming no flag
+        (["explore", "--seed", str(2**64), "--steps", "5", "--out", "new"], "must be at most 9"),
+        # wrote state.json, then failed in torch on every step: neither resumable nor restartable
+        (
+            ["active-learn", "--seed", "200000000000000", "--hidden", "8", "--out", "new"],
+            "seed must be at most 92230953439942 (torch seeds hold 64 bits)",
         ),
         # trained as without it (no KL term to anneal), before the folder was made
         (["train", "--method", "map", "--kl-anneal", "0.5", "--out", "new"], "has no KL term"),

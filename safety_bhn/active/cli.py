@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .._argtypes import non_negative_int, positive_int
+from .._argtypes import non_negative_int, positive_int, seed_int
 from .._choices import parse_choice
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method
@@ -114,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--warm-start", action="store_true", default=None, help="continue training between steps"
     )
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed_int)
     p.add_argument(
         "--extra",
         action="store_true",

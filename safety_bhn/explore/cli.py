@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._argtypes import non_negative_int, positive_int
+from .._argtypes import positive_int, seed_int
 from .._io import atomic_write_json, atomic_write_text, folder_lock, load_state, save_state
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="wheel bandit exploration delta")  # fmt: skip
     p.add_argument("--hidden", type=positive_int, nargs="+", default=None, **run_flag,
                    help="hidden units")  # fmt: skip
-    p.add_argument("--seed", type=non_negative_int, default=0, **run_flag,
+    p.add_argument("--seed", type=seed_int, default=0, **run_flag,
                    help="seeds the env and agent")  # fmt: skip
     p.add_argument("--out", required=True, help="run folder, e.g. runs/wheel_bhn")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")

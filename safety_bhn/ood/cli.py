@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .._argtypes import positive_int
+from .._argtypes import positive_int, seed_int
 from .._io import atomic_write_text
 from ..core.base import UncertaintyModel
 from ..data import embedded_mnist, load_dataset
@@ -51,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--n", type=positive_int, default=2000, help="in-distribution test images (default 2000)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seeds the subsets, noise and draws")
+    p.add_argument("--seed", type=seed_int, default=0, help="seeds the subsets, noise and draws")
     p.add_argument(
         "--data-dir",
         default=None,
