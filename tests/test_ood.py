@@ -309,6 +309,10 @@ def test_suite_errors():
         OODSuite(torch.zeros(0, 1, 28, 28))
     with pytest.raises(ValueError, match="built-in"):
         unregister_ood_set("inverted")
+    # replaced, a built-in could not be restored, and reports named the stand-in 'inverted'
+    with pytest.raises(ValueError, match="'inverted' is a built-in OOD set and cannot be repl"):
+        register_ood_set("inverted", torch.zeros(8, 1, 28, 28), overwrite=True)
+    assert torch.equal(build_suite(x, y, "inverted")["inverted"], 1 - x)
     with pytest.raises(ValueError, match="no OOD sets"):
         evaluate_ood(safety_bhn.build_model("map", hidden=[4], seed=0), suite, progress=False)
 
@@ -360,6 +364,26 @@ def test_known_classes_that_cover_every_label_relabel_without_a_held_out_set(sha
         assert torch.equal(suite.y_in, 9 - plain.y_in)
     with pytest.raises(ValueError, match="must split the labels into known and novel"):
         build_suite(x, y, "held_out_classes", known_classes=reverse)  # asked for by name
+
+
+def test_bad_arguments_are_named_rather_than_failing_inside(tmp_path):
+    """Each failed inside Python or torch ('NoneType' object is not iterable, randn()
+    received an invalid combination of arguments, '<' not supported, FileExistsError)."""
+    x, y = fake_mnist(10)
+    probs = torch.rand(3, 4, 10).softmax(-1)
+    for call, message in [
+        (lambda: compute_scores(probs, None), "scores must be 'all', a score name"),
+        (lambda: build_suite(x, y, None), "sets must be a suite name"),
+        (lambda: add_noise(x, 0.1, 5), "generator must be a torch.Generator or None, got int"),
+        (lambda: fpr_at_tpr([0.1], [0.2], "0.5"), r"tpr must be a number in \(0, 1\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call()
+    report = evaluate_ood(safety_bhn.build_model("map", hidden=[4], seed=0),
+                          build_suite(x, y, "inverted"), "entropy", progress=False)  # fmt: skip
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="afile is a file, not a report folder"):
+        report.save(tmp_path / "afile", plots=False)
 
 
 def test_suite_warns_about_a_set_on_another_scale_only():

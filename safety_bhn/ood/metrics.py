@@ -15,6 +15,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torch import Tensor
 
+from .._checks import check_real
+
 ArrayLike = Tensor | np.ndarray | Sequence[float]
 METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "detection_error")
 
@@ -78,8 +80,7 @@ def fpr_at_tpr(scores_in: ArrayLike, scores_out: ArrayLike, tpr: float = 0.95) -
     >>> fpr_at_tpr([0.1, 0.2], [0.8, 0.9])
     0.0
     """
-    if not 0.0 < tpr <= 1.0:
-        raise ValueError(f"tpr must lie in (0, 1], got {tpr}")
+    tpr = check_real("tpr", tpr, 0.0, 1.0, low_open=True)
     s, labels = _labelled(scores_in, scores_out)
     # roc_curve with in-distribution positive and score -s: "positive" means score <= t.
     fpr_in, tpr_in, _ = roc_curve(1 - labels, -s, drop_intermediate=False)

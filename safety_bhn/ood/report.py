@@ -82,6 +82,8 @@ class OODReport:
         from .plots import roc_curves, score_histograms
 
         out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out} is a file, not a report folder; save to a folder")
         rows = self.rows()
         title = f"# OOD detection: {self.model}\n\n"
         if self.accuracy is not None:

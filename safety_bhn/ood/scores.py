@@ -60,6 +60,11 @@ def parse_scores(scores: str | Score | Sequence[str | Score] = "all") -> list[Sc
         scores = [s for s in scores.split(",") if s.strip()]
     elif isinstance(scores, Score):
         scores = [scores]
+    elif not isinstance(scores, Sequence):
+        raise ValueError(
+            f"scores must be 'all', a score name, comma-separated names or a list of them, got "
+            f"{scores!r}; choose from {[s.value for s in Score]}"
+        )
     parsed = [parse_choice(s, Score, "score") for s in scores]
     if not parsed:
         raise ValueError(f"no scores given; choose from {[s.value for s in Score]} or 'all'")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_real
+from .._checks import check_generator, check_real
 from .._choices import parse_choice
 from ..core.base import UncertaintyModel
 from ..core.metrics import accuracy, auto_batch_size, expected_calibration_error, nll
@@ -78,6 +78,7 @@ def add_noise(
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
     check_in_range(x, pixel_range)  # clipping would rescale inputs on another scale
+    generator = check_generator(generator)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     return (x + std * noise).clamp(*pixel_range)
 

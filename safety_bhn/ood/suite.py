@@ -137,7 +137,8 @@ def register_ood_set(name: str, source: SetSource, *, overwrite: bool = False) -
 
     ``source`` is a tensor ``(N, *input_shape)``, a ``Dataset`` whose items are inputs or
     ``(input, label)`` pairs, or a callable returning either: called with no arguments, or
-    with one :class:`SetContext` if it takes a parameter.
+    with one :class:`SetContext` if it takes a parameter. ``overwrite=True`` replaces a set
+    registered before; the built-in sets cannot be replaced.
 
     Example:
         >>> register_ood_set("blank", lambda ctx: torch.zeros(ctx.n, *ctx.x_in.shape[1:]))
@@ -165,6 +166,11 @@ def register_ood_set(name: str, source: SetSource, *, overwrite: bool = False) -
             f"OOD set name {name!r} differs from the registered set {existing!r} only in case, "
             f"spaces or '-' for '_', which set names ignore; register it as {existing!r} (with "
             "overwrite=True to replace it) or pick another name"
+        )
+    if existing in {s.value for s in OODSetName}:  # reports name it: it keeps its meaning
+        raise ValueError(
+            f"{existing!r} is a built-in OOD set and cannot be replaced (nor, once replaced, "
+            f"restored); register yours under another name, e.g. '{existing}_custom'"
         )
     if existing is not None and not overwrite:
         raise ValueError(f"an OOD set named {name!r} is already registered; pass overwrite=True")
@@ -391,6 +397,11 @@ def set_names(sets: str | Sequence[str]) -> list[str]:
 
 def _resolve_sets(sets: str | Sequence[str]) -> tuple[list[str], bool]:
     """Names of the sets to build, and whether the suite needs the held-out class split."""
+    if not isinstance(sets, str | Sequence):
+        raise ValueError(
+            f"sets must be a suite name ('mnist', 'mnist_held_out'), 'all', set names joined by "
+            f"commas, or a list of set names, got {sets!r}"
+        )
     if isinstance(sets, str):
         if _key(sets) == "all":
             return available_sets(), False
