@@ -8,6 +8,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from ._checks import integer, real
+
 #: ``S`` start, ``G`` goal, ``L`` lava (catastrophic), ``#`` wall, space free. The shifted
 #: layout replaces the two lava cells above and below the middle row by one in the middle
 #: of it (Leike et al. 2017's distributional-shift test): the route learned on "train",
@@ -90,8 +92,10 @@ class LavaGridEnv(gymnasium.Env):
         self.start = tuple(int(i) for i in np.argwhere(self.grid == "S")[0])
         self.goal = tuple(int(i) for i in np.argwhere(self.grid == "G")[0])
         self.render_mode = render_mode
-        self.step_reward, self.goal_reward, self.lava_reward = step_reward, goal_reward, lava_reward
-        self.cell = cell
+        self.step_reward = real("step_reward", step_reward)
+        self.goal_reward = real("goal_reward", goal_reward)
+        self.lava_reward = real("lava_reward", lava_reward)
+        self.cell = integer("cell", cell, 1)  # pixels per cell in rgb_array renders
         self.n_actions = len(MOVES)
         self.action_space = spaces.Discrete(self.n_actions)
         self.observation_space = spaces.Box(

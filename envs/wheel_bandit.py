@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+
+from ._checks import integer, real
 
 
 class WheelBanditEnv(gymnasium.Env):
@@ -53,25 +56,15 @@ class WheelBanditEnv(gymnasium.Env):
                 "is two numbers); plot its contexts or regret instead"
             )
         self.render_mode = None
-        if not 0.0 <= float(delta) <= 1.0:
-            raise ValueError(f"delta must lie in [0, 1], got {delta!r}")
-        if isinstance(episode_length, bool) or not isinstance(episode_length, int):
-            raise TypeError(f"episode_length must be an int, got {episode_length!r}")
-        if episode_length < 1:
-            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
-        if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
-        self.delta = float(delta)
-        self.episode_length = episode_length
-        self.mu = tuple(float(m) for m in mu)
-        if len(self.mu) != 3 or not all(np.isfinite(self.mu)):
+        self.delta = real("delta", delta, 0.0, 1.0)
+        self.episode_length = integer("episode_length", episode_length, 1)
+        self.sigma = real("sigma", sigma, 0.0)
+        if isinstance(mu, str) or not isinstance(mu, Sequence | np.ndarray) or len(mu) != 3:
             raise ValueError(
                 f"mu must be 3 finite mean rewards (inner disc's best action, the others, "
                 f"the outer ring's best action), got {mu!r}"
             )
-        if not np.isfinite(sigma):
-            raise ValueError(f"sigma must be a finite number, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.mu = tuple(real(f"mu[{i}]", m) for i, m in enumerate(mu))
         self.n_actions = 5
         self.action_space = spaces.Discrete(self.n_actions)
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)

@@ -82,7 +82,7 @@ def test_wheel_bandit_truncates_after_episode_length_and_checks_input():
     env.reset(seed=0)
     flags = [env.step(0)[3] for _ in range(3)]
     assert flags == [False, False, True]
-    with pytest.raises(ValueError, match="delta must lie in"):
+    with pytest.raises(ValueError, match=r"delta must be a finite number in \[0.0, 1.0\]"):
         WheelBanditEnv(delta=1.5)
     obs, info = env.reset(seed=1)
     regret = 0.0
@@ -94,6 +94,28 @@ def test_wheel_bandit_truncates_after_episode_length_and_checks_input():
         WheelBanditEnv(mu=(1.2, 1.0))  # an unpack error at reset before
     with pytest.raises(ValueError, match="action must be"):
         env.unwrapped.step(7)
+
+
+def test_env_settings_are_named_when_the_env_is_made():
+    """Each failed later, or inside NumPy or Python ('<' not supported, 'int' object is not
+    iterable, negative dimensions), or was taken as it came (delta="0.9", cell=0: an empty
+    image); NumPy integers were refused as episode lengths."""
+    for kwargs, message in [
+        ({"sigma": "0.1"}, "sigma must be a finite number >= 0.0, got '0.1'"),
+        ({"mu": 50}, "mu must be 3 finite mean rewards"),
+        ({"mu": (1.0, "a", 2.0)}, r"mu\[1\] must be a finite number, got 'a'"),
+        ({"delta": "0.9"}, "delta must be a finite number"),
+        ({"delta": True}, "delta must be a finite number"),
+        ({"episode_length": 0}, "episode_length must be an integer >= 1, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            gymnasium.make("safety_bhn/WheelBandit-v0", **kwargs)
+    assert WheelBanditEnv(episode_length=np.int64(5), mu=np.array([1, 1, 5])).episode_length == 5
+    for cell in (0, -2, 2.5):
+        with pytest.raises(ValueError, match=f"cell must be an integer >= 1, got {cell}"):
+            gymnasium.make("safety_bhn/LavaGrid-v0", render_mode="rgb_array", cell=cell)
+    with pytest.raises(ValueError, match="goal_reward must be a finite number, got nan"):
+        gymnasium.make("safety_bhn/LavaGrid-v0", goal_reward=float("nan"))
 
 
 def _run(env, actions):
