@@ -637,13 +637,21 @@ def test_cli_explore_refuses_delta_outside_the_bandit_before_making_the_folder(t
 
 def test_agents_refuse_non_finite_rewards_and_costs_before_storing_them():
     bandit = NeuralBandit(2, 2, "map", "epsilon_greedy", hidden=[8])
-    with pytest.raises(ValueError, match="must be finite"):
+    with pytest.raises(ValueError, match="a step's reward must be a finite number, got nan"):
         bandit.observe(np.zeros(2), 0, float("nan"), None, False, 0.0)
     assert bandit.rewards == []  # nothing stored, so later retraining still works
+    with pytest.raises(ValueError, match="nothing to train on yet"):
+        bandit.train()  # NumPy's 'need at least one array to stack' before
     dqn = _dqn(exploration="epsilon_greedy", method="map", safe=True)
     obs = np.zeros(44, np.float32)
-    with pytest.raises(ValueError, match="must be finite"):
+    with pytest.raises(ValueError, match="a step's cost must be a finite number, got inf"):
         dqn.observe(obs, 0, 0.0, obs, False, float("inf"))
+    # float() errors, or taken as given ("1"), before
+    for reward, cost in ((0.0, None), ("1", 0.0), (np.array([1.0]), 0.0)):
+        with pytest.raises(ValueError, match="a step's (reward|cost) must be a finite number"):
+            dqn.observe(obs, 0, reward, obs, False, cost)
+    dqn.observe(obs, 0, np.float32(1.0), obs, False, np.array(True))  # NumPy scalars, 0-d
+    assert dqn.buffer.size == 1
 
 
 def test_agents_refuse_thompson_sampling_without_a_posterior_and_bad_actions():
@@ -888,6 +896,50 @@ def test_posterior_refuses_elbo_settings_a_method_would_ignore(method):
     with pytest.raises(ValueError, match="shape the ELBO of 'bhn' and 'factorial_vi'"):
         DQNAgent(3, 2, method=method, exploration="epsilon_greedy", kl_weight=0.5)
     assert _posterior(method, kl_weight=1.0, train_samples=1).kl_weight == 1.0
+
+
+def test_posterior_refuses_options_it_would_ignore_and_inputs_it_cannot_read():
+    """local_draws and prob_clip were accepted and trained bit for bit as without them;
+    model_options={"hidden": ...} failed with Python's 'multiple values' TypeError, and
+    output_scale there was reset at the bandit's first retrain; complex targets lost their
+    imaginary part with a warning; strings as inputs failed inside torch."""
+    for options in ({"local_draws": True}, {"prob_clip": 0.4}):
+        with pytest.raises(ValueError, match="a RegressionPosterior trains a Gaussian"):
+            RegressionPosterior("bhn", 3, 2, [8], coupling_layers=1, seed=0, **options)
+    for make in (lambda **kw: DQNAgent(4, 2, "mc_dropout", hidden=[4], **kw),
+                 lambda **kw: NeuralBandit(2, 4, "mc_dropout", hidden=[4], **kw)):  # fmt: skip
+        for bad in ({"hidden": [4]}, {"output_scale": 50.0}, {"lr": 0.1}):
+            with pytest.raises(ValueError, match=f"model_options holds {next(iter(bad))}, the"):
+                make(model_options=bad)
+        with pytest.raises(ValueError, match="model_options must be a dict"):
+            make(model_options=[1])
+    post = RegressionPosterior("map", 3, 2, [8], seed=0)
+    x, a = torch.zeros(2, 3), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="targets must be real numbers, got torch.complex64"):
+        post.update((x, a, torch.tensor([1 + 5j, 2.0])))
+    with pytest.raises(ValueError, match="input must be numbers of shape \\(batch, 3\\)"):
+        post.sample(["ab", "cd"], 2)
+
+
+def test_safe_agents_take_every_seed_the_cli_takes():
+    """The cost model is seeded seed + 1, which the seed check refused for the largest seed
+    (quoting a seed the user never gave)."""
+    from safety_bhn._checks import MAX_SEED
+
+    assert DQNAgent(4, 2, "mc_dropout", safe=True, hidden=[4], seed=MAX_SEED).safe
+
+
+@pytest.mark.parametrize("method", ["bhn", "mc_dropout", "factorial_vi", "map"])
+def test_a_held_function_keeps_its_draw_and_reads_the_rest_live(method):
+    """What sample_function's docstring says: factorial VI's draw holds every weight; the
+    others hold their scales or masks, and apply them to weights that update() trains."""
+    options = {"coupling_layers": 1} if method == "bhn" else {}
+    post = RegressionPosterior(method, 3, 2, [8], seed=0, **options)
+    f = post.sample_function(torch.Generator().manual_seed(1))
+    x = torch.randn(4, 3)
+    before = f(x)
+    post.update((x, torch.tensor([0, 1, 0, 1]), torch.full((4,), 5.0)), steps=5)
+    assert torch.equal(f(x), before) == (method == "factorial_vi")
 
 
 def test_posterior_refuses_a_prior_centre_it_never_sets():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import json
 import math
 import numbers
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_flag, check_int, check_seed
+from .._checks import MAX_SEED, check_flag, check_int, check_seed
 from .._choices import parse_choice
 from ..core.build import Method
 from .posterior import RegressionPosterior, check_hidden
@@ -111,19 +112,38 @@ def _set_rng_state(rng: np.random.Generator, text: str) -> None:
     rng.bit_generator.state = json.loads(text)
 
 
-def _check_outcome(reward: float, cost: float) -> tuple[float, float]:
-    """A step's reward and cost as floats; NaN or infinite ones are refused here, before they
-    reach the data every later retraining uses."""
-    reward, cost = float(reward), float(cost)
-    if not (math.isfinite(reward) and math.isfinite(cost)):
-        raise ValueError(f"reward {reward} and cost {cost} must be finite numbers")
-    return reward, cost
+def check_outcome(reward: float, cost: float) -> tuple[float, float]:
+    """A step's reward and cost as floats; NaN or infinite ones (or strings, arrays, None) are
+    refused here, before they reach the data every later retraining uses."""
+    values = []
+    for name, value in (("reward", reward), ("cost", cost)):
+        number = (
+            value.item() if isinstance(value, np.ndarray | Tensor) and value.ndim == 0 else value
+        )
+        if not (isinstance(number, numbers.Real | np.bool_) and math.isfinite(number)):
+            raise ValueError(f"a step's {name} must be a finite number, got {value!r:.80}")
+        values.append(float(number))
+    return values[0], values[1]
 
 
 def _posterior(
     method: Method, in_dim: int, n_outputs: int, hidden: Sequence[int], seed: int, **kw: Any
 ) -> RegressionPosterior:
-    options = {**DEFAULT_OPTIONS[method], **kw.pop("model_options", {})}
+    given = kw.pop("model_options", None)
+    given = {} if given is None else given
+    if not isinstance(given, dict):
+        raise ValueError(
+            f"model_options must be a dict of build_model options, e.g. "
+            f"{{'coupling_layers': 4}}, got {given!r:.80}"
+        )
+    own = sorted(set(given) & set(inspect.signature(RegressionPosterior).parameters))
+    if own:
+        raise ValueError(
+            f"model_options holds {', '.join(own)}, the agent's own setting(s), not options "
+            "of build_model; pass them to the agent itself (e.g. hidden=[64]), or drop them "
+            "where the agent sets them (output_scale, seed)"
+        )
+    options = {**DEFAULT_OPTIONS[method], **given}
     return RegressionPosterior(method, in_dim, n_outputs, hidden, seed=seed, **kw, **options)
 
 
@@ -226,7 +246,7 @@ class NeuralBandit:
             self.method, context_dim, n_actions, hidden, seed, lr=lr, noise_std=noise_std,
             learn_noise=check_flag("learn_noise", learn_noise),
             heteroscedastic=check_flag("heteroscedastic", heteroscedastic),
-            model_options=model_options or {},
+            model_options=model_options,
         )  # fmt: skip
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
@@ -275,7 +295,7 @@ class NeuralBandit:
     def observe(
         self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool, cost: float
     ) -> None:
-        reward, _ = _check_outcome(reward, cost)
+        reward, _ = check_outcome(reward, cost)
         action = _check_action(action, self.n_actions)
         self.contexts.append(np.asarray(self._context(obs)))
         self.actions.append(action)
@@ -285,6 +305,8 @@ class NeuralBandit:
 
     def train(self) -> None:
         """Retrain the reward model on every observation so far."""
+        if not self.actions:
+            raise ValueError("nothing to train on yet: observe() some steps first")
         x = torch.as_tensor(np.stack(self.contexts))
         a = torch.as_tensor(self.actions)
         r = torch.as_tensor(self.rewards, dtype=torch.float32)
@@ -493,12 +515,13 @@ class DQNAgent:
             )
         self._visited: set[bytes] = set()
         self.resamples = 0
-        options = model_options or {}
+        options = model_options
 
         def make(scale: float, offset: int) -> RegressionPosterior:
+            derived = (seed + offset) % (MAX_SEED + 1)  # the largest seed's + 1 wraps to 0
             return _posterior(
-                self.method, obs_dim, n_actions, hidden, seed + offset, lr=lr, output_scale=scale,
-                noise_std=noise_std, kl_weight=kl_weight, model_options=dict(options),
+                self.method, obs_dim, n_actions, hidden, derived, lr=lr, output_scale=scale,
+                noise_std=noise_std, kl_weight=kl_weight, model_options=options,
             )  # fmt: skip
 
         self.q, self.q_target = make(q_scale, 0), make(q_scale, 0)
@@ -626,7 +649,7 @@ class DQNAgent:
     ) -> None:
         obs = _as_observation(obs, self.obs_dim).numpy()
         next_obs = _as_observation(next_obs, self.obs_dim).numpy()
-        reward, cost = _check_outcome(reward, cost)
+        reward, cost = check_outcome(reward, cost)
         action = _check_action(action, self.n_actions)
         terminated = check_flag("terminated", terminated)
         self.buffer.add(obs, action, reward, cost, next_obs, terminated)

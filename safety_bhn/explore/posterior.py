@@ -19,6 +19,9 @@ from ..core.build import NO_KL_METHODS, Method, build_model
 
 Batch = tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]
 
+#: build_model options that only safety_bhn.fit's classification training uses
+TRAINING_ONLY_OPTIONS = frozenset({"prob_clip", "local_draws"})
+
 
 def check_hidden(hidden: Any) -> list[int]:
     """MLP hidden widths as a list of positive ints; a bare int or a string is refused (``8``
@@ -113,6 +116,14 @@ class RegressionPosterior:
         hidden = check_hidden(hidden)
         if seed is not None:
             seed = check_seed("seed", seed)
+        unused = sorted(set(options) & TRAINING_ONLY_OPTIONS)
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)}: options of the classifier's training by safety_bhn.fit "
+                "(prob_clip clips its predicted probabilities, local_draws draws the BHN's "
+                "scales per training image); a RegressionPosterior trains a Gaussian "
+                "likelihood by update() and would ignore them; drop them"
+            )
         learn_noise = check_flag("learn_noise", learn_noise)
         self.in_dim, self.n_outputs = in_dim, n_outputs
         self.output_scale = float(output_scale)
@@ -159,7 +170,12 @@ class RegressionPosterior:
     def check_x(self, x: Tensor) -> Tensor:
         """Validate a batch of inputs ``(batch, in_dim)`` (a single vector is accepted too)."""
         if not isinstance(x, Tensor):
-            x = torch.as_tensor(x, dtype=torch.float32)
+            try:
+                x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"input must be numbers of shape (batch, {self.in_dim}), got {x!r:.80}"
+                ) from None
         if x.dim() == 1:
             x = x.unsqueeze(0)
         if x.dim() != 2 or x.shape[1] != self.in_dim:
@@ -186,6 +202,11 @@ class RegressionPosterior:
         """A network fixed at one posterior draw: ``f(x) -> (batch, n_outputs)`` (no grad).
 
         Thompson sampling holds one such function per decision (bandit) or per episode (DQN).
+        The draw is taken now: the BHN's scales, MC dropout's masks, factorial VI's weights.
+        What the draw does not hold is read at each call (the BHN's directions, MC dropout's
+        and MAP's weights), so an :meth:`update` between two calls moves their outputs, as a
+        bootstrapped DQN's held head keeps training; factorial VI's draw holds every weight,
+        so its function stays as drawn.
         """
         return self.sample_functions(1, generator)
 
@@ -230,7 +251,7 @@ class RegressionPosterior:
         x = self.check_x(batch[0])
         n = x.shape[0]
         if len(batch) == 2:
-            y = torch.as_tensor(batch[1], dtype=torch.float32, device=x.device)
+            y = self._targets(batch[1], x.device)
             if y.shape != (n, self.n_outputs):
                 raise ValueError(
                     f"targets have shape {tuple(y.shape)}; expected ({n}, {self.n_outputs})"
@@ -238,7 +259,7 @@ class RegressionPosterior:
             a = None
         else:
             a = torch.as_tensor(batch[1], device=x.device)
-            y = torch.as_tensor(batch[2], dtype=torch.float32, device=x.device)
+            y = self._targets(batch[2], x.device)
             bad = a.dtype.is_floating_point or a.dtype.is_complex or a.dtype == torch.bool
             if bad or a.shape != (n,):
                 raise ValueError(
@@ -252,6 +273,15 @@ class RegressionPosterior:
         if not torch.isfinite(y).all():
             raise ValueError("targets contain NaN or infinite values")
         return x, a, y
+
+    @staticmethod
+    def _targets(y: Any, device: torch.device) -> Tensor:
+        """Real targets as float32; complex ones are refused (their imaginary part was
+        dropped with only a warning)."""
+        y = torch.as_tensor(y, device=device)
+        if y.dtype.is_complex:
+            raise ValueError(f"targets must be real numbers, got {y.dtype}")
+        return y.float()
 
     def _kl_and_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
         model = self.model

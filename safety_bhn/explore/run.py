@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .._checks import check_flag
 from .._choices import did_you_mean, parse_choice
 from ..core.build import Method
-from .agents import DQNAgent, Exploration, NeuralBandit, RandomAgent
+from .agents import DQNAgent, Exploration, NeuralBandit, RandomAgent, check_outcome
 
 Agent = NeuralBandit | DQNAgent | RandomAgent
 
@@ -178,7 +178,8 @@ def run_agent(
         action = agent.act(obs)
         next_obs, reward, terminated, truncated, info = env.step(action)
         if "cost" in info:
-            cost, cost_seen = float(info["cost"]), True
+            reward, cost = check_outcome(reward, info["cost"])  # info["cost"]=None is named
+            cost_seen = True
             agent.observe(obs, action, reward, next_obs, terminated, cost)
         elif cost_seen:  # an env that reports costs (on reset, or before): none here is 0
             cost = 0.0
