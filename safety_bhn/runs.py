@@ -272,19 +272,27 @@ def check_run_folder(
     return out
 
 
-#: Files that mark a folder as another command's run, which a training run must not mix with
-#: (an active-learning run with warm starts keeps its model.pt there too).
-OTHER_RUNS = {"state.json": "an active-learning run", "summary.json": "an exploration run"}
+#: The file that marks each command's run folder (an active-learning run with warm starts
+#: keeps a model.pt too, so model.pt marks none).
+RUN_MARKERS = {"metrics.json": "a training run", "state.json": "an active-learning run",
+               "summary.json": "an exploration run"}  # fmt: skip
+
+
+def refuse_other_runs(out: Path, own: str) -> None:
+    """Refuse ``out`` if it holds another command's run than the one ``own`` (a key of
+    :data:`RUN_MARKERS`) marks: even with ``overwrite``, a run would replace only some of its
+    files and leave two kinds of run mixed in one folder."""
+    for name, kind in RUN_MARKERS.items():
+        if name != own and (out / name).is_file():
+            raise ValueError(f"{out} holds {kind} ({out / name}), not {RUN_MARKERS[own]}; "
+                             "choose another --out")  # fmt: skip
 
 
 def _check_train_folder(out: Path, overwrite: bool, create: bool) -> Path:
     """:func:`check_run_folder` for :func:`train_and_evaluate`: a run's ``metrics.json`` alone
     counts as a saved run too, and another command's run folder is refused even with
-    ``overwrite``, which would replace only some of its files."""
-    for name, kind in OTHER_RUNS.items():
-        if (out / name).is_file():
-            raise ValueError(f"{out} holds {kind} ({out / name}), not a training run; choose "
-                             "another --out")  # fmt: skip
+    ``overwrite`` (:func:`refuse_other_runs`)."""
+    refuse_other_runs(out, "metrics.json")
     check_run_folder(out, overwrite, "metrics.json", create=False)
     return check_run_folder(out, overwrite, create=create)
 

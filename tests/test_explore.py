@@ -685,6 +685,23 @@ def test_cli_explore_checks_out_before_running_and_keeps_an_earlier_run(tmp_path
     assert exit_.value.code == 2 and "argument --seed: must be >= 0" in capsys.readouterr().err
 
 
+def test_cli_explore_refuses_another_commands_run_folder(tmp_path, capsys):
+    """explore wrote summary.json, episodes.csv and plots beside a training run's or an
+    active-learning run's files (with --overwrite too), which those commands then refused."""
+    argv = ["explore", "--agent", "random", "--steps", "5", "--no-progress", "--out"]
+    for name, kind in [
+        ("metrics.json", "a training run"),
+        ("state.json", "an active-learning run"),
+    ]:
+        run = tmp_path / name[:-5]
+        run.mkdir()
+        (run / name).write_text("{}")
+        for extra in ([], ["--overwrite"]):
+            assert main([*argv, str(run), *extra]) == 2
+            assert f"holds {kind} ({run / name}), not an exploration run" in capsys.readouterr().err
+        assert [p.name for p in run.iterdir()] == [name]
+
+
 def test_make_agent_refuses_actions_that_do_not_start_at_zero():
     env = gymnasium.make("CartPole-v1")
     env.action_space = gymnasium.spaces.Discrete(2, start=1)

@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the agent and write ``episodes.csv``, ``summary.json`` and ``training.png``."""
     import torch
 
-    from ..runs import check_run_folder
+    from ..runs import check_run_folder, refuse_other_runs
     from .agents import Exploration
     from .plots import plot_regret, plot_training
     from .run import (
@@ -269,9 +269,11 @@ def run(args: argparse.Namespace) -> int:
         if exploration is Exploration.RANDOM
         else f"{exploration.value}/{method.value}" + ("/safe" if args.safe else "")
     )
+    refuse_other_runs(Path(args.out), own="summary.json")  # a training run's folder, say
     out = check_run_folder(args.out, args.overwrite, marker="summary.json")  # before the run
     with folder_lock(out):  # a second process writing here fails at once
-        check_run_folder(out, args.overwrite, marker="summary.json")  # again, under the lock
+        refuse_other_runs(out, own="summary.json")  # again, under the lock
+        check_run_folder(out, args.overwrite, marker="summary.json")
         if (out / CHECKPOINT).exists() and not (args.resume or args.overwrite):
             raise ValueError(f"{out} holds an interrupted run ({CHECKPOINT}); continue it with "
                              "--resume, or replace it with --overwrite")  # fmt: skip
