@@ -382,6 +382,9 @@ def _train(
         progress=progress,
         checkpoint=checkpoint,
         checkpoint_seconds=CHECKPOINT_SECONDS,
+        # kept until the run is saved: an interruption while the test set is scored (minutes,
+        # for a CNN with 100 samples) would otherwise lose the whole training
+        keep_checkpoint=checkpoint is not None,
     )
     gen = torch.Generator(device=device).manual_seed(config.seed)
     xt, yt = splits["test"]
@@ -395,6 +398,8 @@ def _train(
     }
     if out is not None:
         _save_run(out, model, metrics)
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
     return RunResult(model, metrics, probs)
 
 

@@ -145,6 +145,35 @@ def test_an_interrupted_train_run_continues_when_started_again(tmp_path, monkeyp
     assert not (tmp_path / "cut" / "fit-checkpoint.pt").exists()
 
 
+def test_a_train_run_interrupted_while_it_scores_the_test_set_keeps_its_training(
+    tmp_path, monkeypatch
+):
+    """fit deleted its checkpoint before the test set was scored, and model.pt is written
+    after that: an interruption there (minutes for a CNN) lost the whole training."""
+    import safety_bhn.runs as runs
+
+    config = runs.TrainConfig(method="mc_dropout", hidden=[16], epochs=2, eval_samples=2,
+                              device="cpu", batch_size=500)  # fmt: skip
+    whole = runs.train_and_evaluate(config, tmp_path / "whole", progress=False)
+    predictive, model_cls = runs.predictive, type(whole.model)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "predictive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train_and_evaluate(config, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(runs, "predictive", predictive)
+    assert (tmp_path / "cut" / "fit-checkpoint.pt").is_file()
+    loss, calls = model_cls.loss, []
+    monkeypatch.setattr(model_cls, "loss", lambda *a, **kw: calls.append(1) or loss(*a, **kw))
+    again = runs.train_and_evaluate(config, tmp_path / "cut", progress=False)
+    assert not calls  # trained already: only scored
+    assert again.metrics["test"] == whole.metrics["test"]
+    assert again.metrics["history"]["train_loss"] == whole.metrics["history"]["train_loss"]
+    assert not (tmp_path / "cut" / "fit-checkpoint.pt").exists()
+
+
 def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
     from safety_bhn.runs import TrainConfig, evaluate_run, train_and_evaluate
 

@@ -86,6 +86,29 @@ def test_fit_resumes_from_its_checkpoint_exactly(method, tmp_path, monkeypatch):
     assert not path.exists()
 
 
+def test_fit_keeps_a_finished_checkpoint_when_asked_and_returns_it_without_training(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(60, 6, generator=g), torch.randint(0, 3, (60,), generator=g)
+    xv, yv = x[:20], y[:20]
+
+    def build():
+        return safety_bhn.build_model("map", hidden=[8], in_shape=(6,), n_classes=3, seed=0,
+                                      device="cpu")  # fmt: skip
+
+    kw = dict(epochs=5, patience=1, select="accuracy", progress=False)  # may stop early
+    path, first = tmp_path / "fit.pt", build()
+    history = safety_bhn.fit(first, (x, y), (xv, yv), checkpoint=path, keep_checkpoint=True, **kw)
+    assert torch.load(path, weights_only=True)["finished"] is True
+    again_model = build()
+    again = safety_bhn.fit(again_model, (x, y), (xv, yv), checkpoint=path, **kw)
+    assert again.train_loss == history.train_loss and again.epochs_run == history.epochs_run
+    for a, b in zip(first.state_dict().values(), again_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not path.exists()  # kept only when asked
+    with pytest.raises(ValueError, match="keep_checkpoint=True keeps the file checkpoint names"):
+        safety_bhn.fit(build(), (x, y), keep_checkpoint=True, epochs=1, progress=False)
+
+
 def test_fit_warns_when_validation_holds_classes_training_lacks():
     x, y = embedded_mnist("train")  # grouped by class: the tail is all nines
     model = _model("map")

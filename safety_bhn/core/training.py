@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .._checks import check_int, check_real, check_seed
+from .._checks import check_flag, check_int, check_real, check_seed
 from .._choices import parse_choice
 from .._io import fingerprint, load_state, save_state
 from .base import UncertaintyModel
@@ -194,6 +194,7 @@ def fit(
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_seconds: float = 60.0,
+    keep_checkpoint: bool = False,
 ) -> History:
     """Train ``model`` by minimising ``model.loss`` with Adam; returns a :class:`History`.
 
@@ -233,6 +234,10 @@ def fit(
             from its last saved epoch exactly as the uninterrupted call would (same data,
             settings and model, which it checks), and it deletes the file when training ends.
         checkpoint_seconds: the least time between two saves of ``checkpoint`` (0: every epoch).
+        keep_checkpoint: when training ends, save the finished state to ``checkpoint`` instead
+            of deleting it, for a caller that deletes it once it has saved what it does with
+            the trained model (a rerun of ``fit`` then returns the same model and history at
+            once, without training).
 
     Example:
         >>> import safety_bhn
@@ -287,6 +292,9 @@ def fit(
         _warn_if_classes_differ(y, yv)
 
     checkpoint_seconds = check_real("checkpoint_seconds", checkpoint_seconds, 0.0)
+    keep_checkpoint = check_flag("keep_checkpoint", keep_checkpoint)
+    if keep_checkpoint and checkpoint is None:
+        raise ValueError("keep_checkpoint=True keeps the file checkpoint names; pass checkpoint")
     settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
                 "patience": patience, "kl_anneal": kl_anneal, "grad_clip": grad_clip,
                 "lr_schedule": schedule.value, "lr_warmup": lr_warmup, "val_samples": val_samples,
@@ -324,9 +332,22 @@ def fit(
         best_state, best_score = saved["best_state"], saved["best_score"]
         since_best, step, first = saved["since_best"], saved["step"], history.epochs_run
         start -= history.seconds
+
+    def state() -> dict[str, Any]:
+        """Everything the epochs so far changed, for ``checkpoint``."""
+        now = {"settings": settings, "model": model.state_dict(),
+               "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(),
+               "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+               "history": history.to_dict(), "best_state": best_state,
+               "best_score": best_score, "since_best": since_best, "step": step}  # fmt: skip
+        if x.device.type == "cuda":
+            now["cuda_rng"] = torch.cuda.get_rng_state(x.device)
+        return now
+
     last_save = time.perf_counter()
-    bar = tqdm(range(first, epochs), desc=f"fit {model.method}", disable=not progress,
-               leave=False, initial=first, total=epochs)  # fmt: skip
+    finished = saved is not None and saved.get("finished", False)  # kept by keep_checkpoint
+    bar = tqdm(range(first, first if finished else epochs), desc=f"fit {model.method}",
+               disable=not progress, leave=False, initial=first, total=epochs)  # fmt: skip
     for epoch in bar:
         model.train()
         # summed on the device and read once per epoch: no GPU sync per step
@@ -372,16 +393,12 @@ def fit(
         due = time.perf_counter() - last_save >= checkpoint_seconds
         if checkpoint is not None and due and epoch < epochs - 1:
             history.seconds = time.perf_counter() - start
-            state = {"settings": settings, "model": model.state_dict(),
-                     "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(),
-                     "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                     "history": history.to_dict(), "best_state": best_state,
-                     "best_score": best_score, "since_best": since_best, "step": step}  # fmt: skip
-            if x.device.type == "cuda":
-                state["cuda_rng"] = torch.cuda.get_rng_state(x.device)
-            save_state(checkpoint, state)
+            save_state(checkpoint, state())
             last_save = time.perf_counter()
-    if checkpoint is not None:
+    if checkpoint is not None and keep_checkpoint and not finished:
+        history.seconds = time.perf_counter() - start
+        save_state(checkpoint, {**state(), "finished": True})
+    elif checkpoint is not None and not keep_checkpoint:
         Path(checkpoint).unlink(missing_ok=True)  # trained: nothing left to resume
     if best_state is not None:
         model.load_state_dict(best_state)
