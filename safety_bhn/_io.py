@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,11 +48,17 @@ def folder_lock(folder: str | os.PathLike | None) -> Iterator[None]:
                 "process to finish or choose another folder"
             ) from None
         for stale in Path(folder).glob(".*.tmp"):  # left by a writer killed mid-write: with
-            stale.unlink(missing_ok=True)  # the lock held, no other process is writing them
+            if OWN_TEMP.fullmatch(stale.name):  # the lock held, no other process writes them
+                stale.unlink(missing_ok=True)  # (a user's own hidden .tmp files stay)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+#: The temp names this package writes: ``.NAME.<hex digits>.tmp`` (create_temp_beside) and
+#: ``.NAME.new.tmp`` (a run's files, written in full before they replace the old ones).
+OWN_TEMP = re.compile(r"\..+\.([0-9a-f]{6,}|new)\.tmp")
 
 
 def create_temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:

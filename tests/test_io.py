@@ -49,13 +49,17 @@ def test_rewriting_a_file_keeps_its_permissions(tmp_path, umask_022):
 
 
 def test_folder_lock_removes_temp_files_left_by_a_killed_writer(tmp_path):
-    from safety_bhn._io import folder_lock
+    from safety_bhn._io import create_temp_beside, folder_lock
 
     (tmp_path / ".curve.csv.0a1b2c.tmp").write_text("half a file")  # piled up before
+    (tmp_path / ".model.pt.new.tmp").write_text("half a model")
+    fd, _ = create_temp_beside(tmp_path / "state.json")
+    os.close(fd)
     (tmp_path / "curve.csv").write_text("kept")
+    (tmp_path / ".draft.tmp").write_text("a user's own file: deleted too, before")
     with folder_lock(tmp_path):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "curve.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".draft.tmp", ".lock", "curve.csv"]
 
 
 def test_fingerprint_tells_data_apart_in_every_dtype():
