@@ -481,6 +481,13 @@ class TestBadInput:
         if not torch.cuda.is_available():
             with pytest.raises(ValueError, match="no CUDA device; use device 'cpu'"):
                 safety_bhn.build_model("map", hidden=[8], device="cuda")
+        # torch tracebacks on first use before ('not linked with support for mps devices'),
+        # and 'meta' was taken, predicting empty tensors
+        for device in ("mps", "xpu", "meta"):
+            with pytest.raises(ValueError, match=f"device '{device}': the toolkit runs on 'cpu'"):
+                safety_bhn.build_model("map", hidden=[8], device=device)
+            with pytest.raises(ValueError, match=f"device '{device}': the toolkit runs on 'cpu'"):
+                safety_bhn.load(tmp_path / "m.pt", device=device)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])

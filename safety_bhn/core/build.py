@@ -77,8 +77,10 @@ def default_device() -> torch.device:
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``device`` as a ``torch.device`` (``None``: :func:`default_device`), checked early.
 
-    Raises ValueError naming the problem for a string torch does not know (``"gpu"``) and
-    for a CUDA device on a machine without one, instead of torch's error on first use.
+    Raises ValueError naming the problem for a string torch does not know (``"gpu"``), for a
+    device type other than CPU and CUDA (``"mps"``, ``"meta"``: untested here, and ``"meta"``
+    holds no values), and for a CUDA device on a machine without one, instead of torch's
+    error on first use.
     """
     if device is None:
         return default_device()
@@ -89,6 +91,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'"
             + (" (did you mean 'cuda'?)" if str(device).lower() == "gpu" else "")
         ) from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device {str(device)!r}: the toolkit runs on 'cpu' or 'cuda' (CUDA devices "
+            "'cuda:N'); use one of them"
+        )
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
