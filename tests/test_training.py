@@ -313,6 +313,9 @@ def test_metrics_known_answers():
     assert expected_calibration_error(probs, y, n_bins=2) == pytest.approx(0.05, abs=1e-6)
     perfect = torch.eye(2)[y]
     assert expected_calibration_error(perfect, y) == pytest.approx(0.0)
+    wrong = torch.tensor([[1.0, 0.0]])  # a zero probability: floored at 1e-12, 27.6 nats
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):  # float16 gave inf
+        assert nll(wrong.to(dtype), torch.tensor([1])) == pytest.approx(-math.log(1e-12))
 
 
 @pytest.mark.parametrize("metric", [accuracy, nll, brier_score, expected_calibration_error])

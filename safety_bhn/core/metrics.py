@@ -54,9 +54,12 @@ def accuracy(probs: Tensor, y: Tensor) -> float:
 def nll(probs: Tensor, y: Tensor) -> float:
     """Mean negative log predictive probability of the labels (nats); a probability of 0 is
     floored at 1e-12 (a finite 27.6 nats rather than infinity; scikit-learn's ``log_loss``
-    clips at the dtype's epsilon instead, so its figure for such inputs is smaller)."""
+    clips at the dtype's epsilon instead, so its figure for such inputs is smaller). Half
+    precision is read in float32, where that floor exists (float16 rounds it to 0)."""
     y = _check(probs, y)
-    return -probs.gather(1, y[:, None]).clamp_min(1e-12).log().mean().item()
+    p = probs.gather(1, y[:, None])
+    p = p.float() if p.dtype in (torch.float16, torch.bfloat16) else p
+    return -p.clamp_min(1e-12).log().mean().item()
 
 
 def brier_score(probs: Tensor, y: Tensor) -> float:
