@@ -204,7 +204,7 @@ def test_load_dataset_wrong_magic(tmp_path: Path) -> None:
         load_dataset("mnist", "train", tmp_path)
 
 
-def test_load_dataset_missing_lists_paths_and_fixes(tmp_path: Path) -> None:
+def test_load_dataset_missing_lists_paths_and_fixes(tmp_path: Path, clean_env: Path) -> None:
     root = tmp_path / "nowhere"
     with pytest.raises(DataError) as info:
         load_dataset("mnist", "test", root)
@@ -213,12 +213,15 @@ def test_load_dataset_missing_lists_paths_and_fixes(tmp_path: Path) -> None:
         assert str(root / "mnist" / f"{stem}.gz") in msg
         assert str(root / "mnist" / stem) in msg
     assert "does not exist" in msg
-    assert "data_dir= (--data-dir on the command line)" in msg and "SAFETY_BHN_DATA" in msg
+    assert "data_dir= (--data-dir on the command line)" in msg
+    assert "SAFETY_BHN_DATA" not in msg  # a data_dir given overrides it: no fix there
     assert "safety_bhn.data.download('mnist'" in msg
     assert "embedded_mnist('test')" in msg
     (tmp_path / "a_file").write_text("")
     with pytest.raises(DataError, match="that is a file, not a folder"):
         load_dataset("mnist", "test", tmp_path / "a_file")
+    with pytest.raises(DataError, match="set SAFETY_BHN_DATA=<dir>"):  # where it is read
+        load_dataset("mnist", "test")  # the fixture's empty cache dir
 
 
 def test_load_dataset_missing_labels_only(tmp_path: Path) -> None:

@@ -115,6 +115,9 @@ def _default_cache_dir() -> Path:
     return base / "safety_bhn"
 
 
+DATA_DIR_SOURCE = "the data_dir argument"
+
+
 def _resolve(data_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
     if data_dir is not None:
         if not str(data_dir).strip():
@@ -122,7 +125,7 @@ def _resolve(data_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
                 "data_dir is an empty string; pass a folder (for this folder, '.'), or None for "
                 f"${ENV_VAR} or the cache dir"
             )
-        return Path(data_dir).expanduser().absolute(), "the data_dir argument"
+        return Path(data_dir).expanduser().absolute(), DATA_DIR_SOURCE
     env = os.environ.get(ENV_VAR, "")
     if env:
         return Path(env).expanduser().absolute(), f"the {ENV_VAR} environment variable"
@@ -197,8 +200,9 @@ def _missing_message(
     fixes = [
         f"pass data_dir= (--data-dir on the command line) a folder laid out as "
         f"<dir>/{folder}/{img_stem}.gz (raw files without .gz work too)",
-        f"set {ENV_VAR}=<dir>",
     ]
+    if source != DATA_DIR_SOURCE:  # a data_dir given overrides the variable
+        fixes.append(f"set {ENV_VAR}=<dir>")
     if split == "extra":
         fixes.append(
             "the 'extra' split cannot be downloaded: it is the mnist-extra5k folder of the "
