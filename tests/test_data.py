@@ -89,6 +89,17 @@ def test_idx_file_format(tmp_path: Path) -> None:
     assert gzip.decompress(gz.read_bytes()) == raw.read_bytes()
 
 
+def test_empty_files_and_too_many_dimensions_are_named(tmp_path: Path) -> None:
+    """0 images were loaded (training then failed with 'val_size must lie in [0, 0)'), and a
+    header of 65 dimensions failed in NumPy, naming no file."""
+    make_split(tmp_path, n=0)
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz holds no images"):
+        load_dataset("mnist", "train", tmp_path)
+    (tmp_path / "deep").write_bytes(bytes([0, 0, 8, 65]) + bytes(4 * 65))
+    with pytest.raises(DataError, match="deep: header announces 65 dimensions, more than"):
+        read_idx(tmp_path / "deep")
+
+
 def test_idx_gzip_detected_by_magic_not_suffix(tmp_path: Path) -> None:
     arr = np.arange(10, dtype=np.uint8)
     gz_without_suffix = write_idx(tmp_path / "x.gz", arr).rename(tmp_path / "x-gz")

@@ -166,6 +166,8 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, img_src: str, lbl_src: s
             f"count mismatch: {img_src} holds {len(images)} images but {lbl_src} holds "
             f"{len(labels)} labels; the two files do not belong together, {fix}"
         )
+    if len(images) == 0:  # else a later "val_size must lie in [0, 0)" names no file
+        raise DataError(f"{img_src} holds no images; {fix}")
     bad = np.flatnonzero(labels >= _NUM_CLASSES)
     if bad.size:
         raise DataError(

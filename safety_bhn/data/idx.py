@@ -27,6 +27,10 @@ _CODE_TO_DTYPE: dict[int, np.dtype] = {
 _KIND_TO_CODE = {(dt.kind, dt.itemsize): code for code, dt in _CODE_TO_DTYPE.items()}
 
 
+#: The most dimensions a NumPy array can have (64 in NumPy 2, 32 before).
+MAX_DIMS = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
+
+
 class DataError(ValueError):
     """Missing or corrupt data; the message says what is wrong, where, and how to fix it.
 
@@ -88,6 +92,11 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
             f"({header_len} header bytes) but the file has only {len(data)} bytes"
         )
     shape = struct.unpack(f">{ndim}I", data[4:header_len])
+    if ndim > MAX_DIMS:  # NumPy's limit; its own error would name no file
+        raise DataError(
+            f"{source}: header announces {ndim} dimensions, more than the {MAX_DIMS} an array "
+            "can have; the file is damaged or not IDX"
+        )
     dtype = _CODE_TO_DTYPE[code]
     count = math.prod(shape)
     expected = header_len + count * dtype.itemsize
