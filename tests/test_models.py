@@ -443,17 +443,21 @@ class TestBadInput:
         flipped[middle : middle + 50] = bytes(b ^ 0xFF for b in flipped[middle : middle + 50])
         (tmp_path / "flipped.pt").write_bytes(bytes(flipped))  # loaded with changed weights
         torch.save({"thing": Path("x")}, tmp_path / "pickle.pt")
+        (tmp_path / "metrics.json").write_text('{"config": {}}')  # said: holds Python objects
+        (tmp_path / "truncated.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:-100])
         unknown = dict(payload, config=dict(payload["config"], method="bhnn"))
         torch.save(unknown, tmp_path / "unknown_method.pt")  # the message did not name the file
         cases = {
             "empty.pt": "is empty",
-            "garbage.pt": "not a readable safety_bhn checkpoint",
+            "garbage.pt": "not a safety_bhn checkpoint, or a truncated one: model.save writes",
             "missing_key.pt": "damaged safety_bhn checkpoint",
             "no_config.pt": "damaged safety_bhn checkpoint",
             "newer.pt": "by a newer safety_bhn",
             "unknown_method.pt": "damaged safety_bhn checkpoint.*unknown method 'bhnn'",
             "flipped.pt": "is damaged: its part .* fails its checksum",
             "pickle.pt": "holds Python objects that a safe load",
+            "metrics.json": r"no complete zip \(it looks like JSON, such as a run's metrics",
+            "truncated.pt": "or a truncated one",
         }
         for name, message in cases.items():
             with pytest.raises(ValueError, match=message) as err:

@@ -220,11 +220,20 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> U
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty, not a safety_bhn checkpoint")
+    if not zipfile.is_zipfile(path):  # torch.load's reasons for these read as noise
+        with open(path, "rb") as f:
+            json_like = f.read(1) in (b"{", b"[")
+        looks = " (it looks like JSON, such as a run's metrics.json)" if json_like else ""
+        raise ValueError(
+            f"{path} is not a safety_bhn checkpoint, or a truncated one: model.save writes a zip "
+            f"archive, and this file is no complete zip{looks}; pass a run folder or its "
+            "model.pt (a truncated one: retrain, or copy it again)"
+        )
     try:  # torch.save writes a zip whose CRCs torch.load does not check: flipped bits load
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except (zipfile.BadZipFile, OSError):
-        damaged = None  # not a zip: torch.load below says what it is
+        damaged = None  # a zip that cannot be read: torch.load below says what it is
     if damaged is not None:
         raise ValueError(
             f"{path} is damaged: its part {damaged} fails its checksum (the file changed on "
