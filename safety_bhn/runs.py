@@ -253,13 +253,22 @@ def run_names(runs: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
+def check_run_name(out: str | os.PathLike) -> Path:
+    """``out`` as a Path; an empty name is refused (``Path("")`` is the working folder, which a
+    run would fill without a word)."""
+    if not str(out).strip():
+        raise ValueError("--out is empty; name a run folder (for the working folder, '.')")
+    return Path(out)
+
+
 def check_run_folder(
     out: str | os.PathLike, overwrite: bool = False, marker: str = "model.pt", create: bool = True
 ) -> Path:
     """Make sure ``out`` can take a new run before any training: create it (unless not
     ``create``), and refuse (with an error naming the fix) a path that is a file, or a folder
-    holding a run already (its file ``marker``), unless ``overwrite``."""
-    out = Path(out)
+    holding a run already (its file ``marker``), unless ``overwrite``; an empty name too
+    (``Path("")`` is the working folder, which a run would fill without a word)."""
+    out = check_run_name(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; choose another --out")
     if (out / marker).exists() and not overwrite:
@@ -343,7 +352,7 @@ def train_and_evaluate(
         **config.model_options(),
     )
     if out is not None:
-        out = _check_train_folder(Path(out), overwrite, create=False)
+        out = _check_train_folder(check_run_name(out), overwrite, create=False)
     # the data next (its own generator: the order is free), so that a missing data folder or
     # a val_size too large for it fails before the run folder is made
     splits = mnist_splits(config.data_dir, config.val_size, config.seed, config.classes)

@@ -235,6 +235,10 @@ def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
             ["active-learn", "--seed", "200000000000000", "--hidden", "8", "--out", "new"],
             "seed must be at most 92230953439942 (torch seeds hold 64 bits)",
         ),
+        # trained into the working folder, clearing its hidden temp files
+        (["train", "--out", ""], "--out is empty; name a run folder"),
+        (["explore", "--steps", "5", "--out", " "], "--out is empty; name a run folder"),
+        (["active-learn", "--hidden", "8", "--out", ""], "--out is empty; name a run folder"),
         # trained as without it (no KL term to anneal), before the folder was made
         (["train", "--method", "map", "--kl-anneal", "0.5", "--out", "new"], "has no KL term"),
     ],

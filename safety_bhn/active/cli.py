@@ -11,7 +11,7 @@ from .._choices import parse_choice
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method
 from ..core.training import LRSchedule, Selection
-from ..runs import run_names
+from ..runs import check_run_name, run_names
 from .acquisition import Acquisition
 from .loop import (
     RESUMABLE,
@@ -219,7 +219,7 @@ def _active_learn(args: argparse.Namespace) -> int:
             raise ValueError(f"{out} is a file, not a folder for comparisons; give another --out")
         return _compare(args.compare, out)
     if args.out is not None:
-        out = Path(args.out)
+        out = check_run_name(args.out)
     else:  # named in canonical spelling, so --method MC-Dropout resumes runs/al-mc_dropout-*
         method = parse_choice(args.method or ActiveConfig.method, Method, "method").value
         acquisition = parse_choice(
