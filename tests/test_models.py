@@ -639,3 +639,20 @@ def test_a_cnn_too_small_for_its_kernel_names_the_kernel_and_the_least_size():
     with pytest.raises(ValueError, match=r"kernel_size=5 \(needs at least 10x10\)"):
         safety_bhn.build_model("map", "cnn", (1, 9, 9), kernel_size=5)
     assert safety_bhn.build_model("map", "cnn", (1, 10, 10), kernel_size=5) is not None
+
+
+def test_small_api_mistakes_are_named(tmp_path):
+    """Each failed inside torch or Python, or did something else than asked: an int as
+    MAP's generator was taken; save("new/") wrote a file named new; flow.sample(-1) and
+    select_classes(x, y, "12") (read as [1, 2]) gave raw or misleading errors."""
+    from safety_bhn.core.flows import NormalizingFlow
+    from safety_bhn.data import select_classes
+
+    with pytest.raises(ValueError, match="generator must be a torch.Generator or None, got int"):
+        small_model("map").sampled(0)
+    path = small_model("map").save(f"{tmp_path / 'new'}/")
+    assert path == tmp_path / "new" / "model.pt" and safety_bhn.load(tmp_path / "new")
+    with pytest.raises(ValueError, match="n must be a positive integer, got -1"):
+        NormalizingFlow(2, 1).sample(-1)
+    with pytest.raises(ValueError, match="classes must be a list of integer labels .* got '12'"):
+        select_classes(torch.rand(3, 2), torch.tensor([0, 1, 2]), "12")

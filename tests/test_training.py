@@ -109,6 +109,12 @@ def test_fit_keeps_a_finished_checkpoint_when_asked_and_returns_it_without_train
         safety_bhn.fit(build(), (x, y), keep_checkpoint=True, epochs=1, progress=False)
 
 
+def test_fit_without_validation_names_the_final_epoch_as_the_one_kept():
+    x, y = torch.rand(40, 6), torch.randint(0, 3, (40,))
+    model = safety_bhn.build_model("map", hidden=[8], in_shape=(6,), n_classes=3, device="cpu")
+    assert safety_bhn.fit(model, (x, y), epochs=3, progress=False).best_epoch == 2  # was -1
+
+
 def test_fit_warns_when_validation_holds_classes_training_lacks():
     x, y = embedded_mnist("train")  # grouped by class: the tail is all nines
     model = _model("map")

@@ -203,6 +203,7 @@ class UncertaintyModel(nn.Module, ABC):
         ``x`` (as FGSM needs) and the point-estimate weights, never the posterior's own
         parameters, and ``net`` can be differentiated any number of times.
         """
+        generator = check_generator(generator)  # MAP's draw, which takes none, took any
         with torch.no_grad():
             draw = self.draw(1, generator)
         return SampledNetwork(self, draw)
@@ -210,9 +211,9 @@ class UncertaintyModel(nn.Module, ABC):
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the configuration and weights to ``path`` atomically (temp file + rename);
-        an existing folder gets ``path/model.pt``, the file :func:`safety_bhn.load` reads
-        from a folder."""
-        if Path(path).is_dir():
+        an existing folder, or a name ending in a separator (``"runs/new/"``), gets
+        ``path/model.pt``, the file :func:`safety_bhn.load` reads from a folder."""
+        if Path(path).is_dir() or str(path).endswith(("/", os.sep)):  # "new/" was a file "new"
             path = Path(path) / "model.pt"
         payload = {
             "format_version": FORMAT_VERSION,

@@ -169,6 +169,7 @@ class NormalizingFlow(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Draw ``n`` samples: returns ``(theta[n, dim], log_q[n])``."""
+        n = check_int("n", n)
         eps = noise.randn((n, self.dim), generator, self.affine.loc.device)
         theta, logdet = self(eps)
         return theta, standard_normal_log_prob(eps) - logdet

@@ -103,6 +103,7 @@ class History:
     val_epochs: list[int] = field(default_factory=list)
     val_nll: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    #: the epoch whose weights fit kept (the last one without validation or with "last")
     best_epoch: int = -1
     epochs_run: int = 0
     seconds: float = 0.0
@@ -402,7 +403,7 @@ def fit(
         Path(checkpoint).unlink(missing_ok=True)  # trained: nothing left to resume
     if best_state is not None:
         model.load_state_dict(best_state)
-    if select is Selection.LAST:
+    if select is Selection.LAST or val is None:  # the final epoch is the one kept
         history.best_epoch = history.epochs_run - 1
     history.seconds = time.perf_counter() - start
     return history

@@ -417,6 +417,10 @@ def class_list(classes: Iterable[int]) -> list[int]:
     >>> class_list(np.arange(3))
     [0, 1, 2]
     """
+    if isinstance(classes, str | bytes):  # "12" read as [1, 2] before, and named so
+        raise ValueError(
+            f"classes must be a list of integer labels such as [0, 1], got {classes!r}"
+        )
     given = list(classes)
     wanted = []
     for c in given:
