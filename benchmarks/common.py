@@ -82,23 +82,27 @@ def _check_seeds(parser: argparse.ArgumentParser, name: str, value: Any) -> None
                      "given more than once; each seed is one run")  # fmt: skip
 
 
-def parse_args(cls: type[T], argv: Sequence[str] | None = None) -> T:
-    """Build an argparse parser from the dataclass ``cls`` (flags ``--field-name``) and parse.
+#: Fields that name a folder a script writes into (checked not to be a file before any work).
+FOLDER_FIELDS = ("out", "out_dir", "state", "runs_dir")
 
-    Float flags take finite numbers only, and seed flags (:func:`is_seed_field`) seeds in
-    0..2**32 - 1, none twice; a bad value ends the script with argparse's one-line error.
-    """
-    parser = argparse.ArgumentParser(description=inspect.getdoc(cls))
+
+def _parser(cls: type, given_only: bool = False) -> argparse.ArgumentParser:
+    """The argparse parser of the dataclass ``cls`` (flags ``--field-name``); with
+    ``given_only``, one whose result holds only the flags given (no defaults)."""
+    parser = argparse.ArgumentParser(
+        description=inspect.getdoc(cls),
+        argument_default=argparse.SUPPRESS if given_only else None,
+    )
     docs = _field_docs(cls)
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw = {} if given_only else {"default": default}
         kind = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{docs.get(f.name, '')} (default: {default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=help_text)  # fmt: skip
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text, **kw)
             continue
         nargs = None
         if get_origin(kind) in (list, tuple):
@@ -106,12 +110,29 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None) -> T:
         elif get_origin(kind) is not None:  # Optional[X]
             kind = next(a for a in get_args(kind) if a is not type(None))
         kind = finite_float if kind is float else kind
-        parser.add_argument(flag, type=kind, nargs=nargs, default=default, help=help_text)
+        parser.add_argument(flag, type=kind, nargs=nargs, help=help_text, **kw)
+    return parser
+
+
+def parse_args(cls: type[T], argv: Sequence[str] | None = None) -> T:
+    """Build an argparse parser from the dataclass ``cls`` (flags ``--field-name``) and parse.
+
+    Float flags take finite numbers only, and seed flags (:func:`is_seed_field`) seeds in
+    0..2**32 - 1, none twice; a folder flag (:data:`FOLDER_FIELDS`) naming a file is refused;
+    a bad value ends the script with argparse's one-line error. The result's ``given_flags``
+    names the fields given on the command line (:func:`quick_settings` keeps those).
+    """
+    parser = _parser(cls)
     parsed = vars(parser.parse_args(argv))
     for name, value in parsed.items():
         if is_seed_field(name):
             _check_seeds(parser, name, value)
-    return cls(**parsed)
+        if name in FOLDER_FIELDS and isinstance(value, str) and Path(value).is_file():
+            parser.error(f"--{name.replace('_', '-')} {value} is a file, not a folder; "
+                         "choose another")  # fmt: skip
+    args = cls(**parsed)
+    args.given_flags = frozenset(vars(_parser(cls, given_only=True).parse_args(argv)))
+    return args
 
 
 def fail(script: str, message: str) -> NoReturn:
@@ -363,8 +384,9 @@ def quick_out(out: str) -> str:
 
 def quick_settings(args: T, **tiny: Any) -> T:
     """``args`` with a ``--quick`` run's ``tiny`` settings in place of the defaults; a setting
-    the user changed from its default on the command line is kept, so a smoke test runs the
-    rows, seeds or budgets the user named.
+    the user gave on the command line (``args.given_flags``, from :func:`parse_args`; else one
+    changed from its default) is kept, so a smoke test runs the rows, seeds or budgets the
+    user named.
 
     >>> @dataclasses.dataclass
     ... class A:
@@ -376,8 +398,13 @@ def quick_settings(args: T, **tiny: Any) -> T:
     A(seeds=[0], epochs=1)
     """
     defaults = type(args)()
-    tiny = {k: v for k, v in tiny.items() if getattr(args, k) == getattr(defaults, k)}
+    given = getattr(args, "given_flags", None)  # set by parse_args: flags typed, even at default
+    kept = (lambda k: k in given) if given is not None else (
+        lambda k: getattr(args, k) != getattr(defaults, k))  # fmt: skip
+    tiny = {k: v for k, v in tiny.items() if not kept(k)}
     args = dataclasses.replace(args, **tiny)
+    if given is not None:
+        args.given_flags = given
     for name in ("out", "out_dir", "state"):  # a smoke test never writes into the results
         if isinstance(getattr(args, name, None), str):
             setattr(args, name, quick_out(getattr(args, name)))

@@ -24,6 +24,7 @@ from common import (
     RESULTS,
     check_flags,
     command_line,
+    flag_errors,
     markdown_table,
     mean_std,
     parse_args,
@@ -33,7 +34,7 @@ from common import (
     write_csv,
 )  # noqa: E402
 
-from safety_bhn.runs import TrainConfig, environment, train_and_evaluate  # noqa: E402
+from safety_bhn.runs import TrainConfig, environment, mnist_splits, train_and_evaluate  # noqa: E402
 
 PAPER = {  # Krueger et al. 2017, Table 2 (MNIST 5000), test accuracy in %
     (800, "bhn-12"): 96.16, (1200, "bhn-12"): 96.51,
@@ -243,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
                               "map"], seeds=[0], hidden=[64], epochs=1, eval_samples=10,
                               out=quick_out(args.out), resume=False)  # fmt: skip
     # a repeated row or width would train the same run twice, at once, into one checkpoint
-    check_flags("mnist5000.py", args, distinct=["rows", "hidden"])
+    check_flags("mnist5000.py", args, distinct=["rows", "hidden"], positive=["workers"])
+    with flag_errors("mnist5000.py"):  # val_size against the data: a worker's traceback before
+        mnist_splits(args.data_dir, args.val_size, 0)
     seed_everything(args.seeds[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -269,8 +272,6 @@ def main(argv: list[str] | None = None) -> None:
     # finish together instead of one long run starting last
     todo.sort(key=lambda t: (int(t[2].partition("-")[2] or 0), t[0]), reverse=True)
     run_name = f"mnist5000__{int(time.time())}"
-    if args.workers < 1:
-        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     jobs = [(row, hidden, seed, config_for(row, hidden, seed, args), recipe_of(args),
              out / "checkpoints" / f"{row}-{hidden}-seed{seed}.pt")
             for hidden, seed, row in todo]  # fmt: skip

@@ -578,12 +578,19 @@ def normalise(args: Args) -> Args:
         )
 
 
+#: MNIST's test images, the in-distribution set (embedded, and in any data folder)
+MNIST_TEST_SIZE = 10_000
+
+
 def check_settings(script: str, args: Any, sizes: Sequence[str] = ("samples",)) -> None:
     """Every setting that training and scoring use, checked before any run trains (a bad one
     failed after a run's training before, or in its held-out copy): the recipe as fit takes
     it, each row's model, and the sizes of the sets and curves (``sizes``: the fields of
     ``args`` with posterior sample counts)."""
     check_flags(script, args, positive=["n_test", *sizes], distinct=["rows"])
+    if args.n_test > MNIST_TEST_SIZE:  # build_suite took all 10000; the report said n_test
+        fail(script, f"--n-test must be at most {MNIST_TEST_SIZE}, the MNIST test images, "
+                     f"got {args.n_test}")  # fmt: skip
     for row in args.rows:
         with flag_errors(script, f"row {row}: "):
             method, _ = parse_row(row)

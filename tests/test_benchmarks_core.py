@@ -562,3 +562,33 @@ def test_step_rebuilding_scripts_check_runs_and_steps_before_retraining(benchmar
             benchmark_module(script).main([*where, *flags])
         assert str(err.value).startswith(f"{script}.py: error: ") and message in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_quick_keeps_every_flag_typed_even_at_its_default(benchmark_module):
+    """quick_settings kept only flags that differed from their defaults, so '--quick --seeds
+    0 1 2 --epochs 60' (the defaults) ran one seed for one epoch."""
+    common, mnist5000 = benchmark_module("common"), benchmark_module("mnist5000")
+    argv = ["--quick", "--seeds", "0", "1", "2", "--epochs", "60"]
+    args = common.parse_args(mnist5000.Args, argv)
+    assert args.given_flags == {"quick", "seeds", "epochs"}
+    quick = common.quick_settings(args, seeds=[0], epochs=1, hidden=[64])
+    assert (quick.seeds, quick.epochs, quick.hidden) == ([0, 1, 2], 60, [64])
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("speed", ["--out", "FILE"], "--out FILE is a file, not a folder"),  # after all timings
+    ("ood", ["--state", "FILE"], "--state FILE is a file, not a folder"),  # after training
+    ("mnist5000", ["--val-size", "5000", "--out", "DIR"], "val_size must lie in [0, 5000)"),
+    ("ood", ["--n-test", "20000", "--out", "DIR"], "--n-test must be at most 10000"),
+])  # fmt: skip
+def test_benchmarks_refuse_bad_folders_and_sizes_before_any_work(
+    benchmark_module, tmp_path, capsys, script, argv, message
+):
+    (tmp_path / "afile").write_text("")
+    names = {"FILE": str(tmp_path / "afile"), "DIR": str(tmp_path / "out")}
+    argv = [names.get(a, a) for a in argv]
+    with pytest.raises(SystemExit) as exit_:  # argparse's error, or fail()'s one line
+        benchmark_module(script).main(argv)
+    said = str(exit_.value) + capsys.readouterr().err
+    assert message.replace("FILE", names["FILE"]) in said
+    assert not (tmp_path / "out").exists()
