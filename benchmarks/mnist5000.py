@@ -24,7 +24,7 @@ from common import (
     RESULTS,
     check_flags,
     command_line,
-    flag_errors,
+    fail,
     markdown_table,
     mean_std,
     parse_args,
@@ -34,7 +34,7 @@ from common import (
     write_csv,
 )  # noqa: E402
 
-from safety_bhn.runs import TrainConfig, environment, mnist_splits, train_and_evaluate  # noqa: E402
+from safety_bhn.runs import TrainConfig, environment, train_and_evaluate  # noqa: E402
 
 PAPER = {  # Krueger et al. 2017, Table 2 (MNIST 5000), test accuracy in %
     (800, "bhn-12"): 96.16, (1200, "bhn-12"): 96.51,
@@ -233,6 +233,10 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close()
 
 
+#: MNIST-5000, the embedded training images (train_and_evaluate's default data)
+EMBEDDED_TRAIN = 5000
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     bad = [r for r in args.rows if not re.fullmatch(r"bhn-\d+|mc_dropout|factorial_vi|map", r)]
@@ -245,8 +249,11 @@ def main(argv: list[str] | None = None) -> None:
                               out=quick_out(args.out), resume=False)  # fmt: skip
     # a repeated row or width would train the same run twice, at once, into one checkpoint
     check_flags("mnist5000.py", args, distinct=["rows", "hidden"], positive=["workers"])
-    with flag_errors("mnist5000.py"):  # val_size against the data: a worker's traceback before
-        mnist_splits(args.data_dir, args.val_size, 0)
+    # the embedded data's size, checked here without torch: torch work in this process before
+    # the workers fork can deadlock them (OpenMP); a data folder's is checked in each run
+    if args.data_dir is None and args.val_size >= EMBEDDED_TRAIN:  # worker tracebacks before
+        fail("mnist5000.py", f"--val-size must be below {EMBEDDED_TRAIN}, the embedded MNIST "
+                             f"training images, got {args.val_size}")  # fmt: skip
     seed_everything(args.seeds[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

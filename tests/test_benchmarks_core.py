@@ -578,7 +578,7 @@ def test_quick_keeps_every_flag_typed_even_at_its_default(benchmark_module):
 @pytest.mark.parametrize("script, argv, message", [
     ("speed", ["--out", "FILE"], "--out FILE is a file, not a folder"),  # after all timings
     ("ood", ["--state", "FILE"], "--state FILE is a file, not a folder"),  # after training
-    ("mnist5000", ["--val-size", "5000", "--out", "DIR"], "val_size must lie in [0, 5000)"),
+    ("mnist5000", ["--val-size", "5000", "--out", "DIR"], "--val-size must be below 5000"),
     ("ood", ["--n-test", "20000", "--out", "DIR"], "--n-test must be at most 10000"),
 ])  # fmt: skip
 def test_benchmarks_refuse_bad_folders_and_sizes_before_any_work(
