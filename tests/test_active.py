@@ -671,11 +671,11 @@ def test_loop_checks_labels_against_the_pools_classes(tmp_path):
 def test_config_bounds_the_seed_so_every_steps_seed_fits_torch():
     """seed 2e14 passed, then every step failed in torch ('Overflow when unpacking long
     long'), after state.json was written: the run could be neither resumed nor restarted."""
-    from safety_bhn.active.loop import MAX_SEED, step_seed
+    from safety_bhn.active.loop import MAX_RUN_SEED, step_seed
 
     with pytest.raises(ValueError, match=r"seed must be at most \d+ \(torch seeds hold 64 bits"):
-        _tiny(seed=MAX_SEED + 1).validate()
-    cfg = _tiny(seed=MAX_SEED).validate()
+        _tiny(seed=MAX_RUN_SEED + 1).validate()
+    cfg = _tiny(seed=MAX_RUN_SEED).validate()
     torch.Generator().manual_seed(step_seed(cfg, 60_000) + 1)  # fit's seed for the last step
 
 

@@ -30,8 +30,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .._checks import MAX_SEED as MAX_TORCH_SEED
 from .._checks import (
+    MAX_SEED,
     check_flag,
     check_int,
     check_positive_ints,
@@ -165,7 +165,7 @@ class ActiveConfig:
             setattr(self, name, check_int(name, getattr(self, name), minimum=1))
         for name in ("val_size", "steps", "pool_subset"):
             setattr(self, name, check_int(name, getattr(self, name), minimum=0))
-        self.seed = check_seed("seed", self.seed, MAX_SEED)
+        self.seed = check_seed("seed", self.seed, MAX_RUN_SEED)
         self.lr = check_real("lr", self.lr, 0.0, low_open=True)
         self.warm_start = check_flag("warm_start", self.warm_start)
         if self.device is not None:
@@ -201,7 +201,7 @@ class ActiveConfig:
 #: step_seed's stride: steps of one run seed get seeds seed * STEP_STRIDE + 0, 1, ...
 STEP_STRIDE = 100_003
 #: The largest run seed, so that every step's seed (and fit's seed + 1) fits torch's 64 bits.
-MAX_SEED = (MAX_TORCH_SEED - 2 * STEP_STRIDE) // STEP_STRIDE
+MAX_RUN_SEED = (MAX_SEED - 2 * STEP_STRIDE) // STEP_STRIDE
 
 
 def step_seed(config: ActiveConfig, step: int) -> int:
