@@ -81,6 +81,10 @@ def test_bad_sizes_raise():
         NormalizingFlow(dim=4, coupling_layers=1, init_scale=0.0)
     with pytest.raises(ValueError, match=r"min_scale must lie in \[0, 1\)"):
         NormalizingFlow(dim=4, coupling_layers=1, min_scale=-0.5)  # would give NaN log q
+    with pytest.raises(ValueError, match="init_scale must be a positive number, got 'a'"):
+        NormalizingFlow(dim=4, coupling_layers=1, init_scale="a")
+    with pytest.raises(ValueError, match="min_scale must be a finite number, got nan"):
+        NormalizingFlow(dim=4, coupling_layers=1, min_scale=float("nan"))
 
 
 @pytest.mark.parametrize("shape", [(4, 2), (3,), (4, 5, 3)])

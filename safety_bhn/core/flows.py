@@ -133,8 +133,8 @@ class NormalizingFlow(nn.Module):
         hidden = check_int("coupling_hidden", hidden)
         if coupling_layers > 0 and dim < 2:
             raise ValueError(f"coupling layers need dim >= 2, got dim={dim}")
-        if not (math.isfinite(init_scale) and init_scale > 0):
-            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+        init_scale = check_real("init_scale", init_scale, 0.0, low_open=True)
+        min_scale = check_real("min_scale", min_scale)
         if not 0 <= min_scale < 1:  # a scale exp(s) + min_scale must be able to equal 1
             raise ValueError(f"min_scale must lie in [0, 1), got {min_scale!r}")
         self.dim = dim
