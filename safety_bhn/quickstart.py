@@ -34,7 +34,9 @@ def quickstart(
 
     Running it again replaces the models of the earlier quickstart in ``out``, and only
     those: ``out/quickstart.json`` records a digest of each run it wrote, and a run folder
-    whose ``metrics.json`` it did not write (a model you trained there) is refused.
+    whose ``metrics.json`` it did not write (a model you trained there) is refused. After an
+    interruption, the same command continues the run it stopped in (from the training state
+    saved in ``out/<method>/fit-checkpoint.pt``) instead of starting over.
     """
     from .plots import reliability_diagram
 
@@ -69,7 +71,9 @@ def quickstart(
     for method in methods:
         print(f"training {method} on the embedded MNIST-5000 ({epochs} epochs) ...", flush=True)
         config = TrainConfig(method=method, epochs=epochs, device=device, eval_samples=100)
-        run = train_and_evaluate(config, out / method, progress=progress, overwrite=True)
+        # a finished run is replaced; an interrupted one (its fit-checkpoint.pt only) resumed
+        finished = any((out / method / name).exists() for name in ("model.pt", "metrics.json"))
+        run = train_and_evaluate(config, out / method, progress=progress, overwrite=finished)
         results[method] = run.metrics
         written[method] = _digest(out / method / "metrics.json")
         atomic_write_json(record, {"runs": written})

@@ -96,6 +96,33 @@ def test_quickstart_with_one_epoch(tmp_path):
     assert res.returncode == 2 and "holds a run the quickstart did not write" in res.stderr
 
 
+@pytest.mark.slow
+def test_an_interrupted_quickstart_continues_where_it_stopped(tmp_path, monkeypatch):
+    from safety_bhn import runs
+    from safety_bhn.core.bhn import BHN
+    from safety_bhn.quickstart import quickstart
+
+    real_predictive = runs.predictive
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # while BHN's test set is scored, after its training
+
+    monkeypatch.setattr(runs, "predictive", interrupted)
+    out = tmp_path / "qs"
+    with pytest.raises(KeyboardInterrupt):
+        quickstart(out, epochs=1, device="cpu", progress=False)
+    assert (out / "bhn" / runs.FIT_CHECKPOINT).is_file() and not (out / "mc_dropout").exists()
+    monkeypatch.setattr(runs, "predictive", real_predictive)
+    steps, real_loss = [], BHN.loss
+    monkeypatch.setattr(
+        BHN, "loss", lambda self, *a, **k: steps.append(1) or real_loss(self, *a, **k)
+    )
+    results = quickstart(out, epochs=1, device="cpu", progress=False)
+    assert steps == []  # BHN's training was not repeated (it was: overwrite=True deleted it)
+    assert set(results) == {"bhn", "mc_dropout"} and results["bhn"]["test"]["accuracy"] > 0.8
+    assert not (out / "bhn" / runs.FIT_CHECKPOINT).exists()
+
+
 def test_quickstart_still_replaces_its_runs_from_before_it_recorded_them(tmp_path):
     from dataclasses import asdict
 
