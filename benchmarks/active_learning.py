@@ -12,6 +12,7 @@ interrupted benchmark continues where it stopped when started again with the sam
 
 from __future__ import annotations
 
+import ast
 import csv
 import dataclasses
 import enum
@@ -31,16 +32,19 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    MNIST_TEST_SIZE,
     RESULTS,
     check_flags,
     command_line,
     fail,
+    flag_errors,
     in_results,
     markdown_table,
     mean_std,
     parse_args,
     quick_out,
     quick_settings,
+    refuse_unused,
     seed_everything,
     write_csv,
 )
@@ -49,6 +53,7 @@ from safety_bhn._io import atomic_write_json, atomic_write_text  # noqa: E402
 from safety_bhn.active import (  # noqa: E402
     ActiveConfig,
     ActiveLearner,
+    check_resume,
     curve_auc,
     labels_to_reach,
     mnist_pool,
@@ -127,6 +132,9 @@ class Args:
 
 
 FULL = Args()
+
+#: The flags only the BHN's runs use.
+BHN_FLAGS = {name: ["bhn"] for name in ("coupling_layers", "bhn_prior_mean", "bhn_local_draws")}
 
 
 def quick_args(args: Args) -> Args:
@@ -433,18 +441,24 @@ def main(argv: list[str] | None = None) -> None:
     command = command_line("active_learning.py", argv)
     if args.quick:
         args = quick_args(args)
-    check_flags("active_learning.py", args, positive=["workers", "acquire", "threads"],
+    script = "active_learning.py"
+    check_flags(script, args, positive=["workers", "acquire", "threads"],
                 nonnegative=["test_size", "deadline_minutes"],
                 distinct=["methods", "acquisitions"])  # fmt: skip
+    if args.test_size > MNIST_TEST_SIZE:  # the run scored all 10000; the report said more
+        fail(script, f"--test-size must be at most {MNIST_TEST_SIZE}, the MNIST test images "
+                     f"(0: all of them), got {args.test_size}")  # fmt: skip
+    args.test_size %= MNIST_TEST_SIZE  # 10000 is all of them, as 0 is: the same runs
+    refuse_unused(script, args, BHN_FLAGS, "methods", args.methods)
+    refuse_unused(script, args, {"hidden": ["mlp"]}, "arch", [args.arch])
     steps = (args.max_labels - args.initial) // args.acquire
     if steps < 1 or args.initial + steps * args.acquire != args.max_labels:
-        raise SystemExit("--max-labels must be initial + acquire * steps with steps >= 1")
+        fail(script, f"--max-labels {args.max_labels} must be initial ({args.initial}) + "
+                     f"acquire ({args.acquire}) * steps with steps >= 1")  # fmt: skip
     for method in args.methods:  # every name and setting checked before any run trains
         for acq in args.acquisitions:
-            try:
+            with flag_errors(script, f"--methods {method} --acquisitions {acq}: "):
                 make_config(args, args.seeds[0], method, acq).validate()
-            except ValueError as err:
-                raise SystemExit(f"--methods {method} --acquisitions {acq}: {err}") from None
     run_name = f"active_learning__{'-'.join(map(str, args.seeds))}__{int(time.time())}"
     out_dir = Path(args.out_dir)
     jobs = [  # seeds outermost, so a benchmark stopped early has every method and acquisition
@@ -453,18 +467,20 @@ def main(argv: list[str] | None = None) -> None:
         for method in args.methods
         for acq in args.acquisitions
     ]
-    for job in jobs:  # a run started on another test set is not continued on this one
-        try:
-            check_test_size(run_folder(args, *job), args.test_size)
-        except ValueError as err:
-            fail("active_learning.py", str(err))
+    for job in jobs:  # a run started with other settings is refused before any run trains
+        folder = run_folder(args, *job)
+        with flag_errors(script):  # another test set: not continued on this one
+            check_test_size(folder, args.test_size)
+            if (folder / "state.json").is_file():
+                check_resume(folder, make_config(args, *job))
     deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
     curves: dict[tuple[int, str, str], list[dict]] = {}
     if args.finished_csv:  # runs finished elsewhere, whose states are not here
         try:
             earlier = read_finished_csv(args.finished_csv, steps, args.initial, args.acquire)
-        except (OSError, ValueError, KeyError) as err:  # missing, other settings, not ours
-            fail("active_learning.py", f"--finished-csv: {err}")
+            check_finished_settings(args.finished_csv, args)
+        except (OSError, ValueError, KeyError, SyntaxError) as err:  # missing, other settings
+            fail(script, f"--finished-csv: {err}")
         here = {job for job in jobs if (run_folder(args, *job) / "state.json").is_file()}
         curves = {job: earlier[job] for job in jobs if job in earlier and job not in here}
     start = time.time()
@@ -489,6 +505,7 @@ def main(argv: list[str] | None = None) -> None:
             futures = {executor.submit(run_one, args, *job, deadline=deadline): job for job in todo}
             for future in tqdm(as_completed(futures), total=len(futures), desc="runs"):
                 finished(futures[future], future.result())
+    partial: list[list[dict]] = []
     if len(curves) < len(jobs):
         started = [run_folder(args, *job) for job in jobs if job not in curves]
         partial = [read_curve(f) for f in started if (f / "state.json").is_file()]
@@ -498,6 +515,9 @@ def main(argv: list[str] | None = None) -> None:
             write_results(rows, args, out_dir, run_name, command, time.time() - start, partial)
         print(f"deadline: {len(jobs) - len(curves)} of {len(jobs)} runs unfinished; the same "
               "command continues them")  # fmt: skip
+    if curves or partial:
+        print(f"report: {out_dir / 'active_learning.md'} (with active_learning.csv and .png); "
+              f"run states: {args.runs_dir}")  # fmt: skip
 
 
 #: Column types of the tidy CSV (the rest are strings; an empty device is None).
@@ -539,6 +559,39 @@ def read_finished_csv(
     return runs
 
 
+#: The settings that shape a run's curve (those :func:`make_config` reads, and the test set);
+#: a run taken from ``--finished-csv`` must have been made with the same.
+CURVE_SETTINGS = ("initial", "val_size", "acquire", "max_labels", "arch", "hidden",
+                  "coupling_layers", "bhn_prior_mean", "bhn_local_draws", "train_steps",
+                  "lr_schedule", "lr_warmup", "select", "pool_subset", "acq_samples",
+                  "eval_samples", "test_size")  # fmt: skip
+
+
+def check_finished_settings(path: str | Path, args: Args) -> None:
+    """Refuse the runs of an earlier report's CSV (``--finished-csv``) made with other
+    settings than ``args``: their settings are those on the ``- settings:`` line of the
+    ``active_learning.md`` written beside it (settings the report predates are not checked)."""
+    report = Path(path).with_name("active_learning.md")
+    if not report.is_file():
+        raise ValueError(f"{report} is missing: the settings of the runs in {path} are "
+                         "read from the report written beside it; pass a CSV that has its "
+                         "report")  # fmt: skip
+    prefix = "- settings: "
+    lines = [line for line in report.read_text().splitlines() if line.startswith(prefix)]
+    if not lines:
+        raise ValueError(f"{report} has no '{prefix}...' line, so the settings of the runs in "
+                         f"{path} are unknown; pass a CSV written with its report")  # fmt: skip
+    saved = ast.literal_eval(lines[0][len(prefix) :])
+    if "test_size" in saved:
+        saved["test_size"] %= MNIST_TEST_SIZE
+    differ = [f"--{name.replace('_', '-')}: {saved[name]!r} there, {getattr(args, name)!r} here"
+              for name in CURVE_SETTINGS if name in saved and saved[name] != getattr(args, name)
+              and (name != "hidden" or args.arch == "mlp")]  # fmt: skip
+    if differ:
+        raise ValueError(f"its runs were made with other settings ({'; '.join(differ)}); pass "
+                         "the settings of the run that wrote it")  # fmt: skip
+
+
 def run_folder(args: Args, seed: int, method: str, acq: str) -> Path:
     """The state folder of one run."""
     return Path(args.runs_dir) / f"{method}-{acq}-seed{seed}"
@@ -557,7 +610,7 @@ def check_test_size(folder: Path, test_size: int) -> None:
     path = folder / TEST_SET_FILE
     if not ((folder / "state.json").is_file() and path.is_file()):
         return
-    saved = json.loads(path.read_text())["test_size"]
+    saved = json.loads(path.read_text())["test_size"] % MNIST_TEST_SIZE  # 10000: all, as 0
     if saved != test_size:
         raise ValueError(
             f"{folder} was started with --test-size {saved}, but this invocation asks for "

@@ -187,6 +187,37 @@ def check_flags(
                          "than once; each entry is one run (or column) of the report")  # fmt: skip
 
 
+def refuse_unused(
+    script: str, args: Any, users: dict[str, Sequence[str]], chooser: str, chosen: Sequence[str]
+) -> None:
+    """Refuse a flag given on the command line (``args.given_flags``) that only the entries
+    ``users[field]`` of the list flag ``chooser`` use, when ``chosen`` (that list's value)
+    names none of them: the run would ignore it, and its report would still state it.
+
+    >>> @dataclasses.dataclass
+    ... class A:
+    ...     agents: list = dataclasses.field(default_factory=lambda: ["bhn"])
+    ...     epsilon: float = 0.1
+    >>> a = A()
+    >>> a.given_flags = frozenset({"epsilon"})
+    >>> refuse_unused("x.py", a, {"epsilon": ["epsilon_greedy"]}, "agents", a.agents)
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    SystemExit: x.py: error: --epsilon is a setting of epsilon_greedy, which --agents leaves out...
+    """
+    given = getattr(args, "given_flags", frozenset())
+    for name, owners in users.items():
+        if name in given and not set(owners) & set(chosen):
+            flag, by = "--" + name.replace("_", "-"), "--" + chooser.replace("_", "-")
+            fail(script, f"{flag} is a setting of {' and '.join(owners)}, which {by} leaves "
+                         f"out, so the run would ignore it; drop {flag}, or add {owners[0]} "
+                         f"to {by}")  # fmt: skip
+
+
+#: MNIST's test images (embedded, and in any data folder): the most a --test-size can use.
+MNIST_TEST_SIZE = 10_000
+
+
 def command_line(script: str, argv: Sequence[str] | None = None, drop: Sequence[str] = ()) -> str:
     """The shell command that reruns ``benchmarks/SCRIPT`` with ``argv`` (default: this
     process's flags), less the flags in ``drop``; quoted, so a pasted copy parses the same.
@@ -423,3 +454,18 @@ def run_kind(args: Any, ignore: Sequence[str] = ("out", "progress")) -> str:
     changed = [f.name for f in dataclasses.fields(args) if f.name not in ignore
                and getattr(args, f.name) != getattr(defaults, f.name)]  # fmt: skip
     return f"REDUCED run: {', '.join(changed)} changed from the defaults" if changed else "full run"
+
+
+def run_label(args: Any, ignore: Sequence[str] = ("out", "progress")) -> str:
+    """The word in a run's name: ``quick``, ``reduced`` (settings changed from the defaults,
+    see :func:`run_kind`) or ``full``.
+
+    >>> @dataclasses.dataclass
+    ... class A:
+    ...     seeds: int = 3
+    ...     quick: bool = False
+    >>> run_label(A()), run_label(A(seeds=1)), run_label(A(quick=True))
+    ('full', 'reduced', 'quick')
+    """
+    kind = run_kind(args, ignore)
+    return "quick" if args.quick else "full" if kind == "full run" else "reduced"

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATA_DIR,
+    MNIST_TEST_SIZE,
     RESULTS,
     check_flags,
     command_line,
@@ -576,10 +577,6 @@ def normalise(args: Args) -> Args:
             select=parse_choice(args.select, Selection, "select").value,
             scores=[s.value for s in parse_scores(args.scores)],
         )
-
-
-#: MNIST's test images, the in-distribution set (embedded, and in any data folder)
-MNIST_TEST_SIZE = 10_000
 
 
 def check_settings(script: str, args: Any, sizes: Sequence[str] = ("samples",)) -> None:

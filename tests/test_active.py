@@ -969,7 +969,9 @@ def test_benchmark_report_is_rebuilt_from_an_earlier_csv(tmp_path, benchmark_mod
         rows = list(csv.DictReader(f))
     for r in rows:
         r["test_acc"] = "0.5"
-    edited = tmp_path / "edited.csv"
+    edited = tmp_path / "edited" / "active_learning.csv"  # beside its report: the settings
+    edited.parent.mkdir()
+    edited.with_suffix(".md").write_text(earlier.with_suffix(".md").read_text())
     with open(edited, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -325,6 +325,12 @@ def test_parse_args_refuses_nan_floats_and_bad_or_repeated_seeds(benchmark_modul
      ("active_learning", ["--methods", "map", "map", "--acquisitions", "random"],
       "--methods names map more than once"),
      ("active_learning", ["--finished-csv", "none.csv"], "--finished-csv: [Errno 2] No such file"),
+     ("active_learning", ["--test-size", "20000"], "--test-size must be at most 10000"),
+     ("active_learning", ["--methods", "mc_dropout", "--bhn-prior-mean", "foo"],
+      "--bhn-prior-mean is a setting of bhn, which --methods leaves out"),  # accepted before
+     ("active_learning", ["--arch", "cnn", "--hidden", "64"],
+      "--hidden is a setting of mlp, which --arch leaves out"),
+     ("active_learning", ["--max-labels", "45"], "--max-labels 45 must be initial (20) + "),
      ("al_recipe", ["--methods", "mc_dropout", "bnh"],
       "--methods bnh --recipes constant: unknown method 'bnh'"),
      ("al_recipe", ["--samples", "0"], "--samples must be at least 1, got 0"),
@@ -419,6 +425,50 @@ def test_active_learning_refuses_to_continue_a_run_on_another_test_set(benchmark
     al.check_test_size(folder, 1000)  # the same test set: continued
     (folder / al.TEST_SET_FILE).unlink()
     al.check_test_size(folder, 0)  # a run from before the file: cannot be checked
+
+
+def test_active_learning_refuses_runs_of_other_settings_before_any_trains(
+    benchmark_module, tmp_path
+):
+    al, common = benchmark_module("active_learning"), benchmark_module("common")
+    quick = ["--quick", "--methods", "map", "--acquisitions", "random", "--runs-dir",
+             str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]  # fmt: skip
+    args = al.quick_args(al.parse_args(al.Args, quick))
+    al.run_one(args, 0, "map", "random")
+    runs = sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.is_dir())
+    # before: max_entropy's run trained first, then map-random's resume failed with a traceback
+    changed = ["--quick", "--methods", "map", "--acquisitions", "max_entropy", "random",
+               "--train-steps", "25", *quick[5:]]  # fmt: skip
+    with pytest.raises(SystemExit, match="settings differ from the saved run .train_steps: saved "
+                                         "20, given 25"):  # fmt: skip
+        al.main(changed)
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.is_dir()) == runs
+    # the same test set, however it is spelt
+    al.check_test_size(al.run_folder(args, 0, "map", "random"), 1000)
+    # a report's runs taken from its CSV must have this invocation's settings
+    report = tmp_path / "earlier"
+    settings = dataclasses.asdict(dataclasses.replace(args, hidden=[64], test_size=10000))
+    report.mkdir()
+    (report / "active_learning.csv").write_text("")
+    (report / "active_learning.md").write_text(f"# x\n- settings: {settings}\n")
+    with pytest.raises(ValueError, match=r"--hidden: \[64\] there, \[32\] here"):
+        al.check_finished_settings(report / "active_learning.csv", args)
+    settings["hidden"] = [32]
+    (report / "active_learning.md").write_text(f"- settings: {settings}\n")
+    al.check_finished_settings(
+        report / "active_learning.csv", dataclasses.replace(args, test_size=0)
+    )
+    (report / "active_learning.md").unlink()
+    with pytest.raises(ValueError, match="active_learning.md is missing"):
+        al.check_finished_settings(report / "active_learning.csv", args)
+    assert common.MNIST_TEST_SIZE == 10_000
+
+
+def test_benchmark_helpers_doctests(benchmark_module):
+    import doctest
+
+    result = doctest.testmod(benchmark_module("common"))
+    assert result.attempted > 10 and result.failed == 0
 
 
 def test_bhn_recipe_refuses_to_keep_rows_of_other_settings(benchmark_module, tmp_path, capsys):

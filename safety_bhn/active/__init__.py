@@ -17,6 +17,7 @@ from .acquisition import (
 from .loop import (
     ActiveConfig,
     ActiveLearner,
+    check_resume,
     curve_auc,
     labels_to_reach,
     mnist_pool,
@@ -35,6 +36,7 @@ __all__ = [
     "Selection",
     "bald",
     "batch_bald",
+    "check_resume",
     "curve_auc",
     "rarest_class_counts",
     "labels_to_reach",

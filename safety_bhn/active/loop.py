@@ -524,18 +524,7 @@ class ActiveLearner:
 
     def _load_state(self, path: Path, keep_pool_source: bool, given_n_classes: int | None) -> None:
         state = _read_state(path)
-        saved = dict(state["config"])
-        now = asdict(self.config)
-        diff = [
-            f"{k}: saved {saved.get(k)!r}, given {now[k]!r}"
-            for k in now
-            if k not in RESUMABLE and saved.get(k) != now[k]
-        ]
-        if diff:
-            raise ValueError(
-                f"cannot resume {path}: settings differ from the saved run ({'; '.join(diff)}); "
-                f"only {list(RESUMABLE)} may change (saved_config(out) reads the saved settings)"
-            )
+        _check_resume(path, state, self.config)
         if state["pool_size"] != self.x.shape[0]:
             raise ValueError(
                 f"cannot resume {path}: it was run on a pool of {state['pool_size']} points, "
@@ -549,12 +538,6 @@ class ActiveLearner:
                 "indices would point at other images; pass the same pool"
             )
         cfg = self.config
-        done = len(state["history"])
-        if done > cfg.steps + 1:
-            raise ValueError(
-                f"cannot resume {path} with steps={cfg.steps}: it has run {done - 1} steps "
-                f"already; pass steps >= {done - 1}"
-            )
         needed = cfg.initial + cfg.val_size + cfg.acquire * cfg.steps
         if needed > self.x.shape[0]:
             raise ValueError(
@@ -997,6 +980,37 @@ def _check_state(path: Path, state: dict[str, Any]) -> None:
 def saved_state(run: str | os.PathLike) -> dict[str, Any]:
     """The saved state of a run folder (or of a ``state.json`` path): what :meth:`state` wrote."""
     return _read_state(_state_path(run))
+
+
+def check_resume(run: str | os.PathLike, config: ActiveConfig) -> None:
+    """Raise the ValueError that resuming the run saved in ``run`` (a folder or its
+    ``state.json``) with ``config`` would raise for its settings: settings other than the
+    saved ones (only :data:`RESUMABLE` may change), or fewer steps than it has run. Needs no
+    pool, so a benchmark can check every run it will continue before any of them trains."""
+    path = _state_path(run)
+    _check_resume(path, _read_state(path), config)
+
+
+def _check_resume(path: Path, state: dict[str, Any], config: ActiveConfig) -> None:
+    """:func:`check_resume` on a state already read."""
+    saved = dict(state["config"])
+    now = asdict(config)
+    diff = [
+        f"{k}: saved {saved.get(k)!r}, given {now[k]!r}"
+        for k in now
+        if k not in RESUMABLE and saved.get(k) != now[k]
+    ]
+    if diff:
+        raise ValueError(
+            f"cannot resume {path}: settings differ from the saved run ({'; '.join(diff)}); "
+            f"only {list(RESUMABLE)} may change (saved_config(out) reads the saved settings)"
+        )
+    done = len(state["history"])
+    if done > config.steps + 1:
+        raise ValueError(
+            f"cannot resume {path} with steps={config.steps}: it has run {done - 1} steps "
+            f"already; pass steps >= {done - 1}"
+        )
 
 
 def saved_config(run: str | os.PathLike) -> ActiveConfig:
