@@ -27,13 +27,16 @@ from common import (  # noqa: E402
     RESULTS,
     check_flags,
     command_line,
+    fail,
     flag_errors,
     markdown_table,
     mean_std,
     parse_args,
     quick_out,
     quick_settings,
+    refuse_unused,
     run_kind,
+    run_label,
     seed_everything,
     write_csv,
 )
@@ -58,6 +61,12 @@ AGENTS = {
     "epsilon_greedy": ("epsilon_greedy", "map"),
 }
 
+
+SCRIPT = "bandit.py"
+
+#: The flags only some agents use (each agent's exploration setting).
+AGENT_FLAGS = {"epsilon": ["epsilon_greedy"], "bhn_init_scale": ["bhn"],
+               "fvi_init_std": ["factorial_vi"], "mc_dropout_p": ["mc_dropout"]}  # fmt: skip
 
 #: The per-run counts of RingCounter written to bandit.csv.
 RING_FIELDS = (
@@ -155,17 +164,18 @@ def main(argv: list[str] | None = None) -> None:
                               steps=300, train_steps=20, out=quick_out(args.out))  # fmt: skip
     bad = [d for d in args.deltas if not 0.0 < d < 1.0]
     if bad:
-        raise SystemExit(f"--deltas {bad}: the wheel's delta must lie in (0, 1)")
+        fail(SCRIPT, f"--deltas {bad}: the wheel's delta must lie in (0, 1)")
     unknown = set(args.agents) - set(AGENTS)
     if unknown:
-        raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
+        fail(SCRIPT, f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
+    check_flags(SCRIPT, args, positive=["steps"], distinct=["deltas", "agents"])
+    refuse_unused(SCRIPT, args, AGENT_FLAGS, "agents", args.agents)
     fixed = fixed_noise(args)
     varying = heteroscedastic_agents(args)
-    check_flags("bandit.py", args, positive=["steps"], distinct=["deltas", "agents"])
     for name in args.agents:  # each agent's settings checked before any agent runs
-        with flag_errors("bandit.py", f"agent {name}: "):
+        with flag_errors(SCRIPT, f"agent {name}: "):
             make_agent(args, name, args.seeds[0], fixed, varying)
-    run_name = f"bandit__{'quick' if args.quick else 'full'}__{int(time.time())}"
+    run_name = f"bandit__{run_label(args)}__{int(time.time())}"
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     out = Path(args.out)
     rows, curves = [], []
@@ -235,8 +245,9 @@ def model_options(args: Args, method: str) -> dict[str, float]:
 
 
 def fixed_noise(args: Args) -> dict[str, float]:
-    """``--fixed-noise`` as ``{agent: noise std}``; a malformed entry stops the run."""
-    fixed = {}
+    """``--fixed-noise`` as ``{agent: noise std}``; a malformed entry, an agent named twice or
+    one that ``--agents`` leaves out stops the run."""
+    fixed: dict[str, float] = {}
     for entry in args.fixed_noise:
         agent, _, value = entry.partition("=")
         try:
@@ -244,23 +255,32 @@ def fixed_noise(args: Args) -> dict[str, float]:
         except ValueError:
             std = float("nan")
         if agent not in AGENTS or not std > 0 or not np.isfinite(std):
-            raise SystemExit(
-                f"--fixed-noise {entry!r}: expected AGENT=STD with AGENT one of {list(AGENTS)} "
-                "and STD a positive number, e.g. factorial_vi=0.01"
-            )
+            fail(SCRIPT, f"--fixed-noise {entry!r}: expected AGENT=STD with AGENT one of "
+                         f"{list(AGENTS)} and STD a positive number, e.g. "
+                         "factorial_vi=0.01")  # fmt: skip
+        if agent in fixed:  # the last one won before
+            fail(SCRIPT, f"--fixed-noise names {agent} more than once; give one STD per agent")
+        if agent not in args.agents:  # it would be ignored, and stated in the report
+            fail(SCRIPT, f"--fixed-noise {entry!r}: {agent} is not among --agents "
+                         f"{' '.join(args.agents)}; drop the entry, or add the agent")  # fmt: skip
         fixed[agent] = std
     return fixed
 
 
 def heteroscedastic_agents(args: Args) -> set[str]:
-    """``--heteroscedastic`` as a set of agents; an unknown name stops the run."""
-    names = set(AGENTS) if "all" in args.heteroscedastic else set(args.heteroscedastic)
-    unknown = sorted(names - set(AGENTS))
+    """``--heteroscedastic`` as the set of agents run whose model predicts a noise std per
+    context (``all``: every agent in ``--agents``); an unknown name, or an agent that
+    ``--agents`` leaves out, stops the run."""
+    named = [name for name in args.heteroscedastic if name != "all"]
+    unknown = sorted(set(named) - set(AGENTS))
     if unknown:
-        raise SystemExit(
-            f"--heteroscedastic {unknown}: unknown agents; choose from {list(AGENTS)} or all"
-        )
-    return names
+        fail(SCRIPT, f"--heteroscedastic {unknown}: unknown agents; choose from {list(AGENTS)} "
+                     "or all")  # fmt: skip
+    left_out = sorted(set(named) - set(args.agents))
+    if left_out:
+        fail(SCRIPT, f"--heteroscedastic {left_out}: not among --agents "
+                     f"{' '.join(args.agents)}; drop them, or add them to --agents")  # fmt: skip
+    return set(args.agents) if "all" in args.heteroscedastic else set(named)
 
 
 def noise_words(args: Args) -> str:
@@ -274,10 +294,22 @@ def noise_words(args: Args) -> str:
         words = f"Gaussian noise of fixed std {args.noise_std:g} × the largest reward seen"
     held = [f"{agent} {std:g}" for agent, std in fixed_noise(args).items()]
     words += f"; noise std held fixed for {', '.join(held)}" if held else ""
-    varying = [agent for agent in AGENTS if agent in heteroscedastic_agents(args)]
+    varying = [agent for agent in args.agents if agent in heteroscedastic_agents(args)]
     return words + (
         f"; noise std also predicted per context for {', '.join(varying)}" if varying else ""
     )
+
+
+def agent_words(args: Args) -> str:
+    """The exploration settings of the agents run, in words, for bandit.md."""
+    words = {
+        "bhn": f"BHN with 4 couplings (32 hidden) and initial q std {args.bhn_init_scale:g}",
+        "factorial_vi": f"factorial VI with initial std {args.fvi_init_std:g}",
+        "mc_dropout": f"MC dropout p={args.mc_dropout_p:g} on the hidden layer",
+    }
+    thompson = ", ".join(words[a] for a in words if a in args.agents)
+    greedy = f"epsilon-greedy epsilon={args.epsilon} with a MAP network"
+    return "; ".join([greedy] * ("epsilon_greedy" in args.agents) + [thompson] * bool(thompson))
 
 
 #: columns of the target table in bandit.md
@@ -361,10 +393,8 @@ def report(args: Args, rows: list[dict], run_name: str, command: str) -> str:
         f"Command: `{command}`. Settings: "
         f"{args.steps} decisions per run, seeds {args.seeds}, reward MLP 2-{args.hidden}-5, "
         f"retrained every {args.train_every} decisions with {args.train_steps} Adam steps "
-        f"(batch {args.batch_size}, lr {args.lr:g}, {noise_words(args)}), epsilon-greedy "
-        f"epsilon={args.epsilon} with a MAP network; BHN with 4 couplings (32 hidden) and "
-        f"initial q std {args.bhn_init_scale:g}, factorial VI with initial std "
-        f"{args.fvi_init_std:g}, MC dropout p={args.mc_dropout_p:g} on the hidden layer.\n\n"
+        f"(batch {args.batch_size}, lr {args.lr:g}, {noise_words(args)}), "
+        f"{agent_words(args)}.\n\n"
         f"Cumulative regret (expected reward of the optimal minus the chosen action, summed) as "
         f"% of the uniform agent's on the same contexts (lower is better; mean ± std over "
         f"seeds):\n\n"

@@ -32,13 +32,16 @@ from common import (  # noqa: E402
     RESULTS,
     check_flags,
     command_line,
+    fail,
     flag_errors,
     markdown_table,
     mean_std,
     parse_args,
     quick_out,
     quick_settings,
+    refuse_unused,
     run_kind,
+    run_label,
     seed_everything,
     write_csv,
 )
@@ -82,6 +85,12 @@ AGENTS = {
     "factorial_vi": ("thompson", "factorial_vi"),
     "epsilon_greedy": ("epsilon_greedy", "map"),
 }
+
+SCRIPT = "safe_exploration.py"
+
+#: The flags only some agents use.
+AGENT_FLAGS = {"mc_dropout_p": ["mc_dropout"],
+               "resample_on_revisit": ["bhn", "mc_dropout", "factorial_vi"]}  # fmt: skip
 
 
 @dataclass
@@ -184,21 +193,25 @@ def main(argv: list[str] | None = None) -> None:
                               agents=["bhn", "epsilon_greedy"], grid_steps=300, shift_steps=100,
                               cartpole_steps=200, out=quick_out(args.out))  # fmt: skip
     unknown = set(args.agents) - set(AGENTS)
-    if unknown:
-        raise SystemExit(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
+    if unknown:  # the random baseline always runs: it is not an entry of --agents
+        fail(SCRIPT, f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)} (the "
+                     "random agent runs in every experiment)")  # fmt: skip
     unknown = set(args.envs) - {"gridworld", "cartpole"}
     if unknown:
-        raise SystemExit(f"unknown --envs {sorted(unknown)}; choose from gridworld, cartpole")
+        fail(SCRIPT, f"unknown --envs {sorted(unknown)}; choose from gridworld, cartpole")
     steps = {"gridworld": ["grid_steps", "shift_steps"], "cartpole": ["cartpole_steps"]}
-    check_flags("safe_exploration.py", args, positive=[n for e in args.envs for n in steps[e]],
+    check_flags(SCRIPT, args, positive=[n for e in args.envs for n in steps[e]],
                 distinct=["agents", "envs"])  # fmt: skip
+    refuse_unused(SCRIPT, args, AGENT_FLAGS, "agents", args.agents)
+    refuse_unused(SCRIPT, args, {name: [env] for env in steps for name in steps[env]}, "envs",
+                  args.envs)  # fmt: skip
     for env_name in args.envs:  # every agent's settings checked before any agent runs
         env_id = GRID if env_name == "gridworld" else CARTPOLE
         for name in args.agents:
             for safe in (False, True):
-                with flag_errors("safe_exploration.py", f"{name} on {env_name}: "):
+                with flag_errors(SCRIPT, f"{name} on {env_name}: "):
                     build_agent(args, env_id, make_env(env_id), name, safe, args.seeds[0])
-    run_name = f"safe_exploration__{'quick' if args.quick else 'full'}__{int(time.time())}"
+    run_name = f"safe_exploration__{run_label(args)}__{int(time.time())}"
     torch.set_num_threads(1)  # tiny networks: extra intra-op threads only add overhead
     jobs = [(e, "random", False, s) for e in args.envs for s in args.seeds]
     jobs += [(e, a, safe, s) for e in args.envs for a in args.agents for safe in (False, True)
@@ -215,6 +228,29 @@ def main(argv: list[str] | None = None) -> None:
     text = report(args, rows, run_name, command_line("safe_exploration.py", argv))
     atomic_write_text(out / "safe_exploration.md", text)
     print(text)
+
+
+def experiment_words(args: Args) -> str:
+    """The experiments run and their step budgets, in words, for safe_exploration.md."""
+    words = {
+        "gridworld": f"gridworld {args.grid_steps} steps on the training layout then "
+        f"{args.shift_steps} on the shifted one (learning continues)",
+        "cartpole": f"CartPole {args.cartpole_steps} steps",
+    }
+    return "; ".join(words[env] for env in words if env in args.envs)
+
+
+def agent_words(args: Args) -> str:
+    """The posterior settings of the Thompson agents run, in words ('' for none)."""
+    bhn = DEFAULT_OPTIONS[Method.BHN]
+    words = {
+        "bhn": f"BHN: {bhn['coupling_layers']} couplings ({bhn['coupling_hidden']} hidden), "
+        f"initial q std {bhn['init_scale']}",
+        "factorial_vi": f"factorial VI: initial std "
+        f"{DEFAULT_OPTIONS[Method.FACTORIAL_VI]['init_std']}",
+        "mc_dropout": f"MC dropout: p={args.mc_dropout_p} hidden",
+    }
+    return "; ".join(words[a] for a in words if a in args.agents)
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
@@ -258,17 +294,15 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str, command: str) 
     # gridworld) holds its total; before 2026-12-06 this summed the training rows instead
     seconds = sum(r["seconds"] for r in rows if r["env"] != "LavaGrid-v0")
     grid, pole = partial(dqn_setting, GRID), partial(dqn_setting, CARTPOLE)
-    bhn = DEFAULT_OPTIONS[Method.BHN]
     return (
         "# Safe exploration: return and safety violations while learning\n\n"
         f"Run `{run_name}` ({run_kind(args)}); "
         f"{env['date']}, {env['machine']}, torch {env['torch']}; "
         f"{seconds / 60:.1f} CPU-minutes of agent time (1 thread).\n\n"
         f"Command: `{command}`. "
-        f"Settings: seeds {args.seeds}; gridworld {args.grid_steps} steps on the training "
-        f"layout then {args.shift_steps} on the shifted one (learning continues); CartPole "
-        f"{args.cartpole_steps} steps. Q and cost MLPs obs-{args.hidden}-actions; Adam lr "
-        f"1e-3, batch 64, replay buffer of the last {grid('buffer_size')} (gridworld) / "
+        f"Settings: seeds {args.seeds}; {experiment_words(args)}. Q and cost MLPs "
+        f"obs-{args.hidden}-actions; Adam lr 1e-3, batch 64, replay buffer of the last "
+        f"{grid('buffer_size')} (gridworld) / "
         f"{pole('buffer_size')} (CartPole) transitions, one update per step, target networks "
         f"copied every {grid('target_every')} steps; random actions annealed from 1 to 0 "
         f"(Thompson) or 0.05 (ε-greedy) over the first {grid('epsilon_decay_steps')} "
@@ -289,10 +323,8 @@ def report(args: Args, rows: list[dict[str, Any]], run_name: str, command: str) 
             if args.violation_replay
             else ""
         )  # fmt: skip
-        + f". BHN: {bhn['coupling_layers']} couplings "
-        f"({bhn['coupling_hidden']} hidden), initial q std {bhn['init_scale']}; factorial VI: "
-        f"initial std {DEFAULT_OPTIONS[Method.FACTORIAL_VI]['init_std']}; MC dropout: "
-        f"p={args.mc_dropout_p} hidden.\n\n"
+        + "".join(f". {words}" for words in [agent_words(args)] if words)
+        + ".\n\n"
         "`return`: mean return of the phase's complete episodes (the step budget may cut the "
         "last one short; it is left out of return and goal); `violations`: total cost (lava "
         "entered / pole fell) during the phase; `goal`: fraction of episodes reaching the "

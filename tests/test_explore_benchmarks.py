@@ -340,6 +340,26 @@ def test_bandit_noise_reads_the_tuning_runs_at_the_chosen_settings(benchmark_mod
      ("safe_exploration", ["--quantile", "2"], "bhn on gridworld: quantile must lie in [0, 1]"),
      ("safe_exploration", ["--agents", "mc_dropout", "--mc-dropout-p", "2"],
       "mc_dropout on gridworld: p_hidden must be a number in [0, 1]"),
+     # settings of agents or experiments left out were accepted, ignored and reported before
+     ("bandit", ["--agents", "bhn", "--epsilon", "2"],
+      "bandit.py: error: --epsilon is a setting of epsilon_greedy, which --agents leaves out"),
+     ("bandit", ["--fixed-noise", "factorial_vi=0.01", "factorial_vi=0.5"],
+      "--fixed-noise names factorial_vi more than once"),  # the last one won
+     ("bandit", ["--agents", "bhn", "--fixed-noise", "mc_dropout=0.01"],
+      "--fixed-noise 'mc_dropout=0.01': mc_dropout is not among --agents bhn"),
+     ("bandit", ["--agents", "bhn", "--heteroscedastic", "mc_dropout"],
+      "--heteroscedastic ['mc_dropout']: not among --agents bhn"),
+     ("bandit", ["--heteroscedastic", "all", "bogus"],
+      "--heteroscedastic ['bogus']: unknown agents"),  # ignored beside all
+     ("bandit", ["--deltas", "1.0"], "bandit.py: error: --deltas [1.0]: the wheel's delta"),
+     ("safe_exploration", ["--agents", "bhn", "--mc-dropout-p", "0.3"],
+      "--mc-dropout-p is a setting of mc_dropout, which --agents leaves out"),
+     ("safe_exploration", ["--agents", "epsilon_greedy", "--no-resample-on-revisit"],
+      "--resample-on-revisit is a setting of bhn and mc_dropout and factorial_vi"),
+     ("safe_exploration", ["--envs", "gridworld", "--cartpole-steps", "0"],
+      "--cartpole-steps is a setting of cartpole, which --envs leaves out"),
+     ("safe_exploration", ["--agents", "random"],
+      "safe_exploration.py: error: unknown agents ['random']"),
      ("explore_diagnostics", ["--samples", "1"], "--samples must be at least 2, got 1"),
      ("explore_diagnostics", ["--cartpole-steps", "0"], "--cartpole-steps must be at least 1"),
      ("explore_diagnostics", ["--cost-agents", "bhm"], "--cost-agents: unknown bhm; choose")],
@@ -352,6 +372,21 @@ def test_explore_benchmarks_refuse_a_bad_flag_before_any_agent_runs(
     with pytest.raises(SystemExit, match=re.escape(message)):
         module.main(["--quick", "--out", str(tmp_path), *flags])
     assert not list(tmp_path.iterdir())  # nothing run, nothing written
+
+
+def test_explore_reports_state_the_settings_of_what_ran_only(benchmark_module):
+    bandit, se = benchmark_module("bandit"), benchmark_module("safe_exploration")
+    assert bandit.agent_words(bandit.Args(agents=["bhn"])) == (
+        "BHN with 4 couplings (32 hidden) and initial q std 0.5"  # epsilon and MC dropout's p too
+    )
+    assert bandit.agent_words(bandit.Args()).startswith("epsilon-greedy epsilon=0.1 with a MAP")
+    assert bandit.heteroscedastic_agents(bandit.Args(agents=["bhn"], heteroscedastic=["all"])) == {
+        "bhn"
+    }
+    assert "CartPole" not in se.experiment_words(se.Args(envs=["gridworld"]))
+    assert se.agent_words(se.Args(agents=["epsilon_greedy"])) == ""
+    common = benchmark_module("common")
+    assert common.run_label(bandit.Args(seeds=[0])) == "reduced"  # named 'full' before
 
 
 def test_explore_benchmarks_refuse_negative_or_repeated_seeds(benchmark_module, capsys):
