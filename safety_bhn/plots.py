@@ -1,18 +1,15 @@
-"""Plots saved to files (matplotlib Agg backend, seaborn style): reliability diagrams and bars."""
+"""Plots saved to files (seaborn style): reliability diagrams and bars."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import seaborn as sns
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from .core.metrics import expected_calibration_error, reliability_bins  # noqa: E402
+from .core.metrics import expected_calibration_error, reliability_bins
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:

@@ -1,6 +1,7 @@
 """The `safety-bhn` console script: train / evaluate / quickstart, and clear errors."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -481,3 +482,13 @@ def test_quickstart_refuses_damaged_or_foreign_files_before_training(
     with pytest.raises(ValueError, match=message):
         quickstart(out, epochs=1, device="cpu", progress=False)
     assert bhn_metrics is not None or not (out / "bhn").exists()
+
+
+def test_importing_the_plot_modules_keeps_the_users_matplotlib_backend():
+    """They switched it to Agg on import, so a notebook's inline figures stopped showing."""
+    code = ("import matplotlib, safety_bhn.plots, safety_bhn.active.plots, safety_bhn.ood.plots, "
+            "safety_bhn.explore.plots; print(matplotlib.get_backend())")  # fmt: skip
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "svg"

@@ -7,17 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .._choices import did_you_mean  # noqa: E402
-from ..plots import save_figure  # noqa: E402
-from .metrics import auroc, roc  # noqa: E402
+from .._choices import did_you_mean
+from ..plots import save_figure
+from .metrics import auroc, roc
 
 if TYPE_CHECKING:
     from .report import OODReport
