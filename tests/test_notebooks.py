@@ -24,3 +24,10 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]  # fmt: skip
     assert not errors
+    # Every notebook saves its figures in figures/ under the working folder (git-ignored as
+    # notebooks/figures/ when run from notebooks/) and writes nothing else there.
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert written, "the notebook saved no figure"
+    stray = [str(p) for p in written if p.parts[0] != "figures"]
+    assert not stray, f"files written outside figures/: {stray}"
+    assert all(p.suffix == ".png" for p in written), written
