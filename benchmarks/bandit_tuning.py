@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, in_results, markdown_table, parse_args  # noqa: E402
+from common import RESULTS, command_line, fail, in_results, markdown_table, parse_args  # noqa: E402
 
 from safety_bhn._io import atomic_write_text  # noqa: E402
 
@@ -110,10 +110,9 @@ def check_made_by(job: Job) -> None:
     made = recorded_argv(job.out)
     if made is None or _without_out(made) != _without_out(job.argv):
         was = "an unrecorded command" if made is None else f"bandit.py {shlex.join(made)}"
-        raise SystemExit(
-            f"{job.out} holds a run made by {was}, but this sweep asks for bandit.py "
-            f"{shlex.join(job.argv)}; pass another --out, or delete that folder to rerun it"
-        )
+        fail("bandit_tuning.py", f"{job.out} holds a run made by {was}, but this sweep asks "
+                                 f"for bandit.py {shlex.join(job.argv)}; pass another --out, or "
+                                 "delete that folder to rerun it")  # fmt: skip
 
 
 def run(job: Job) -> None:
@@ -124,7 +123,8 @@ def run(job: Job) -> None:
     cmd = [sys.executable, str(script), *job.argv]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"bandit.py {' '.join(job.argv)} failed:\n{result.stderr[-2000:]}")
+        fail("bandit_tuning.py", f"bandit.py {' '.join(job.argv)} failed:\n"
+                                 f"{result.stderr[-2000:]}")  # fmt: skip
 
 
 def regret(folders: list[Path], agent: str) -> dict[str, list[float]]:

@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     bad = [r for r in args.rows if not re.fullmatch(r"bhn-\d+|mc_dropout|factorial_vi|map", r)]
     if bad:
-        raise SystemExit(f"--rows {bad}: expected bhn-K (K coupling layers, e.g. bhn-12), "
-                         "mc_dropout, factorial_vi or map")  # fmt: skip
+        fail("mnist5000.py", f"--rows {bad}: expected bhn-K (K coupling layers, e.g. "
+                             "bhn-12), mc_dropout, factorial_vi or map")  # fmt: skip
     if args.quick:  # tiny budgets; rows and seeds the user named are kept
         args = quick_settings(args, rows=["bhn-2", "mc_dropout", "factorial_vi",
                               "map"], seeds=[0], hidden=[64], epochs=1, eval_samples=10,
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             job[3].validate()
         except ValueError as err:
-            raise SystemExit(f"row {job[0]}, hidden {job[1]}: {err}") from None
+            fail("mnist5000.py", f"row {job[0]}, hidden {job[1]}: {err}")
     with ProcessPoolExecutor(
         args.workers, initializer=_one_thread if args.workers > 1 else None
     ) as pool:
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.sort(key=lambda r: (r["hidden"], r["seed"], str(r["row"])))
             write_csv(rows, csv_path)  # after every run: an interrupted benchmark loses little
     if not rows:
-        raise SystemExit(f"no runs in {csv_path} to report")
+        fail("mnist5000.py", f"no runs in {csv_path} to report")
     (out / "mnist5000.md").write_text(summarise(rows, args, command))
     plot(rows, out / "mnist5000.png")
     print((out / "mnist5000.md").read_text())

@@ -616,9 +616,9 @@ def main(argv: list[str] | None = None) -> None:
         for row in args.rows:
             parse_row(row)
     except ValueError as err:
-        raise SystemExit(f"--rows: {err}") from None
+        fail("ood.py", f"--rows: {err}")
     if args.threads < 1:
-        raise SystemExit(f"--threads must be at least 1, got {args.threads}")
+        fail("ood.py", f"--threads must be at least 1, got {args.threads}")
     missing = [s for s in ("entropy", "mutual_information") if s not in args.scores]
     if missing:
         fail("ood.py", f"--scores {' '.join(args.scores)} lacks {', '.join(missing)}, which "

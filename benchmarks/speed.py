@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
     command_line,
+    fail,
     flag_errors,
     markdown_table,
     parse_args,
@@ -86,16 +87,15 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(Args, argv)
     if args.arch not in ("mlp", "cnn"):
-        raise SystemExit(f"--arch must be mlp or cnn, got {args.arch!r}")
+        fail("speed.py", f"--arch must be mlp or cnn, got {args.arch!r}")
     if args.repeats < 1:
-        raise SystemExit(
-            f"--repeats must be at least 1 (the median of the timings), got {args.repeats}"
-        )
+        fail("speed.py", f"--repeats must be at least 1 (the median of the timings), got "
+                         f"{args.repeats}")  # fmt: skip
     sizes = {"samples": min(args.samples, default=0), "n_predict": args.n_predict,
              "batch_size": args.batch_size, "train_steps": args.train_steps}  # fmt: skip
     for name, value in sizes.items():
         if value < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            fail("speed.py", f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.quick:
         args = quick_settings(args, hidden=32, coupling_layers=2, n_predict=50, repeats=2,
                               train_steps=2, out=quick_out(args.out))  # fmt: skip
