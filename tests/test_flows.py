@@ -67,9 +67,36 @@ def test_samples_have_right_shape_and_gradients_reach_all_flow_parameters():
 
 def test_couplings_start_as_identity_and_tiny_scale_starts_near_point_mass():
     flow = NormalizingFlow(dim=8, coupling_layers=3, init_scale=1e-3)
+    with torch.no_grad():  # distinct entries: a coupling that moved them would show
+        flow.affine.loc.copy_(torch.arange(8.0))
+    eps = torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(flow(eps)[0], flow.affine(eps)[0])  # entries keep their places
     theta, log_q = flow.sample(100, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(theta.mean(0), torch.arange(8.0), atol=1e-3, rtol=0)
     assert theta.std(0).max() < 2e-3
     assert log_q.mean() > 8 * (-math.log(1e-3)) - 8 * 0.5 * math.log(2 * math.pi * math.e) - 1
+
+
+def test_a_flow_saved_before_couplings_unpermuted_loads_and_samples_as_it_did():
+    """Until 2026-12-07 a coupling left its output permuted (each started as a shuffle)."""
+    flow = NormalizingFlow(dim=6, coupling_layers=2, hidden=8, init_scale=1e-6)
+    with torch.no_grad():
+        flow.affine.loc.copy_(torch.arange(6.0))
+    old = {k: v for k, v in flow.state_dict().items() if not k.endswith("unpermute")}
+    legacy = NormalizingFlow(dim=6, coupling_layers=2, hidden=8)
+    legacy.load_state_dict(old)  # strict: the missing buffer is filled in as False
+    theta = legacy(torch.zeros(1, 6))[0][0]
+    first, second = (c.perm for c in flow.couplings)
+    torch.testing.assert_close(theta, torch.arange(6.0)[first][second])  # shuffled twice
+    assert not torch.equal(theta, torch.arange(6.0))
+    with torch.no_grad():  # a scale of 1e-6 would make the inverse ill-conditioned
+        legacy.affine.log_scale.zero_()
+    _perturb(legacy)
+    eps = torch.randn(5, 6, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(legacy.inverse(legacy(eps)[0]), eps, atol=1e-4, rtol=1e-4)
+    again = NormalizingFlow(dim=6, coupling_layers=2, hidden=8)
+    again.load_state_dict(legacy.state_dict())  # saved again, it keeps the old behaviour
+    torch.testing.assert_close(again(eps)[0], legacy(eps)[0])
 
 
 def test_bad_sizes_raise():

@@ -303,6 +303,20 @@ def test_bhn_data_dependent_init_standardises_pre_activations():
     torch.testing.assert_close(first.std(0), torch.ones(16), atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("couplings", [0, 2])
+def test_bhn_data_dependent_init_reaches_its_units_through_the_flow(couplings):
+    """The scales the model draws, not only the flow's location: with couplings they went
+    to other units before 2026-12-07 (each coupling started as a shuffle)."""
+    model = small_model("bhn", coupling_layers=couplings, init_scale=1e-4)
+    x = torch.rand(200, 1, 12, 12, generator=gen())
+    model.init_from_data(x)
+    g, _ = model.draw(1, gen())
+    first = F.linear(x.flatten(1), model._direction(0)) * g[:, :16] + model.bias[0]
+    torch.testing.assert_close(first.mean(0), torch.zeros(16), atol=1e-2, rtol=0)
+    torch.testing.assert_close(first.std(0), torch.ones(16), atol=1e-2, rtol=0)
+    assert torch.allclose(g[0, -5:], torch.ones(5), atol=1e-2)  # the output layer's scales
+
+
 def test_bhn_with_zero_couplings_is_a_diagonal_gaussian():
     model = small_model("bhn", coupling_layers=0)
     assert len(model.flow.couplings) == 0

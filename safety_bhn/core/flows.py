@@ -38,12 +38,16 @@ class ElementwiseAffine(nn.Module):
 
 
 class AffineCoupling(nn.Module):
-    """RealNVP affine coupling (Dinh et al. 2017) preceded by a fixed permutation.
+    """RealNVP affine coupling (Dinh et al. 2017) on a fixed random split of the entries.
 
-    The permuted input is split in halves ``(a, b)``; ``a`` passes unchanged and
+    The input is permuted and split in halves ``(a, b)``; ``a`` passes unchanged and
     ``b' = b * scale(a) + shift(a)`` with ``scale = exp(s) + min_scale`` from a one-hidden-layer
-    ReLU net. The net's output layer starts at zero with a bias that makes ``scale`` exactly 1,
-    so every coupling starts as the identity. The log-scale ``s`` is soft-clamped to
+    ReLU net; the result is permuted back, so every entry keeps its place. The net's output
+    layer starts at zero with a bias that makes ``scale`` exactly 1, so every coupling starts
+    as the identity (until 2026-12-07 the output stayed permuted, so each coupling started as a
+    shuffle of the entries: a BHN's data-dependent initial scales, and the prior centred on
+    them, went to other units; models saved before then load with that behaviour, which the
+    ``unpermute`` buffer records, and predict as they did). The log-scale ``s`` is soft-clamped to
     ``(-max_log_scale, max_log_scale)`` with a tanh: with a raw ``exp(s)`` (the authors' choice),
     one rare noise draw could chain large scales through several couplings and overflow
     to inf mid-training (seen here with 12 couplings on MNIST).
@@ -73,6 +77,9 @@ class AffineCoupling(nn.Module):
         perm = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
         self.register_buffer("perm", perm)
         self.register_buffer("inv_perm", torch.argsort(perm))
+        self.register_buffer("unpermute", torch.tensor(True))
+        self._unpermute = True  # the buffer's value, read once (no GPU sync per call)
+        self.register_load_state_dict_pre_hook(_read_unpermute)
         self.hidden = nn.Linear(self.split, hidden)
         self.out = nn.Linear(hidden, 2 * (dim - self.split))
         nn.init.zeros_(self.out.weight)
@@ -91,12 +98,24 @@ class AffineCoupling(nn.Module):
         z = z[..., self.perm]
         a, b = z[..., : self.split], z[..., self.split :]
         scale, shift = self._scale_shift(a)
-        return torch.cat([a, b * scale + shift], dim=-1), scale.log().sum(-1)
+        y = torch.cat([a, b * scale + shift], dim=-1)
+        return (y[..., self.inv_perm] if self._unpermute else y), scale.log().sum(-1)
 
     def inverse(self, y: Tensor) -> Tensor:
+        if self._unpermute:
+            y = y[..., self.perm]
         a, b = y[..., : self.split], y[..., self.split :]
         scale, shift = self._scale_shift(a)
         return torch.cat([a, (b - shift) / scale], dim=-1)[..., self.inv_perm]
+
+
+def _read_unpermute(module: AffineCoupling, state_dict: dict, prefix: str, *args: object) -> None:
+    """Load-state-dict pre-hook: a coupling saved before the ``unpermute`` buffer existed
+    (2026-12-07) left its output permuted; load it so, so that the model predicts as saved."""
+    key = prefix + "unpermute"
+    if key not in state_dict:
+        state_dict[key] = torch.tensor(False)
+    module._unpermute = bool(state_dict[key])
 
 
 class NormalizingFlow(nn.Module):
