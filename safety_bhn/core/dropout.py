@@ -24,7 +24,8 @@ class MCDropoutNet(MAPNet):
     layer and before the output layer for the CNN, as in Gal et al. 2017).
 
     Args:
-        weight_decay: L2 penalty on the weights, as for MAP (Gal's prior length-scale term).
+        weight_decay: L2 penalty on the weights, as for MAP (Gal's prior length-scale term;
+            like MAP's, not divided by ``n_data``: see :class:`~safety_bhn.core.map.MAPNet`).
         prob_clip: clip the true class's probability in the training loss (0: off; see
             :meth:`UncertaintyModel.nll`).
     """

@@ -25,7 +25,11 @@ class MAPNet(UncertaintyModel):
 
     Args:
         weight_decay: L2 penalty ``weight_decay * sum ||w||^2`` added to the mean NLL
-            (a Gaussian prior on the weights, so this is a MAP estimate).
+            (a Gaussian prior on the weights, so this is a MAP estimate). It is not divided
+            by the data size ``n_data``, so the prior it stands for tightens as the data
+            grow (variance ``1 / (2 * weight_decay * n_data)``); Gal et al.'s active-learning
+            code instead scaled it as ``c / n_data``. The BHN and factorial VI divide their KL
+            term by ``n_data``.
         prob_clip: clip the true class's probability to ``[prob_clip, 1 - prob_clip]`` in
             the training loss (0: off; see :meth:`UncertaintyModel.nll`).
     """
