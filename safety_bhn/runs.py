@@ -361,9 +361,10 @@ def train_and_evaluate(
     out.mkdir(parents=True, exist_ok=True)  # for the lock; checked again under it
     with folder_lock(out):
         _check_train_folder(out, overwrite, create=True)  # again: another process may have
-        if overwrite:  # finished one here; a fresh run: an interrupted one is not resumed
-            (out / FIT_CHECKPOINT).unlink(missing_ok=True)
-        return _train(config, model, device, splits, out, progress, out / FIT_CHECKPOINT)
+        # finished one here. With overwrite, a checkpoint of these settings (an interrupted
+        # overwrite) is continued and one of others replaced; the old run stays until saved
+        return _train(config, model, device, splits, out, progress, out / FIT_CHECKPOINT,
+                      replace_other=overwrite)  # fmt: skip
 
 
 def _train(
@@ -374,6 +375,7 @@ def _train(
     out: Path | None,
     progress: bool,
     checkpoint: str | os.PathLike | None,
+    replace_other: bool = False,
 ) -> RunResult:
     history = fit(
         model,
@@ -394,6 +396,7 @@ def _train(
         # kept until the run is saved: an interruption while the test set is scored (minutes,
         # for a CNN with 100 samples) would otherwise lose the whole training
         keep_checkpoint=checkpoint is not None,
+        replace_other_checkpoint=replace_other,
     )
     gen = torch.Generator(device=device).manual_seed(config.seed)
     xt, yt = splits["test"]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import safety_bhn
 
@@ -200,6 +201,60 @@ def test_a_train_run_interrupted_while_it_scores_the_test_set_keeps_its_training
     assert again.metrics["test"] == whole.metrics["test"]
     assert again.metrics["history"]["train_loss"] == whole.metrics["history"]["train_loss"]
     assert not (tmp_path / "cut" / "fit-checkpoint.pt").exists()
+
+
+def test_an_interrupted_overwrite_continues_and_an_old_runs_state_gives_way(
+    tmp_path, monkeypatch, capsys
+):
+    """--overwrite deleted the checkpoint, so an interrupted overwrite could never continue
+    (without --overwrite the old run's files refuse the folder)."""
+    import safety_bhn.runs as runs
+
+    monkeypatch.setattr(runs, "CHECKPOINT_SECONDS", 0.0)
+    old = runs.TrainConfig(method="mc_dropout", hidden=[16], epochs=1, eval_samples=2,
+                           device="cpu", batch_size=500)  # fmt: skip
+    config = runs.TrainConfig(**{**old.__dict__, "epochs": 3})
+    whole = runs.train_and_evaluate(config, tmp_path / "whole", progress=False)
+    runs.train_and_evaluate(old, tmp_path / "cut", progress=False)  # the run to replace
+    model_cls = type(whole.model)
+    loss, calls = model_cls.loss, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 20:  # in the third epoch (9 steps an epoch)
+            raise KeyboardInterrupt
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_cls, "loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train_and_evaluate(config, tmp_path / "cut", progress=False, overwrite=True)
+    monkeypatch.setattr(model_cls, "loss", loss)
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["config"]["epochs"] == 1
+    capsys.readouterr()
+    again = runs.train_and_evaluate(config, tmp_path / "cut", progress=False, overwrite=True)
+    assert "resuming the training saved in" in capsys.readouterr().err
+    assert again.metrics["test"] == whole.metrics["test"]
+    assert not (tmp_path / "cut" / "fit-checkpoint.pt").exists()
+    # a checkpoint of other settings gives way to a new overwrite rather than refusing it
+    monkeypatch.setattr(model_cls, "loss", interrupted)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        runs.train_and_evaluate(config, tmp_path / "cut", progress=False, overwrite=True)
+    monkeypatch.setattr(model_cls, "loss", loss)
+    other = runs.TrainConfig(**{**config.__dict__, "seed": 3})
+    seeded = runs.train_and_evaluate(other, tmp_path / "cut", progress=False, overwrite=True)
+    assert seeded.metrics["config"]["seed"] == 3
+    assert seeded.metrics["history"]["epochs_run"] == 3
+
+
+def test_fit_refuses_to_resume_a_checkpoint_into_a_model_of_another_seed(tmp_path):
+    x, y = torch.rand(64, 4), torch.randint(0, 2, (64,))
+    path = tmp_path / "c.pt"
+    first = safety_bhn.build_model("map", hidden=[8], in_shape=(4,), n_classes=2, seed=0)
+    safety_bhn.fit(first, (x, y), epochs=2, progress=False, checkpoint=path, keep_checkpoint=True)
+    other = safety_bhn.build_model("map", hidden=[8], in_shape=(4,), n_classes=2, seed=3)
+    with pytest.raises(ValueError, match="was saved by another training run .init: saved"):
+        safety_bhn.fit(other, (x, y), epochs=2, progress=False, checkpoint=path)  # took it before
 
 
 def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):

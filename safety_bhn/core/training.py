@@ -6,6 +6,7 @@ import copy
 import enum
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -112,17 +113,23 @@ class History:
         return asdict(self)
 
 
-def _read_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any] | None:
+def _read_checkpoint(
+    path: str | os.PathLike, settings: dict[str, Any], replace_other: bool = False
+) -> dict[str, Any] | None:
     """The training state saved at ``path`` by :func:`fit` (None: no file yet); one saved
-    with other settings, data sizes or model is refused, naming what differs."""
+    with other settings, data or initial weights is refused, naming what differs (with
+    ``replace_other``: None, so training starts afresh and replaces it)."""
     path = Path(path)
     if not path.is_file():
         return None
     saved = load_state(path, "settings", "delete it to train from the start")
     had = saved["settings"]
+    # fingerprints of the data (saved since 2026-12-06) and of the initial weights (since
+    # 2026-12-07) are not checked where an older checkpoint lacks them
     differ = [f"{k}: saved {had.get(k)!r}, now {v!r}" for k, v in settings.items()
-              if had.get(k) != v and not (k == "data" and k not in had)]  # fmt: skip
-    # (checkpoints saved before 2026-12-06 hold no data fingerprint: not checked)
+              if had.get(k) != v and not (k in ("data", "init") and k not in had)]  # fmt: skip
+    if differ and replace_other:
+        return None
     if differ:
         raise ValueError(f"{path} was saved by another training run ({'; '.join(differ)}); "
                          "delete it, or pass the same settings to resume")  # fmt: skip
@@ -196,6 +203,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_seconds: float = 60.0,
     keep_checkpoint: bool = False,
+    replace_other_checkpoint: bool = False,
 ) -> History:
     """Train ``model`` by minimising ``model.loss`` with Adam; returns a :class:`History`.
 
@@ -239,6 +247,10 @@ def fit(
             of deleting it, for a caller that deletes it once it has saved what it does with
             the trained model (a rerun of ``fit`` then returns the same model and history at
             once, without training).
+        replace_other_checkpoint: a ``checkpoint`` saved by another training run (other
+            settings, data or initial weights) is replaced, training from the start, instead
+            of refused (``safety-bhn train --overwrite``: an interrupted overwrite continues,
+            an old run's state gives way).
 
     Example:
         >>> import safety_bhn
@@ -301,9 +313,13 @@ def fit(
                 "lr_schedule": schedule.value, "lr_warmup": lr_warmup, "val_samples": val_samples,
                 "eval_every": eval_every, "select": select.value, "n_train": n,
                 "n_val": None if val is None else xv.shape[0], "model": model.config}  # fmt: skip
-    if checkpoint is not None:  # resuming on other data of the same size is refused too
+    replace_other_checkpoint = check_flag("replace_other_checkpoint", replace_other_checkpoint)
+    if checkpoint is not None:  # resuming on other data, or another model of the same
+        # architecture (another seed), is refused too
         settings["data"] = fingerprint(x, y, *(() if val is None else (xv, yv)))
-    saved = _read_checkpoint(checkpoint, settings) if checkpoint is not None else None
+        settings["init"] = fingerprint(*model.state_dict().values())
+    saved = (_read_checkpoint(checkpoint, settings, replace_other_checkpoint)
+             if checkpoint is not None else None)  # fmt: skip
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     val_gen_seed = seed + 1
@@ -333,6 +349,8 @@ def fit(
         best_state, best_score = saved["best_state"], saved["best_score"]
         since_best, step, first = saved["since_best"], saved["step"], history.epochs_run
         start -= history.seconds
+        print(f"resuming the training saved in {checkpoint}: {first} of {epochs} epochs done",
+              file=sys.stderr)  # fmt: skip
 
     def state() -> dict[str, Any]:
         """Everything the epochs so far changed, for ``checkpoint``."""
