@@ -136,7 +136,10 @@ def run_one(
 ) -> dict:
     """Train and test one model; one tidy CSV row. Its training state is saved to
     ``checkpoint`` as it trains, so a benchmark stopped mid-run continues that run."""
-    m = train_and_evaluate(config, progress=False, checkpoint=checkpoint).metrics
+    # the finished state stays until the parent has written the run's row (a worker's
+    # result is lost if the parent is stopped first): a rerun then only scores
+    m = train_and_evaluate(config, progress=False, checkpoint=checkpoint,
+                           keep_checkpoint=True).metrics  # fmt: skip
     return {**recipe,
         "row": row, "method": config.method,
         "coupling_layers": config.coupling_layers if config.method == "bhn" else 0,
@@ -290,11 +293,12 @@ def main(argv: list[str] | None = None) -> None:
     with ProcessPoolExecutor(
         args.workers, initializer=_one_thread if args.workers > 1 else None
     ) as pool:
-        futures = [pool.submit(run_one, *job) for job in jobs]
+        futures = {pool.submit(run_one, *job): job for job in jobs}
         for future in tqdm(as_completed(futures), total=len(futures), desc=run_name):
             rows.append(future.result())
             rows.sort(key=lambda r: (r["hidden"], r["seed"], str(r["row"])))
             write_csv(rows, csv_path)  # after every run: an interrupted benchmark loses little
+            futures[future][5].unlink(missing_ok=True)  # its row written: its state can go
     if not rows:
         fail("mnist5000.py", f"no runs in {csv_path} to report")
     (out / "mnist5000.md").write_text(summarise(rows, args, command))

@@ -35,6 +35,7 @@ from common import (  # noqa: E402
     DATA_DIR,
     MNIST_TEST_SIZE,
     RESULTS,
+    cache_file,
     check_flags,
     command_line,
     fail,
@@ -227,15 +228,32 @@ def train(
 ) -> tuple[UncertaintyModel, History]:
     """Build the model that ``row`` names and fit it (returns it and its training history).
 
-    Training state is saved under ``--state``/checkpoints as it trains, so a benchmark
-    stopped inside a long run continues that run when started again."""
+    Training state is saved under ``--state``/checkpoints as it trains and kept when training
+    ends, until the run's results are saved (:func:`drop_checkpoints`), so a benchmark
+    stopped inside a long run, or while it scores a trained one, continues where it was."""
     model = build(row, n_classes, seed, args)
-    checkpoint = Path(args.state) / "checkpoints" / f"{row}-{n_classes}classes-seed{seed}.pt"
     history = fit(model, train_xy, val_xy, epochs=args.epochs, lr=args.lr,
                   lr_schedule=args.lr_schedule, lr_warmup=args.lr_warmup,
                   batch_size=args.batch_size, seed=seed, select=args.select,
-                  progress=False, checkpoint=checkpoint)  # fmt: skip
+                  progress=False, checkpoint=checkpoint_path(row, n_classes, seed, args),
+                  keep_checkpoint=True)  # fmt: skip
     return model, history
+
+
+def checkpoint_path(row: str, n_classes: int, seed: int, args: Args) -> Path:
+    """Where the training state of one model of a run is kept: named by the run and a hash of
+    its settings, so runs of other settings sharing a ``--state`` folder keep theirs apart
+    (one name for all made the second refuse the first's checkpoint)."""
+    name = f"{Path(state_key(row, seed, args)).stem}-{n_classes}classes"
+    return cache_file(Path(args.state) / "checkpoints", name, cache_settings(args)).with_suffix(
+        ".pt"
+    )
+
+
+def drop_checkpoints(row: str, seed: int, args: Args) -> None:
+    """Delete a run's training states once its results are saved (both its models')."""
+    for n_classes in (10, 5):  # all digits; the held-out split's known 0-4
+        checkpoint_path(row, n_classes, seed, args).unlink(missing_ok=True)
 
 
 def run_one(row: str, seed: int, args: Args) -> dict[str, list[dict[str, Any]]]:
@@ -655,6 +673,7 @@ def main(argv: list[str] | None = None) -> None:
             seed_everything(seed)
             part = run_one(row, seed, args)
             save_run(path, part, settings)
+            drop_checkpoints(row, seed, args)
         for k in results:
             results[k] += part[k]
     seconds = time.perf_counter() - start

@@ -318,6 +318,7 @@ def train_and_evaluate(
     progress: bool = True,
     overwrite: bool = False,
     checkpoint: str | os.PathLike | None = None,
+    keep_checkpoint: bool = False,
 ) -> RunResult:
     """Train one model and evaluate it on the test set; write ``out/{model.pt,metrics.json}``.
 
@@ -329,9 +330,13 @@ def train_and_evaluate(
     ``out/fit-checkpoint.pt`` at most every minute: after an interruption the same call (the
     same command) continues where it stopped, with the same result. Without ``out``, a
     ``checkpoint`` path does the same (a benchmark keeps its runs' checkpoints apart); with
-    ``out``, a ``checkpoint`` is refused, as is ``overwrite`` without ``out``.
+    ``out``, a ``checkpoint`` is refused, as is ``overwrite`` without ``out``. With
+    ``keep_checkpoint``, the finished state stays in ``checkpoint`` for a caller that deletes
+    it once it has stored the result (a benchmark whose worker returns it to the parent).
     """
     config.validate()
+    if keep_checkpoint and checkpoint is None:
+        raise ValueError("keep_checkpoint=True keeps the file checkpoint names; pass checkpoint")
     if out is not None and checkpoint is not None:
         raise ValueError(
             f"checkpoint={str(checkpoint)!r} is for runs without out; with out, training state "
@@ -357,7 +362,8 @@ def train_and_evaluate(
     # a val_size too large for it fails before the run folder is made
     splits = mnist_splits(config.data_dir, config.val_size, config.seed, config.classes)
     if out is None:
-        return _train(config, model, device, splits, None, progress, checkpoint)
+        return _train(config, model, device, splits, None, progress, checkpoint,
+                      keep_checkpoint=keep_checkpoint)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)  # for the lock; checked again under it
     with folder_lock(out):
         _check_train_folder(out, overwrite, create=True)  # again: another process may have
@@ -376,6 +382,7 @@ def _train(
     progress: bool,
     checkpoint: str | os.PathLike | None,
     replace_other: bool = False,
+    keep_checkpoint: bool = False,
 ) -> RunResult:
     history = fit(
         model,
@@ -410,7 +417,7 @@ def _train(
     }
     if out is not None:
         _save_run(out, model, metrics)
-    if checkpoint is not None:
+    if checkpoint is not None and not keep_checkpoint:
         Path(checkpoint).unlink(missing_ok=True)
     return RunResult(model, metrics, probs)
 

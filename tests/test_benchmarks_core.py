@@ -642,3 +642,31 @@ def test_benchmarks_refuse_bad_folders_and_sizes_before_any_work(
     said = str(exit_.value) + capsys.readouterr().err
     assert message.replace("FILE", names["FILE"]) in said
     assert not (tmp_path / "out").exists()
+
+
+def test_ood_keeps_a_trained_model_until_its_results_are_saved(
+    benchmark_module, tmp_path, shared_data_dir, monkeypatch, capsys
+):
+    """The checkpoint went as soon as training ended: an interruption while the run was
+    scored (the long part at full size) lost its training."""
+    ood = benchmark_module("ood")
+    argv = ["--quick", "--rows", "map", "--no-held-out", "--out", str(tmp_path / "out"),
+            "--data-dir", str(shared_data_dir)]  # fmt: skip
+    real = ood.evaluate_ood
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ood, "evaluate_ood", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ood.main(argv)
+    kept = list((tmp_path / "out" / "state" / "checkpoints").glob("*.pt"))
+    assert len(kept) == 1 and "map__" in kept[0].name
+    monkeypatch.setattr(ood, "evaluate_ood", real)
+    capsys.readouterr()
+    ood.main(argv)
+    assert "resuming the training saved in" in capsys.readouterr().err  # scored, not retrained
+    assert not kept[0].exists()  # the results saved: the checkpoint goes
+    args = ood.parse_args(ood.Args, ["--state", str(tmp_path / "s")])
+    other = dataclasses.replace(args, lr=0.01)  # other settings: another file, no refusal
+    assert ood.checkpoint_path("map", 10, 0, args) != ood.checkpoint_path("map", 10, 0, other)

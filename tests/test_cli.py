@@ -547,3 +547,20 @@ def test_importing_the_plot_modules_keeps_the_users_matplotlib_backend():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "svg"
+
+
+def test_train_and_evaluate_can_keep_a_finished_state_for_its_caller(tmp_path, capsys):
+    """mnist5000.py's workers deleted it before the parent wrote the run's row: a parent
+    stopped in between lost the run."""
+    from safety_bhn.runs import TrainConfig, train_and_evaluate
+
+    config = TrainConfig(method="map", hidden=[16], epochs=1, eval_samples=1, device="cpu")
+    path = tmp_path / "state.pt"
+    first = train_and_evaluate(config, progress=False, checkpoint=path, keep_checkpoint=True)
+    assert path.is_file()
+    capsys.readouterr()
+    again = train_and_evaluate(config, progress=False, checkpoint=path)  # only scores
+    assert "resuming the training saved in" in capsys.readouterr().err
+    assert again.metrics["test"] == first.metrics["test"] and not path.exists()
+    with pytest.raises(ValueError, match="keep_checkpoint=True keeps the file checkpoint names"):
+        train_and_evaluate(config, progress=False, keep_checkpoint=True)
