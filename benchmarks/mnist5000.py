@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     RESULTS,
+    cache_file,
     check_flags,
     command_line,
     fail,
@@ -283,7 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     todo.sort(key=lambda t: (int(t[2].partition("-")[2] or 0), t[0]), reverse=True)
     run_name = f"mnist5000__{int(time.time())}"
     jobs = [(row, hidden, seed, config_for(row, hidden, seed, args), recipe_of(args),
-             out / "checkpoints" / f"{row}-{hidden}-seed{seed}.pt")
+             # named by the recipe too: a run of another recipe keeps its own state
+             cache_file(out / "checkpoints", f"{row}-{hidden}-seed{seed}",
+                        recipe_of(args)).with_suffix(".pt"))
             for hidden, seed, row in todo]  # fmt: skip
     for job in jobs:  # every setting checked here, not inside a worker after other runs
         try:
