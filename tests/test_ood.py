@@ -540,6 +540,15 @@ def test_cli_single_run(tiny_runs, tmp_path, capsys):
     with open(out / "ood.csv") as f:
         assert len(list(csv.DictReader(f))) == 2 * len(Score)
     assert "| uniform_noise | mutual_information |" in capsys.readouterr().out
+    # a second report into the same folder: refused, or (--overwrite) replacing the old one
+    # whole; the old plots stayed beside the new tables before
+    again = ["ood", str(tiny_runs / "bhn"), "--suite", "inverted", "--n", "40", "--samples", "2",
+             "--out", str(out), "--no-progress", "--no-plots"]  # fmt: skip
+    assert main(again) == 2
+    assert "holds a report already" in capsys.readouterr().err
+    assert main([*again, "--overwrite"]) == 0
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"ood.csv", "ood.md"}
+    assert "bhn" in (out / "ood.md").read_text()
 
 
 def test_cli_compare(tiny_runs, tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .._argtypes import positive_int, seed_int
-from .._io import atomic_write_text
+from .._io import atomic_write_text, folder_lock
 from ..core.base import UncertaintyModel
 from ..data import embedded_mnist, load_dataset
 from ..runs import check_run_folder, load_run, run_names
@@ -61,6 +61,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-plots", action="store_true", help="write only the tables")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report already in --out (its files are removed first, so no plot "
+        "of the old report stays beside the new tables)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_ood)
 
@@ -169,8 +175,35 @@ def run_ood(args: argparse.Namespace) -> int:
     out = Path(args.out or default)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a report folder; choose another --out")
+    old = _report_files(out, names)
+    if old and not args.overwrite:  # they were replaced, or mixed with the new report's
+        raise ValueError(
+            f"{out} holds a report already ({old[0]}); choose another --out, or pass "
+            "--overwrite to replace it"
+        )
     prepared = [_prepare(run, args) for run in args.runs]  # every run checked before scoring
     out = check_run_folder(out, overwrite=True)  # created only now, but before any scoring
+    with folder_lock(out):  # a second ood writing here stops at once
+        for path in _report_files(out, names):
+            path.unlink()
+        return _write_reports(out, prepared, names, args)
+
+
+#: The files an ``ood`` report writes in its folder (a comparison: also in one folder per run).
+REPORT_FILES = ("ood.csv", "ood.md", "roc.png", "histograms.png", "compare.csv", "compare.md",
+                "compare_auroc.png")  # fmt: skip
+
+
+def _report_files(out: Path, names: list[str]) -> list[Path]:
+    """The files of an earlier report in ``out`` (and in its per-run folders ``names``)."""
+    folders = [out, *(out / name for name in names)]
+    return [f / n for f in folders for n in REPORT_FILES if (f / n).is_file()]
+
+
+def _write_reports(
+    out: Path, prepared: list[Any], names: list[str], args: argparse.Namespace
+) -> int:
+    """Score every run and write the report (one run) or the comparison into ``out``."""
     if not args.compare:
         report = _report_for(prepared[0], names[0], args)
         paths = report.save(out, plots=not args.no_plots)
