@@ -612,6 +612,36 @@ def test_cli_explore_resumes_an_interrupted_run_exactly(env, agent, extra, tmp_p
     assert cut == whole and not (tmp_path / "cut" / "checkpoint.pt").exists()
 
 
+def test_cli_explore_an_interrupted_overwrite_keeps_the_old_run_and_resumes(tmp_path, monkeypatch):
+    """--overwrite deleted the finished run before the new one started: a Ctrl-C left a
+    folder with neither (and --resume then found no run)."""
+    import safety_bhn.explore.agents as agents
+    import safety_bhn.explore.cli as explore_cli
+
+    monkeypatch.setattr(explore_cli, "CHECKPOINT_SECONDS", 0.0)
+    flags = ["explore", "--env", "safety_bhn/LavaGrid-v0", "--agent", "random", "--steps", "260",
+             "--no-progress"]  # fmt: skip
+    out = tmp_path / "run"
+    assert main([*flags, "--seed", "1", "--out", str(out)]) == 0
+    old = (out / "summary.json").read_text()
+    assert main([*flags, "--seed", "3", "--out", str(tmp_path / "whole")]) == 0
+    act, calls = agents.RandomAgent.act, []
+
+    def interrupted(self, obs):
+        calls.append(1)
+        if len(calls) == 230:
+            raise KeyboardInterrupt
+        return act(self, obs)
+
+    monkeypatch.setattr(agents.RandomAgent, "act", interrupted)
+    assert main([*flags, "--seed", "3", "--out", str(out), "--overwrite"]) == 130
+    assert (out / "summary.json").read_text() == old  # the finished run is still there
+    monkeypatch.setattr(agents.RandomAgent, "act", act)
+    assert main(["explore", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "episodes.csv").read_text() == (tmp_path / "whole" / "episodes.csv").read_text()
+    assert json.loads((out / "summary.json").read_text())["config"]["seed"] == 3
+
+
 def test_cli_explore_resume_refuses_contradicting_flags_and_missing_checkpoints(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["explore", "--resume", "--out", out]) == 2

@@ -69,13 +69,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_int, default=0, **run_flag,
                    help="seeds the env and agent")  # fmt: skip
     p.add_argument("--out", required=True, help="run folder, e.g. runs/wheel_bhn")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run already in --out (it stays until the new run finishes; an "
+        "interrupted overwrite continues with --resume)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue the interrupted run saved in --out with its saved settings (other "
         "flags may only repeat them), exactly as if it had not stopped (not with --overwrite, "
-        "which deletes it)",
+        "which deletes an interrupted run's state and starts again)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run, given=())
@@ -270,17 +275,17 @@ def run(args: argparse.Namespace) -> int:
         else f"{exploration.value}/{method.value}" + ("/safe" if args.safe else "")
     )
     refuse_other_runs(Path(args.out), own="summary.json")  # a training run's folder, say
-    out = check_run_folder(args.out, args.overwrite, marker="summary.json")  # before the run
+    # --resume continues the checkpoint beside a finished run too: an interrupted --overwrite
+    replacing = args.overwrite or args.resume
+    out = check_run_folder(args.out, replacing, marker="summary.json")  # before the run
     with folder_lock(out):  # a second process writing here fails at once
         refuse_other_runs(out, own="summary.json")  # again, under the lock
-        check_run_folder(out, args.overwrite, marker="summary.json")
+        check_run_folder(out, replacing, marker="summary.json")
         if (out / CHECKPOINT).exists() and not (args.resume or args.overwrite):
             raise ValueError(f"{out} holds an interrupted run ({CHECKPOINT}); continue it with "
                              "--resume, or replace it with --overwrite")  # fmt: skip
-        if args.overwrite:  # the replaced run's files go, so none of them outlives it
-            for stale in ("summary.json", "episodes.csv", "training.png", "regret.png",
-                          CHECKPOINT):  # fmt: skip
-                (out / stale).unlink(missing_ok=True)
+        if args.overwrite:  # a new run: an interrupted one's state goes; the finished run
+            (out / CHECKPOINT).unlink(missing_ok=True)  # stays until the new one replaces it
         if saved is not None:  # the agent and torch's RNG as they were at the checkpoint
             try:
                 agent.load_state_dict(saved["agent"])
@@ -322,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
         plot_training(rows, out / "training.png")
         if is_bandit(env):
             plot_regret(rows, out / "regret.png")
+        else:  # a replaced bandit run's plot would outlive it
+            (out / "regret.png").unlink(missing_ok=True)
         regret = summary["cumulative_regret"]
         violations = summary["violations"]  # NaN: the env gives no costs, not none counted
         shown = "n/a (the env gives no info['cost'])" if math.isnan(violations) else (
