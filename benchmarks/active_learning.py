@@ -537,8 +537,12 @@ def read_finished_csv(
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     runs: dict[tuple[int, str, str], list[dict]] = {}
-    for row in rows:
-        typed = {k: CSV_TYPES[k](v) if k in CSV_TYPES else v for k, v in row.items()}
+    for line, row in enumerate(rows, start=2):
+        try:  # a truncated file leaves None (or cut numbers) in its last row
+            typed = {k: CSV_TYPES[k](v) if k in CSV_TYPES else v for k, v in row.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: line {line} is damaged (cut short or edited): "
+                             f"{dict(row)}") from None  # fmt: skip
         typed["device"] = typed.get("device") or None
         runs.setdefault((typed["seed"], typed["method"], typed["acquisition"]), []).append(typed)
     for (seed, method, acq), curve in runs.items():
@@ -610,7 +614,13 @@ def check_test_size(folder: Path, test_size: int) -> None:
     path = folder / TEST_SET_FILE
     if not ((folder / "state.json").is_file() and path.is_file()):
         return
-    saved = json.loads(path.read_text())["test_size"] % MNIST_TEST_SIZE  # 10000: all, as 0
+    try:
+        saved = json.loads(path.read_text())["test_size"] % MNIST_TEST_SIZE  # 10000: all, as 0
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise ValueError(
+            f'{path} is damaged; it should hold {{"test_size": N}} as the run '
+            "was started with (0: all 10000 test images); restore it"
+        ) from None
     if saved != test_size:
         raise ValueError(
             f"{folder} was started with --test-size {saved}, but this invocation asks for "

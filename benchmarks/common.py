@@ -262,7 +262,12 @@ def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is damaged ({err.msg}); delete it to rerun that run") from None
-    if not (isinstance(data, dict) and {"settings", "result"} <= set(data)):
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is damaged (not text); delete it to rerun that run") from None
+    if not (isinstance(data, dict) and data):  # {} or a list: no run's result
+        raise ValueError(f"{path} is damaged (it holds no run's result); delete it to rerun "
+                         "that run")  # fmt: skip
+    if not {"settings", "result"} <= set(data):
         return data  # a bare result from before settings were stored
     wanted = json.loads(json.dumps(settings))
     differ = sorted(k for k in wanted.keys() | data["settings"].keys()

@@ -268,11 +268,16 @@ def main(argv: list[str] | None = None) -> None:
         import csv
 
         with open(csv_path) as f:
-            for r in csv.DictReader(f):
-                rows.append({k: (float(v) if k not in ("row", "method", *RECIPE) else v)
-                             for k, v in r.items()})  # fmt: skip
-                for k in ("hidden", "seed", "coupling_layers", "epochs_run", "best_epoch"):
-                    rows[-1][k] = int(rows[-1][k])
+            for line, r in enumerate(csv.DictReader(f), start=2):
+                try:  # a truncated file leaves None (or cut numbers) in its last row
+                    rows.append({k: (float(v) if k not in ("row", "method", *RECIPE) else v)
+                                 for k, v in r.items()})  # fmt: skip
+                    for k in ("hidden", "seed", "coupling_layers", "epochs_run", "best_epoch"):
+                        rows[-1][k] = int(rows[-1][k])
+                except (TypeError, ValueError):
+                    fail("mnist5000.py", f"{csv_path}: line {line} is damaged (cut short or "
+                                         "edited); restore it, or delete that line to rerun "
+                                         "its run")  # fmt: skip
                 for k in RECIPE:
                     rows[-1][k] = r.get(k, "")
         check_resume(rows, args, csv_path)

@@ -271,6 +271,29 @@ def test_cached_runs_keep_their_settings_and_refuse_others(benchmark_module, tmp
     path.write_text('{"settings": ')  # a JSONDecodeError before
     with pytest.raises(ValueError, match="run.json is damaged"):
         common.load_run(path, settings)
+    for damage in (b"\xff\xfe\x00", b"{}", b"[1, 2]"):  # unnamed errors, or rows of nothing
+        path.write_bytes(damage)
+        with pytest.raises(ValueError, match="run.json is damaged"):
+            common.load_run(path, settings)
+
+
+def test_benchmarks_name_a_damaged_results_file(benchmark_module, tmp_path):
+    al = benchmark_module("active_learning")
+    report = tmp_path / "active_learning.csv"
+    report.write_text("seed,step,n_labels,test_acc,method,acquisition\n0,0,20,0.5,map,random\n0,1")
+    with pytest.raises(ValueError, match="active_learning.csv: line 3 is damaged"):
+        al.read_finished_csv(report, steps=1)  # a TypeError traceback before
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.json").write_text("{}")
+    (run / al.TEST_SET_FILE).write_text('{"test_si')
+    with pytest.raises(ValueError, match="benchmark_test_set.json is damaged"):
+        al.check_test_size(run, 0)  # JSON's message without the file's name before
+    m5k = benchmark_module("mnist5000")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mnist5000.csv").write_text("row,method,hidden,seed,test_acc\nmap,map,8")
+    with pytest.raises(SystemExit, match="mnist5000.csv: line 2 is damaged"):
+        m5k.main(["--rows", "map", "--hidden", "8", "--out", str(tmp_path / "out")])
 
 
 @pytest.mark.parametrize(
