@@ -148,6 +148,20 @@ def test_train_refuses_a_folder_another_process_is_writing(tmp_path):
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
+def interrupt_training(model_cls, monkeypatch, after: int = 20) -> None:
+    """Make ``model_cls.loss`` raise KeyboardInterrupt at its ``after``-th call (20: in the
+    third epoch of a 4500-image run at batch 500, 9 steps an epoch), as a Ctrl-C would."""
+    loss, calls = model_cls.loss, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == after:
+            raise KeyboardInterrupt
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_cls, "loss", interrupted)
+
+
 def test_an_interrupted_train_run_continues_when_started_again(tmp_path, monkeypatch):
     import safety_bhn.runs as runs
 
@@ -156,18 +170,10 @@ def test_an_interrupted_train_run_continues_when_started_again(tmp_path, monkeyp
                               device="cpu", batch_size=500)  # fmt: skip
     whole = runs.train_and_evaluate(config, tmp_path / "whole", progress=False)
     model_cls = type(whole.model)
-    loss, calls = model_cls.loss, []
-
-    def interrupted(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 20:  # in the third epoch (9 steps an epoch)
-            raise KeyboardInterrupt
-        return loss(self, *args, **kwargs)
-
-    monkeypatch.setattr(model_cls, "loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        runs.train_and_evaluate(config, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(model_cls, "loss", loss)
+    with monkeypatch.context() as patch:
+        interrupt_training(model_cls, patch)
+        with pytest.raises(KeyboardInterrupt):
+            runs.train_and_evaluate(config, tmp_path / "cut", progress=False)
     assert (tmp_path / "cut" / "fit-checkpoint.pt").is_file()
     again = runs.train_and_evaluate(config, tmp_path / "cut", progress=False)  # lost all before
     assert again.metrics["test"] == whole.metrics["test"]
@@ -217,18 +223,10 @@ def test_an_interrupted_overwrite_continues_and_an_old_runs_state_gives_way(
     whole = runs.train_and_evaluate(config, tmp_path / "whole", progress=False)
     runs.train_and_evaluate(old, tmp_path / "cut", progress=False)  # the run to replace
     model_cls = type(whole.model)
-    loss, calls = model_cls.loss, []
-
-    def interrupted(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 20:  # in the third epoch (9 steps an epoch)
-            raise KeyboardInterrupt
-        return loss(self, *args, **kwargs)
-
-    monkeypatch.setattr(model_cls, "loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        runs.train_and_evaluate(config, tmp_path / "cut", progress=False, overwrite=True)
-    monkeypatch.setattr(model_cls, "loss", loss)
+    with monkeypatch.context() as patch:
+        interrupt_training(model_cls, patch)
+        with pytest.raises(KeyboardInterrupt):
+            runs.train_and_evaluate(config, tmp_path / "cut", progress=False, overwrite=True)
     assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["config"]["epochs"] == 1
     capsys.readouterr()
     again = runs.train_and_evaluate(config, tmp_path / "cut", progress=False, overwrite=True)
@@ -236,11 +234,10 @@ def test_an_interrupted_overwrite_continues_and_an_old_runs_state_gives_way(
     assert again.metrics["test"] == whole.metrics["test"]
     assert not (tmp_path / "cut" / "fit-checkpoint.pt").exists()
     # a checkpoint of other settings gives way to a new overwrite rather than refusing it
-    monkeypatch.setattr(model_cls, "loss", interrupted)
-    calls.clear()
-    with pytest.raises(KeyboardInterrupt):
-        runs.train_and_evaluate(config, tmp_path / "cut", progress=False, overwrite=True)
-    monkeypatch.setattr(model_cls, "loss", loss)
+    with monkeypatch.context() as patch:
+        interrupt_training(model_cls, patch)
+        with pytest.raises(KeyboardInterrupt):
+            runs.train_and_evaluate(config, tmp_path / "cut", progress=False, overwrite=True)
     other = runs.TrainConfig(**{**config.__dict__, "seed": 3})
     seeded = runs.train_and_evaluate(other, tmp_path / "cut", progress=False, overwrite=True)
     assert seeded.metrics["config"]["seed"] == 3
