@@ -57,6 +57,33 @@ def finite_float(text: str) -> float:
     return value
 
 
+#: The version of what the code computes, stored with every cached run and results-CSV row.
+#: A fix that changes what a benchmark's runs compute bumps it, so that runs made by older
+#: code are refused instead of read back as current (a run stored before versions existed
+#: counts as version 1). 2: affine couplings un-permute their output (2026-12-07, 7be6f37),
+#: which moved every BHN with coupling layers whose scales start from the data.
+RESULTS_VERSION = 2
+
+
+def check_results_version(found: Any, where: str, remedy: str) -> None:
+    """Raise ValueError if ``found`` (a stored version: an int, CSV text, or None/"" for a
+    run stored before versions existed) is not :data:`RESULTS_VERSION`.
+
+    >>> check_results_version(2, "runs/x.json", "delete it")
+    >>> check_results_version(None, "runs/x.json", "delete it")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: runs/x.json holds a run made by older code (results version 1, ...); delete it
+    """
+    version = int(found) if found not in (None, "") else 1
+    if version != RESULTS_VERSION:
+        older = "older" if version < RESULTS_VERSION else "newer"
+        raise ValueError(
+            f"{where} holds a run made by {older} code (results version {version}, this "
+            f"code's is {RESULTS_VERSION}: a fix since has changed what runs compute); {remedy}"
+        )
+
+
 #: NumPy's legacy seeding (``seed_everything``) takes seeds in 0..2**32 - 1.
 SEED_LIMIT = 2**32
 
@@ -251,9 +278,9 @@ def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
     """The result cached at ``path`` by :func:`save_run`, or ``None`` if there is none.
 
     A run cached with other ``settings`` (say 30 posterior samples where 100 are asked for)
-    raises ValueError naming them, instead of mixing two recipes in one table. Files from
-    before settings were stored hold the bare result; they are returned as they are (their
-    file names name the training recipe).
+    raises ValueError naming them, instead of mixing two recipes in one table, and so does a
+    run made by code of another :data:`RESULTS_VERSION` (including files from before
+    settings or versions were stored).
     """
     path = Path(path)
     if not path.is_file():
@@ -267,8 +294,8 @@ def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
     if not (isinstance(data, dict) and data):  # {} or a list: no run's result
         raise ValueError(f"{path} is damaged (it holds no run's result); delete it to rerun "
                          "that run")  # fmt: skip
-    if not {"settings", "result"} <= set(data):
-        return data  # a bare result from before settings were stored
+    check_results_version(data.get("results_version"), str(path),
+                          "delete it, or pass another --state folder, to rerun it")  # fmt: skip
     wanted = json.loads(json.dumps(settings))
     differ = sorted(k for k in wanted.keys() | data["settings"].keys()
                     if wanted.get(k) != data["settings"].get(k))  # fmt: skip
@@ -334,9 +361,10 @@ def check_al_steps(
 
 
 def save_run(path: str | os.PathLike, result: Any, settings: dict[str, Any]) -> Path:
-    """Cache one run's JSON-able ``result`` at ``path`` atomically, with the ``settings`` that
-    :func:`load_run` checks."""
-    return atomic_write_json(path, {"settings": settings, "result": result})
+    """Cache one run's JSON-able ``result`` at ``path`` atomically, with the ``settings`` and
+    :data:`RESULTS_VERSION` that :func:`load_run` checks."""
+    record = {"settings": settings, "result": result, "results_version": RESULTS_VERSION}
+    return atomic_write_json(path, record)
 
 
 def seed_everything(seed: int) -> None:
