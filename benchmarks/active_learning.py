@@ -19,6 +19,7 @@ import enum
 import json
 import math
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ from common import (  # noqa: E402
     quick_settings,
     refuse_unused,
     seed_everything,
+    stop_with_parent,
     write_csv,
 )
 
@@ -503,7 +505,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         # spawn: CUDA cannot be used in a forked child
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.workers, mp_context=context) as executor:
+        with ProcessPoolExecutor(args.workers, mp_context=context, initializer=stop_with_parent,
+                                 initargs=(os.getpid(),)) as executor:  # fmt: skip
             futures = {executor.submit(run_one, args, *job, deadline=deadline): job for job in todo}
             for future in tqdm(as_completed(futures), total=len(futures), desc="runs"):
                 finished(futures[future], future.result())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -47,6 +48,7 @@ from common import (  # noqa: E402
     quick_out,
     quick_settings,
     seed_everything,
+    stop_with_parent,
     write_csv,
 )
 
@@ -326,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     pending = [r for r in args.rows if r not in done]
     # spawn: CUDA cannot be used in a forked child
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(args.workers, mp_context=context, initializer=stop_with_parent,
+                             initargs=(os.getpid(),)) as pool:  # fmt: skip
         futures = {}
         for row in todo:
             futures[pool.submit(_guarded, row, args, deadline)] = row

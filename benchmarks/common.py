@@ -17,6 +17,8 @@ import random
 import shlex
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, get_args, get_origin, get_type_hints
@@ -365,6 +367,24 @@ def save_run(path: str | os.PathLike, result: Any, settings: dict[str, Any]) -> 
     :data:`RESULTS_VERSION` that :func:`load_run` checks."""
     record = {"settings": settings, "result": result, "results_version": RESULTS_VERSION}
     return atomic_write_json(path, record)
+
+
+def stop_with_parent(parent: int, every: float = 2.0) -> None:
+    """A worker pool's initializer: end this worker once ``parent`` (the benchmark's process,
+    ``os.getpid()`` there) is gone, rather than train on for nobody.
+
+    A benchmark stopped by a signal (SIGTERM, or SIGKILL from a job scheduler) used to leave
+    its workers training to the end of their current run, holding the CPU and writing into
+    its folders. Runs save their training state as they go, so a rerun continues where a
+    worker stopped. ``every``: seconds between checks.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)  # no cleanup to run: the parent that would take the result is gone
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
 def seed_everything(seed: int) -> None:

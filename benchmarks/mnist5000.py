@@ -9,6 +9,7 @@ several seeds. Writes benchmarks/results/mnist5000.{csv,md,png}. Run from the pr
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -34,6 +35,7 @@ from common import (
     quick_out,
     quick_settings,
     seed_everything,
+    stop_with_parent,
     write_csv,
 )  # noqa: E402
 
@@ -148,8 +150,10 @@ def check_resume(rows: list[dict], args: Args, csv_path: Path) -> None:
             )
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+def _start_worker(parent: int, one_thread: bool) -> None:
+    stop_with_parent(parent)
+    if one_thread:
+        torch.set_num_threads(1)
 
 
 def run_one(
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as err:
             fail("mnist5000.py", f"row {job[0]}, hidden {job[1]}: {err}")
     with ProcessPoolExecutor(
-        args.workers, initializer=_one_thread if args.workers > 1 else None
+        args.workers, initializer=_start_worker, initargs=(os.getpid(), args.workers > 1)
     ) as pool:
         futures = {pool.submit(run_one, *job): job for job in jobs}
         for future in tqdm(as_completed(futures), total=len(futures), desc=run_name):

@@ -3,11 +3,16 @@
 import csv
 import dataclasses
 import json
+import multiprocessing
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -554,6 +559,21 @@ def test_active_learning_refuses_runs_of_other_settings_before_any_trains(
     with pytest.raises(ValueError, match="active_learning.md is missing"):
         al.check_finished_settings(report / "active_learning.csv", args)
     assert common.MNIST_TEST_SIZE == 10_000
+
+
+def test_benchmark_workers_end_once_their_parent_is_gone(benchmark_module):
+    common = benchmark_module("common")
+    fork = multiprocessing.get_context("fork")  # cheap here; the benchmarks spawn too
+    # the parent still there: the worker works
+    with ProcessPoolExecutor(1, mp_context=fork, initializer=common.stop_with_parent,
+                             initargs=(os.getpid(), 0.01)) as pool:  # fmt: skip
+        assert pool.submit(sum, [1, 2]).result(timeout=60) == 3
+    # told its parent was another process, the worker sees its parent gone and ends itself
+    # within a check, where before an orphaned worker ran its whole task
+    with ProcessPoolExecutor(1, mp_context=fork, initializer=common.stop_with_parent,
+                             initargs=(-1, 0.01)) as pool:  # fmt: skip
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(time.sleep, 600).result(timeout=60)
 
 
 def test_benchmark_helpers_doctests(benchmark_module):
