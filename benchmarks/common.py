@@ -77,7 +77,11 @@ def check_results_version(found: Any, where: str, remedy: str) -> None:
     ...
     ValueError: runs/x.json holds a run made by older code (results version 1, ...); delete it
     """
-    version = int(found) if found not in (None, "") else 1
+    try:
+        version = int(found) if found not in (None, "") else 1
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} is damaged: its results version is {found!r}, not a whole "
+                         f"number; {remedy}") from None  # fmt: skip
     if version != RESULTS_VERSION:
         older = "older" if version < RESULTS_VERSION else "newer"
         raise ValueError(

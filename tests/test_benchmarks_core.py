@@ -298,6 +298,9 @@ def test_cached_runs_keep_their_settings_and_refuse_others(benchmark_module, tmp
     path.write_text(json.dumps({"settings": settings, "result": result, "results_version": 3}))
     with pytest.raises(ValueError, match="made by newer code"):
         common.load_run(path, settings)
+    path.write_text(json.dumps({"settings": settings, "result": result, "results_version": "x"}))
+    with pytest.raises(ValueError, match="run.json is damaged: its results version is 'x'"):
+        common.load_run(path, settings)
     # an extra key does not make a cached run skip the settings check
     path.write_text(json.dumps({"settings": settings, "result": result, "note": 1,
                                 "results_version": 2}))  # fmt: skip
