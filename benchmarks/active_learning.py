@@ -19,7 +19,6 @@ import enum
 import json
 import math
 import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    AL_RUN_FILE,
     MNIST_TEST_SIZE,
     RESULTS,
     RESULTS_VERSION,
@@ -505,8 +505,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         # spawn: CUDA cannot be used in a forked child
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.workers, mp_context=context, initializer=stop_with_parent,
-                                 initargs=(os.getpid(),)) as executor:  # fmt: skip
+        with ProcessPoolExecutor(
+            args.workers, mp_context=context, initializer=stop_with_parent
+        ) as executor:
             futures = {executor.submit(run_one, args, *job, deadline=deadline): job for job in todo}
             for future in tqdm(as_completed(futures), total=len(futures), desc="runs"):
                 finished(futures[future], future.result())
@@ -588,9 +589,10 @@ def check_finished_settings(path: str | Path, args: Args) -> None:
                          "read from the report written beside it; pass a CSV that has its "
                          "report")  # fmt: skip
     text = report.read_text().splitlines()
-    version = [line[len(VERSION_PREFIX) :].split()[0] for line in text
+    version = [line[len(VERSION_PREFIX) :].split()[:1] for line in text
                if line.startswith(VERSION_PREFIX)]  # fmt: skip
-    check_results_version(version[0] if version else None, f"{path} (by {report.name})",
+    found = (version[0] or [""])[0] if version else None  # "": a damaged line
+    check_results_version(found, f"{path} (its report {report.name})",
                           "leave out --finished-csv to rerun its runs")  # fmt: skip
     prefix = "- settings: "
     lines = [line for line in text if line.startswith(prefix)]
@@ -613,9 +615,7 @@ def run_folder(args: Args, seed: int, method: str, acq: str) -> Path:
     return Path(args.runs_dir) / f"{method}-{acq}-seed{seed}"
 
 
-#: In a run folder, beside the loop's state: what the loop's own config does not hold (the
-#: test images that score it, the code's results version), so a resume can check them.
-TEST_SET_FILE = "benchmark_test_set.json"
+TEST_SET_FILE = AL_RUN_FILE  # the test images and results version a run was started with
 #: The report line that records the results version of the code that made its runs.
 VERSION_PREFIX = "- results version: "
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -316,9 +315,12 @@ def main(argv: list[str] | None = None) -> None:
     csv_path = out / "bhn_recipe.csv"
     command = command_line("bhn_recipe.py", argv, drop=["--report-only"])
     rows: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []  # rows of recipes not asked for: kept in the CSV as they are
     if csv_path.exists() and not args.quick:  # resume: keep finished rows
         with open(csv_path) as f:
-            rows = [r for r in csv.DictReader(f) if r["row"] in args.rows]
+            found = list(csv.DictReader(f))
+        rows = [r for r in found if r["row"] in args.rows]
+        others = [r for r in found if r["row"] not in args.rows]
         check_resume(rows, args, csv_path)
     done = {r["row"] for r in rows}
     todo = sorted((r for r in args.rows if r not in done), key=cost, reverse=True)
@@ -328,8 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     pending = [r for r in args.rows if r not in done]
     # spawn: CUDA cannot be used in a forked child
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=context, initializer=stop_with_parent,
-                             initargs=(os.getpid(),)) as pool:  # fmt: skip
+    with ProcessPoolExecutor(
+        args.workers, mp_context=context, initializer=stop_with_parent
+    ) as pool:
         futures = {}
         for row in todo:
             futures[pool.submit(_guarded, row, args, deadline)] = row
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
             pending.remove(result["row"])
             rows.append(result)
             rows.sort(key=lambda r: args.rows.index(r["row"]))
-            write_csv(rows, csv_path)
+            write_csv([*rows, *others], csv_path)  # only --rows before: the others were lost
     if not rows:
         raise SystemExit("bhn_recipe.py: no run finished")
     text = report(rows, args, command, pending)

@@ -75,20 +75,31 @@ def check_results_version(found: Any, where: str, remedy: str) -> None:
     >>> check_results_version(None, "runs/x.json", "delete it")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: runs/x.json holds a run made by older code (results version 1, ...); delete it
+    ValueError: runs/x.json holds a run made by older code (results version 1 ...); delete it
     """
     try:
         version = int(found) if found not in (None, "") else 1
     except (TypeError, ValueError):
         raise ValueError(f"{where} is damaged: its results version is {found!r}, not a whole "
                          f"number; {remedy}") from None  # fmt: skip
-    if version != RESULTS_VERSION:
-        older = "older" if version < RESULTS_VERSION else "newer"
+    unrecorded = " (it records none: it was stored before versions were)" if version == 1 else ""
+    if version < RESULTS_VERSION:
         raise ValueError(
-            f"{where} holds a run made by {older} code (results version {version}, this "
-            f"code's is {RESULTS_VERSION}: a fix since has changed what runs compute); {remedy}"
+            f"{where} holds a run made by older code (results version {version}{unrecorded}; "
+            f"this code's is {RESULTS_VERSION}: a fix since then has changed what runs "
+            f"compute); {remedy}"
+        )
+    if version > RESULTS_VERSION:
+        raise ValueError(
+            f"{where} holds a run made by newer code (results version {version}; this code's "
+            f"is {RESULTS_VERSION}); use that code, which computes it otherwise"
         )
 
+
+#: In an active-learning run folder made by benchmarks/active_learning.py, beside the loop's
+#: state: what the loop's own config does not hold (the test images that score it, the
+#: results version of the code that made it), so a resume can check them.
+AL_RUN_FILE = "benchmark_test_set.json"
 
 #: NumPy's legacy seeding (``seed_everything``) takes seeds in 0..2**32 - 1.
 SEED_LIMIT = 2**32
@@ -302,6 +313,9 @@ def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
                          "that run")  # fmt: skip
     check_results_version(data.get("results_version"), str(path),
                           "delete it, or pass another --state folder, to rerun it")  # fmt: skip
+    if not (isinstance(data.get("settings"), dict) and "result" in data):
+        raise ValueError(f"{path} is damaged (no settings and result); delete it to rerun that "
+                         "run")  # fmt: skip
     wanted = json.loads(json.dumps(settings))
     differ = sorted(k for k in wanted.keys() | data["settings"].keys()
                     if wanted.get(k) != data["settings"].get(k))  # fmt: skip
@@ -360,6 +374,13 @@ def check_al_steps(
         if bad:
             finished = f"steps 0..{done - 1}" if done else "no step"
             fail(script, f"--steps {' '.join(map(str, bad))}: run {run} has finished {finished}")
+        made_by = Path(runs_dir) / run / AL_RUN_FILE  # absent: a run of the CLI, unchecked
+        try:
+            if made_by.is_file():
+                found = json.loads(made_by.read_text()).get("results_version")
+                check_results_version(found, f"run {run}", "rerun it with this code first")
+        except (ValueError, AttributeError) as err:
+            fail(script, str(err) if "results version" in str(err) else f"{made_by} is damaged")
         if state["config"].get("warm_start"):
             fail(script, f"run {run} is a warm-start run, whose steps cannot be rebuilt one by one")
         configs[run] = state["config"]
@@ -373,15 +394,18 @@ def save_run(path: str | os.PathLike, result: Any, settings: dict[str, Any]) -> 
     return atomic_write_json(path, record)
 
 
-def stop_with_parent(parent: int, every: float = 2.0) -> None:
-    """A worker pool's initializer: end this worker once ``parent`` (the benchmark's process,
-    ``os.getpid()`` there) is gone, rather than train on for nobody.
+def stop_with_parent(every: float = 2.0, parent: int | None = None) -> None:
+    """A worker pool's initializer: end this worker once its parent process is gone, rather
+    than train on for nobody.
 
     A benchmark stopped by a signal (SIGTERM, or SIGKILL from a job scheduler) used to leave
     its workers training to the end of their current run, holding the CPU and writing into
     its folders. Runs save their training state as they go, so a rerun continues where a
-    worker stopped. ``every``: seconds between checks.
+    worker stopped. ``every``: seconds between checks; ``parent``: the pid to watch, by
+    default this worker's parent when it starts (the benchmark under fork and spawn; under
+    forkserver the server, which ends with the benchmark).
     """
+    parent = os.getppid() if parent is None else parent
 
     def watch() -> None:
         while os.getppid() == parent:

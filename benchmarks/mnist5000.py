@@ -9,7 +9,6 @@ several seeds. Writes benchmarks/results/mnist5000.{csv,md,png}. Run from the pr
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -150,8 +149,8 @@ def check_resume(rows: list[dict], args: Args, csv_path: Path) -> None:
             )
 
 
-def _start_worker(parent: int, one_thread: bool) -> None:
-    stop_with_parent(parent)
+def _start_worker(one_thread: bool) -> None:
+    stop_with_parent()
     if one_thread:
         torch.set_num_threads(1)
 
@@ -322,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as err:
             fail("mnist5000.py", f"row {job[0]}, hidden {job[1]}: {err}")
     with ProcessPoolExecutor(
-        args.workers, initializer=_start_worker, initargs=(os.getpid(), args.workers > 1)
+        args.workers, initializer=_start_worker, initargs=(args.workers > 1,)
     ) as pool:
         futures = {pool.submit(run_one, *job): job for job in jobs}
         for future in tqdm(as_completed(futures), total=len(futures), desc=run_name):

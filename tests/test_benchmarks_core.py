@@ -4,7 +4,6 @@ import csv
 import dataclasses
 import json
 import multiprocessing
-import os
 import re
 import shlex
 import shutil
@@ -213,6 +212,26 @@ def test_bhn_recipe_refuses_rows_of_other_settings_or_older_code(benchmark_modul
         recipe.check_resume([older], args, tmp_path / "bhn_recipe.csv")
 
 
+@pytest.mark.slow
+def test_bhn_recipe_keeps_the_rows_of_recipes_it_was_not_asked_for(
+    benchmark_module, tmp_path, shared_data_dir
+):
+    common = benchmark_module("common")
+    other = {"row": "bhn-12:cos-200", "hidden": "8", "seed": "0", "samples": "2",
+             "epochs": "200", "tune_acc": "0.9", "results_version": "2"}  # fmt: skip
+    common.write_csv([other], tmp_path / "bhn_recipe.csv")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bhn_recipe.py"), "--rows", "map:const-200",
+           "--hidden", "8", "--samples", "2", "--workers", "1", "--data-dir", str(shared_data_dir),
+           "--out", str(tmp_path)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "bhn_recipe.csv") as f:
+        rows = list(csv.DictReader(f))
+    # the new row, and the other recipe's row as it was (rewritten without it before)
+    assert [r["row"] for r in rows] == ["map:const-200", "bhn-12:cos-200"]
+    assert {k: rows[1][k] for k in other} == other
+
+
 def test_bhn_recipe_splits_keep_the_tuning_images_apart(benchmark_module, shared_data_dir):
     recipe = benchmark_module("bhn_recipe")
     args = recipe.Args(data_dir=str(shared_data_dir))
@@ -288,15 +307,18 @@ def test_cached_runs_keep_their_settings_and_refuse_others(benchmark_module, tmp
         common.load_run(path, fewer)
     # runs made by code before a fix that changed results are refused, with the remedy: a
     # file from before settings were stored, or one from before versions were
-    older = "made by older code (results version 1, this code's is 2"
+    older = "made by older code (results version 1 (it records none: it was stored before "
     for stale in ('{"detection": [], "shift": [], "adversarial": []}',
                   json.dumps({"settings": settings, "result": result})):  # fmt: skip
         path.write_text(stale)
-        with pytest.raises(ValueError, match=re.escape(older) + ".*another --state folder"):
+        with pytest.raises(ValueError, match=re.escape(older) + ".*is 2.*another --state folder"):
             common.load_run(path, settings)
     assert common.RESULTS_VERSION == 2  # a bump must update the message above
     path.write_text(json.dumps({"settings": settings, "result": result, "results_version": 3}))
-    with pytest.raises(ValueError, match="made by newer code"):
+    with pytest.raises(ValueError, match="made by newer code .*use that code"):
+        common.load_run(path, settings)
+    path.write_text(json.dumps({"results_version": 2, "settings": [1]}))  # a traceback before
+    with pytest.raises(ValueError, match=r"run.json is damaged \(no settings and result\)"):
         common.load_run(path, settings)
     path.write_text(json.dumps({"settings": settings, "result": result, "results_version": "x"}))
     with pytest.raises(ValueError, match="run.json is damaged: its results version is 'x'"):
@@ -566,15 +588,15 @@ def test_active_learning_refuses_runs_of_other_settings_before_any_trains(
 
 def test_benchmark_workers_end_once_their_parent_is_gone(benchmark_module):
     common = benchmark_module("common")
-    fork = multiprocessing.get_context("fork")  # cheap here; the benchmarks spawn too
+    fork = multiprocessing.get_context("fork")  # cheap here; two benchmarks spawn
     # the parent still there: the worker works
     with ProcessPoolExecutor(1, mp_context=fork, initializer=common.stop_with_parent,
-                             initargs=(os.getpid(), 0.01)) as pool:  # fmt: skip
+                             initargs=(0.01,)) as pool:  # fmt: skip
         assert pool.submit(sum, [1, 2]).result(timeout=60) == 3
     # told its parent was another process, the worker sees its parent gone and ends itself
     # within a check, where before an orphaned worker ran its whole task
     with ProcessPoolExecutor(1, mp_context=fork, initializer=common.stop_with_parent,
-                             initargs=(-1, 0.01)) as pool:  # fmt: skip
+                             initargs=(0.01, -1)) as pool:  # fmt: skip
         with pytest.raises(BrokenProcessPool):
             pool.submit(time.sleep, 600).result(timeout=60)
 
@@ -727,6 +749,17 @@ def test_step_rebuilding_scripts_check_runs_and_steps_before_retraining(benchmar
             benchmark_module(script).main([*where, *flags])
         assert str(err.value).startswith(f"{script}.py: error: ") and message in str(err.value)
     assert not (tmp_path / "out").exists()
+    # a run the active-learning benchmark started records its code's results version; one
+    # made by older code is refused before any step is retrained (a CLI run records none)
+    common = benchmark_module("common")
+    made_by = runs / "al" / common.AL_RUN_FILE
+    for saved, message in [({"test_size": 0}, "run al holds a run made by older code"),
+                           ([], "benchmark_test_set.json is damaged")]:  # fmt: skip
+        made_by.write_text(json.dumps(saved))
+        with pytest.raises(SystemExit, match=message):
+            benchmark_module("al_class_accuracy").main([*where, "--runs", "al", "--steps", "1"])
+    made_by.write_text(json.dumps({"test_size": 0, "results_version": common.RESULTS_VERSION}))
+    assert common.check_al_steps("x", str(runs), ["al"], [1])["al"]["method"] == "mc_dropout"
 
 
 def test_quick_keeps_every_flag_typed_even_at_its_default(benchmark_module):
