@@ -32,9 +32,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    AL_RUN_FILE,
     MNIST_TEST_SIZE,
     RESULTS,
+    RESULTS_VERSION,
     check_flags,
+    check_results_version,
     command_line,
     fail,
     flag_errors,
@@ -46,6 +49,7 @@ from common import (  # noqa: E402
     quick_settings,
     refuse_unused,
     seed_everything,
+    stop_with_parent,
     write_csv,
 )
 
@@ -501,7 +505,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         # spawn: CUDA cannot be used in a forked child
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.workers, mp_context=context) as executor:
+        with ProcessPoolExecutor(
+            args.workers, mp_context=context, initializer=stop_with_parent
+        ) as executor:
             futures = {executor.submit(run_one, args, *job, deadline=deadline): job for job in todo}
             for future in tqdm(as_completed(futures), total=len(futures), desc="runs"):
                 finished(futures[future], future.result())
@@ -573,15 +579,23 @@ CURVE_SETTINGS = ("initial", "val_size", "acquire", "max_labels", "arch", "hidde
 
 def check_finished_settings(path: str | Path, args: Args) -> None:
     """Refuse the runs of an earlier report's CSV (``--finished-csv``) made with other
-    settings than ``args``: their settings are those on the ``- settings:`` line of the
-    ``active_learning.md`` written beside it (settings the report predates are not checked)."""
+    settings than ``args``, or by code of another results version: their settings are those
+    on the ``- settings:`` line of the ``active_learning.md`` written beside it (settings the
+    report predates are not checked), their version that on its ``- results version:`` line
+    (version 1 for a report from before the line)."""
     report = Path(path).with_name("active_learning.md")
     if not report.is_file():
         raise ValueError(f"{report} is missing: the settings of the runs in {path} are "
                          "read from the report written beside it; pass a CSV that has its "
                          "report")  # fmt: skip
+    text = report.read_text().splitlines()
+    version = [line[len(VERSION_PREFIX) :].split()[:1] for line in text
+               if line.startswith(VERSION_PREFIX)]  # fmt: skip
+    found = (version[0] or [""])[0] if version else None  # "": a damaged line
+    check_results_version(found, f"{path} (its report {report.name})",
+                          "leave out --finished-csv to rerun its runs")  # fmt: skip
     prefix = "- settings: "
-    lines = [line for line in report.read_text().splitlines() if line.startswith(prefix)]
+    lines = [line for line in text if line.startswith(prefix)]
     if not lines:
         raise ValueError(f"{report} has no '{prefix}...' line, so the settings of the runs in "
                          f"{path} are unknown; pass a CSV written with its report")  # fmt: skip
@@ -601,26 +615,34 @@ def run_folder(args: Args, seed: int, method: str, acq: str) -> Path:
     return Path(args.runs_dir) / f"{method}-{acq}-seed{seed}"
 
 
-#: In a run folder, beside the loop's state: the benchmark's settings that the loop's own
-#: config does not hold (the test images that score it), so a resume can check them.
-TEST_SET_FILE = "benchmark_test_set.json"
+TEST_SET_FILE = AL_RUN_FILE  # the test images and results version a run was started with
+#: The report line that records the results version of the code that made its runs.
+VERSION_PREFIX = "- results version: "
 
 
 def check_test_size(folder: Path, test_size: int) -> None:
-    """Refuse to continue (or report) the run in ``folder`` with another ``--test-size`` than it
-    was started with: its saved steps were scored on those test images, and a curve with
-    steps scored on two test sets is no curve. Runs started before the test size was saved
-    (no file) cannot be checked."""
+    """Refuse to continue (or report) the run in ``folder`` if it was started by code of
+    another results version (runs started before it was saved count as version 1), or with
+    another ``--test-size``: its saved steps were scored on those test images, and a curve
+    with steps scored on two test sets is no curve (runs started before the test size was
+    saved cannot be checked for it)."""
     path = folder / TEST_SET_FILE
-    if not ((folder / "state.json").is_file() and path.is_file()):
+    if not (folder / "state.json").is_file():
         return
-    try:
-        saved = json.loads(path.read_text())["test_size"] % MNIST_TEST_SIZE  # 10000: all, as 0
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise ValueError(
-            f'{path} is damaged; it should hold {{"test_size": N}} as the run '
-            "was started with (0: all 10000 test images); restore it"
-        ) from None
+    found: dict = {}
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text())
+            saved = found["test_size"] % MNIST_TEST_SIZE  # 10000: all, as 0
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            raise ValueError(
+                f'{path} is damaged; it should hold {{"test_size": N, "results_version": V}} '
+                "as the run was started with (0: all 10000 test images); restore it"
+            ) from None
+    remedy = "delete that folder to rerun the run, or pass another --runs-dir"
+    check_results_version(found.get("results_version"), str(folder), remedy)
+    if not path.is_file():
+        return
     if saved != test_size:
         raise ValueError(
             f"{folder} was started with --test-size {saved}, but this invocation asks for "
@@ -697,7 +719,8 @@ def run_one(
     check_test_size(folder, args.test_size)
     learner = ActiveLearner(config, pool, test=test, out=folder, resume=resume)
     if not resume:  # saved once the run's folder holds its state
-        atomic_write_json(folder / TEST_SET_FILE, {"test_size": args.test_size})
+        saved = {"test_size": args.test_size, "results_version": RESULTS_VERSION}
+        atomic_write_json(folder / TEST_SET_FILE, saved)
     if deadline is None:
         learner.run(progress=progress)
     else:  # one step at a time, so that no step starts after the deadline
@@ -735,6 +758,7 @@ def write_results(
         f"loop time {sum(r['step_seconds'] for r in rows) / 60:.1f} min in all (recorded per "
         f"step, also for steps resumed from {args.runs_dir}); this invocation {secs / 60:.1f} min",
         f"- settings: {asdict(args)}",
+        f"{VERSION_PREFIX}{RESULTS_VERSION} (of the code that made these runs)",
         "- pool: embedded MNIST-5000 training subset minus initial and validation sets; "
         f"network: {network_choice(args)}, retrained from scratch at every step; curves in "
         "active_learning.png, tidy rows in active_learning.csv",

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    RESULTS_VERSION,
     cache_file,
     cached_run,
     check_flags,
@@ -160,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
         seed_everything(args.seed)
         opts = model_options(args, method, prior)
         model = safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
-        checkpoint = None if args.quick else path.parent / "checkpoints" / f"{path.stem}.pt"
+        # named by the results version too: a run begun by older code is not continued
+        state = f"{path.stem}-v{RESULTS_VERSION}.pt"
+        checkpoint = None if args.quick else path.parent / "checkpoints" / state
         history = safety_bhn.fit(model, splits["train"], splits["val"], epochs=args.epochs,
                                  seed=args.seed, lr_schedule=args.lr_schedule,
                                  lr_warmup=args.lr_warmup, checkpoint=checkpoint,

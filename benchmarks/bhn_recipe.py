@@ -36,7 +36,9 @@ from bhn_prior import active_units  # noqa: E402
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    RESULTS_VERSION,
     check_flags,
+    check_results_version,
     command_line,
     fail,
     flag_errors,
@@ -45,6 +47,7 @@ from common import (  # noqa: E402
     quick_out,
     quick_settings,
     seed_everything,
+    stop_with_parent,
     write_csv,
 )
 
@@ -193,8 +196,10 @@ def run_one(row: str, args: Args) -> dict[str, Any]:
     seed_everything(args.seed)
     opts = model_options(args, method, layers, recipe)
     model = safety_bhn.build_model(method, seed=args.seed, device=args.device, **opts)
-    # training state saved as it trains: a benchmark stopped inside a run continues it
-    checkpoint = Path(args.out) / "checkpoints" / f"{row.replace(':', '_')}-seed{args.seed}.pt"
+    # training state saved as it trains: a benchmark stopped inside a run continues it (not
+    # one begun by code of an older results version)
+    state = f"{row.replace(':', '_')}-seed{args.seed}-v{RESULTS_VERSION}.pt"
+    checkpoint = Path(args.out) / "checkpoints" / state
     history = safety_bhn.fit(model, train, val, seed=args.seed, progress=False,
                              checkpoint=checkpoint,
                              **{k: recipe[k] for k in FIT_KEYS})  # fmt: skip
@@ -209,7 +214,7 @@ def run_one(row: str, args: Args) -> dict[str, Any]:
             "best_epoch": history.best_epoch, "tune_acc": tune["accuracy"],
             "tune_nll": tune["nll"], "tune_ece": tune["ece"], "active_units": active,
             "units": units, "train_seconds": round(seconds, 1),
-            "device": str(model.device)}  # fmt: skip
+            "device": str(model.device), "results_version": RESULTS_VERSION}  # fmt: skip
 
 
 def cost(row: str) -> float:
@@ -262,9 +267,18 @@ LEGACY = {"samples": "100"}
 def check_resume(rows: list[dict[str, str]], args: Args, csv_path: Path) -> None:
     """Refuse to keep (or report) finished rows of another width, seed, tuning-set sample
     count or epoch count (a --quick row's single epoch) than these settings train: the table
-    would mix two recipes under one header."""
+    would mix two recipes under one header; nor, unless ``--report-only``, rows made by code of
+    another results version (rows from before the version column count as version 1)."""
     want = {"hidden": str(args.hidden), "seed": str(args.seed), "samples": str(args.samples)}
     for r in rows:
+        try:  # a --report-only rebuild may report older code's rows as they are
+            remedy = "delete its line to rerun it, or --out another folder"
+            if not args.report_only:
+                check_results_version(
+                    r.get("results_version"), f"{csv_path} (row {r['row']})", remedy
+                )
+        except ValueError as err:
+            fail("bhn_recipe.py", str(err))
         have = {k: r.get(k) or LEGACY.get(k, "") for k in want}
         diff = [f"{k}={have[k]} (asked: {want[k]})" for k in want if have[k] != want[k]]
         epochs = str(recipe_of(parse_row(r["row"])[2])["epochs"])
@@ -301,9 +315,12 @@ def main(argv: list[str] | None = None) -> None:
     csv_path = out / "bhn_recipe.csv"
     command = command_line("bhn_recipe.py", argv, drop=["--report-only"])
     rows: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []  # rows of recipes not asked for: kept in the CSV as they are
     if csv_path.exists() and not args.quick:  # resume: keep finished rows
         with open(csv_path) as f:
-            rows = [r for r in csv.DictReader(f) if r["row"] in args.rows]
+            found = list(csv.DictReader(f))
+        rows = [r for r in found if r["row"] in args.rows]
+        others = [r for r in found if r["row"] not in args.rows]
         check_resume(rows, args, csv_path)
     done = {r["row"] for r in rows}
     todo = sorted((r for r in args.rows if r not in done), key=cost, reverse=True)
@@ -313,7 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     pending = [r for r in args.rows if r not in done]
     # spawn: CUDA cannot be used in a forked child
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        args.workers, mp_context=context, initializer=stop_with_parent
+    ) as pool:
         futures = {}
         for row in todo:
             futures[pool.submit(_guarded, row, args, deadline)] = row
@@ -324,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
             pending.remove(result["row"])
             rows.append(result)
             rows.sort(key=lambda r: args.rows.index(r["row"]))
-            write_csv(rows, csv_path)
+            write_csv([*rows, *others], csv_path)  # only --rows before: the others were lost
     if not rows:
         raise SystemExit("bhn_recipe.py: no run finished")
     text = report(rows, args, command, pending)

@@ -17,6 +17,8 @@ import random
 import shlex
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, get_args, get_origin, get_type_hints
@@ -56,6 +58,48 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
+
+#: The version of what the code computes, stored with every cached run and results-CSV row.
+#: A fix that changes what a benchmark's runs compute bumps it, so that runs made by older
+#: code are refused instead of read back as current (a run stored before versions existed
+#: counts as version 1). 2: affine couplings un-permute their output (2026-12-07, 7be6f37),
+#: which moved every BHN with coupling layers whose scales start from the data.
+RESULTS_VERSION = 2
+
+
+def check_results_version(found: Any, where: str, remedy: str) -> None:
+    """Raise ValueError if ``found`` (a stored version: an int, CSV text, or None/"" for a
+    run stored before versions existed) is not :data:`RESULTS_VERSION`.
+
+    >>> check_results_version(2, "runs/x.json", "delete it")
+    >>> check_results_version(None, "runs/x.json", "delete it")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: runs/x.json holds a run made by older code (results version 1 ...); delete it
+    """
+    try:
+        version = int(found) if found not in (None, "") else 1
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} is damaged: its results version is {found!r}, not a whole "
+                         f"number; {remedy}") from None  # fmt: skip
+    unrecorded = " (it records none: it was stored before versions were)" if version == 1 else ""
+    if version < RESULTS_VERSION:
+        raise ValueError(
+            f"{where} holds a run made by older code (results version {version}{unrecorded}; "
+            f"this code's is {RESULTS_VERSION}: a fix since then has changed what runs "
+            f"compute); {remedy}"
+        )
+    if version > RESULTS_VERSION:
+        raise ValueError(
+            f"{where} holds a run made by newer code (results version {version}; this code's "
+            f"is {RESULTS_VERSION}); use that code, which computes it otherwise"
+        )
+
+
+#: In an active-learning run folder made by benchmarks/active_learning.py, beside the loop's
+#: state: what the loop's own config does not hold (the test images that score it, the
+#: results version of the code that made it), so a resume can check them.
+AL_RUN_FILE = "benchmark_test_set.json"
 
 #: NumPy's legacy seeding (``seed_everything``) takes seeds in 0..2**32 - 1.
 SEED_LIMIT = 2**32
@@ -251,9 +295,9 @@ def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
     """The result cached at ``path`` by :func:`save_run`, or ``None`` if there is none.
 
     A run cached with other ``settings`` (say 30 posterior samples where 100 are asked for)
-    raises ValueError naming them, instead of mixing two recipes in one table. Files from
-    before settings were stored hold the bare result; they are returned as they are (their
-    file names name the training recipe).
+    raises ValueError naming them, instead of mixing two recipes in one table, and so does a
+    run made by code of another :data:`RESULTS_VERSION` (including files from before
+    settings or versions were stored).
     """
     path = Path(path)
     if not path.is_file():
@@ -267,8 +311,11 @@ def load_run(path: str | os.PathLike, settings: dict[str, Any]) -> Any | None:
     if not (isinstance(data, dict) and data):  # {} or a list: no run's result
         raise ValueError(f"{path} is damaged (it holds no run's result); delete it to rerun "
                          "that run")  # fmt: skip
-    if not {"settings", "result"} <= set(data):
-        return data  # a bare result from before settings were stored
+    check_results_version(data.get("results_version"), str(path),
+                          "delete it, or pass another --state folder, to rerun it")  # fmt: skip
+    if not (isinstance(data.get("settings"), dict) and "result" in data):
+        raise ValueError(f"{path} is damaged (no settings and result); delete it to rerun that "
+                         "run")  # fmt: skip
     wanted = json.loads(json.dumps(settings))
     differ = sorted(k for k in wanted.keys() | data["settings"].keys()
                     if wanted.get(k) != data["settings"].get(k))  # fmt: skip
@@ -327,6 +374,13 @@ def check_al_steps(
         if bad:
             finished = f"steps 0..{done - 1}" if done else "no step"
             fail(script, f"--steps {' '.join(map(str, bad))}: run {run} has finished {finished}")
+        made_by = Path(runs_dir) / run / AL_RUN_FILE  # absent: a run of the CLI, unchecked
+        try:
+            if made_by.is_file():
+                found = json.loads(made_by.read_text()).get("results_version")
+                check_results_version(found, f"run {run}", "rerun it with this code first")
+        except (ValueError, AttributeError) as err:
+            fail(script, str(err) if "results version" in str(err) else f"{made_by} is damaged")
         if state["config"].get("warm_start"):
             fail(script, f"run {run} is a warm-start run, whose steps cannot be rebuilt one by one")
         configs[run] = state["config"]
@@ -334,9 +388,31 @@ def check_al_steps(
 
 
 def save_run(path: str | os.PathLike, result: Any, settings: dict[str, Any]) -> Path:
-    """Cache one run's JSON-able ``result`` at ``path`` atomically, with the ``settings`` that
-    :func:`load_run` checks."""
-    return atomic_write_json(path, {"settings": settings, "result": result})
+    """Cache one run's JSON-able ``result`` at ``path`` atomically, with the ``settings`` and
+    :data:`RESULTS_VERSION` that :func:`load_run` checks."""
+    record = {"settings": settings, "result": result, "results_version": RESULTS_VERSION}
+    return atomic_write_json(path, record)
+
+
+def stop_with_parent(every: float = 2.0, parent: int | None = None) -> None:
+    """A worker pool's initializer: end this worker once its parent process is gone, rather
+    than train on for nobody.
+
+    A benchmark stopped by a signal (SIGTERM, or SIGKILL from a job scheduler) used to leave
+    its workers training to the end of their current run, holding the CPU and writing into
+    its folders. Runs save their training state as they go, so a rerun continues where a
+    worker stopped. ``every``: seconds between checks; ``parent``: the pid to watch, by
+    default this worker's parent when it starts (the benchmark under fork and spawn; under
+    forkserver the server, which ends with the benchmark).
+    """
+    parent = os.getppid() if parent is None else parent
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)  # no cleanup to run: the parent that would take the result is gone
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
 def seed_everything(seed: int) -> None:

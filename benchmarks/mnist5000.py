@@ -22,8 +22,10 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     RESULTS,
+    RESULTS_VERSION,
     cache_file,
     check_flags,
+    check_results_version,
     command_line,
     fail,
     markdown_table,
@@ -32,6 +34,7 @@ from common import (
     quick_out,
     quick_settings,
     seed_everything,
+    stop_with_parent,
     write_csv,
 )  # noqa: E402
 
@@ -113,11 +116,29 @@ def recipe_of(args: Args) -> dict[str, str]:
     return {k: str(getattr(args, k)) for k in RECIPE}
 
 
+def checkpoint_of(out: Path, row: str, hidden: int, seed: int, args: Args) -> Path:
+    """Where one run's training state is kept: named by the recipe and the code's results
+    version too, so a run of another recipe, or one begun by older code, keeps its own."""
+    settings = {**recipe_of(args), "results_version": RESULTS_VERSION}
+    return cache_file(out / "checkpoints", f"{row}-{hidden}-seed{seed}", settings).with_suffix(
+        ".pt"
+    )
+
+
 def check_resume(rows: list[dict], args: Args, csv_path: Path) -> None:
-    """Refuse to mix runs of another recipe into one table (rows from before the recipe columns
-    existed carry no recipe and cannot be checked)."""
+    """Refuse to mix runs of another recipe, or (unless ``--report-only``, which may report
+    older code's rows as they are) runs made by code of another results version, into one
+    table (rows from before the recipe columns existed carry no recipe and cannot be checked;
+    rows from before the version column count as version 1)."""
     want = recipe_of(args)
     for r in rows:
+        where = f"{csv_path} (row {r['row']}, hidden {r.get('hidden')}, seed {r.get('seed')})"
+        remedy = "delete its line to rerun that run, or --out another folder"
+        try:
+            if not args.report_only:
+                check_results_version(r.get("results_version"), where, remedy)
+        except ValueError as err:
+            fail("mnist5000.py", str(err))
         have = {k: r.get(k) or LEGACY.get(k, "") for k in RECIPE}
         diff = [f"{k}={have[k]} (asked: {want[k]})" for k in RECIPE
                 if have[k] not in ("", want[k])]  # fmt: skip
@@ -128,8 +149,10 @@ def check_resume(rows: list[dict], args: Args, csv_path: Path) -> None:
             )
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+def _start_worker(one_thread: bool) -> None:
+    stop_with_parent()
+    if one_thread:
+        torch.set_num_threads(1)
 
 
 def run_one(
@@ -147,7 +170,7 @@ def run_one(
         "hidden": hidden, "seed": seed, "test_acc": m["test"]["accuracy"],
         "test_nll": m["test"]["nll"], "ece": m["test"]["ece"], "brier": m["test"]["brier"],
         "train_seconds": m["train_seconds"], "epochs_run": m["history"]["epochs_run"],
-        "best_epoch": m["history"]["best_epoch"],
+        "best_epoch": m["history"]["best_epoch"], "results_version": RESULTS_VERSION,
     }  # fmt: skip
 
 
@@ -270,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
         with open(csv_path) as f:
             for line, r in enumerate(csv.DictReader(f), start=2):
                 try:  # a truncated file leaves None (or cut numbers) in its last row
-                    rows.append({k: (float(v) if k not in ("row", "method", *RECIPE) else v)
+                    text = ("row", "method", "results_version", *RECIPE)
+                    rows.append({k: (float(v) if k not in text else v)
                                  for k, v in r.items()})  # fmt: skip
                     for k in ("hidden", "seed", "coupling_layers", "epochs_run", "best_epoch"):
                         rows[-1][k] = int(rows[-1][k])
@@ -289,9 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     todo.sort(key=lambda t: (int(t[2].partition("-")[2] or 0), t[0]), reverse=True)
     run_name = f"mnist5000__{int(time.time())}"
     jobs = [(row, hidden, seed, config_for(row, hidden, seed, args), recipe_of(args),
-             # named by the recipe too: a run of another recipe keeps its own state
-             cache_file(out / "checkpoints", f"{row}-{hidden}-seed{seed}",
-                        recipe_of(args)).with_suffix(".pt"))
+             checkpoint_of(out, row, hidden, seed, args))
             for hidden, seed, row in todo]  # fmt: skip
     for job in jobs:  # every setting checked here, not inside a worker after other runs
         try:
@@ -299,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as err:
             fail("mnist5000.py", f"row {job[0]}, hidden {job[1]}: {err}")
     with ProcessPoolExecutor(
-        args.workers, initializer=_one_thread if args.workers > 1 else None
+        args.workers, initializer=_start_worker, initargs=(args.workers > 1,)
     ) as pool:
         futures = {pool.submit(run_one, *job): job for job in jobs}
         for future in tqdm(as_completed(futures), total=len(futures), desc=run_name):

@@ -35,13 +35,14 @@ from common import (  # noqa: E402
     DATA_DIR,
     MNIST_TEST_SIZE,
     RESULTS,
+    RESULTS_VERSION,
     cache_file,
+    cached_run,
     check_flags,
     command_line,
     fail,
     flag_errors,
     in_results,
-    load_run,
     markdown_table,
     mean_std,
     parse_args,
@@ -242,12 +243,12 @@ def train(
 
 def checkpoint_path(row: str, n_classes: int, seed: int, args: Args) -> Path:
     """Where the training state of one model of a run is kept: named by the run and a hash of
-    its settings, so runs of other settings sharing a ``--state`` folder keep theirs apart
-    (one name for all made the second refuse the first's checkpoint)."""
+    its settings and the code's results version, so runs of other settings sharing a
+    ``--state`` folder keep theirs apart (one name for all made the second refuse the first's
+    checkpoint), and a run begun by older code is not continued."""
     name = f"{Path(state_key(row, seed, args)).stem}-{n_classes}classes"
-    return cache_file(Path(args.state) / "checkpoints", name, cache_settings(args)).with_suffix(
-        ".pt"
-    )
+    settings = {**cache_settings(args), "results_version": RESULTS_VERSION}
+    return cache_file(Path(args.state) / "checkpoints", name, settings).with_suffix(".pt")
 
 
 def drop_checkpoints(row: str, seed: int, args: Args) -> None:
@@ -664,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
     loaded = 0
     for seed, row in tqdm(todo, desc=run_name):
         path = state / state_key(row, seed, args)
-        part = None if args.quick else load_run(path, settings)
+        part = cached_run("ood.py", path, settings, args.quick)
         if part is not None:
             loaded += 1
         elif args.cached_only:

@@ -33,10 +33,10 @@ from bhn_prior import active_units_per_layer  # noqa: E402
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
+    cached_run,
     check_flags,
     command_line,
     fail,
-    load_run,
     markdown_table,
     mean_std,
     parse_args,
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
         counts = "-".join(map(str, args.samples))
         kind = "heldout__" if args.held_out else ""
         path = Path(args.state) / f"s{counts}__{kind}{ood.state_key(row, seed, key_args)}"
-        part = load_run(path, settings)
+        part = cached_run("ood_noise_scores.py", path, settings, False)
         if part is not None:
             loaded += 1
         else:

@@ -3,11 +3,15 @@
 import csv
 import dataclasses
 import json
+import multiprocessing
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,7 @@ def test_mnist5000_quick_writes_a_tidy_csv_table_and_plot(tmp_path):
             "train_seconds"} <= set(rows[0])  # fmt: skip
     assert {r["method"] for r in rows} == {"bhn", "mc_dropout", "factorial_vi", "map"}
     assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
+    assert {r["results_version"] for r in rows} == {"2"}  # read back as resumable rows
     assert "| hidden |" in (tmp_path / "mnist5000.md").read_text()
     assert (tmp_path / "mnist5000.png").stat().st_size > 1000
 
@@ -193,6 +198,40 @@ def test_bhn_recipe_rows_parse_to_method_layers_and_recipe(benchmark_module):
         recipe.parse_row("dropout:cos-200")
 
 
+def test_bhn_recipe_refuses_rows_of_other_settings_or_older_code(benchmark_module, tmp_path):
+    recipe = benchmark_module("bhn_recipe")
+    args = recipe.Args(rows=["bhn-12:cos-200"])
+    row = {"row": "bhn-12:cos-200", "hidden": str(args.hidden), "seed": str(args.seed),
+           "samples": str(args.samples), "epochs": "200", "results_version": "2"}  # fmt: skip
+    recipe.check_resume([row], args, tmp_path / "bhn_recipe.csv")
+    with pytest.raises(SystemExit, match=r"samples=100 \(asked: 5\)"):
+        recipe.check_resume([row], recipe.Args(samples=5), tmp_path / "bhn_recipe.csv")
+    older = {k: v for k, v in row.items() if k != "results_version"}
+    with pytest.raises(SystemExit, match=r"bhn_recipe.csv \(row bhn-12:cos-200\) holds a run "
+                                         "made by older code"):  # fmt: skip
+        recipe.check_resume([older], args, tmp_path / "bhn_recipe.csv")
+
+
+@pytest.mark.slow
+def test_bhn_recipe_keeps_the_rows_of_recipes_it_was_not_asked_for(
+    benchmark_module, tmp_path, shared_data_dir
+):
+    common = benchmark_module("common")
+    other = {"row": "bhn-12:cos-200", "hidden": "8", "seed": "0", "samples": "2",
+             "epochs": "200", "tune_acc": "0.9", "results_version": "2"}  # fmt: skip
+    common.write_csv([other], tmp_path / "bhn_recipe.csv")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bhn_recipe.py"), "--rows", "map:const-200",
+           "--hidden", "8", "--samples", "2", "--workers", "1", "--data-dir", str(shared_data_dir),
+           "--out", str(tmp_path)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "bhn_recipe.csv") as f:
+        rows = list(csv.DictReader(f))
+    # the new row, and the other recipe's row as it was (rewritten without it before)
+    assert [r["row"] for r in rows] == ["map:const-200", "bhn-12:cos-200"]
+    assert {k: rows[1][k] for k in other} == other
+
+
 def test_bhn_recipe_splits_keep_the_tuning_images_apart(benchmark_module, shared_data_dir):
     recipe = benchmark_module("bhn_recipe")
     args = recipe.Args(data_dir=str(shared_data_dir))
@@ -208,8 +247,13 @@ def test_bhn_recipe_splits_keep_the_tuning_images_apart(benchmark_module, shared
 def test_mnist5000_refuses_to_resume_runs_of_another_recipe(benchmark_module, tmp_path):
     m5k = benchmark_module("mnist5000")
     args = m5k.Args(epochs=200)
-    same = {**m5k.recipe_of(args), "row": "bhn-12"}
-    m5k.check_resume([same, {"row": "bhn-0"}], args, tmp_path)  # legacy rows: no recipe
+    same = {**m5k.recipe_of(args), "row": "bhn-12", "results_version": "2"}
+    m5k.check_resume([same], args, tmp_path)
+    # rows from before the version column (or the recipe columns) were made by older code,
+    # before a fix that changed results
+    for legacy in ({"row": "bhn-0"}, {k: v for k, v in same.items() if k != "results_version"}):
+        with pytest.raises(SystemExit, match="made by older code .*delete its line"):
+            m5k.check_resume([same, legacy], args, tmp_path)
     with pytest.raises(SystemExit, match=r"epochs=60 \(asked: 200\)"):
         m5k.check_resume([same, {**same, "epochs": "60"}], args, tmp_path)
     with pytest.raises(SystemExit, match="lr_schedule=cosine"):
@@ -261,11 +305,27 @@ def test_cached_runs_keep_their_settings_and_refuse_others(benchmark_module, tmp
     fewer = common.run_settings(ood.Args(samples=30), ood.RUN_IGNORE)
     with pytest.raises(ValueError, match=r"samples=100, but this invocation asks for samples=30"):
         common.load_run(path, fewer)
-    # a file from before settings were stored holds the bare result
-    path.write_text('{"detection": [], "shift": [], "adversarial": []}')
-    assert common.load_run(path, fewer) == {"detection": [], "shift": [], "adversarial": []}
-    # an extra key does not make a cached run a bare result that skips the settings check
-    path.write_text(json.dumps({"settings": settings, "result": result, "note": 1}))
+    # runs made by code before a fix that changed results are refused, with the remedy: a
+    # file from before settings were stored, or one from before versions were
+    older = "made by older code (results version 1 (it records none: it was stored before "
+    for stale in ('{"detection": [], "shift": [], "adversarial": []}',
+                  json.dumps({"settings": settings, "result": result})):  # fmt: skip
+        path.write_text(stale)
+        with pytest.raises(ValueError, match=re.escape(older) + ".*is 2.*another --state folder"):
+            common.load_run(path, settings)
+    assert common.RESULTS_VERSION == 2  # a bump must update the message above
+    path.write_text(json.dumps({"settings": settings, "result": result, "results_version": 3}))
+    with pytest.raises(ValueError, match="made by newer code .*use that code"):
+        common.load_run(path, settings)
+    path.write_text(json.dumps({"results_version": 2, "settings": [1]}))  # a traceback before
+    with pytest.raises(ValueError, match=r"run.json is damaged \(no settings and result\)"):
+        common.load_run(path, settings)
+    path.write_text(json.dumps({"settings": settings, "result": result, "results_version": "x"}))
+    with pytest.raises(ValueError, match="run.json is damaged: its results version is 'x'"):
+        common.load_run(path, settings)
+    # an extra key does not make a cached run skip the settings check
+    path.write_text(json.dumps({"settings": settings, "result": result, "note": 1,
+                                "results_version": 2}))  # fmt: skip
     with pytest.raises(ValueError, match="samples=30"):
         common.load_run(path, fewer)
     path.write_text('{"settings": ')  # a JSONDecodeError before
@@ -312,6 +372,25 @@ def test_mnist5000_quick_keeps_the_rows_and_seeds_it_was_given(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / "mnist5000.csv") as f:
         assert [(r["row"], r["seed"]) for r in csv.DictReader(f)] == [("map", "7")]
+
+
+def test_mnist5000_reads_back_only_rows_of_this_codes_results_version(benchmark_module, tmp_path):
+    m5k, common = benchmark_module("mnist5000"), benchmark_module("common")
+    argv = ["--rows", "map", "--hidden", "8", "--seeds", "7", "--epochs", "1", "--eval-samples",
+            "2", "--out", str(tmp_path)]  # fmt: skip
+    m5k.main(argv)
+    with open(tmp_path / "mnist5000.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["row"], r["results_version"]) for r in rows] == [("map", "2")]
+    m5k.main(argv)  # the row is read back, not retrained (its time would differ)
+    with open(tmp_path / "mnist5000.csv") as f:
+        assert list(csv.DictReader(f)) == rows
+    # the same row without the version column: made before a fix that changed results
+    common.write_csv([{k: v for k, v in rows[0].items() if k != "results_version"}],
+                     tmp_path / "mnist5000.csv")  # fmt: skip
+    with pytest.raises(SystemExit, match="made by older code .*delete its line to rerun"):
+        m5k.main(argv)
+    m5k.main([*argv, "--report-only"])  # a rebuilt report may show them as they are
 
 
 def test_quick_runs_never_write_into_the_committed_results(benchmark_module):
@@ -446,8 +525,18 @@ def test_active_learning_refuses_to_continue_a_run_on_another_test_set(benchmark
     with pytest.raises(ValueError, match="--test-size 1000"):
         al.run_one(dataclasses.replace(args, test_size=0), 0, "map", "random")
     al.check_test_size(folder, 1000)  # the same test set: continued
-    (folder / al.TEST_SET_FILE).unlink()
-    al.check_test_size(folder, 0)  # a run from before the file: cannot be checked
+    saved = json.loads((folder / al.TEST_SET_FILE).read_text())
+    assert saved == {"test_size": 1000, "results_version": 2}
+    # a run started by code before a fix that changed results (or before versions were
+    # saved, or before the file existed) is refused, naming the remedy, before any run trains
+    for stale in ({"test_size": 1000}, None):
+        (folder / al.TEST_SET_FILE).unlink()
+        if stale is not None:
+            (folder / al.TEST_SET_FILE).write_text(json.dumps(stale))
+        with pytest.raises(ValueError, match="made by older code .*delete that folder"):
+            al.check_test_size(folder, 1000)
+    with pytest.raises(SystemExit, match="made by older code"):
+        al.main(quick)
 
 
 def test_active_learning_refuses_runs_of_other_settings_before_any_trains(
@@ -473,18 +562,43 @@ def test_active_learning_refuses_runs_of_other_settings_before_any_trains(
     settings = dataclasses.asdict(dataclasses.replace(args, hidden=[64], test_size=10000))
     report.mkdir()
     (report / "active_learning.csv").write_text("")
-    (report / "active_learning.md").write_text(f"# x\n- settings: {settings}\n")
+    version = f"{al.VERSION_PREFIX}2 (of the code that made these runs)"
+    (report / "active_learning.md").write_text(f"# x\n- settings: {settings}\n{version}\n")
     with pytest.raises(ValueError, match=r"--hidden: \[64\] there, \[32\] here"):
         al.check_finished_settings(report / "active_learning.csv", args)
     settings["hidden"] = [32]
-    (report / "active_learning.md").write_text(f"- settings: {settings}\n")
+    (report / "active_learning.md").write_text(f"- settings: {settings}\n{version}\n")
     al.check_finished_settings(
         report / "active_learning.csv", dataclasses.replace(args, test_size=0)
     )
+    # a report from before the version line: its runs were made by older code
+    (report / "active_learning.md").write_text(f"- settings: {settings}\n")
+    with pytest.raises(ValueError, match="made by older code .*leave out --finished-csv"):
+        al.check_finished_settings(report / "active_learning.csv", args)
+    # the line the benchmark writes is the one it reads back
+    al.main(quick)  # reports the finished run
+    written = tmp_path / "out" / "active_learning.md"
+    assert f"{al.VERSION_PREFIX}{common.RESULTS_VERSION} " in written.read_text()
+    al.check_finished_settings(written.with_suffix(".csv"), args)
     (report / "active_learning.md").unlink()
     with pytest.raises(ValueError, match="active_learning.md is missing"):
         al.check_finished_settings(report / "active_learning.csv", args)
     assert common.MNIST_TEST_SIZE == 10_000
+
+
+def test_benchmark_workers_end_once_their_parent_is_gone(benchmark_module):
+    common = benchmark_module("common")
+    fork = multiprocessing.get_context("fork")  # cheap here; two benchmarks spawn
+    # the parent still there: the worker works
+    with ProcessPoolExecutor(1, mp_context=fork, initializer=common.stop_with_parent,
+                             initargs=(0.01,)) as pool:  # fmt: skip
+        assert pool.submit(sum, [1, 2]).result(timeout=60) == 3
+    # told its parent was another process, the worker sees its parent gone and ends itself
+    # within a check, where before an orphaned worker ran its whole task
+    with ProcessPoolExecutor(1, mp_context=fork, initializer=common.stop_with_parent,
+                             initargs=(0.01, -1)) as pool:  # fmt: skip
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(time.sleep, 600).result(timeout=60)
 
 
 def test_benchmark_helpers_doctests(benchmark_module):
@@ -635,6 +749,17 @@ def test_step_rebuilding_scripts_check_runs_and_steps_before_retraining(benchmar
             benchmark_module(script).main([*where, *flags])
         assert str(err.value).startswith(f"{script}.py: error: ") and message in str(err.value)
     assert not (tmp_path / "out").exists()
+    # a run the active-learning benchmark started records its code's results version; one
+    # made by older code is refused before any step is retrained (a CLI run records none)
+    common = benchmark_module("common")
+    made_by = runs / "al" / common.AL_RUN_FILE
+    for saved, message in [({"test_size": 0}, "run al holds a run made by older code"),
+                           ([], "benchmark_test_set.json is damaged")]:  # fmt: skip
+        made_by.write_text(json.dumps(saved))
+        with pytest.raises(SystemExit, match=message):
+            benchmark_module("al_class_accuracy").main([*where, "--runs", "al", "--steps", "1"])
+    made_by.write_text(json.dumps({"test_size": 0, "results_version": common.RESULTS_VERSION}))
+    assert common.check_al_steps("x", str(runs), ["al"], [1])["al"]["method"] == "mc_dropout"
 
 
 def test_quick_keeps_every_flag_typed_even_at_its_default(benchmark_module):
