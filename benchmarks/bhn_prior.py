@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATA_DIR,
     RESULTS,
-    RESULTS_VERSION,
     cache_file,
     cached_run,
     check_flags,
+    checkpoint_file,
     command_line,
     flag_errors,
     markdown_table,
@@ -161,9 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         seed_everything(args.seed)
         opts = model_options(args, method, prior)
         model = safety_bhn.build_model(method, seed=args.seed, device="cpu", **opts)
-        # named by the results version too: a run begun by older code is not continued
-        state = f"{path.stem}-v{RESULTS_VERSION}.pt"
-        checkpoint = None if args.quick else path.parent / "checkpoints" / state
+        checkpoint = None if args.quick else checkpoint_file(path.parent, path.stem, settings)
         history = safety_bhn.fit(model, splits["train"], splits["val"], epochs=args.epochs,
                                  seed=args.seed, lr_schedule=args.lr_schedule,
                                  lr_warmup=args.lr_warmup, checkpoint=checkpoint,

@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     RESULTS_VERSION,
     check_flags,
     check_results_version,
+    checkpoint_file,
     command_line,
     fail,
     flag_errors,
@@ -198,8 +199,7 @@ def run_one(row: str, args: Args) -> dict[str, Any]:
     model = safety_bhn.build_model(method, seed=args.seed, device=args.device, **opts)
     # training state saved as it trains: a benchmark stopped inside a run continues it (not
     # one begun by code of an older results version)
-    state = f"{row.replace(':', '_')}-seed{args.seed}-v{RESULTS_VERSION}.pt"
-    checkpoint = Path(args.out) / "checkpoints" / state
+    checkpoint = checkpoint_file(args.out, f"{row.replace(':', '_')}-seed{args.seed}", {})
     history = safety_bhn.fit(model, train, val, seed=args.seed, progress=False,
                              checkpoint=checkpoint,
                              **{k: recipe[k] for k in FIT_KEYS})  # fmt: skip

@@ -375,16 +375,26 @@ def check_al_steps(
             finished = f"steps 0..{done - 1}" if done else "no step"
             fail(script, f"--steps {' '.join(map(str, bad))}: run {run} has finished {finished}")
         made_by = Path(runs_dir) / run / AL_RUN_FILE  # absent: a run of the CLI, unchecked
-        try:
-            if made_by.is_file():
+        if made_by.is_file():
+            try:
                 found = json.loads(made_by.read_text()).get("results_version")
+            except (ValueError, AttributeError):
+                fail(script, f"{made_by} is damaged")
+            with flag_errors(script):
                 check_results_version(found, f"run {run}", "rerun it with this code first")
-        except (ValueError, AttributeError) as err:
-            fail(script, str(err) if "results version" in str(err) else f"{made_by} is damaged")
         if state["config"].get("warm_start"):
             fail(script, f"run {run} is a warm-start run, whose steps cannot be rebuilt one by one")
         configs[run] = state["config"]
     return configs
+
+
+def checkpoint_file(folder: str | os.PathLike, name: str, settings: dict[str, Any]) -> Path:
+    """Where one run's training state is kept in ``folder``/checkpoints: ``name`` and a hash
+    of its ``settings`` and :data:`RESULTS_VERSION`, so a run of other settings keeps its own,
+    and one begun by older code (which would load with that code's behaviour) is not
+    continued."""
+    settings = {**settings, "results_version": RESULTS_VERSION}
+    return cache_file(Path(folder) / "checkpoints", name, settings).with_suffix(".pt")
 
 
 def save_run(path: str | os.PathLike, result: Any, settings: dict[str, Any]) -> Path:

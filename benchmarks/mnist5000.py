@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     RESULTS,
     RESULTS_VERSION,
-    cache_file,
     check_flags,
     check_results_version,
+    checkpoint_file,
     command_line,
     fail,
     markdown_table,
@@ -117,12 +117,9 @@ def recipe_of(args: Args) -> dict[str, str]:
 
 
 def checkpoint_of(out: Path, row: str, hidden: int, seed: int, args: Args) -> Path:
-    """Where one run's training state is kept: named by the recipe and the code's results
-    version too, so a run of another recipe, or one begun by older code, keeps its own."""
-    settings = {**recipe_of(args), "results_version": RESULTS_VERSION}
-    return cache_file(out / "checkpoints", f"{row}-{hidden}-seed{seed}", settings).with_suffix(
-        ".pt"
-    )
+    """Where one run's training state is kept: named by the recipe too (and the results
+    version), so a run of another recipe, or one begun by older code, keeps its own."""
+    return checkpoint_file(out, f"{row}-{hidden}-seed{seed}", recipe_of(args))
 
 
 def check_resume(rows: list[dict], args: Args, csv_path: Path) -> None:

@@ -35,10 +35,9 @@ from common import (  # noqa: E402
     DATA_DIR,
     MNIST_TEST_SIZE,
     RESULTS,
-    RESULTS_VERSION,
-    cache_file,
     cached_run,
     check_flags,
+    checkpoint_file,
     command_line,
     fail,
     flag_errors,
@@ -247,8 +246,7 @@ def checkpoint_path(row: str, n_classes: int, seed: int, args: Args) -> Path:
     ``--state`` folder keep theirs apart (one name for all made the second refuse the first's
     checkpoint), and a run begun by older code is not continued."""
     name = f"{Path(state_key(row, seed, args)).stem}-{n_classes}classes"
-    settings = {**cache_settings(args), "results_version": RESULTS_VERSION}
-    return cache_file(Path(args.state) / "checkpoints", name, settings).with_suffix(".pt")
+    return checkpoint_file(args.state, name, cache_settings(args))
 
 
 def drop_checkpoints(row: str, seed: int, args: Args) -> None:
