@@ -99,6 +99,19 @@ def test_a_flow_saved_before_couplings_unpermuted_loads_and_samples_as_it_did():
     torch.testing.assert_close(again(eps)[0], legacy(eps)[0])
 
 
+def test_a_partial_state_dict_does_not_turn_couplings_into_shuffles():
+    """Only a coupling's own old checkpoint (``perm`` without ``unpermute``) loads as old."""
+    flow = NormalizingFlow(dim=6, coupling_layers=2, hidden=8)
+    params_only = dict(flow.named_parameters())
+    fresh = NormalizingFlow(dim=6, coupling_layers=2, hidden=8)
+    fresh.load_state_dict(params_only, strict=False)
+    assert all(c._unpermute for c in fresh.couplings)
+    with torch.no_grad():
+        fresh.affine.loc.copy_(torch.arange(6.0))
+        fresh.affine.log_scale.fill_(-20.0)
+    torch.testing.assert_close(fresh(torch.zeros(1, 6))[0][0], torch.arange(6.0))
+
+
 def test_bad_sizes_raise():
     with pytest.raises(ValueError, match="coupling"):
         NormalizingFlow(dim=1, coupling_layers=2)

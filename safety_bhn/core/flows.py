@@ -111,9 +111,16 @@ class AffineCoupling(nn.Module):
 
 def _read_unpermute(module: AffineCoupling, state_dict: dict, prefix: str, *args: object) -> None:
     """Load-state-dict pre-hook: a coupling saved before the ``unpermute`` buffer existed
-    (2026-12-07) left its output permuted; load it so, so that the model predicts as saved."""
+    (2026-12-07) left its output permuted; load it so, so that the model predicts as saved.
+
+    Such a checkpoint holds the coupling's ``perm`` buffer but not ``unpermute``. A state dict
+    without ``perm`` either (a partial one, loaded with ``strict=False``) is not an old
+    coupling, so the coupling keeps its current behaviour.
+    """
     key = prefix + "unpermute"
     if key not in state_dict:
+        if prefix + "perm" not in state_dict:
+            return
         state_dict[key] = torch.tensor(False)
     module._unpermute = bool(state_dict[key])
 
