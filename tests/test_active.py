@@ -601,8 +601,11 @@ def test_resume_keeps_the_declared_number_of_classes(tmp_path):
                       resume=True)  # fmt: skip
 
 
+@pytest.mark.parametrize("to_disk", [True, False])
 @pytest.mark.parametrize("warm_start", [False, True])
-def test_run_called_again_after_an_oracle_error_redoes_the_step_exactly(tmp_path, warm_start):
+def test_run_called_again_after_an_oracle_error_redoes_the_step_exactly(
+    tmp_path, warm_start, to_disk
+):
     x, y = _blobs()
     cfg = _tiny(acquisition="batch_bald", num_configs=20, warm_start=warm_start)
     whole = ActiveLearner(cfg, x, oracle=lambda i: y[i])
@@ -615,7 +618,7 @@ def test_run_called_again_after_an_oracle_error_redoes_the_step_exactly(tmp_path
             raise ConnectionError("labelling service down")
         return y[indices]
 
-    learner = ActiveLearner(cfg, x, oracle=flaky, out=tmp_path)
+    learner = ActiveLearner(cfg, x, oracle=flaky, out=tmp_path if to_disk else None)
     with pytest.raises(ConnectionError):
         learner.run(progress=False)
     assert len(learner.history) == 1 and len(learner.labelled) == 10
@@ -1297,13 +1300,20 @@ def test_fvi_kl_script_repeats_the_loop_at_weight_one(tmp_path):
     assert float(rows[0]["kl_per_label"]) > 0
 
 
-@pytest.mark.parametrize("acquisition", ["bald", "batch_bald", "power_bald", "variation_ratios",
-                                         "mean_std"])  # fmt: skip
+@pytest.mark.parametrize("acquisition", ["bald", "batch_bald", "power_bald", "mean_std"])
 def test_map_is_refused_for_acquisitions_that_need_posterior_samples(acquisition):
     with pytest.raises(ValueError, match="method 'map' is a single network"):
         ActiveConfig(method="map", acquisition=acquisition).validate()
-    ActiveConfig(method="map", acquisition="max_entropy").validate()  # these need no samples
-    ActiveConfig(method="map", acquisition="random").validate()
+    with pytest.raises(ValueError, match="use acq_samples >= 2"):
+        ActiveConfig(acquisition=acquisition, acq_samples=1).validate()
+    for fine in ("max_entropy", "variation_ratios", "random"):  # these need no disagreement
+        ActiveConfig(method="map", acquisition=fine).validate()
+        ActiveConfig(acquisition=fine, acq_samples=1).validate()
+
+
+def test_variation_ratios_of_a_single_network_is_its_least_confidence():
+    probs = torch.tensor([[[0.6, 0.3, 0.1], [0.9, 0.05, 0.05]]])  # (1 sample, 2 inputs, 3)
+    torch.testing.assert_close(variation_ratios(probs), torch.tensor([0.4, 0.1]))
 
 
 def test_names_are_saved_in_their_canonical_spelling():

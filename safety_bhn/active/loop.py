@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import copy
 import csv
 import functools
 import io
@@ -74,10 +75,10 @@ RESUMABLE = ("steps", "device")
 Oracle = Callable[[Tensor], Any]
 
 
-#: acquisitions scored from the disagreement between posterior samples (all 0 for MAP)
+#: acquisitions scored from the disagreement between posterior samples (all 0 for MAP).
+#: Not variation ratios, ``1 - max_c E_s p_s(c)``: for one network, its least confidence.
 NEEDS_SAMPLES = frozenset({
-    Acquisition.BALD, Acquisition.BATCH_BALD, Acquisition.POWER_BALD,
-    Acquisition.VARIATION_RATIOS, Acquisition.MEAN_STD,
+    Acquisition.BALD, Acquisition.BATCH_BALD, Acquisition.POWER_BALD, Acquisition.MEAN_STD,
 })  # fmt: skip
 
 
@@ -762,7 +763,9 @@ class ActiveLearner:
         bar = tqdm(range(start, end), desc=f"active {cfg.method}/{cfg.acquisition}",
                    initial=start, total=cfg.steps + 1, disable=not progress)  # fmt: skip
         for step in bar:
-            before = (self.gen.get_state(), len(self.labelled), len(self.history))
+            # warm start without a folder: the model to go back to lives only in memory
+            kept = copy.deepcopy(self.model) if cfg.warm_start and self.out is None else None
+            before = (self.gen.get_state(), len(self.labelled), len(self.history), kept)
             try:
                 record = self._step(step)
             except BaseException:  # an oracle error, Ctrl-C: calling run() again redoes the
@@ -803,14 +806,20 @@ class ActiveLearner:
         self.save()
         return record
 
-    def _undo_step(self, gen_state: Tensor, n_labelled: int, n_history: int) -> None:
+    def _undo_step(
+        self, gen_state: Tensor, n_labelled: int, n_history: int, kept: UncertaintyModel | None
+    ) -> None:
         """Forget a step that did not finish: its random draws, labels and record, and (warm
-        start) the model it was training, which is reloaded from the last saved state."""
+        start) the model it was training, which is reloaded from the last saved state, or,
+        with no output folder, set back to ``kept``, the copy taken before the step."""
         self.gen.set_state(gen_state)
         del self.labelled[n_labelled:], self.labels[n_labelled:], self.history[n_history:]
         if self.config.warm_start:
-            saved = self.out is not None and (self.out / STATE_FILE).is_file()
-            self.model = self._saved_model(saved_state(self.out)) if saved else None
+            if self.out is None:
+                self.model = kept
+            else:
+                saved = (self.out / STATE_FILE).is_file()
+                self.model = self._saved_model(saved_state(self.out)) if saved else None
 
     def curve(self) -> list[dict[str, Any]]:
         """One row per completed step: the tidy learning curve."""
