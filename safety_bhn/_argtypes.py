@@ -1,9 +1,10 @@
-"""argparse value types shared by every sub-command: positive and non-negative numbers."""
+"""argparse value types shared by every sub-command: positive and non-negative numbers, folders."""
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from ._checks import MAX_SEED
 
@@ -37,3 +38,12 @@ def seed_int(text: str) -> int:
             f"must be at most {MAX_SEED} (torch seeds hold 64 bits), got {text}"
         )
     return value
+
+
+def folder(text: str) -> str:
+    """A folder, absolute (so a run saved here is found from another working directory), with
+    ``~`` expanded as the data loaders expand it; an empty name is refused, not read as ".".
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return str(Path(text).expanduser().resolve())

@@ -66,7 +66,10 @@ def check_real(
     0.001
     """
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-    ok = ok and math.isfinite(value)
+    try:
+        ok = ok and math.isfinite(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        ok = False
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import non_negative_int, positive_float, positive_int, seed_int
+from ._argtypes import folder, non_negative_int, positive_float, positive_int, seed_int
 from ._choices import parse_choice
 from ._io import FolderInUseError
 from .core.build import Arch, Method
@@ -84,6 +84,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-samples", type=positive_int, default=100)
     p.add_argument(
         "--data-dir",
+        type=folder,
         default=None,
         help="folder with mnist/*.gz (default: the embedded MNIST-5000 copy)",
     )
@@ -133,8 +134,7 @@ def _train(args: argparse.Namespace) -> int:
         kl_anneal=args.kl_anneal,
         select=args.select,
         eval_samples=args.eval_samples,
-        # absolute, for evaluate from another folder; ~ as the data loaders read it
-        data_dir=str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None,
+        data_dir=args.data_dir,  # absolute (type=folder), for evaluate from another folder
         device=args.device,
         options={"local_draws": True} if args.local_draws else {},
         classes=args.classes,
@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--data-dir",
+        type=folder,
         default=None,
         help="folder with mnist/t10k-*.gz (default: the run's own, as its metrics.json says)",
     )

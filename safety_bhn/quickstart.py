@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_json, read_json
-from .runs import TrainConfig, mnist_splits, train_and_evaluate
+from .runs import TrainConfig, check_run_name, mnist_splits, train_and_evaluate
 
 # 123 s in all on 2 idle CPU cores (measured 2026-11-26);
 # the same epochs as benchmarks/mnist5000.py.
@@ -40,7 +40,7 @@ def quickstart(
     """
     from .plots import reliability_diagram
 
-    out = Path(out)
+    out = check_run_name(out)  # "" would fill the working folder
     if out.exists() and not out.is_dir():
         raise ValueError(
             f"{out} is a file, not a folder for the quickstart's runs; choose another --out"

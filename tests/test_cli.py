@@ -317,6 +317,10 @@ def test_evaluate_refuses_a_model_and_metrics_from_different_runs(tmp_path):
         ),
         # trained into the working folder, clearing its hidden temp files
         (["train", "--out", ""], "--out is empty; name a run folder"),
+        (["quickstart", "--out", ""], "--out is empty; name a run folder"),  # filled "."
+        # trained on the embedded copy (train) or read $SAFETY_BHN_DATA (active-learn)
+        (["train", "--data-dir", "", "--out", "x"], "must name a folder, got an empty string"),
+        (["active-learn", "--extra", "--data-dir", " ", "--out", "x"], "must name a folder"),
         (["explore", "--steps", "5", "--out", " "], "--out is empty; name a run folder"),
         (["active-learn", "--hidden", "8", "--out", ""], "--out is empty; name a run folder"),
         # trained as without it (no KL term to anneal), before the folder was made
@@ -508,6 +512,17 @@ def test_train_reads_a_tilde_in_data_dir_as_the_home_folder(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--data-dir=~/data", "--out", "x"]) == 2  # the shell leaves ~ here
     assert seen == [str(tmp_path / "data")]  # "<cwd>/~/data" before
+
+
+def test_active_learn_reads_a_tilde_in_data_dir_as_the_home_folder(tmp_path, monkeypatch, capsys):
+    from safety_bhn.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    argv = ["active-learn", "--extra", "--data-dir=~/data", "--hidden", "8", "--out", "run"]
+    assert main(argv) == 2  # no data there: the error names the folder it looked in
+    err = capsys.readouterr().err
+    assert str(tmp_path / "home" / "data") in err and "/~/" not in err  # "<cwd>/~/data" before
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .._argtypes import non_negative_int, positive_int, seed_int
+from .._argtypes import folder, non_negative_int, positive_int, seed_int
 from .._choices import parse_choice
 from ..core.bhn import PriorMean
 from ..core.build import Arch, Method
@@ -121,7 +121,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="add the 5000 images of DATA_DIR/mnist-extra5k to the pool",
     )
-    p.add_argument("--data-dir", default=None, help="data folder for --extra")
+    p.add_argument("--data-dir", type=folder, default=None, help="data folder for --extra")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument(
         "--resume",
@@ -164,8 +164,7 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[ActiveConfig, dict[s
     ``--device`` and ``--data-dir``, which may change.
     """
     given = _given(args)
-    # saved absolute, so that --resume from another working directory finds the same files
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    data_dir = args.data_dir  # absolute (type=folder): --resume from elsewhere finds it
     if not args.resume:
         options = {name: given.pop(name) for name in BHN_FLAGS if name in given}
         extra = given.pop("extra", False)
@@ -229,7 +228,7 @@ def _active_learn(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; choose another --out")
     config, source = _settings(args, out)
-    if args.data_dir and not source.get("extra", False):  # it was ignored, silently
+    if args.data_dir is not None and not source.get("extra", False):  # it was ignored, silently
         raise ValueError(
             "--data-dir is read only with --extra: the pool and the test set are the MNIST copy "
             "embedded in the package; drop --data-dir, or add --extra (on a new run) to pool "
