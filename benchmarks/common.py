@@ -362,6 +362,7 @@ def check_al_steps(
     before the first retrain (a missing run or step failed after minutes of retraining the
     others). Returns each run's saved config."""
     from safety_bhn.active.loop import saved_state
+    from safety_bhn.runs import MODEL_VERSION
 
     configs = {}
     for run in runs:
@@ -374,7 +375,12 @@ def check_al_steps(
         if bad:
             finished = f"steps 0..{done - 1}" if done else "no step"
             fail(script, f"--steps {' '.join(map(str, bad))}: run {run} has finished {finished}")
-        made_by = Path(runs_dir) / run / AL_RUN_FILE  # absent: a run of the CLI, unchecked
+        made_by = Path(runs_dir) / run / AL_RUN_FILE  # absent: a run of the CLI
+        version = state.get("model_version")
+        if not made_by.is_file() and version != MODEL_VERSION:
+            fail(script, f"run {run} was begun by code of an older model version ({version or 1}, "
+                         f"this code's {MODEL_VERSION}), whose models compute otherwise; rerun "
+                         "it with this code first")  # fmt: skip
         if made_by.is_file():
             try:
                 found = json.loads(made_by.read_text()).get("results_version")

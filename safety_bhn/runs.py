@@ -216,6 +216,13 @@ def device_words(device: torch.device | str) -> str:
     return device.type
 
 
+#: The version of what the models compute, recorded by runs that outlive one call (the
+#: active-learning loop's state). A fix that changes a trained model's outputs bumps it.
+#: 2: affine couplings un-permute their output (2026-12-07, commit 7be6f37); a state that
+#: records none was begun before.
+MODEL_VERSION = 2
+
+
 def environment() -> dict[str, str]:
     """Where a result was measured: host CPU/GPU, versions and date."""
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

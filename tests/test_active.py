@@ -37,7 +37,7 @@ from safety_bhn.active import (
 )
 from safety_bhn.cli import main
 from safety_bhn.core.metrics import evaluate
-from safety_bhn.runs import cpu_words
+from safety_bhn.runs import MODEL_VERSION, cpu_words
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -359,6 +359,21 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, warm_start):
     state = json.loads((tmp_path / "cut" / "state.json").read_text())
     assert state["labelled"] == whole.labelled and len(state["history"]) == 4
     assert (tmp_path / "cut" / "curve.csv").read_text().count("\n") == 5
+    assert state["model_version"] == MODEL_VERSION
+
+
+def test_a_run_begun_by_older_code_warns_on_resume_and_keeps_its_version(tmp_path):
+    x, y = _blobs()
+    cfg = _tiny()
+    ActiveLearner(cfg, (x, y), out=tmp_path).run(progress=False, max_steps=1)
+    state_file = tmp_path / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["model_version"]  # as every state begun before 2026-12-07
+    state_file.write_text(json.dumps(state))
+    with pytest.warns(UserWarning, match=r"begun by older code \(model version 1, this code's 2"):
+        resumed = ActiveLearner(cfg, (x, y), out=tmp_path, resume=True)
+    resumed.run(progress=False, max_steps=1)
+    assert json.loads(state_file.read_text())["model_version"] is None  # still marked as old
 
 
 @pytest.mark.parametrize("method", ["bhn", "mc_dropout"])

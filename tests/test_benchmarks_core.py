@@ -760,6 +760,15 @@ def test_step_rebuilding_scripts_check_runs_and_steps_before_retraining(benchmar
             benchmark_module("al_class_accuracy").main([*where, "--runs", "al", "--steps", "1"])
     made_by.write_text(json.dumps({"test_size": 0, "results_version": common.RESULTS_VERSION}))
     assert common.check_al_steps("x", str(runs), ["al"], [1])["al"]["method"] == "mc_dropout"
+    # a CLI run (no benchmark file) is checked by the model version its state began with
+    made_by.unlink()
+    assert common.check_al_steps("x", str(runs), ["al"], [1])["al"]["method"] == "mc_dropout"
+    state_file = runs / "al" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["model_version"]  # as every state begun before 2026-12-07
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(SystemExit, match=r"run al was begun by code of an older model version \(1"):
+        common.check_al_steps("x", str(runs), ["al"], [1])
 
 
 def test_quick_keeps_every_flag_typed_even_at_its_default(benchmark_module):

@@ -63,7 +63,7 @@ from ..core.training import (
     fit,
 )
 from ..data import embedded_mnist, load_dataset
-from ..runs import device_words, environment
+from ..runs import MODEL_VERSION, device_words, environment
 from .acquisition import Acquisition, select
 
 STATE_FILE = "state.json"
@@ -432,6 +432,7 @@ class ActiveLearner:
                     "the test labels (1-based labels: y - 1) or pass the right n_classes"
                 )
         state_path = self.out / STATE_FILE if self.out is not None else None
+        self.model_version: int | None = MODEL_VERSION  # a resumed run keeps the one it began with
         if resume:
             if state_path is None or not state_path.is_file():
                 raise FileNotFoundError(f"cannot resume: no state file at {state_path}")
@@ -561,6 +562,15 @@ class ActiveLearner:
             self.pool_source = dict(state.get("pool_source", {}))
         self.done = len(self.history) == self.config.steps + 1
         self.model = self._saved_model(state)
+        self.model_version = state.get("model_version")  # absent: begun before 2026-12-07
+        if self.model_version != MODEL_VERSION and not self.done:
+            warnings.warn(
+                f"{path} was begun by older code (model version {self.model_version or 1}, "
+                f"this code's {MODEL_VERSION}: see safety_bhn.runs.MODEL_VERSION), whose "
+                "models compute otherwise, so its curve will mix two versions; start a new run "
+                "for a curve from this code alone",
+                stacklevel=3,
+            )
 
     def _saved_model(
         self, state: dict[str, Any], key: str = "model_file"
@@ -617,6 +627,7 @@ class ActiveLearner:
             "rng_state": _encode_rng(self.gen),
             "pool_source": self.pool_source,
             "environment": environment(),
+            "model_version": self.model_version,
         }
 
     # -- the loop -------------------------------------------------------------------------
