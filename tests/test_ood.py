@@ -724,6 +724,7 @@ def test_noise_score_split_retrains_the_benchmarks_models(ood_quick, tmp_path, s
                for r in shared)  # fmt: skip
     report = (tmp_path / "ood_noise_scores.md").read_text()
     assert "models and draws." in report
+    assert "runs trained with 1 torch thread (as the runs recorded" in report  # the rows' count
     # the BHN's active hidden units (at most its 16), counted only for BHN rows
     units = {r["method"]: r["active_units"] for r in rows}
     assert units["mc_dropout"] == "" and 0 <= int(units["bhn-2"]) <= 16
