@@ -429,6 +429,23 @@ def test_download_checksum_mismatch_leaves_no_file(
     assert list((root / "mnist").iterdir()) == []  # no final file, no temp file
 
 
+def test_download_names_a_local_failure_and_tries_no_other_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payloads = _tiny_official_files(tmp_path)
+    for file_name, data in payloads.items():
+        monkeypatch.setitem(ds_mod._MD5, f"mnist/{file_name}", hashlib.md5(data).hexdigest())
+    calls: list[str] = []
+    monkeypatch.setattr(ds_mod, "_fetch", _fake_fetch(payloads, calls))
+    root = tmp_path / "data"
+    (root / "mnist" / "t10k-images-idx3-ubyte.gz").mkdir(parents=True)  # in the file's way
+    with pytest.raises(DataError, match="with the right checksum, but could not move it") as info:
+        download("mnist", root, splits="test")
+    assert "internet" not in str(info.value)  # was: every mirror failed, check the internet
+    assert len(calls) == 1  # fetched again from every mirror before
+    assert [p.name for p in (root / "mnist").iterdir()] == ["t10k-images-idx3-ubyte.gz"]
+
+
 def test_an_empty_data_dir_is_refused_not_read_as_this_folder() -> None:
     with pytest.raises(ValueError, match="data_dir is an empty string"):
         load_dataset("mnist", "test", "")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .._choices import did_you_mean, parse_choice
-from .._io import create_temp_beside
+from .._io import create_temp_beside, fsync_folder
 from .idx import DataError, idx_magic, parse_idx, read_idx
 
 __all__ = [
@@ -329,6 +329,8 @@ def _fetch(url: str, dest: Path) -> None:
     with urllib.request.urlopen(request, timeout=_FETCH_TIMEOUT_S) as response:
         with dest.open("wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before it is renamed into place
 
 
 def _download_file(name: DatasetName, folder: Path, rel_path: str) -> None:
@@ -343,14 +345,26 @@ def _download_file(name: DatasetName, folder: Path, rel_path: str) -> None:
     errors: list[str] = []
     for mirror in _MIRRORS[name]:
         url = mirror + file_name
-        fd, tmp = create_temp_beside(dest, ".part")  # permissions as open() would give
-        os.close(fd)
+        try:  # a local failure is no mirror's fault: named as such, the other mirrors untried
+            fd, tmp = create_temp_beside(dest, ".part")  # permissions as open() would give
+            os.close(fd)
+        except OSError as exc:
+            raise DataError(
+                f"cannot write into {folder} ({exc}); choose a writable folder"
+            ) from None
         try:
             logger.info("downloading %s", url)
             _fetch(url, tmp)
             got = _md5(tmp)
             if got == expected:
-                os.replace(tmp, dest)
+                try:
+                    os.replace(tmp, dest)
+                    fsync_folder(folder)
+                except OSError as exc:
+                    raise DataError(
+                        f"downloaded {rel_path} with the right checksum, but could not move it "
+                        f"to {dest} ({exc}); free that path and retry"
+                    ) from None
                 return
             errors.append(f"{url}: md5 mismatch, got {got}, expected {expected}")
         except (OSError, http.client.HTTPException) as exc:
