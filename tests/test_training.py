@@ -98,9 +98,13 @@ def test_fit_keeps_a_finished_checkpoint_when_asked_and_returns_it_without_train
     kw = dict(epochs=5, patience=1, select="accuracy", progress=False)  # may stop early
     path, first = tmp_path / "fit.pt", build()
     history = safety_bhn.fit(first, (x, y), (xv, yv), checkpoint=path, keep_checkpoint=True, **kw)
-    assert torch.load(path, weights_only=True)["finished"] is True
+    saved = torch.load(path, weights_only=True)
+    assert saved["finished"] is True and saved["device"] == "cpu"
+    saved["device"] = "cuda"  # as if saved on a GPU: its random states are not the CPU's
+    torch.save(saved, path)
     again_model = build()
-    again = safety_bhn.fit(again_model, (x, y), (xv, yv), checkpoint=path, **kw)
+    with pytest.warns(UserWarning, match="saved training on cuda and resumes on cpu"):
+        again = safety_bhn.fit(again_model, (x, y), (xv, yv), checkpoint=path, **kw)
     assert again.train_loss == history.train_loss and again.epochs_run == history.epochs_run
     for a, b in zip(first.state_dict().values(), again_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -345,6 +345,14 @@ def fit(
         torch.set_rng_state(saved["torch_rng"])
         if x.device.type == "cuda" and "cuda_rng" in saved:
             torch.cuda.set_rng_state(saved["cuda_rng"], x.device)
+        was = saved.get("device")  # absent in checkpoints before 2026-12-07
+        if was is not None and was != x.device.type:
+            warnings.warn(
+                f"{checkpoint} was saved training on {was} and resumes on {x.device.type}: "
+                "the random draws of the rest go on from another generator, so the run will "
+                "not repeat one trained without a break; resume on the same device for that",
+                stacklevel=2,
+            )
         history = History(**saved["history"])
         best_state, best_score = saved["best_state"], saved["best_score"]
         since_best, step, first = saved["since_best"], saved["step"], history.epochs_run
@@ -358,7 +366,8 @@ def fit(
                "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(),
                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                "history": history.to_dict(), "best_state": best_state,
-               "best_score": best_score, "since_best": since_best, "step": step}  # fmt: skip
+               "best_score": best_score, "since_best": since_best, "step": step,
+               "device": x.device.type}  # fmt: skip
         if x.device.type == "cuda":
             now["cuda_rng"] = torch.cuda.get_rng_state(x.device)
         return now
