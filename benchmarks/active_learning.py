@@ -421,11 +421,16 @@ def step_times(rows: list[dict]) -> str:
     return markdown_table(["device", "method", "steps", "median s / step", "mean s / step"], table)
 
 
-def class_balance(rows: list[dict], at: Sequence[int] = (70, 120, 220)) -> str:
-    """Markdown table: labels of the least-labelled class after ``at`` labels, mean over seeds.
+def class_balance(rows: list[dict], at: Sequence[int] | None = None) -> str:
+    """Markdown table: labels of the least-labelled class after ``at`` labels, mean over seeds
+    (default: the label counts of the 5th, 10th and 20th acquisition, where the runs have
+    them: 70, 120 and 220 with 20 initial labels and 10 a step).
 
     A low count means the acquisitions passed a class by (the initial set has two a class).
     """
+    if at is None:  # fixed counts missed a grid of --acquire 40 (20, 60, 100, ...) entirely
+        grid = sorted({int(r["n_labels"]) for r in rows})
+        at = [grid[k] for k in (5, 10, 20) if k < len(grid)]
 
     def key(r: dict) -> tuple[str, str, int]:
         return r["method"], r["acquisition"], r["n_labels"]

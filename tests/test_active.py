@@ -1133,6 +1133,12 @@ def test_benchmark_class_balance_table(benchmark_module):
         "| bhn | bald | 1.5 (n=2) | – |",
         "| bhn | random | – | 7.0 (n=1) |",
     ]
+    # by default, the 5th, 10th and 20th acquisition of the runs' own grid (--acquire 40)
+    grid = [{"method": "bhn", "acquisition": "bald", "n_labels": 20 + 40 * k, "rarest_class": k}
+            for k in range(12)]  # fmt: skip
+    table = al.class_balance(grid).splitlines()
+    assert table[0] == "| method | acquisition | at 220 labels | at 420 labels |"
+    assert table[2] == "| bhn | bald | 5.0 (n=1) | 10.0 (n=1) |"
 
 
 def test_benchmark_summary_says_undecided_when_no_run_reaches_the_targets(benchmark_module):
