@@ -212,10 +212,19 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
     if missing:
         status = (f"**Incomplete:** {len(missing)} requested run(s) not done: "
                   f"{'; '.join(missing)}. Resume with the same command.\n\n")  # fmt: skip
+    where = f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}.  \n"
+    parallel = (f" ({args.workers} run(s) in parallel"
+                f"{', one CPU thread each' if args.workers > 1 else ''})")  # fmt: skip
+    if args.report_only:  # this invocation trained nothing: its machine and workers say nothing
+        where = (f"Tables rebuilt on {env['date']} from the CSV (`--report-only`); the CSV does "
+                 "not record the machine, date or parallel runs of the training.  \n")  # fmt: skip
+        parallel = ""
     return (
-        "# MNIST-5000 (Krueger et al. 2017, Table 2)\n\n" + status + f"Command: `{command}`  \n"
-        f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}.  \n"
-        f"Data: {TRAIN_DATA if args.data_dir is None else 'the MNIST files in ' + args.data_dir} "
+        "# MNIST-5000 (Krueger et al. 2017, Table 2)\n\n"
+        + status
+        + f"Command: `{command}`  \n"
+        + where
+        + f"Data: {TRAIN_DATA if args.data_dir is None else 'the MNIST files in ' + args.data_dir} "
         f"({args.val_size} held out for validation, a different random split per seed), tested "
         "on the 10000 test images.  \n"
         f"Recipe: one-hidden-layer MLP, Adam lr {args.lr} ({args.lr_schedule} schedule, "
@@ -226,8 +235,7 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
         f"(10 posterior samples) kept; {args.eval_samples} posterior samples at test time; "
         f"N(0, {args.bhn_prior_std:g}²) prior on the BHN scales. "
         "Accuracies are mean ± std over seeds. Train time is wall-clock, as a ratio to MC "
-        f"dropout's in the same run ({args.workers} run(s) in parallel"
-        f"{', one CPU thread each' if args.workers > 1 else ''}).\n\n"
+        f"dropout's in the same run{parallel}.\n\n"
         + markdown_table(header, table)
         + "\nTargets (paper: BHN-12 96.16% / 96.51%, dropout 95.58% / 95.52%):\n\n"
         + "\n".join(checks)

@@ -279,6 +279,9 @@ def test_mnist5000_report_covers_the_seeds_its_command_names(benchmark_module):
     assert "the 5000 MNIST training images embedded" in text
     other = m5k.summarise(rows, m5k.Args(rows=["bhn-12"], hidden=[800], data_dir="/d"), "cmd")
     assert "Data: the MNIST files in /d" in other
+    rebuilt = m5k.summarise(rows, m5k.Args(rows=["bhn-12"], hidden=[800], report_only=True), "c")
+    assert "Tables rebuilt on " in rebuilt and "Machine:" not in rebuilt  # not the runs' machine
+    assert "run(s) in parallel" not in rebuilt and "run(s) in parallel" in text
     more = [*rows, {**rows[0], "hidden": 1200.0}, {**rows[0], "row": "mc_dropout"}]
     asked = m5k.asked_rows(more, m5k.Args(rows=["bhn-12"], hidden=[800], seeds=[0]))
     assert asked == [rows[0]]  # the plot drew every row of the CSV, the table these
