@@ -363,17 +363,19 @@ def _fake_fetch(payloads: dict[str, bytes], calls: list[str]):
     return fetch
 
 
-def _tiny_official_files(tmp_path: Path) -> dict[str, bytes]:
+def _tiny_official_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """Small MNIST files, made the official ones (their md5s stand in for the real ones)."""
     src = tmp_path / "src"
     make_split(src, "mnist", "train", 6)
     make_split(src, "mnist", "t10k", 4)
-    return {p.name: p.read_bytes() for p in (src / "mnist").iterdir()}
+    payloads = {p.name: p.read_bytes() for p in (src / "mnist").iterdir()}
+    for file_name, data in payloads.items():
+        monkeypatch.setitem(ds_mod._MD5, f"mnist/{file_name}", hashlib.md5(data).hexdigest())
+    return payloads
 
 
 def test_download_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    payloads = _tiny_official_files(tmp_path)
-    for file_name, data in payloads.items():
-        monkeypatch.setitem(ds_mod._MD5, f"mnist/{file_name}", hashlib.md5(data).hexdigest())
+    payloads = _tiny_official_files(tmp_path, monkeypatch)
     calls: list[str] = []
     monkeypatch.setattr(ds_mod, "_fetch", _fake_fetch(payloads, calls))
     root = tmp_path / "data"
@@ -395,9 +397,7 @@ def test_download_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_download_falls_back_to_second_mirror(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    payloads = _tiny_official_files(tmp_path)
-    for file_name, data in payloads.items():
-        monkeypatch.setitem(ds_mod._MD5, f"mnist/{file_name}", hashlib.md5(data).hexdigest())
+    payloads = _tiny_official_files(tmp_path, monkeypatch)
     calls: list[str] = []
     good = _fake_fetch(payloads, calls)
 
@@ -432,9 +432,7 @@ def test_download_checksum_mismatch_leaves_no_file(
 def test_download_names_a_local_failure_and_tries_no_other_mirror(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    payloads = _tiny_official_files(tmp_path)
-    for file_name, data in payloads.items():
-        monkeypatch.setitem(ds_mod._MD5, f"mnist/{file_name}", hashlib.md5(data).hexdigest())
+    payloads = _tiny_official_files(tmp_path, monkeypatch)
     calls: list[str] = []
     monkeypatch.setattr(ds_mod, "_fetch", _fake_fetch(payloads, calls))
     root = tmp_path / "data"
