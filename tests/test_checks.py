@@ -38,7 +38,7 @@ def test_seeds_beyond_torchs_64_bits_are_refused_by_name(make):
 def test_check_real_refuses_nan_infinities_strings_and_out_of_range():
     assert check_real("lr", np.float32(0.5), 0.0, low_open=True) == 0.5
     assert check_real("p", 1, 0.0, 1.0) == 1.0
-    for bad in (math.nan, math.inf, "0.1", True, 0.0, -1.0):
+    for bad in (math.nan, math.inf, "0.1", True, 0.0, -1.0, 10**400):  # 10**400: OverflowError
         with pytest.raises(ValueError, match="lr must be a positive number"):
             check_real("lr", bad, 0.0, low_open=True)
     with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\]"):
