@@ -11,7 +11,9 @@ import pytest
 import safety_bhn_envs  # noqa: F401  (registers the environments)
 import torch
 
+from safety_bhn._checks import MAX_SEED
 from safety_bhn.cli import main
+from safety_bhn.core.noise import stream_seed
 from safety_bhn.explore import (
     SAFE_DEFAULTS,
     DQNAgent,
@@ -1052,3 +1054,32 @@ def test_replay_buffer_checks_what_it_stores_and_samples():
     assert batch["done"].tolist() == [1.0] and batch["cost"].tolist() == [1.0]
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         buf.sample(0, rng)
+
+
+def test_stream_seed_gives_each_role_its_own_stream():
+    assert stream_seed(0, "decisions") == stream_seed(0, "decisions")
+    seeds = {stream_seed(s, name) for s in (0, 1, MAX_SEED) for name in ("a", "b", "c")}
+    assert len(seeds) == 9 and all(0 <= s <= MAX_SEED for s in seeds)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        stream_seed(-1, "a")
+
+
+@pytest.mark.parametrize("make", ["bandit", "dqn", "safe_dqn"])
+def test_agent_decisions_and_posterior_training_draw_unrelated_noise(make):
+    """An agent's generator (its Thompson draws, minibatches and targets), its posteriors'
+    training generators and the initial weights (the global RNG seeded with the seed) all
+    drew from one stream seeded with the agent's seed, so the first decision reused the
+    first training step's noise (found 2026-12-07)."""
+    if make == "bandit":
+        agent = NeuralBandit(5, 2, "bhn", hidden=[8], seed=3, model_options={"coupling_layers": 2})
+        posteriors = [agent.posterior]
+    else:
+        agent = DQNAgent(2, 3, "mc_dropout", safe=make == "safe_dqn", seed=3)
+        posteriors = [agent.q] + ([agent.cost] if agent.safe else [])
+    gens = [agent.generator] + [p.generator for p in posteriors]
+    firsts = [torch.randn(4, generator=g) for g in gens]
+    torch.manual_seed(3)  # the initial weights' stream (build_model seeds the global RNG)
+    firsts.append(torch.randn(4))
+    for i, a in enumerate(firsts):
+        for b in firsts[i + 1 :]:
+            assert not torch.equal(a, b)

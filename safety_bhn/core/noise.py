@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_generator
+from .._checks import MAX_SEED, check_generator, check_seed
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of the random stream named ``stream`` in a run seeded with ``seed``.
+
+    Two generators seeded with the same integer draw the same numbers, so roles that must be
+    independent (an agent's decisions and its posterior's training draws, say) each take a
+    seed of their own: NumPy's ``SeedSequence``, made for this, hashes the run's seed and
+    the stream's name into one, and different names give unrelated streams.
+
+    >>> stream_seed(0, "decisions") == stream_seed(0, "decisions") != stream_seed(0, "training")
+    True
+    """
+    name = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:8], "little")
+    words = np.random.SeedSequence([check_seed("seed", seed), name]).generate_state(1, np.uint64)
+    return int(words[0]) & MAX_SEED
 
 
 def _where(generator: torch.Generator | None, device: torch.device) -> torch.device:

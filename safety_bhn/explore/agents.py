@@ -18,6 +18,7 @@ from torch import Tensor
 from .._checks import MAX_SEED, check_flag, check_int, check_seed
 from .._choices import parse_choice
 from ..core.build import Method
+from ..core.noise import stream_seed
 from .posterior import RegressionPosterior, check_hidden
 
 
@@ -249,7 +250,7 @@ class NeuralBandit:
             model_options=model_options,
         )  # fmt: skip
         self.rng = np.random.default_rng(seed)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(stream_seed(seed, "agent decisions"))
         self.contexts: list[np.ndarray] = []
         self.actions: list[int] = []
         self.rewards: list[float] = []
@@ -534,7 +535,7 @@ class DQNAgent:
         # every transition with a cost, kept apart from the buffer's window (safe agents)
         self.violations = ReplayBuffer(obs_dim, buffer_size) if self.safe else None
         self.rng = np.random.default_rng(seed)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(stream_seed(seed, "agent decisions"))
         self.steps = 0
         self.fallbacks = 0
         self.last_mask: np.ndarray | None = None

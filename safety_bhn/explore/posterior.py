@@ -16,6 +16,7 @@ from .._choices import parse_choice
 from ..core.base import UncertaintyModel
 from ..core.bhn import PriorMean
 from ..core.build import NO_KL_METHODS, Method, build_model
+from ..core.noise import stream_seed
 
 Batch = tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]
 
@@ -68,8 +69,10 @@ class RegressionPosterior:
         train_samples: posterior draws per gradient step (BHN / factorial VI only).
         kl_weight: multiplies the KL term (1 = the ELBO; smaller tempers the prior; BHN /
             factorial VI only).
-        seed: seed of the initial weights and of the training draws (a non-negative int), or
-            None for fresh randomness (the agents, which are reproducible, take an int only).
+        seed: seed of the initial weights and, through a stream of its own
+            (:func:`safety_bhn.core.noise.stream_seed`), of the training draws (a non-negative
+            int), or None for fresh randomness (the agents, which are reproducible, take an
+            int only).
         device: where the network lives and trains (default ``"cpu"``).
         **options: passed to :func:`safety_bhn.build_model` (e.g. ``coupling_layers=4``,
             ``p_hidden=0.1``, ``prior_std=0.1``).
@@ -159,7 +162,7 @@ class RegressionPosterior:
         if seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed(seed)
+            self.generator.manual_seed(stream_seed(seed, "posterior training"))
         self.log_noise = torch.full((n_outputs,), math.log(noise_std), device=self.model.device)
         self.log_noise.requires_grad_(learn_noise)
         params = list(self.model.parameters()) + ([self.log_noise] if learn_noise else [])
