@@ -222,8 +222,36 @@ def test_train_loss_is_the_mean_of_the_step_losses_and_a_non_finite_one_stops_fi
     monkeypatch.setattr(
         model, "loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
     )
-    with pytest.raises(FloatingPointError, match="training loss became nan in epoch 0"):
+    with (
+        pytest.raises(FloatingPointError, match="training loss became nan in epoch 0"),
+        pytest.warns(RuntimeWarning, match=r"retry \d of 3"),  # tried again first
+    ):
         safety_bhn.fit(model, (x[:250], y[:250]), epochs=2, progress=False)
+
+
+def test_a_diverged_epoch_is_rolled_back_to_its_start_and_trained_again(mnist_small, monkeypatch):
+    (x, y), _ = mnist_small
+    model = _model("bhn")
+    loss, calls, starts = model.loss, [], {}
+    steps = 4  # 250 examples in batches of 64
+
+    def blows_up_once(xb, yb, n, kl_weight=1.0):
+        calls.append(None)
+        if len(calls) in (steps + 1, 2 * steps + 1):  # epoch 1's first step, then its retry's
+            starts[len(calls)] = [p.detach().clone() for p in model.parameters()]
+        out = loss(xb, yb, n, kl_weight)
+        # the bad attempt: its updates are applied, then rolled back
+        return out * 1e6 if steps < len(calls) <= 2 * steps else out
+
+    monkeypatch.setattr(model, "loss", blows_up_once)
+    with pytest.warns(RuntimeWarning, match="training the epoch again from its start"):
+        history = safety_bhn.fit(model, (x[:250], y[:250]), epochs=3, batch_size=64, progress=False)
+    assert history.retried_epochs == [1] and history.epochs_run == 3
+    assert len(calls) == 4 * steps and len(history.train_loss) == 3
+    assert max(history.train_loss) < 10  # the diverged attempt's mean is not recorded
+    # the retry starts from the very weights the bad attempt started from
+    for before, again in zip(starts[steps + 1], starts[2 * steps + 1], strict=True):
+        torch.testing.assert_close(before, again, rtol=0, atol=0)
 
 
 def test_fit_accepts_a_dataset(mnist_small):
