@@ -254,6 +254,34 @@ def test_a_diverged_epoch_is_rolled_back_to_its_start_and_trained_again(mnist_sm
         torch.testing.assert_close(before, again, rtol=0, atol=0)
 
 
+def test_an_epoch_that_keeps_diverging_stops_training_and_keeps_the_last_good_weights(
+    mnist_small, monkeypatch
+):
+    (x, y), _ = mnist_small
+    model = _model("map")
+    loss, calls, start = model.loss, [], []
+    steps = 4  # 250 examples in batches of 64
+
+    def blows_up_from_epoch_2(xb, yb, n, kl_weight=1.0):
+        calls.append(None)
+        if len(calls) == 2 * steps + 1:  # epoch 2's first step
+            start.extend(p.detach().clone() for p in model.parameters())
+        out = loss(xb, yb, n, kl_weight)
+        return out * 1e6 if len(calls) > 2 * steps else out
+
+    monkeypatch.setattr(model, "loss", blows_up_from_epoch_2)
+    with pytest.warns(RuntimeWarning) as warned:
+        history = safety_bhn.fit(model, (x[:250], y[:250]), epochs=5, batch_size=64, progress=False)
+    told = [str(w.message) for w in warned]
+    assert [m.endswith(f"(retry {k} of 3)") for k, m in enumerate(told[:3], 1)] == [True] * 3
+    assert "training stops after 2 epochs and keeps the last one" in told[3] and len(told) == 4
+    assert history.diverged_epoch == 2 and history.retried_epochs == [2, 2, 2]
+    assert history.epochs_run == 2 and history.best_epoch == 1 and len(history.train_loss) == 2
+    assert len(calls) == (2 + 4) * steps  # two good epochs, then four tries of epoch 2
+    for kept, before in zip(model.parameters(), start, strict=True):
+        torch.testing.assert_close(kept.detach(), before, rtol=0, atol=0)
+
+
 def test_fit_accepts_a_dataset(mnist_small):
     (x, y), _ = mnist_small
     ds = torch.utils.data.TensorDataset(x[:200], y[:200])

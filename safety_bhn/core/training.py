@@ -125,6 +125,8 @@ class History:
     seconds: float = 0.0
     #: epochs that diverged and were trained again from their start (once per retry)
     retried_epochs: list[int] = field(default_factory=list)
+    #: the epoch that still diverged after every retry, where training stopped (else None)
+    diverged_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,9 +229,12 @@ def fit(
     An epoch that diverges (its mean training loss not finite, or above the previous epoch's
     by more than ``DIVERGENCE_FACTOR`` times max(1, |previous|)) is rolled back to its start
     (weights, optimiser and schedule) and trained again with the random draws that follow,
-    with a ``RuntimeWarning``; ``History.retried_epochs`` lists them. After ``MAX_RETRIES``
-    retries of one epoch ``fit`` raises ``FloatingPointError``. A run that never diverges is
-    exactly the same as without this.
+    with a ``RuntimeWarning``; ``History.retried_epochs`` lists them. If it diverges again
+    after ``MAX_RETRIES`` retries, training stops there (``History.diverged_epoch``, another
+    warning) and keeps what it would have kept had ``epochs`` ended before that epoch (the
+    best validated one, or the last one); in the first epoch, with nothing to keep, ``fit``
+    raises ``FloatingPointError``. A run that never diverges is exactly the same as without
+    this.
 
     Args:
         train: ``(x, y)`` tensors or a ``Dataset`` of pairs.
@@ -433,24 +438,35 @@ def fit(
             mean_loss = train_epoch()
             if not _diverged(mean_loss, previous):
                 break
-            if attempt == MAX_RETRIES:
+            told = f"training loss became {mean_loss:.4g} in epoch {epoch} (previous epoch: "
+            if attempt == MAX_RETRIES and previous is None:  # no epoch to fall back on
                 raise FloatingPointError(
-                    f"training loss became {mean_loss} in epoch {epoch} (previous epoch: "
-                    f"{previous}), {MAX_RETRIES + 1} times from the epoch's start; try a "
-                    "smaller lr"
+                    f"{told}none), {MAX_RETRIES + 1} times from the start; try a smaller lr"
                 )
+            model_state, opt_state, scheduler_state, step = copy.deepcopy(start_state)
+            model.load_state_dict(model_state)
+            opt.load_state_dict(opt_state)
+            scheduler.load_state_dict(scheduler_state)
+            if attempt == MAX_RETRIES:
+                history.diverged_epoch = epoch
+                warnings.warn(
+                    f"{told}{previous:.4g}), {MAX_RETRIES + 1} times from the epoch's start: "
+                    f"training stops after {epoch} epochs and keeps "
+                    + ("the best validated epoch" if val is not None else "the last one")
+                    + "; try a smaller lr",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                break
             warnings.warn(
-                f"training loss became {mean_loss:.4g} in epoch {epoch} (previous epoch: "
-                f"{previous}); training the epoch again from its start with new random "
+                f"{told}{previous}); training the epoch again from its start with new random "
                 f"draws (retry {attempt + 1} of {MAX_RETRIES})",
                 RuntimeWarning,
                 stacklevel=2,
             )
             history.retried_epochs.append(epoch)
-            model_state, opt_state, scheduler_state, step = copy.deepcopy(start_state)
-            model.load_state_dict(model_state)
-            opt.load_state_dict(opt_state)
-            scheduler.load_state_dict(scheduler_state)
+        if history.diverged_epoch is not None:
+            break
         history.train_loss.append(mean_loss)
         history.epochs_run = epoch + 1
         postfix = {"loss": f"{mean_loss:.4f}"}
