@@ -205,6 +205,14 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
             checks.append(f"- {hidden} units: BHN-12 {b:.2f}% vs target ≥ {target}% "
                           f"({'met' if b >= target else 'missed'}); vs MC dropout {m:.2f}% "
                           f"({'above' if b > m else 'not above'})")  # fmt: skip
+    ran = {id(r): str(r.get("epochs_run", "")) for r in rows}  # absent in the oldest rows
+    stopped = [f"{r['row']} {r['hidden']} units seed {r['seed']} after {r['epochs_run']} of "
+               f"{args.epochs} epochs" for r in rows
+               if ran[id(r)].isdigit() and int(ran[id(r)]) < args.epochs]  # fmt: skip
+    if stopped:
+        checks.append("- Stopped early, an epoch's training loss diverging again after every "
+                      "retry (safety_bhn.fit; the best validated epoch before it is kept): "
+                      + "; ".join(stopped))  # fmt: skip
     done = {(r["row"], r["hidden"], r["seed"]) for r in rows}
     missing = [f"{row} {hidden} units seed {seed}" for hidden in args.hidden for seed in args.seeds
                for row in args.rows if (row, hidden, seed) not in done]  # fmt: skip
