@@ -205,10 +205,14 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
             checks.append(f"- {hidden} units: BHN-12 {b:.2f}% vs target ≥ {target}% "
                           f"({'met' if b >= target else 'missed'}); vs MC dropout {m:.2f}% "
                           f"({'above' if b > m else 'not above'})")  # fmt: skip
-    ran = {id(r): str(r.get("epochs_run", "")) for r in rows}  # absent in the oldest rows
-    stopped = [f"{r['row']} {r['hidden']} units seed {r['seed']} after {r['epochs_run']} of "
-               f"{args.epochs} epochs" for r in rows
-               if ran[id(r)].isdigit() and int(ran[id(r)]) < args.epochs]  # fmt: skip
+    stopped = [
+        f"{r['row']} {int(r['hidden'])} units seed {int(r['seed'])} after "
+        f"{int(r['epochs_run'])} of {args.epochs} epochs"
+        for r in rows
+        if r["hidden"] in args.hidden
+        and r["row"] in args.rows
+        and int(r.get("epochs_run") or args.epochs) < args.epochs  # absent in the oldest rows
+    ]
     if stopped:
         checks.append("- Stopped early, an epoch's training loss diverging again after every "
                       "retry (safety_bhn.fit; the best validated epoch before it is kept): "

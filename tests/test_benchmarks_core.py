@@ -654,6 +654,13 @@ def test_mnist5000_targets_cover_only_the_widths_and_rows_its_command_names(benc
     assert "- 800 units" in one and "1200 units" not in one  # a verdict on unasked runs before
     none = m5k.summarise(rows, m5k.Args(seeds=[0], rows=["mc_dropout"]), "cmd")
     assert "units: BHN-12" not in none
+    assert "Stopped early" not in both  # rows without epochs_run (the oldest) ran them all
+    rows[0]["epochs_run"], rows[3]["epochs_run"] = 30, 60  # bhn-12 800 stopped; the other not
+    stopped = m5k.summarise(rows, m5k.Args(seeds=[0], rows=["bhn-12", "mc_dropout"]), "cmd")
+    assert stopped.endswith("is kept): bhn-12 800 units seed 0 after 30 of 60 epochs\n")
+    wide = m5k.summarise(rows, m5k.Args(seeds=[0], rows=["bhn-12", "mc_dropout"], hidden=[1200]),
+                         "cmd")  # fmt: skip
+    assert "Stopped early" not in wide  # a run the command did not ask for
 
 
 def test_ood_report_says_which_requested_runs_it_lacks(benchmark_module):
