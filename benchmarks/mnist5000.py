@@ -72,6 +72,8 @@ class Args:
     """validation metric that picks the kept epoch: nll or accuracy (separate --out)"""
     bhn_prior_std: float = 1.0
     """std of the N(0, s^2) prior on the BHN scales (separate --out)"""
+    bhn_max_log_scale: float = 3.0
+    """bound on each BHN coupling's log-scale, the coupling_max_log_scale option (separate --out)"""
     val_size: int = 500
     """images of the 5000 held out for validation (model selection)"""
     eval_samples: int = 100
@@ -98,7 +100,10 @@ def config_for(row: str, hidden: int, seed: int, args: Args) -> TrainConfig:
         method=method, hidden=[hidden], coupling_layers=int(layers or 0), epochs=args.epochs,
         lr=args.lr, lr_schedule=args.lr_schedule, lr_warmup=args.lr_warmup,
         batch_size=args.batch_size, seed=seed, select=args.select,
-        options={"prior_std": args.bhn_prior_std} if method == "bhn" else {},
+        options=(
+            {"prior_std": args.bhn_prior_std, "coupling_max_log_scale": args.bhn_max_log_scale}
+            if method == "bhn" else {}
+        ),
         val_size=args.val_size,
         eval_samples=args.eval_samples, data_dir=args.data_dir, device=args.device,
     )  # fmt: skip
@@ -106,9 +111,9 @@ def config_for(row: str, hidden: int, seed: int, args: Args) -> TrainConfig:
 
 TRAIN_DATA = "the 5000 MNIST training images embedded in the package"
 RECIPE = ("epochs", "lr", "lr_schedule", "lr_warmup", "batch_size", "val_size", "eval_samples",
-          "select", "bhn_prior_std", "data_dir")  # fmt: skip
+          "select", "bhn_prior_std", "bhn_max_log_scale", "data_dir")  # fmt: skip
 #: what rows written before a recipe column existed were trained with
-LEGACY = {"select": "nll", "bhn_prior_std": "1.0"}
+LEGACY = {"select": "nll", "bhn_prior_std": "1.0", "bhn_max_log_scale": "3.0"}
 
 
 def recipe_of(args: Args) -> dict[str, str]:
@@ -167,7 +172,9 @@ def run_one(
         "hidden": hidden, "seed": seed, "test_acc": m["test"]["accuracy"],
         "test_nll": m["test"]["nll"], "ece": m["test"]["ece"], "brier": m["test"]["brier"],
         "train_seconds": m["train_seconds"], "epochs_run": m["history"]["epochs_run"],
-        "best_epoch": m["history"]["best_epoch"], "results_version": RESULTS_VERSION,
+        "best_epoch": m["history"]["best_epoch"],
+        "retried_epochs": len(m["history"]["retried_epochs"]),
+        "results_version": RESULTS_VERSION,
     }  # fmt: skip
 
 
@@ -213,6 +220,16 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
         and r["row"] in args.rows
         and int(r.get("epochs_run") or args.epochs) < args.epochs  # absent in the oldest rows
     ]
+    retried = [
+        f"{r['row']} {int(r['hidden'])} units seed {int(r['seed'])}: {r['retried_epochs']}"
+        for r in rows
+        if r["hidden"] in args.hidden
+        and r["row"] in args.rows
+        and str(r.get("retried_epochs") or "0") != "0"  # empty in rows from before 2026-12-08
+    ]
+    if retried:
+        checks.append("- Epochs whose training loss diverged and were trained again from their "
+                      "start (safety_bhn.fit): " + "; ".join(retried))  # fmt: skip
     if stopped:
         checks.append("- Stopped early, an epoch's training loss diverging again after every "
                       "retry (safety_bhn.fit; the best validated epoch before it is kept): "
@@ -245,7 +262,8 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
         f"{args.epochs} epochs, weights of the epoch with the best validation "
         f"{'NLL' if args.select == 'nll' else 'accuracy (the first such epoch)'} "
         f"(10 posterior samples) kept; {args.eval_samples} posterior samples at test time; "
-        f"N(0, {args.bhn_prior_std:g}²) prior on the BHN scales. "
+        f"N(0, {args.bhn_prior_std:g}²) prior on the BHN scales, "
+        f"coupling log-scales bounded by {args.bhn_max_log_scale:g}. "
         "Accuracies are mean ± std over seeds. Train time is wall-clock, as a ratio to MC "
         f"dropout's in the same run{parallel}.\n\n"
         + markdown_table(header, table)
@@ -316,7 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         with open(csv_path) as f:
             for line, r in enumerate(csv.DictReader(f), start=2):
                 try:  # a truncated file leaves None (or cut numbers) in its last row
-                    text = ("row", "method", "results_version", *RECIPE)
+                    # retried_epochs: empty in rows written before it was recorded
+                    text = ("row", "method", "results_version", "retried_epochs", *RECIPE)
                     rows.append({k: (float(v) if k not in text else v)
                                  for k, v in r.items()})  # fmt: skip
                     for k in ("hidden", "seed", "coupling_layers", "epochs_run", "best_epoch"):

@@ -259,8 +259,12 @@ def test_mnist5000_refuses_to_resume_runs_of_another_recipe(benchmark_module, tm
     with pytest.raises(SystemExit, match="lr_schedule=cosine"):
         m5k.check_resume([{**same, "lr_schedule": "cosine"}], args, tmp_path)
     # rows from before the select / prior columns were trained with NLL selection, prior 1
-    older = {k: v for k, v in same.items() if k not in ("select", "bhn_prior_std")}
+    # and couplings' log-scales bounded by 3
+    older = {k: v for k, v in same.items()
+             if k not in ("select", "bhn_prior_std", "bhn_max_log_scale")}  # fmt: skip
     m5k.check_resume([older], args, tmp_path)
+    with pytest.raises(SystemExit, match=r"bhn_max_log_scale=3.0 \(asked: 1.0\)"):
+        m5k.check_resume([older], m5k.Args(epochs=200, bhn_max_log_scale=1.0), tmp_path)
     with pytest.raises(SystemExit, match=r"select=nll \(asked: accuracy\)"):
         m5k.check_resume([older], m5k.Args(epochs=200, select="accuracy"), tmp_path)
     with pytest.raises(SystemExit, match=r"bhn_prior_std=1.0 \(asked: 1.5\)"):
@@ -276,6 +280,10 @@ def test_mnist5000_report_covers_the_seeds_its_command_names(benchmark_module):
              "train_seconds": 1.0} for seed, acc in ((0, 0.97), (1, 0.90))]  # fmt: skip
     text = m5k.summarise(rows, m5k.Args(rows=["bhn-12"], hidden=[800], seeds=[0]), "cmd")
     assert "| 97.00 (one run) |" in text  # averaged with seed 1's 90% before
+    assert "trained again" not in text  # no retried_epochs recorded: nothing to name
+    retried = [{**rows[0], "retried_epochs": "8"}, {**rows[1], "retried_epochs": "0"}]
+    named = m5k.summarise(retried, m5k.Args(rows=["bhn-12"], hidden=[800], seeds=[0, 1]), "c")
+    assert "trained again from their start (safety_bhn.fit): bhn-12 800 units seed 0: 8\n" in named
     assert "the 5000 MNIST training images embedded" in text
     other = m5k.summarise(rows, m5k.Args(rows=["bhn-12"], hidden=[800], data_dir="/d"), "cmd")
     assert "Data: the MNIST files in /d" in other

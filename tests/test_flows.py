@@ -77,6 +77,25 @@ def test_couplings_start_as_identity_and_tiny_scale_starts_near_point_mass():
     assert log_q.mean() > 8 * (-math.log(1e-3)) - 8 * 0.5 * math.log(2 * math.pi * math.e) - 1
 
 
+@pytest.mark.parametrize("bound", [0.5, 1.0, 3.0])
+def test_coupling_scales_stay_within_the_log_scale_bound_and_start_at_one(bound):
+    flow = NormalizingFlow(dim=6, coupling_layers=2, min_scale=1e-3, max_log_scale=bound)
+    eps = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    for coupling in flow.couplings:
+        a = eps[..., coupling.perm][..., : coupling.split]
+        torch.testing.assert_close(coupling._scale_shift(a)[0], torch.ones(50, 3))
+        with torch.no_grad():  # a conditioner pushed far out: the tanh clamp holds
+            coupling.out.bias.fill_(100.0)
+            coupling.out.weight.normal_(0, 10, generator=torch.Generator().manual_seed(1))
+        for sign in (1.0, -1.0):
+            scale = coupling._scale_shift(sign * 100 * a)[0] - 1e-3
+            assert scale.max() <= math.exp(bound) * (1 + 1e-6)
+            assert scale.min() >= math.exp(-bound) * (1 - 1e-6)
+            assert scale.max() > math.exp(bound) * 0.99  # the bound is reached, not smaller
+    _, logdet = flow(eps)  # each coupling adds at most 3 * bound to |log det| (3 scaled entries)
+    assert logdet.abs().max() <= 2 * 3 * bound + 6 * abs(math.log(1e-3)) + 1e-4
+
+
 def test_a_flow_saved_before_couplings_unpermuted_loads_and_samples_as_it_did():
     """Until 2026-12-07 a coupling left its output permuted (each started as a shuffle)."""
     flow = NormalizingFlow(dim=6, coupling_layers=2, hidden=8, init_scale=1e-6)
@@ -123,6 +142,10 @@ def test_bad_sizes_raise():
         NormalizingFlow(dim=4, coupling_layers=1, min_scale=-0.5)  # would give NaN log q
     with pytest.raises(ValueError, match="init_scale must be a positive number, got 'a'"):
         NormalizingFlow(dim=4, coupling_layers=1, init_scale="a")
+    with pytest.raises(ValueError, match="max_log_scale must be a positive number, got 0"):
+        NormalizingFlow(dim=4, coupling_layers=1, max_log_scale=0)
+    with pytest.raises(ValueError, match=r"max_log_scale must exceed -log\(1 - min_scale\)"):
+        NormalizingFlow(dim=4, coupling_layers=1, min_scale=0.5, max_log_scale=0.5)
     with pytest.raises(ValueError, match="min_scale must be a finite number, got nan"):
         NormalizingFlow(dim=4, coupling_layers=1, min_scale=float("nan"))
 

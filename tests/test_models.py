@@ -379,7 +379,9 @@ class TestBadInput:
          ("map", {"seed": 1.5}, "seed must be a non-negative integer"),
          # an OverflowError and a "math domain error" in the first loss before
          ("factorial_vi", {"init_std": 1000.0}, r"init_std must be a number in \(0, 100\]"),
-         ("bhn", {"prior_std": 1e-200}, "prior_std must be a finite number >= 1e-06")],
+         ("bhn", {"prior_std": 1e-200}, "prior_std must be a finite number >= 1e-06"),
+         ("bhn", {"coupling_max_log_scale": 0.0},
+          "coupling_max_log_scale must be a positive number")],
     )  # fmt: skip
     def test_nan_strings_and_fractions_in_options_are_refused_at_build(
         self, method, options, message
@@ -583,6 +585,18 @@ def test_numpy_options_are_stored_as_plain_numbers_that_load_reads(tmp_path):
     torch.testing.assert_close(loaded.sample_logits(x, n, gen()), model.sample_logits(x, 5, gen()))
     with pytest.raises(ValueError, match="option prior_std=.*number, string or list"):
         safety_bhn.build_model("bhn", in_shape=(4,), n_classes=3, prior_std=object())
+
+
+def test_bhn_coupling_log_scale_bound_reaches_every_coupling_and_survives_save_load(tmp_path):
+    model = safety_bhn.build_model(
+        "bhn", in_shape=(4,), n_classes=3, hidden=[8], coupling_layers=2,
+        coupling_max_log_scale=0.5, seed=0,
+    )  # fmt: skip
+    assert [c.max_log_scale for c in model.flow.couplings] == [0.5, 0.5]
+    loaded = safety_bhn.load(model.save(tmp_path), device="cpu")
+    assert [c.max_log_scale for c in loaded.flow.couplings] == [0.5, 0.5]
+    default = safety_bhn.build_model("bhn", in_shape=(4,), n_classes=3, hidden=[8], seed=0)
+    assert {c.max_log_scale for c in default.flow.couplings} == {3.0}
 
 
 def test_bhn_unknown_prior_mean_is_refused_with_a_hint():

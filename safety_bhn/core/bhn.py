@@ -77,6 +77,11 @@ class BHN(UncertaintyModel):
     Args:
         coupling_layers: number of affine coupling layers (0, 8, 12, ...).
         coupling_hidden: hidden units of each coupling's conditioner (200 in the paper).
+        coupling_max_log_scale: bound ``m`` on each coupling's log-scale, soft-clamped to
+            ``(-m, m)`` (:class:`safety_bhn.core.flows.AffineCoupling`). With the default 3,
+            twelve couplings could still chain their scales: one 1000-epoch MNIST run (1200
+            units, seed 3) diverged at epoch 37 and kept diverging (:func:`safety_bhn.fit`
+            now retries such epochs).
         train_samples: posterior samples per training step for the ELBO estimate.
         prior_std: standard deviation of the Gaussian prior on every scale.
         init_scale: initial standard deviation of ``q`` around its mean.
@@ -105,6 +110,7 @@ class BHN(UncertaintyModel):
         config: dict[str, Any],
         coupling_layers: int = 12,
         coupling_hidden: int = 200,
+        coupling_max_log_scale: float = 3.0,
         train_samples: int = 1,
         prior_std: float = 1.0,
         init_scale: float = 0.2,
@@ -119,6 +125,9 @@ class BHN(UncertaintyModel):
         train_samples = check_int("train_samples", train_samples)
         prior_std = check_real("prior_std", prior_std, 1e-6)  # 1e-200: log(0) in the KL
         init_scale = check_real("init_scale", init_scale, 0.0, low_open=True)
+        coupling_max_log_scale = check_real(
+            "coupling_max_log_scale", coupling_max_log_scale, 0.0, low_open=True
+        )
         self.train_samples = train_samples
         self.local_draws = check_flag("local_draws", local_draws)
         self.prior_std = prior_std
@@ -127,7 +136,11 @@ class BHN(UncertaintyModel):
         self.bias = nn.ParameterList(m.bias for m in directions)
         self.sizes = [layer.out_features for layer in self.layers]
         self.flow = NormalizingFlow(
-            sum(self.sizes), coupling_layers, hidden=coupling_hidden, init_scale=init_scale
+            sum(self.sizes),
+            coupling_layers,
+            hidden=coupling_hidden,
+            init_scale=init_scale,
+            max_log_scale=coupling_max_log_scale,
         )
         with torch.no_grad():
             self.flow.affine.loc.fill_(1.0)

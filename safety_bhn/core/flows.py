@@ -152,6 +152,7 @@ class NormalizingFlow(nn.Module):
         hidden: int = 200,
         init_scale: float = 1e-3,
         min_scale: float = 1e-3,
+        max_log_scale: float = 3.0,
     ) -> None:
         super().__init__()
         dim = check_int("flow dimension", dim)
@@ -163,9 +164,17 @@ class NormalizingFlow(nn.Module):
         min_scale = check_real("min_scale", min_scale)
         if not 0 <= min_scale < 1:  # a scale exp(s) + min_scale must be able to equal 1
             raise ValueError(f"min_scale must lie in [0, 1), got {min_scale!r}")
+        # a log-scale bound must let exp(s) + min_scale reach 1 (each coupling starts there)
+        max_log_scale = check_real("max_log_scale", max_log_scale, 0.0, low_open=True)
+        if max_log_scale <= -math.log(1.0 - min_scale):
+            raise ValueError(
+                f"max_log_scale must exceed -log(1 - min_scale) = {-math.log(1.0 - min_scale):.3g}"
+                f" so that a coupling can start as the identity, got {max_log_scale!r}"
+            )
         self.dim = dim
         self.couplings = nn.ModuleList(
-            AffineCoupling(dim, hidden, seed=k, min_scale=min_scale) for k in range(coupling_layers)
+            AffineCoupling(dim, hidden, seed=k, min_scale=min_scale, max_log_scale=max_log_scale)
+            for k in range(coupling_layers)
         )
         self.affine = ElementwiseAffine(dim, init_scale)
 
