@@ -531,10 +531,33 @@ def main(argv: list[str] | None = None) -> None:
               f"run states: {args.runs_dir}")  # fmt: skip
 
 
+def _optional_int(text: str) -> int | None:
+    """An int cell that may be empty: a column recorded since 2026-12-08 (empty in older
+    rows), or a step with nothing to record (``diverged_epoch`` of a run that never stopped).
+    A missing cell (``None``: a row cut short) is still an error."""
+    return None if text == "" else int(text)
+
+
 #: Column types of the tidy CSV (the rest are strings; an empty device is None).
 CSV_TYPES = {"seed": int, "step": int, "n_labels": int, "rarest_class": int, "test_acc": float,
              "test_nll": float, "train_seconds": float, "acquire_seconds": float,
-             "step_seconds": float}  # fmt: skip
+             "step_seconds": float, "best_epoch": _optional_int,
+             "retried_epochs": _optional_int, "diverged_epoch": _optional_int}  # fmt: skip
+
+
+def divergences(rows: list[dict]) -> list[str]:
+    """The report's lines on retrains whose training diverged (safety_bhn.fit retried the
+    epoch, or stopped there keeping the best validated epoch before it); none if none did."""
+    hit = [r for r in rows if r.get("retried_epochs") or r.get("diverged_epoch") is not None]
+    if not hit:
+        return []
+    steps = "; ".join(
+        f"{r['method']}-{r['acquisition']} seed {r['seed']} step {r['step']}: "
+        f"{r.get('retried_epochs') or 0} retries"
+        + ("" if r.get("diverged_epoch") is None else f", stopped at epoch {r['diverged_epoch']}")
+        for r in hit
+    )
+    return ["", f"**Diverged retrains** (their training loss blew up; safety_bhn.fit): {steps}"]
 
 
 def read_finished_csv(
@@ -781,6 +804,7 @@ def write_results(
     finished = len({(r["method"], r["acquisition"], r["seed"]) for r in rows})
     if finished < planned:
         lines += ["", f"**INCOMPLETE**: {finished} of {planned} runs finished so far."]
+    lines += divergences(rows)
     lines += ["", md, "## Targets", ""] + [f"- {c}" for c in checks]
     if others:
         lines += ["", "## Other acquisitions (the same checks; not the issue's targets)", ""]

@@ -228,8 +228,8 @@ def summarise(rows: list[dict], args: Args, command: str) -> str:
         and str(r.get("retried_epochs") or "0") != "0"  # empty in rows from before 2026-12-08
     ]
     if retried:
-        checks.append("- Epochs whose training loss diverged and were trained again from their "
-                      "start (safety_bhn.fit): " + "; ".join(retried))  # fmt: skip
+        checks.append("- Retries of epochs whose training loss diverged, each trained again "
+                      "from its start (safety_bhn.fit): " + "; ".join(retried))  # fmt: skip
     if stopped:
         checks.append("- Stopped early, an epoch's training loss diverging again after every "
                       "retry (safety_bhn.fit; the best validated epoch before it is kept): "
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         with open(csv_path) as f:
             for line, r in enumerate(csv.DictReader(f), start=2):
                 try:  # a truncated file leaves None (or cut numbers) in its last row
-                    # retried_epochs: empty in rows written before it was recorded
+                    # retried_epochs (a count): empty in rows written before it was recorded
                     text = ("row", "method", "results_version", "retried_epochs", *RECIPE)
                     rows.append({k: (float(v) if k not in text else v)
                                  for k, v in r.items()})  # fmt: skip

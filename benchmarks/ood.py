@@ -240,6 +240,30 @@ def train(
     return model, history
 
 
+def divergence(history: History) -> dict[str, int | None]:
+    """What a results row records of a training run's divergences (safety_bhn.fit): how many
+    epochs it retried, and the epoch it stopped at (None: it never stopped early). With
+    ``--select last`` a run that stopped keeps the last good epoch, not the final one."""
+    return {"retried_epochs": len(history.retried_epochs), "diverged_epoch": history.diverged_epoch}
+
+
+def divergence_words(rows: list[dict]) -> str:
+    """The report's paragraph on runs whose training diverged; empty if none did (or the
+    rows predate the record, 2026-12-08)."""
+    hit = sorted({(r["method"], r["seed"], r["ood_set"] == "held_out_classes",
+                   r.get("retried_epochs") or 0, r.get("diverged_epoch")) for r in rows
+                  if r.get("retried_epochs") or r.get("diverged_epoch") is not None},
+                 key=str)  # fmt: skip
+    if not hit:
+        return ""
+    runs = [f"{method} seed {seed}{' (digits 0-4 model)' if held else ''}: {n} retries"
+            + ("" if stop is None else f", stopped at epoch {stop}")
+            for method, seed, held, n, stop in hit]  # fmt: skip
+    return ("**Diverged training** (an epoch's training loss blew up; safety_bhn.fit trained it "
+            "again from its start, or stopped keeping the last good epoch): "
+            + "; ".join(runs) + ".\n\n")  # fmt: skip
+
+
 def checkpoint_path(row: str, n_classes: int, seed: int, args: Args) -> Path:
     """Where the training state of one model of a run is kept: named by the run and a hash of
     its settings and the code's results version, so runs of other settings sharing a
@@ -268,7 +292,8 @@ def run_one(row: str, seed: int, args: Args) -> dict[str, list[dict[str, Any]]]:
     suite = build_suite(xt, yt, "mnist", n=args.n_test, seed=seed, data_dir=args.data_dir)
     report = evaluate_ood(model, suite, args.scores, args.samples, gen, name=row, progress=False)
     info = {"in_accuracy": report.accuracy, "train_seconds": history.seconds,
-            "best_epoch": history.best_epoch, "threads": threads}  # fmt: skip
+            "best_epoch": history.best_epoch, "threads": threads,
+            **divergence(history)}  # fmt: skip
     detection = [{**tag, **{k: v for k, v in r.items() if k != "model"}, **info}
                  for r in report.rows()]  # fmt: skip
 
@@ -281,7 +306,8 @@ def run_one(row: str, seed: int, args: Args) -> dict[str, list[dict[str, Any]]]:
             model5, suite5, args.scores, args.samples, gen, name=row, progress=False
         )
         info5 = {"in_accuracy": report5.accuracy, "train_seconds": history5.seconds,
-                 "best_epoch": history5.best_epoch, "threads": threads}  # fmt: skip
+                 "best_epoch": history5.best_epoch, "threads": threads,
+                 **divergence(history5)}  # fmt: skip
         detection += [{**tag, **{k: v for k, v in r.items() if k != "model"}, **info5}
                       for r in report5.rows()]  # fmt: skip
 
@@ -503,6 +529,7 @@ def summarise(rows: list[dict], shift: list[dict], adv: list[dict], args: Args, 
                   f"requested (method, seed) runs are not in {project_path(args.state)}: "
                   f"{'; '.join(missing)}. Each table and target averages the seeds its method "
                   "has (the seeds column).\n\n")  # fmt: skip
+    label += divergence_words(rows)
     return (
         "# OOD detection on MNIST-5000\n\n" + label + f"Command: `{command}`  \n"
         f"Machine: {env['machine']}; torch {env['torch']}; date {env['date']}; "

@@ -187,8 +187,8 @@ def run_one(row: str, seed: int, args: Args) -> list[dict[str, Any]]:
                      for name, x in suite}  # fmt: skip
         accuracy = float((probs_in.mean(0).argmax(-1) == suite.y_in).double().mean())
         rows += [{"method": row, "seed": seed, "samples": n, **r, "in_accuracy": accuracy,
-                  "best_epoch": history.best_epoch, "threads": torch.get_num_threads(),
-                  "active_units": units}
+                  "best_epoch": history.best_epoch, **ood.divergence(history),
+                  "threads": torch.get_num_threads(), "active_units": units}
                  for r in split_rows(probs_in, suite.y_in, probs_out)]  # fmt: skip
     return rows
 

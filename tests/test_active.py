@@ -362,6 +362,31 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, warm_start):
     assert state["model_version"] == MODEL_VERSION
 
 
+def test_a_retrain_that_diverged_is_recorded_in_its_step_and_the_curve(tmp_path, monkeypatch):
+    import safety_bhn.active.loop as loop
+
+    real = loop.retrain
+
+    def diverges_at_step_1(model, train, val, config, seed):  # fit's own behaviour is tested
+        history = real(model, train, val, config, seed)  # in test_training; here, what the
+        if seed == loop.step_seed(config, 1):  # loop records of it
+            history.retried_epochs, history.diverged_epoch = [2, 2, 2], 2
+        return history
+
+    monkeypatch.setattr(loop, "retrain", diverges_at_step_1)
+    x, y = _blobs()
+    learner = ActiveLearner(_tiny(steps=2), (x, y), out=tmp_path)
+    learner.run(progress=False)
+    assert [r["retried_epochs"] for r in learner.history] == [0, 3, 0]
+    assert [r["diverged_epoch"] for r in learner.history] == [None, 2, None]
+    assert all(1 <= r["best_epoch"] for r in learner.history)
+    with open(tmp_path / "curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["retried_epochs"], r["diverged_epoch"]) for r in rows] == [
+        ("0", ""), ("3", "2"), ("0", "")
+    ]  # fmt: skip
+
+
 def test_a_run_begun_by_older_code_warns_on_resume_and_keeps_its_version(tmp_path):
     x, y = _blobs()
     cfg = _tiny()

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from safety_bhn.core.training import History
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -280,10 +282,10 @@ def test_mnist5000_report_covers_the_seeds_its_command_names(benchmark_module):
              "train_seconds": 1.0} for seed, acc in ((0, 0.97), (1, 0.90))]  # fmt: skip
     text = m5k.summarise(rows, m5k.Args(rows=["bhn-12"], hidden=[800], seeds=[0]), "cmd")
     assert "| 97.00 (one run) |" in text  # averaged with seed 1's 90% before
-    assert "trained again" not in text  # no retried_epochs recorded: nothing to name
+    assert "Retries of epochs" not in text  # no retried_epochs recorded: nothing to name
     retried = [{**rows[0], "retried_epochs": "8"}, {**rows[1], "retried_epochs": "0"}]
     named = m5k.summarise(retried, m5k.Args(rows=["bhn-12"], hidden=[800], seeds=[0, 1]), "c")
-    assert "trained again from their start (safety_bhn.fit): bhn-12 800 units seed 0: 8\n" in named
+    assert "from its start (safety_bhn.fit): bhn-12 800 units seed 0: 8\n" in named
     assert "the 5000 MNIST training images embedded" in text
     other = m5k.summarise(rows, m5k.Args(rows=["bhn-12"], hidden=[800], data_dir="/d"), "cmd")
     assert "Data: the MNIST files in /d" in other
@@ -349,6 +351,40 @@ def test_cached_runs_keep_their_settings_and_refuse_others(benchmark_module, tmp
         path.write_bytes(damage)
         with pytest.raises(ValueError, match="run.json is damaged"):
             common.load_run(path, settings)
+
+
+def test_active_learning_report_names_diverged_retrains_from_fresh_and_read_back_rows(
+    benchmark_module, tmp_path
+):
+    al = benchmark_module("active_learning")
+    report = tmp_path / "active_learning.csv"
+    head = "seed,step,n_labels,test_acc,method,acquisition"
+    report.write_text(f"{head}\n0,0,20,0.5,map,random\n0,1,30,0.6,map,random\n")
+    older = al.read_finished_csv(report, steps=1)[(0, "map", "random")]
+    assert al.divergences(older) == []  # rows from before the columns: nothing to name
+    report.write_text(f"{head},best_epoch,retried_epochs,diverged_epoch\n"
+                      "0,0,20,0.5,map,random,5,0,\n0,1,30,0.6,map,random,1,3,2\n")  # fmt: skip
+    rows = al.read_finished_csv(report, steps=1)[(0, "map", "random")]
+    assert [(r["retried_epochs"], r["diverged_epoch"]) for r in rows] == [(0, None), (3, 2)]
+    fresh = [{**rows[0], "retried_epochs": 1}, {**rows[1], "seed": 1}]
+    (line,) = al.divergences(fresh)[1:]
+    assert line.endswith(": map-random seed 0 step 0: 1 retries; "
+                         "map-random seed 1 step 1: 3 retries, stopped at epoch 2")  # fmt: skip
+
+
+def test_ood_report_names_runs_whose_training_diverged(benchmark_module):
+    ood = benchmark_module("ood")
+    history = History(retried_epochs=[4, 9, 9], diverged_epoch=9)
+    assert ood.divergence(history) == {"retried_epochs": 3, "diverged_epoch": 9}
+    rows = [{"method": "mc_dropout", "seed": 0, "ood_set": "noise"},  # cached before the record
+            {"method": "bhn-12", "seed": 1, "ood_set": "noise", **ood.divergence(history)},
+            {"method": "bhn-12", "seed": 1, "ood_set": "fashion", **ood.divergence(history)},
+            {"method": "bhn-12", "seed": 2, "ood_set": "held_out_classes", "retried_epochs": 1,
+             "diverged_epoch": None}]  # fmt: skip
+    words = ood.divergence_words(rows)
+    assert words.count("bhn-12 seed 1: 3 retries, stopped at epoch 9") == 1  # once per run
+    assert "bhn-12 seed 2 (digits 0-4 model): 1 retries." in words and "mc_dropout" not in words
+    assert ood.divergence_words(rows[:1]) == ""
 
 
 def test_benchmarks_name_a_damaged_results_file(benchmark_module, tmp_path):

@@ -670,10 +670,10 @@ class ActiveLearner:
             val = (self.x[torch.as_tensor(self.val)], torch.as_tensor(self.val_labels))
         return model, retrain(model, train, val, cfg, seed)
 
-    def _train(self, step: int) -> tuple[UncertaintyModel, float]:
+    def _train(self, step: int) -> tuple[UncertaintyModel, History]:
         keep = self.model if self.config.warm_start else None
         self.model, history = self._fit_step(step, len(self.labelled), keep)
-        return self.model, history.seconds
+        return self.model, history
 
     def model_at(
         self,
@@ -790,7 +790,7 @@ class ActiveLearner:
     def _step(self, step: int) -> dict[str, Any]:
         """Train, evaluate, acquire and label (except after the last step), then save."""
         t0 = time.perf_counter()
-        model, train_seconds = self._train(step)
+        model, history = self._train(step)
         metrics = self._evaluate(model, step)
         t1 = time.perf_counter()
         acquired: list[int] = []
@@ -802,7 +802,11 @@ class ActiveLearner:
             "step": step,
             "n_labels": len(self.labelled),
             **metrics,
-            "train_seconds": train_seconds,
+            "train_seconds": history.seconds,
+            # a retrain's divergences (safety_bhn.fit), so a curve's dips can be traced
+            "best_epoch": history.best_epoch,
+            "retried_epochs": len(history.retried_epochs),
+            "diverged_epoch": history.diverged_epoch,
             "acquire_seconds": t2 - t1,
             "step_seconds": t2 - t0,
             "device": device_words(self.device),
@@ -835,7 +839,8 @@ class ActiveLearner:
     def curve(self) -> list[dict[str, Any]]:
         """One row per completed step: the tidy learning curve."""
         keys = ("step", "n_labels", "test_acc", "test_nll", "train_seconds", "acquire_seconds",
-                "step_seconds", "device")  # fmt: skip
+                "step_seconds", "device", "best_epoch", "retried_epochs",
+                "diverged_epoch")  # fmt: skip
         base = {"method": self.config.method, "acquisition": self.config.acquisition,
                 "seed": self.config.seed}  # fmt: skip
         rarest = rarest_class_counts(
