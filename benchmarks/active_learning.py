@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     check_flags,
     check_results_version,
     command_line,
+    divergence_phrase,
     fail,
     flag_errors,
     in_results,
@@ -553,8 +554,7 @@ def divergences(rows: list[dict]) -> list[str]:
         return []
     steps = "; ".join(
         f"{r['method']}-{r['acquisition']} seed {r['seed']} step {r['step']}: "
-        f"{r.get('retried_epochs') or 0} retries"
-        + ("" if r.get("diverged_epoch") is None else f", stopped at epoch {r['diverged_epoch']}")
+        + divergence_phrase(r.get("retried_epochs"), r.get("diverged_epoch"))
         for r in hit
     )
     return ["", f"**Diverged retrains** (their training loss blew up; safety_bhn.fit): {steps}"]

@@ -438,6 +438,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def divergence_phrase(retries: int | None, stopped: int | None) -> str:
+    """How a report names one training run's divergences (safety_bhn.fit): ``retries`` epochs
+    trained again, ``stopped`` the epoch where training gave up (None: it did not)."""
+    return f"{retries or 0} retries" + ("" if stopped is None else f", stopped at epoch {stopped}")
+
+
 def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Write tidy rows (one dict per row) as CSV, atomically.
 

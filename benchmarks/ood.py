@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     check_flags,
     checkpoint_file,
     command_line,
+    divergence_phrase,
     fail,
     flag_errors,
     in_results,
@@ -256,9 +257,8 @@ def divergence_words(rows: list[dict]) -> str:
                  key=str)  # fmt: skip
     if not hit:
         return ""
-    runs = [f"{method} seed {seed}{' (digits 0-4 model)' if held else ''}: {n} retries"
-            + ("" if stop is None else f", stopped at epoch {stop}")
-            for method, seed, held, n, stop in hit]  # fmt: skip
+    runs = [f"{method} seed {seed}{' (digits 0-4 model)' if held else ''}: "
+            + divergence_phrase(n, stop) for method, seed, held, n, stop in hit]  # fmt: skip
     return ("**Diverged training** (an epoch's training loss blew up; safety_bhn.fit trained it "
             "again from its start, or stopped keeping the last good epoch): "
             + "; ".join(runs) + ".\n\n")  # fmt: skip
